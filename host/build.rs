@@ -1,0 +1,105 @@
+//! Builds the guest workspace (`plugins/`: the SDK, the built-in plugins and
+//! the test fixtures) for `wasm32-wasip2` in one cargo invocation, then
+//! embeds the built-in plugins in the binary and tells tests where the
+//! fixtures are (`WEFT_GUEST_DIR`).
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Plugins embedded in the binary, in catalog order.
+const BUILTINS: [&str; 4] = [
+    "send_email",
+    "mark_invoices_overdue",
+    "extract_document",
+    "http_request",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf();
+    for watched in ["plugins", "sdk", "wit", "tests/fixtures"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=WEFT_GUEST_TARGET_DIR");
+
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+    let guest_target = env::var_os("WEFT_GUEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_guest_target(&out_dir));
+    build_guests(&root, &guest_target);
+
+    let artifacts = guest_target.join("wasm32-wasip2").join("release");
+    let mut generated = String::from(
+        "/// Built-in plugins: (name, component bytes).\npub const BUILTINS: &[(&str, &[u8])] = &[\n",
+    );
+    for name in BUILTINS {
+        let path = artifacts.join(format!("{name}.wasm"));
+        assert!(path.exists(), "{} was not built", path.display());
+        writeln!(
+            generated,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("write to string");
+    }
+    generated.push_str("];\n");
+    std::fs::write(out_dir.join("builtins.rs"), generated).expect("write builtins.rs");
+    println!("cargo:rustc-env=WEFT_GUEST_DIR={}", artifacts.display());
+}
+
+/// `<target-dir>/guest`, found from OUT_DIR (`<target-dir>/<profile>/build/<pkg>/out`),
+/// so debug, release and clippy builds share one guest build.
+fn default_guest_target(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .nth(4)
+        .map(|target| target.join("guest"))
+        .unwrap_or_else(|| out_dir.join("guest"))
+}
+
+fn build_guests(root: &Path, guest_target: &Path) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--workspace",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("plugins").join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", guest_target);
+    // What cargo sets for the host build must not leak into the guest build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        command.env_remove(var);
+    }
+    for (key, _) in env::vars_os() {
+        if let Some(key) = key.to_str()
+            && key.starts_with("CARGO_PROFILE_")
+        {
+            command.env_remove(key);
+        }
+    }
+    let output = command.output().expect("run cargo for the guest workspace");
+    if !output.status.success() {
+        panic!(
+            "building the plugins in plugins/ for wasm32-wasip2 failed.\n\
+             If the target is missing, run `rustup target add wasm32-wasip2`.\n\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! The `weft` command line. `run` is one flat match over the commands.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "the CLI's output is for people and scripts"
+)]
+
+mod plugin;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "A workflow host whose step types are sandboxed WebAssembly components"
+)]
+pub struct Cli {
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with plugin components locally.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Logs go to stderr so stdout stays for command output.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,weft=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugin(command) => plugin::run(command).await,
+    }
+}
+
+/// Reads a JSON argument given inline or as `@path`.
+pub(crate) fn json_arg(value: &str, what: &str) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context as _;
+    let text = match value.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {what} from {path}"))?
+        }
+        None => value.to_owned(),
+    };
+    serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))
+}

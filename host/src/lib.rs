@@ -1,0 +1,16 @@
+//! # Weft: a workflow host whose step types are sandboxed WebAssembly components
+//!
+//! # Layout
+//!
+//! - [`runtime`]: the wasmtime sandbox. Loads components of the
+//!   `weft:plugin` world and runs one attempt at a time with limits.
+//! - [`builtins`]: the plugins compiled from `plugins/` and embedded in the
+//!   binary.
+//! - [`cli`]: the `weft` command line.
+//!
+//! Dependencies point one way: `cli` → `runtime`; only `runtime` imports
+//! wasmtime.
+
+pub mod builtins;
+pub mod cli;
+pub mod runtime;

@@ -1,0 +1,65 @@
+//! Host capabilities: log, progress, secrets, files and mail.
+//!
+//! Each call is checked by the host against what the plugin was granted; a
+//! capability that was not granted answers as if the thing did not exist
+//! (`secret`) or with an error naming the problem (`read_file`, `send_mail`).
+
+use crate::bindings::weft::plugin::host as wit;
+
+pub use wit::LogLevel;
+
+/// Appends a line to the attempt's log (capped per attempt by the host).
+pub fn log(level: LogLevel, message: &str) {
+    wit::log(level, message);
+}
+
+pub fn debug(message: &str) {
+    log(LogLevel::Debug, message);
+}
+
+pub fn info(message: &str) {
+    log(LogLevel::Info, message);
+}
+
+pub fn warn(message: &str) {
+    log(LogLevel::Warn, message);
+}
+
+pub fn error(message: &str) {
+    log(LogLevel::Error, message);
+}
+
+/// Reports progress of a long attempt, 0 to 100 percent.
+pub fn progress(percent: u8, note: &str) {
+    wit::progress(percent.min(100), note);
+}
+
+/// The tenant's secret `name`, if it exists and this plugin is granted it.
+pub fn secret(name: &str) -> Option<String> {
+    wit::secret(name)
+}
+
+/// The bytes of an uploaded file of this run's tenant.
+pub fn read_file(file_id: &str) -> Result<Vec<u8>, String> {
+    wit::read_file(file_id)
+}
+
+/// An email message for [`send_mail`].
+#[derive(Debug, Clone, Default)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Queues a message in the tenant's outbox and returns its message id.
+/// Retried attempts get the same id back and send nothing twice.
+pub fn send_mail(mail: &Mail) -> Result<String, String> {
+    wit::send_mail(&wit::Mail {
+        to: mail.to.clone(),
+        cc: mail.cc.clone(),
+        subject: mail.subject.clone(),
+        body: mail.body.clone(),
+    })
+}
