@@ -1,1 +1,84 @@
-fn main() {}
+//! Per-attempt cost of the sandbox: the raw wasmtime floor (instantiate
+//! from `InstancePre` plus one `run` call) against one attempt through
+//! `Runtime::invoke` (fresh store, empty WASI, limits, services, output
+//! check), both on the same engine and the same trivial component (the
+//! testkit fixture in `echo` mode).
+//!
+//! Run: `cargo bench --bench invoke` (prints µs per call and the ratio).
+
+#![allow(clippy::print_stdout, reason = "a bench binary prints its figures")]
+
+use std::time::Instant;
+
+use weft::runtime::floor::Floor;
+use weft::runtime::services::MemoryServices;
+use weft::runtime::{Grants, Invocation, Limits, Runtime, RuntimeConfig, StepContext};
+
+const WARMUP: usize = 500;
+const ROUNDS: usize = 5;
+const CALLS: usize = 2_000;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let path = format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"));
+    let bytes = std::fs::read(&path).expect("testkit fixture built by build.rs");
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let plugin = runtime.load(&bytes).await.expect("load");
+    let floor = Floor::new(&runtime, &bytes).expect("floor");
+    let memory = MemoryServices::default();
+    let config = r#"{"mode":"echo"}"#;
+    let input = r#"{"invoice":"inv-1","amount":12.5}"#;
+
+    let invoke = || async {
+        let attempt = runtime
+            .invoke(
+                &plugin,
+                Invocation {
+                    context: StepContext {
+                        tenant: "bench".into(),
+                        run_id: "run".into(),
+                        step_id: "step".into(),
+                        attempt: 1,
+                        idempotency_key: "run/step".into(),
+                    },
+                    config,
+                    input,
+                    grants: Grants::default(),
+                    services: memory.services(),
+                    limits: Limits::DEFAULT,
+                },
+            )
+            .await;
+        assert_eq!(attempt.result.as_deref(), Ok(input));
+    };
+    let raw = || async {
+        assert_eq!(floor.call(config, input).await.as_deref(), Ok(input));
+    };
+
+    for _ in 0..WARMUP {
+        raw().await;
+        invoke().await;
+    }
+    // Interleaved rounds so drift on a shared machine hits both alike; the
+    // best round of each is reported.
+    let (mut best_raw, mut best_invoke) = (f64::MAX, f64::MAX);
+    for round in 1..=ROUNDS {
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            raw().await;
+        }
+        let raw_us = started.elapsed().as_secs_f64() * 1e6 / CALLS as f64;
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            invoke().await;
+        }
+        let invoke_us = started.elapsed().as_secs_f64() * 1e6 / CALLS as f64;
+        println!("round {round}: floor {raw_us:.1} µs/call, invoke {invoke_us:.1} µs/call");
+        best_raw = best_raw.min(raw_us);
+        best_invoke = best_invoke.min(invoke_us);
+    }
+    println!("component: {path} ({} bytes)", bytes.len());
+    println!("(a) raw floor (instantiate from InstancePre + run): {best_raw:.1} µs/call");
+    println!("(b) Runtime::invoke (one attempt):                  {best_invoke:.1} µs/call");
+    println!("ratio (b)/(a): {:.2}", best_invoke / best_raw);
+}

@@ -16,6 +16,8 @@
 mod bindings;
 mod cache;
 mod error;
+#[doc(hidden)]
+pub mod floor;
 mod grants;
 mod kv;
 mod limits;

@@ -213,22 +213,23 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
 
     let pending = outgoing_handler::handle(outgoing, None).map_err(error_code)?;
 
+    // The body is written after `handle` (the host buffers little before
+    // the request is sent); if writing fails, the response says why.
+    let mut body_error = None;
     {
         let stream = body
             .write()
             .map_err(|()| HttpError::Body("request body stream unavailable".into()))?;
-        for chunk in request
-            .body
-            .as_deref()
-            .unwrap_or_default()
-            .chunks(WRITE_CHUNK)
-        {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| HttpError::Body(format!("writing request body: {e:?}")))?;
+        for chunk in request.body.as_deref().unwrap_or_default().chunks(WRITE_CHUNK) {
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                body_error = Some(HttpError::Body(format!("writing request body: {e:?}")));
+                break;
+            }
         }
     }
-    OutgoingBody::finish(body, None).map_err(error_code)?;
+    if let Err(e) = OutgoingBody::finish(body, None) {
+        body_error.get_or_insert(error_code(e));
+    }
 
     let response = loop {
         if let Some(result) = pending.get() {
@@ -238,6 +239,9 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         }
         pending.subscribe().block();
     };
+    if let Some(e) = body_error {
+        return Err(e);
+    }
 
     let status = response.status();
     let headers = response
