@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use weft::runtime::services::MemoryServices;
-use weft::runtime::{AttemptError, Grants, Invocation, Limits, LoadError, Plugin, Runtime, RuntimeConfig, StepContext};
+use weft::runtime::{
+    AttemptError, Grants, Invocation, Limits, LoadError, Plugin, Runtime, RuntimeConfig,
+    StepContext,
+};
 
 fn guest(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("WEFT_GUEST_DIR"));
@@ -51,12 +54,23 @@ async fn invoke(
             },
         )
         .await;
-    attempt.result.map(|text| serde_json::from_str(&text).expect("output is JSON"))
+    attempt
+        .result
+        .map(|text| serde_json::from_str(&text).expect("output is JSON"))
 }
 
 async fn testkit(runtime: &Runtime, config: Value, limits: Limits) -> Result<Value, AttemptError> {
     let plugin = runtime.load(&guest("testkit")).await.expect("load testkit");
-    invoke(runtime, &plugin, config, json!({}), &MemoryServices::default(), Grants::default(), limits).await
+    invoke(
+        runtime,
+        &plugin,
+        config,
+        json!({}),
+        &MemoryServices::default(),
+        Grants::default(),
+        limits,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,17 +82,67 @@ async fn hostile_plugins_fail_with_typed_reasons_while_a_normal_plugin_completes
         ..Limits::DEFAULT
     };
     let cases: Vec<(&str, Value, &str, &str)> = vec![
-        ("loop", json!({"mode": "loop"}), "timeout", "timed out after 2000 ms"),
-        ("memory", json!({"mode": "memory"}), "memory_limit", "memory limit of 67108864 bytes"),
-        ("recursion", json!({"mode": "recursion"}), "stack_overflow", "stack overflow"),
-        ("panic", json!({"mode": "panic"}), "trap", "testkit panicked on purpose"),
-        ("unreachable", json!({"mode": "unreachable"}), "trap", "unreachable"),
-        ("big_output", json!({"mode": "big_output", "mib": 10}), "output_too_large", "over the limit of 1048576 bytes"),
-        ("bad_json", json!({"mode": "bad_json"}), "invalid_output", "not JSON"),
-        ("read_file", json!({"mode": "read_file", "path": "/etc/passwd"}), "fatal", "reading /etc/passwd"),
-        ("env", json!({"mode": "env", "name": "HOME"}), "fatal", "0 variables visible"),
+        (
+            "loop",
+            json!({"mode": "loop"}),
+            "timeout",
+            "timed out after 2000 ms",
+        ),
+        (
+            "memory",
+            json!({"mode": "memory"}),
+            "memory_limit",
+            "memory limit of 67108864 bytes",
+        ),
+        (
+            "recursion",
+            json!({"mode": "recursion"}),
+            "stack_overflow",
+            "stack overflow",
+        ),
+        (
+            "panic",
+            json!({"mode": "panic"}),
+            "trap",
+            "testkit panicked on purpose",
+        ),
+        (
+            "unreachable",
+            json!({"mode": "unreachable"}),
+            "trap",
+            "unreachable",
+        ),
+        (
+            "big_output",
+            json!({"mode": "big_output", "mib": 10}),
+            "output_too_large",
+            "over the limit of 1048576 bytes",
+        ),
+        (
+            "bad_json",
+            json!({"mode": "bad_json"}),
+            "invalid_output",
+            "not JSON",
+        ),
+        (
+            "read_file",
+            json!({"mode": "read_file", "path": "/etc/passwd"}),
+            "fatal",
+            "reading /etc/passwd",
+        ),
+        (
+            "env",
+            json!({"mode": "env", "name": "HOME"}),
+            "fatal",
+            "0 variables visible",
+        ),
         ("socket", json!({"mode": "socket"}), "fatal", "socket"),
-        ("http", json!({"mode": "http", "url": "http://127.0.0.1:9/"}), "fatal", "request denied"),
+        (
+            "http",
+            json!({"mode": "http", "url": "http://127.0.0.1:9/"}),
+            "fatal",
+            "request denied",
+        ),
     ];
     let mut tasks = Vec::new();
     for (name, config, kind, message) in cases {
@@ -86,7 +150,16 @@ async fn hostile_plugins_fail_with_typed_reasons_while_a_normal_plugin_completes
         let plugin = plugin.clone();
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
-            let result = invoke(&runtime, &plugin, config, json!({}), &MemoryServices::default(), Grants::default(), limits).await;
+            let result = invoke(
+                &runtime,
+                &plugin,
+                config,
+                json!({}),
+                &MemoryServices::default(),
+                Grants::default(),
+                limits,
+            )
+            .await;
             (name, kind, message, result, started.elapsed())
         }));
     }
@@ -96,35 +169,71 @@ async fn hostile_plugins_fail_with_typed_reasons_while_a_normal_plugin_completes
         let plugin = plugin.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = invoke(&runtime, &plugin, json!({"mode": "sleep", "ms": 200}), json!({}), &MemoryServices::default(), Grants::default(), limits).await;
+            let result = invoke(
+                &runtime,
+                &plugin,
+                json!({"mode": "sleep", "ms": 200}),
+                json!({}),
+                &MemoryServices::default(),
+                Grants::default(),
+                limits,
+            )
+            .await;
             (result, started.elapsed())
         })
     };
     for task in tasks {
-        let (name, kind, message, result, elapsed) = task.await.expect("the host task never panics");
+        let (name, kind, message, result, elapsed) =
+            task.await.expect("the host task never panics");
         let error = result.expect_err(name);
         assert_eq!(error.kind(), kind, "{name}: {error}");
-        assert!(error.to_string().contains(message), "{name}: {error:?} lacks {message:?}");
+        assert!(
+            error.to_string().contains(message),
+            "{name}: {error:?} lacks {message:?}"
+        );
         if name == "loop" {
-            assert!(elapsed < limits.timeout + Duration::from_secs(1), "loop stopped after {elapsed:?}");
+            assert!(
+                elapsed < limits.timeout + Duration::from_secs(1),
+                "loop stopped after {elapsed:?}"
+            );
         }
     }
     let (result, elapsed) = normal.await.unwrap();
     assert_eq!(result.unwrap(), json!({"slept_ms": 200}));
-    assert!(elapsed < limits.timeout, "the normal attempt was starved: {elapsed:?}");
+    assert!(
+        elapsed < limits.timeout,
+        "the normal attempt was starved: {elapsed:?}"
+    );
 
     // And the host still runs attempts afterwards.
-    let echoed = invoke(&runtime, &plugin, json!({"mode": "echo"}), json!({"still": "alive"}), &MemoryServices::default(), Grants::default(), limits).await;
+    let echoed = invoke(
+        &runtime,
+        &plugin,
+        json!({"mode": "echo"}),
+        json!({"still": "alive"}),
+        &MemoryServices::default(),
+        Grants::default(),
+        limits,
+    )
+    .await;
     assert_eq!(echoed.unwrap(), json!({"still": "alive"}));
 }
 
 #[tokio::test]
 async fn plugin_errors_keep_their_kind() {
     let runtime = runtime();
-    for (kind, expected) in [("retryable", "retryable"), ("fatal", "fatal"), ("invalid_input", "invalid_input")] {
-        let error = testkit(&runtime, json!({"mode": "fail", "kind": kind, "message": "nope"}), Limits::DEFAULT)
-            .await
-            .unwrap_err();
+    for (kind, expected) in [
+        ("retryable", "retryable"),
+        ("fatal", "fatal"),
+        ("invalid_input", "invalid_input"),
+    ] {
+        let error = testkit(
+            &runtime,
+            json!({"mode": "fail", "kind": kind, "message": "nope"}),
+            Limits::DEFAULT,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(error.kind(), expected);
         assert!(error.to_string().contains("nope"));
         assert_eq!(error.is_retryable(), kind == "retryable");
@@ -175,8 +284,17 @@ async fn logs_are_captured_and_capped() {
     assert!(attempt.result.is_ok());
     let kept: usize = attempt.logs.iter().map(|l| l.message.len()).sum();
     assert!(kept <= 10_000, "{kept} bytes kept");
-    assert!(attempt.dropped_log_lines > 1900, "{} dropped", attempt.dropped_log_lines);
-    assert!(attempt.logs.iter().all(|l| l.level == "info" || l.level == "stdout"));
+    assert!(
+        attempt.dropped_log_lines > 1900,
+        "{} dropped",
+        attempt.dropped_log_lines
+    );
+    assert!(
+        attempt
+            .logs
+            .iter()
+            .all(|l| l.level == "info" || l.level == "stdout")
+    );
 }
 
 #[tokio::test]
@@ -195,8 +313,15 @@ async fn limits_never_exceed_the_operator_ceiling() {
         ..Limits::DEFAULT
     };
     let started = Instant::now();
-    let error = testkit(&runtime, json!({"mode": "loop"}), asked).await.unwrap_err();
-    assert_eq!(error, AttemptError::Timeout { limit: Duration::from_millis(300) });
+    let error = testkit(&runtime, json!({"mode": "loop"}), asked)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        AttemptError::Timeout {
+            limit: Duration::from_millis(300)
+        }
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -204,33 +329,82 @@ async fn limits_never_exceed_the_operator_ceiling() {
 async fn capabilities_not_granted_are_refused() {
     let runtime = runtime();
     let memory = MemoryServices::default();
-    memory.secrets.values.lock().unwrap().insert("API_TOKEN".into(), "s3cret".into());
-    memory.files.files.lock().unwrap().insert("f1".into(), b"hello".to_vec());
+    memory
+        .secrets
+        .values
+        .lock()
+        .unwrap()
+        .insert("API_TOKEN".into(), "s3cret".into());
+    memory
+        .files
+        .files
+        .lock()
+        .unwrap()
+        .insert("f1".into(), b"hello".to_vec());
     let plugin = runtime.load(&guest("testkit")).await.unwrap();
     let none = Grants::default();
-    let call = |config: Value, grants: Grants| invoke(&runtime, &plugin, config, json!({}), &memory, grants, Limits::DEFAULT);
+    let call = |config: Value, grants: Grants| {
+        invoke(
+            &runtime,
+            &plugin,
+            config,
+            json!({}),
+            &memory,
+            grants,
+            Limits::DEFAULT,
+        )
+    };
 
-    assert_eq!(call(json!({"mode": "secret", "name": "API_TOKEN"}), none.clone()).await.unwrap(), json!({"value": null}));
+    assert_eq!(
+        call(json!({"mode": "secret", "name": "API_TOKEN"}), none.clone())
+            .await
+            .unwrap(),
+        json!({"value": null})
+    );
     let granted = Grants {
         secrets: vec!["API_TOKEN".into()],
         ..Grants::default()
     };
-    assert_eq!(call(json!({"mode": "secret", "name": "API_TOKEN"}), granted).await.unwrap(), json!({"value": "s3cret"}));
+    assert_eq!(
+        call(json!({"mode": "secret", "name": "API_TOKEN"}), granted)
+            .await
+            .unwrap(),
+        json!({"value": "s3cret"})
+    );
 
-    let error = call(json!({"mode": "host_file", "file_id": "f1"}), none.clone()).await.unwrap_err();
+    let error = call(json!({"mode": "host_file", "file_id": "f1"}), none.clone())
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("not granted files"), "{error}");
     let files = Grants {
         files: true,
         ..Grants::default()
     };
-    assert_eq!(call(json!({"mode": "host_file", "file_id": "f1"}), files.clone()).await.unwrap(), json!({"size": 5}));
-    let error = call(json!({"mode": "host_file", "file_id": "nope"}), files).await.unwrap_err();
+    assert_eq!(
+        call(json!({"mode": "host_file", "file_id": "f1"}), files.clone())
+            .await
+            .unwrap(),
+        json!({"size": 5})
+    );
+    let error = call(json!({"mode": "host_file", "file_id": "nope"}), files)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("no file with id"), "{error}");
 
-    let error = call(json!({"mode": "kv_get", "key": "k"}), none.clone()).await.unwrap_err();
+    let error = call(json!({"mode": "kv_get", "key": "k"}), none.clone())
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("access denied"), "{error}");
 
-    let error = call(json!({"mode": "effect"}), Grants { kv: true, ..Grants::default() }).await.unwrap_err();
+    let error = call(
+        json!({"mode": "effect"}),
+        Grants {
+            kv: true,
+            ..Grants::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(error.kind(), "retryable");
     assert!(error.to_string().contains("not granted mail"), "{error}");
 }
@@ -254,7 +428,17 @@ async fn http_request_reaches_only_granted_hosts() {
         allowed_hosts: vec![format!("127.0.0.1:{}", addr.port())],
         ..Grants::default()
     };
-    let output = invoke(&runtime, &plugin, config.clone(), json!({}), &memory, granted, Limits::DEFAULT).await.unwrap();
+    let output = invoke(
+        &runtime,
+        &plugin,
+        config.clone(),
+        json!({}),
+        &memory,
+        granted,
+        Limits::DEFAULT,
+    )
+    .await
+    .unwrap();
     assert_eq!(output["status"], 200);
     assert_eq!(output["body"], json!({"you_sent": "ping"}));
 
@@ -262,8 +446,22 @@ async fn http_request_reaches_only_granted_hosts() {
         allowed_hosts: vec!["127.0.0.1:1".into()],
         ..Grants::default()
     };
-    let error = invoke(&runtime, &plugin, config, json!({}), &memory, other_port, Limits::DEFAULT).await.unwrap_err();
-    assert_eq!(error.kind(), "fatal", "a denied request is an error the plugin sees, not a trap");
+    let error = invoke(
+        &runtime,
+        &plugin,
+        config,
+        json!({}),
+        &memory,
+        other_port,
+        Limits::DEFAULT,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error.kind(),
+        "fatal",
+        "a denied request is an error the plugin sees, not a trap"
+    );
     assert!(error.to_string().contains("request denied"), "{error}");
 }
 
@@ -295,15 +493,23 @@ async fn send_email_retried_with_the_same_key_sends_once() {
         ids.push(output["message_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids[0], ids[1]);
-    let outbox = memory.outbox.messages.lock().unwrap();
-    assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].2.to, ["ops@example.com"]);
-    assert_eq!(outbox[0].2.cc, ["audit@example.com"]);
-
-    drop(outbox);
-    let error = invoke(&runtime, &plugin, json!({"to": "not-an-address", "subject": "x", "body": "y"}), json!({}), &memory, Grants::all(), Limits::DEFAULT)
-        .await
-        .unwrap_err();
+    {
+        let outbox = memory.outbox.messages.lock().unwrap();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].2.to, ["ops@example.com"]);
+        assert_eq!(outbox[0].2.cc, ["audit@example.com"]);
+    }
+    let error = invoke(
+        &runtime,
+        &plugin,
+        json!({"to": "not-an-address", "subject": "x", "body": "y"}),
+        json!({}),
+        &memory,
+        Grants::all(),
+        Limits::DEFAULT,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(error.kind(), "invalid_input");
     assert!(error.to_string().contains("not-an-address"));
 }
@@ -316,21 +522,50 @@ async fn mark_invoices_overdue_marks_unpaid_invoices_past_due() {
     {
         let mut kv = memory.kv.entries.lock().unwrap();
         let invoices = [
-            ("inv-1", json!({"due_date": "2026-01-10", "amount": 1200.50, "status": "open"})),
-            ("inv-2", json!({"due_date": "2026-02-01", "amount": "99.95", "status": "sent"})),
-            ("inv-3", json!({"due_date": "2026-01-05", "amount": 500, "status": "paid"})),
-            ("inv-4", json!({"due_date": "2026-03-01", "amount": 10, "status": "open"})),
-            ("inv-5", json!({"due_date": "2025-12-01", "amount": 40, "status": "overdue"})),
-            ("inv-6", json!({"due_date": "someday", "amount": 1, "status": "open"})),
+            (
+                "inv-1",
+                json!({"due_date": "2026-01-10", "amount": 1200.50, "status": "open"}),
+            ),
+            (
+                "inv-2",
+                json!({"due_date": "2026-02-01", "amount": "99.95", "status": "sent"}),
+            ),
+            (
+                "inv-3",
+                json!({"due_date": "2026-01-05", "amount": 500, "status": "paid"}),
+            ),
+            (
+                "inv-4",
+                json!({"due_date": "2026-03-01", "amount": 10, "status": "open"}),
+            ),
+            (
+                "inv-5",
+                json!({"due_date": "2025-12-01", "amount": 40, "status": "overdue"}),
+            ),
+            (
+                "inv-6",
+                json!({"due_date": "someday", "amount": 1, "status": "open"}),
+            ),
         ];
         for (id, invoice) in invoices {
-            kv.insert(("default".into(), format!("invoices/{id}")), invoice.to_string().into_bytes());
+            kv.insert(
+                ("default".into(), format!("invoices/{id}")),
+                invoice.to_string().into_bytes(),
+            );
         }
         kv.insert(("default".into(), "unrelated".into()), b"{}".to_vec());
     }
-    let output = invoke(&runtime, &plugin, json!({"as_of": "2026-02-15"}), json!({}), &memory, Grants::requested(&plugin.info.capabilities), Limits::DEFAULT)
-        .await
-        .unwrap();
+    let output = invoke(
+        &runtime,
+        &plugin,
+        json!({"as_of": "2026-02-15"}),
+        json!({}),
+        &memory,
+        Grants::requested(&plugin.info.capabilities),
+        Limits::DEFAULT,
+    )
+    .await
+    .unwrap();
     assert_eq!(output["as_of"], "2026-02-15");
     assert_eq!(output["checked"], 5);
     assert_eq!(output["newly_overdue"], 2);
@@ -340,9 +575,11 @@ async fn mark_invoices_overdue_marks_unpaid_invoices_past_due() {
     assert_eq!(output["overdue_amount"], "1340.45");
     assert_eq!(output["skipped"][0]["id"], "inv-6");
     let kv = memory.kv.entries.lock().unwrap();
-    let inv1: Value = serde_json::from_slice(&kv[&("default".to_owned(), "invoices/inv-1".to_owned())]).unwrap();
+    let inv1: Value =
+        serde_json::from_slice(&kv[&("default".to_owned(), "invoices/inv-1".to_owned())]).unwrap();
     assert_eq!(inv1["status"], "overdue");
-    let inv4: Value = serde_json::from_slice(&kv[&("default".to_owned(), "invoices/inv-4".to_owned())]).unwrap();
+    let inv4: Value =
+        serde_json::from_slice(&kv[&("default".to_owned(), "invoices/inv-4".to_owned())]).unwrap();
     assert_eq!(inv4["status"], "open");
 }
 
@@ -353,7 +590,9 @@ fn contract_pdf(lines: &[&str]) -> Vec<u8> {
 
     let mut doc = Document::with_version("1.5");
     let pages_id = doc.new_object_id();
-    let font_id = doc.add_object(dictionary! {"Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica"});
+    let font_id = doc.add_object(
+        dictionary! {"Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica"},
+    );
     let resources_id = doc.add_object(dictionary! {"Font" => dictionary! {"F1" => font_id}});
     let mut operations = vec![
         Operation::new("BT", vec![]),
@@ -368,7 +607,8 @@ fn contract_pdf(lines: &[&str]) -> Vec<u8> {
     operations.push(Operation::new("ET", vec![]));
     let content = Content { operations };
     let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
-    let page_id = doc.add_object(dictionary! {"Type" => "Page", "Parent" => pages_id, "Contents" => content_id});
+    let page_id = doc
+        .add_object(dictionary! {"Type" => "Page", "Parent" => pages_id, "Contents" => content_id});
     let pages = dictionary! {
         "Type" => "Pages",
         "Kids" => vec![page_id.into()],
@@ -377,7 +617,8 @@ fn contract_pdf(lines: &[&str]) -> Vec<u8> {
         "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
     };
     doc.objects.insert(pages_id, Object::Dictionary(pages));
-    let info_id = doc.add_object(dictionary! {"Title" => Object::string_literal("Master Services Agreement")});
+    let info_id = doc
+        .add_object(dictionary! {"Title" => Object::string_literal("Master Services Agreement")});
     let catalog_id = doc.add_object(dictionary! {"Type" => "Catalog", "Pages" => pages_id});
     doc.trailer.set("Root", catalog_id);
     doc.trailer.set("Info", info_id);
@@ -400,30 +641,92 @@ async fn extract_document_reads_a_real_pdf() {
     let runtime = runtime();
     let plugin = runtime.load(&guest("extract_document")).await.unwrap();
     let memory = MemoryServices::default();
-    memory.files.files.lock().unwrap().insert("file-1".into(), pdf);
-    let output = invoke(&runtime, &plugin, json!({}), json!({"file_id": "file-1"}), &memory, Grants::requested(&plugin.info.capabilities), Limits::DEFAULT)
-        .await
-        .unwrap();
+    memory
+        .files
+        .files
+        .lock()
+        .unwrap()
+        .insert("file-1".into(), pdf);
+    let output = invoke(
+        &runtime,
+        &plugin,
+        json!({}),
+        json!({"file_id": "file-1"}),
+        &memory,
+        Grants::requested(&plugin.info.capabilities),
+        Limits::DEFAULT,
+    )
+    .await
+    .unwrap();
     assert_eq!(output["kind"], "pdf");
     assert_eq!(output["pages"], 1);
     assert_eq!(output["title"], "Master Services Agreement");
     let text = output["text"].as_str().unwrap();
-    assert!(text.contains("between Acme Widgets Inc. and Globex Ltd"), "{text}");
-    let names: Vec<&str> = output["parties"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(
+        text.contains("between Acme Widgets Inc. and Globex Ltd"),
+        "{text}"
+    );
+    let names: Vec<&str> = output["parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
     assert!(names.contains(&"Globex Ltd"), "{names:?}");
     assert!(names.contains(&"Acme Widgets Inc."), "{names:?}");
-    let dates: Vec<&str> = output["dates"].as_array().unwrap().iter().filter_map(|d| d["date"].as_str()).collect();
+    let dates: Vec<&str> = output["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["date"].as_str())
+        .collect();
     for date in ["2026-03-03", "2026-04-01", "2026-12-31"] {
         assert!(dates.contains(&date), "{date} not in {dates:?}");
     }
-    assert!(output["amounts"].as_array().unwrap().iter().any(|a| a["currency"] == "USD" && a["value"] == "12500.00"), "{}", output["amounts"]);
+    assert!(
+        output["amounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["currency"] == "USD" && a["value"] == "12500.00"),
+        "{}",
+        output["amounts"]
+    );
     assert_eq!(output["emails"], json!(["legal@acme.example.com"]));
 
-    let error = invoke(&runtime, &plugin, json!({"file_id": "missing"}), json!({}), &memory, Grants::all(), Limits::DEFAULT).await.unwrap_err();
+    let error = invoke(
+        &runtime,
+        &plugin,
+        json!({"file_id": "missing"}),
+        json!({}),
+        &memory,
+        Grants::all(),
+        Limits::DEFAULT,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(error.kind(), "invalid_input");
-    memory.files.files.lock().unwrap().insert("garbage".into(), vec![0xff, 0xfe, 0x00, 0x12]);
-    let error = invoke(&runtime, &plugin, json!({"file_id": "garbage"}), json!({}), &memory, Grants::all(), Limits::DEFAULT).await.unwrap_err();
-    assert!(error.to_string().contains("neither a PDF nor UTF-8 text"), "{error}");
+    memory
+        .files
+        .files
+        .lock()
+        .unwrap()
+        .insert("garbage".into(), vec![0xff, 0xfe, 0x00, 0x12]);
+    let error = invoke(
+        &runtime,
+        &plugin,
+        json!({"file_id": "garbage"}),
+        json!({}),
+        &memory,
+        Grants::all(),
+        Limits::DEFAULT,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("neither a PDF nor UTF-8 text"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -432,13 +735,25 @@ async fn uploads_that_are_not_step_plugins_are_rejected_with_the_reason() {
     let cases: [(&[u8], &str); 4] = [
         (b"hello world", "magic bytes"),
         (b"\0asm\x01\0\0\0", "core WebAssembly module"),
-        (b"\0asm\x0d\0\x01\0", "missing export `weft:plugin/step@0.1.0`"),
+        (
+            b"\0asm\x0d\0\x01\0",
+            "missing export `weft:plugin/step@0.1.0`",
+        ),
         (b"\0asm\x0d\0\x01\0\xff\xff", "not a WebAssembly component"),
     ];
     for (bytes, expected) in cases {
         let error = runtime.load(bytes).await.unwrap_err();
-        assert!(error.to_string().contains(expected), "{error} lacks {expected:?}");
-        assert!(matches!(error, LoadError::NotAComponent(_) | LoadError::WrongWorld(_)), "{error:?}");
+        assert!(
+            error.to_string().contains(expected),
+            "{error} lacks {expected:?}"
+        );
+        assert!(
+            matches!(
+                error,
+                LoadError::NotAComponent(_) | LoadError::WrongWorld(_)
+            ),
+            "{error:?}"
+        );
     }
 }
 
@@ -450,9 +765,16 @@ async fn compiled_components_survive_a_restart() {
         ..RuntimeConfig::default()
     };
     let bytes = guest("extract_document");
-    let first = Runtime::new(config.clone()).unwrap().load(&bytes).await.unwrap();
+    let first = Runtime::new(config.clone())
+        .unwrap()
+        .load(&bytes)
+        .await
+        .unwrap();
     assert!(!first.from_disk_cache);
     let second = Runtime::new(config).unwrap().load(&bytes).await.unwrap();
-    assert!(second.from_disk_cache, "a new runtime on the same cache dir recompiled");
+    assert!(
+        second.from_disk_cache,
+        "a new runtime on the same cache dir recompiled"
+    );
     assert_eq!(first.info, second.info);
 }

@@ -6,6 +6,7 @@
 //!   `weft:plugin` world and runs one attempt at a time with limits.
 //! - [`builtins`]: the plugins compiled from `plugins/` and embedded in the
 //!   binary.
+//! - [`mail`]: SMTP delivery of outbox messages (lettre).
 //! - [`cli`]: the `weft` command line.
 //!
 //! Dependencies point one way: `cli` → `runtime`; only `runtime` imports
@@ -13,4 +14,5 @@
 
 pub mod builtins;
 pub mod cli;
+pub mod mail;
 pub mod runtime;

@@ -18,47 +18,58 @@ use crate::runtime::{Grants, Invocation, Limits, Runtime, RuntimeConfig, StepCon
 pub enum PluginCommand {
     /// Run one attempt of a component outside any workflow and print its
     /// output or its typed error; then the key-value store and outbox.
-    Run {
-        /// A `.wasm` component, or the name of a built-in plugin.
-        component: String,
-        /// The step config: JSON, or @file.json.
-        #[arg(long, default_value = "{}")]
-        config: String,
-        /// The step input: JSON, or @file.json.
-        #[arg(long, default_value = "{}")]
-        input: String,
-        /// Key-value entries to start with: a JSON object of key to value
-        /// (values that are not strings are stored as JSON), or @file.json.
-        #[arg(long)]
-        kv: Option<String>,
-        /// A file the plugin may read, as ID=PATH (repeatable).
-        #[arg(long = "file", value_name = "ID=PATH")]
-        files: Vec<String>,
-        /// A secret, as NAME=VALUE (repeatable).
-        #[arg(long = "secret", value_name = "NAME=VALUE")]
-        secrets: Vec<String>,
-        /// Hosts outbound HTTP may reach (repeatable); default: none, unless
-        /// --allow-all-hosts.
-        #[arg(long = "allow-host", value_name = "HOST")]
-        allowed_hosts: Vec<String>,
-        /// Let outbound HTTP reach any host.
-        #[arg(long)]
-        allow_all_hosts: bool,
-        /// Wall-time limit of the attempt.
-        #[arg(long, default_value_t = Limits::DEFAULT.timeout.as_millis() as u64)]
-        timeout_ms: u64,
-        /// Memory limit of the attempt.
-        #[arg(long, default_value_t = Limits::DEFAULT.memory_bytes >> 20)]
-        memory_mib: u64,
-        /// Output only the step's output JSON (no logs or outbox).
-        #[arg(long)]
-        quiet: bool,
-    },
+    Run(Box<RunArgs>),
     /// Print what a component's describe() returns and the world it targets.
     Inspect {
         /// A `.wasm` component, or the name of a built-in plugin.
         component: String,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A `.wasm` component, or the name of a built-in plugin.
+    component: String,
+    /// The step config: JSON, or @file.json.
+    #[arg(long, default_value = "{}")]
+    config: String,
+    /// The step input: JSON, or @file.json.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// Key-value entries to start with: a JSON object of key to value
+    /// (values that are not strings are stored as JSON), or @file.json.
+    #[arg(long)]
+    kv: Option<String>,
+    /// A file the plugin may read, as ID=PATH (repeatable).
+    #[arg(long = "file", value_name = "ID=PATH")]
+    files: Vec<String>,
+    /// A secret, as NAME=VALUE (repeatable).
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    secrets: Vec<String>,
+    /// Hosts outbound HTTP may reach (repeatable); default: none, unless
+    /// --allow-all-hosts.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Let outbound HTTP reach any host.
+    #[arg(long)]
+    allow_all_hosts: bool,
+    /// Wall-time limit of the attempt.
+    #[arg(long, default_value_t = Limits::DEFAULT.timeout.as_millis() as u64)]
+    timeout_ms: u64,
+    /// Memory limit of the attempt.
+    #[arg(long, default_value_t = Limits::DEFAULT.memory_bytes >> 20)]
+    memory_mib: u64,
+    /// Output only the step's output JSON (no logs or outbox).
+    #[arg(long)]
+    quiet: bool,
+    /// Deliver the outbox through this SMTP relay after the attempt
+    /// (`smtp://host:25`, `smtp://user:pass@host:587?tls=required`,
+    /// `smtps://user:pass@host:465`).
+    #[arg(long, env = "WEFT_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// Sender address for delivered mail.
+    #[arg(long, env = "WEFT_MAIL_FROM", default_value = "weft@localhost")]
+    mail_from: String,
 }
 
 fn read_component(component: &str) -> anyhow::Result<Vec<u8>> {
@@ -111,19 +122,25 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Run {
-            component,
-            config,
-            input,
-            kv,
-            files,
-            secrets,
-            allowed_hosts,
-            allow_all_hosts,
-            timeout_ms,
-            memory_mib,
-            quiet,
-        } => {
+        PluginCommand::Run(args) => {
+            let RunArgs {
+                component,
+                config,
+                input,
+                kv,
+                files,
+                secrets,
+                allowed_hosts,
+                allow_all_hosts,
+                timeout_ms,
+                memory_mib,
+                quiet,
+                smtp_url,
+                mail_from,
+            } = *args;
+            let relay = smtp_url
+                .map(|url| crate::mail::SmtpRelay::new(&url, &mail_from))
+                .transpose()?;
             let bytes = read_component(&component)?;
             let config = json_arg(&config, "--config")?;
             let input = json_arg(&input, "--input")?;
@@ -234,6 +251,23 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                     attempt.duration.as_secs_f64() * 1e3
                 );
                 print_state(&memory);
+            }
+            if let Some(relay) = relay {
+                let messages = memory
+                    .outbox
+                    .messages
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                for (_, id, mail) in messages {
+                    match relay.deliver(&id, &mail).await {
+                        Ok(()) => eprintln!("[smtp] delivered {id}"),
+                        Err(e) => {
+                            eprintln!("[smtp] {id} not delivered: {e}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
             }
             Ok(code)
         }

@@ -69,10 +69,10 @@ pub(crate) async fn compile(
         .await
         .map_err(|e| LoadError::Engine(format!("compiler task failed: {e}")))?
         .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
-    if let Some(path) = &path {
-        if let Err(e) = store(&component, path) {
-            tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled component");
-        }
+    if let Some(path) = &path
+        && let Err(e) = store(&component, path)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled component");
     }
     Ok((component, false))
 }

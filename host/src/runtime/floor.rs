@@ -22,12 +22,15 @@ pub struct Floor {
 impl Floor {
     pub fn new(runtime: &Runtime, bytes: &[u8]) -> Result<Self, LoadError> {
         let engine = runtime.engine.clone();
-        let component = wasmtime::component::Component::new(&engine, bytes).map_err(LoadError::engine)?;
+        let component =
+            wasmtime::component::Component::new(&engine, bytes).map_err(LoadError::engine)?;
         let mut linker: Linker<Bare> = Linker::new(&engine);
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(LoadError::engine)?;
-        let pre = linker.instantiate_pre(&component).map_err(LoadError::engine)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(LoadError::engine)?;
         let pre = StepPluginPre::new(pre).map_err(LoadError::engine)?;
         Ok(Self { pre, engine })
     }
@@ -37,7 +40,11 @@ impl Floor {
     pub async fn call(&self, config: &str, input: &str) -> Result<String, String> {
         let mut store = Store::new(&self.engine, Bare);
         store.set_epoch_deadline(u64::MAX / 2);
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| e.to_string())?;
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| e.to_string())?;
         let context = StepContext {
             tenant: "bench".into(),
             run_id: "run".into(),

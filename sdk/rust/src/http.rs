@@ -220,7 +220,12 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         let stream = body
             .write()
             .map_err(|()| HttpError::Body("request body stream unavailable".into()))?;
-        for chunk in request.body.as_deref().unwrap_or_default().chunks(WRITE_CHUNK) {
+        for chunk in request
+            .body
+            .as_deref()
+            .unwrap_or_default()
+            .chunks(WRITE_CHUNK)
+        {
             if let Err(e) = stream.blocking_write_and_flush(chunk) {
                 body_error = Some(HttpError::Body(format!("writing request body: {e:?}")));
                 break;
