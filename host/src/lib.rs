@@ -12,7 +12,10 @@
 //! Dependencies point one way: `cli` → `runtime`; only `runtime` imports
 //! wasmtime.
 
+pub mod api;
 pub mod builtins;
 pub mod cli;
+pub mod db;
+pub mod engine;
 pub mod mail;
 pub mod runtime;

@@ -6,6 +6,7 @@
 )]
 
 mod plugin;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the server: HTTP API, scheduler and built-in plugins.
+    Serve(Box<serve::ServeArgs>),
     /// Work with plugin components locally.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -49,6 +52,7 @@ pub fn init_tracing(verbose: u8) {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve::run(*args).await,
         Command::Plugin(command) => plugin::run(command).await,
     }
 }

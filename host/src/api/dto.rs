@@ -1,0 +1,400 @@
+//! Request and response bodies, converted by hand from engine and db types.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::db::runs::{AttemptRow, EventRow, RunRow, StepRow};
+use crate::db::workflows::{Version, Workflow};
+use crate::engine::rfc3339;
+use crate::engine::runs::RunView;
+
+fn parse(text: &Option<String>) -> Value {
+    text.as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// An RFC 9457 problem document.
+#[derive(Serialize, ToSchema)]
+pub struct ProblemDoc {
+    /// Stable URI naming the kind of problem.
+    pub r#type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// For invalid definitions: each problem with the step it concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ProblemItem>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProblemItem {
+    pub step: Option<String>,
+    pub message: String,
+}
+
+/// A workflow definition (the body of create and PUT).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct DefinitionDoc {
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub input_schema: Option<Value>,
+    pub steps: Vec<StepDoc>,
+    pub max_duration_ms: Option<u64>,
+    /// Template for the run's result; default: outputs of the final steps.
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    /// For PUT: the new version (must be newer); default: next minor.
+    pub version: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct StepDoc {
+    pub id: String,
+    /// `plugin@major`, or `wait`, `collect_inputs`, `request_user_action`.
+    pub uses: String,
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    pub depends_on: Option<Vec<String>>,
+    /// A condition: `"{{steps.a.output.n}} > 0"`, a template, or a boolean.
+    #[serde(rename = "if")]
+    #[schema(value_type = Option<Object>)]
+    pub condition: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub retry: Option<Value>,
+    pub timeout_ms: Option<u64>,
+    #[schema(value_type = Option<Object>)]
+    pub catch: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionOut {
+    pub version: String,
+    /// `draft` or `published`.
+    pub status: String,
+    pub created_at: String,
+    pub published_at: Option<String>,
+}
+
+impl From<&Version> for VersionOut {
+    fn from(v: &Version) -> Self {
+        Self {
+            version: v.version.to_string(),
+            status: v.status.clone(),
+            created_at: rfc3339(v.created_at),
+            published_at: v.published_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowOut {
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// The version shown (for lists: the newest).
+    pub version: String,
+    /// `draft`, `published` or `archived`.
+    pub status: String,
+    pub archived: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub published_version: Option<String>,
+    #[schema(value_type = Object)]
+    pub definition: Value,
+}
+
+impl WorkflowOut {
+    pub fn new(workflow: &Workflow, version: &Version, versions: &[Version]) -> Self {
+        let definition: Value = serde_json::from_str(&version.definition).unwrap_or(Value::Null);
+        Self {
+            key: workflow.key.clone(),
+            name: workflow.name.clone(),
+            description: workflow.description.clone(),
+            version: version.version.to_string(),
+            status: if workflow.archived_at.is_some() {
+                "archived".into()
+            } else {
+                version.status.clone()
+            },
+            archived: workflow.archived_at.is_some(),
+            created_at: rfc3339(workflow.created_at),
+            updated_at: rfc3339(workflow.updated_at),
+            published_version: versions
+                .iter()
+                .find(|v| v.status == "published")
+                .map(|v| v.version.to_string()),
+            definition,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowList {
+    pub items: Vec<WorkflowOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionList {
+    pub key: String,
+    pub items: Vec<VersionOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptOut {
+    pub attempt: i64,
+    /// running, completed, failed or interrupted.
+    pub status: String,
+    pub host: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    #[schema(value_type = Object)]
+    pub logs: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StepOut {
+    pub id: String,
+    pub kind: String,
+    /// pending, ready, running, paused, completed, skipped, failed or cancelled.
+    pub status: String,
+    pub attempts: i64,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub next_attempt_at: Option<String>,
+    #[schema(value_type = Object)]
+    pub output: Value,
+    #[schema(value_type = Object)]
+    pub error: Value,
+    pub attempt_log: Vec<AttemptOut>,
+}
+
+fn attempt_out(a: &AttemptRow) -> AttemptOut {
+    AttemptOut {
+        attempt: a.attempt,
+        status: a.status.clone(),
+        host: a.host.clone(),
+        started_at: rfc3339(a.started_at),
+        ended_at: a.ended_at.map(rfc3339),
+        duration_ms: a.ended_at.map(|e| e - a.started_at),
+        error_kind: a.error_kind.clone(),
+        error: a.error.clone(),
+        logs: parse(&a.logs),
+    }
+}
+
+fn step_out(s: &StepRow, attempts: &[AttemptRow]) -> StepOut {
+    StepOut {
+        id: s.step_id.clone(),
+        kind: s.kind.clone(),
+        status: s.status.clone(),
+        attempts: s.attempts,
+        started_at: s.started_at.map(rfc3339),
+        ended_at: s.ended_at.map(rfc3339),
+        duration_ms: s.started_at.zip(s.ended_at).map(|(a, b)| b - a),
+        next_attempt_at: (s.status == "ready")
+            .then_some(s.due_at)
+            .flatten()
+            .map(rfc3339),
+        output: parse(&s.output),
+        error: parse(&s.error),
+        attempt_log: attempts
+            .iter()
+            .filter(|a| a.step_id == s.step_id)
+            .map(attempt_out)
+            .collect(),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunOut {
+    pub id: String,
+    pub workflow: String,
+    pub version: String,
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[schema(value_type = Object)]
+    pub result: Value,
+    #[schema(value_type = Object)]
+    pub error: Value,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// Steps waiting for a person or system.
+    pub paused_on: Vec<String>,
+    /// Absent in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepOut>>,
+}
+
+impl RunOut {
+    pub fn summary(run: &RunRow) -> Self {
+        Self {
+            id: run.id.clone(),
+            workflow: run.workflow_key.clone(),
+            version: run.workflow_version.clone(),
+            status: run.status.clone(),
+            input: serde_json::from_str(&run.input).unwrap_or(Value::Null),
+            result: parse(&run.result),
+            error: parse(&run.error),
+            created_at: rfc3339(run.created_at),
+            started_at: run.started_at.map(rfc3339),
+            ended_at: run.ended_at.map(rfc3339),
+            duration_ms: run.started_at.zip(run.ended_at).map(|(a, b)| b - a),
+            paused_on: Vec::new(),
+            steps: None,
+        }
+    }
+
+    pub fn full(view: &RunView) -> Self {
+        let mut out = Self::summary(&view.run);
+        out.paused_on = view
+            .steps
+            .iter()
+            .filter(|s| s.status == "paused")
+            .map(|s| s.step_id.clone())
+            .collect();
+        out.steps = Some(
+            view.steps
+                .iter()
+                .map(|s| step_out(s, &view.attempts))
+                .collect(),
+        );
+        out
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    pub items: Vec<RunOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunStatus {
+    pub id: String,
+    pub status: String,
+    /// Steps running, ready or paused.
+    pub current_steps: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventOut {
+    pub id: i64,
+    pub r#type: String,
+    pub run_id: String,
+    pub step_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub at: String,
+}
+
+impl From<&EventRow> for EventOut {
+    fn from(e: &EventRow) -> Self {
+        Self {
+            id: e.id,
+            r#type: e.kind.clone(),
+            run_id: e.run_id.clone(),
+            step_id: e.step_id.clone(),
+            data: serde_json::from_str(&e.data).unwrap_or(Value::Null),
+            at: rfc3339(e.at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    pub items: Vec<EventOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    pub workflow: String,
+    /// Default: the published version.
+    pub version: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Wait up to this long (at most 60000) for the run to finish.
+    pub wait_ms: Option<u64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRun {
+    pub step_id: String,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+    pub action: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub override_output: Option<Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    pub version: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneWorkflow {
+    pub new_key: String,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Terminate {
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PluginOut {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub builtin: bool,
+    pub capabilities: Vec<String>,
+    #[schema(value_type = Object)]
+    pub config_schema: Value,
+    #[schema(value_type = Object)]
+    pub input_schema: Value,
+    #[schema(value_type = Object)]
+    pub output_schema: Value,
+    pub sha256: String,
+    pub size_bytes: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PluginList {
+    pub items: Vec<PluginOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CatalogEntry {
+    /// `send_email@1` style reference or a built-in step kind.
+    pub uses: String,
+    pub kind: String,
+    pub description: String,
+    #[schema(value_type = Object)]
+    pub config_schema: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Catalog {
+    pub items: Vec<CatalogEntry>,
+}

@@ -1,0 +1,145 @@
+//! The API's one error type: every failure is an RFC 9457 problem document
+//! with a stable `type`. Internal errors are logged, never shown.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::engine::{EngineError, Problem};
+
+/// Base of every problem `type` URI.
+const TYPE_BASE: &str = "https://weft.dev/problems/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid credentials: {0}")]
+    Unauthorized(String),
+    #[error("this key lacks the scope {0:?}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("the workflow definition is invalid")]
+    InvalidDefinition(Vec<Problem>),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) | Self::InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable last segment of the problem `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad-request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::Unsupported(_) => "unsupported-media-type",
+            Self::Unprocessable(_) => "validation-failed",
+            Self::InvalidDefinition(_) => "invalid-definition",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        let status = self.status();
+        let mut body = json!({
+            "type": format!("{TYPE_BASE}{}", self.kind()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        if let Self::InvalidDefinition(problems) = self {
+            let detail: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            body["detail"] = json!(detail.join("; "));
+            body["errors"] = json!(problems);
+        }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(message) = &self {
+            tracing::error!(%message, "internal error");
+        }
+        let mut response = (self.status(), Json(self.body())).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(what) => Self::NotFound(what),
+            EngineError::Conflict(m) => Self::Conflict(m),
+            EngineError::InvalidDefinition(problems) => Self::InvalidDefinition(problems),
+            EngineError::InvalidInput(m) => Self::Unprocessable(m),
+            EngineError::Db(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection as R;
+        match rejection {
+            R::MissingJsonContentType(_) => Self::Unsupported(
+                "send the body as JSON with content-type: application/json".into(),
+            ),
+            R::JsonSyntaxError(e) => Self::BadRequest(format!("malformed JSON: {}", e.body_text())),
+            R::JsonDataError(e) => Self::Unprocessable(e.body_text()),
+            R::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge(super::MAX_BODY_BYTES)
+            }
+            other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}

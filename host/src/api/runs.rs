@@ -1,0 +1,383 @@
+//! `/v1/runs`: start, read, watch and control runs.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Principal;
+use super::dto::{
+    EventList, EventOut, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus, StartRun, Terminate,
+};
+use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit};
+use crate::engine::advance::run_is_terminal;
+use crate::engine::runs::{Resume, Stop};
+
+/// Longest `wait_ms` honoured.
+const MAX_WAIT_MS: u64 = 60_000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start, list))
+        .routes(routes!(get))
+        .routes(routes!(status))
+        .routes(routes!(events))
+        .routes(routes!(cancel))
+        .routes(routes!(terminate))
+        .routes(routes!(resume))
+}
+
+fn json(value: impl serde::Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Starts a run. Without `wait_ms`: 202 at once. With it: 200 with the
+/// finished run if it ends (or pauses) in time, else 202.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = StartRun,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body")),
+    responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+async fn start(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require("runs:start")?;
+    let Json(body) = body?;
+    if let Some((status, value)) = idempotency_replay(
+        &state,
+        &principal.tenant_id,
+        &headers,
+        "POST /v1/runs",
+        &body,
+    )
+    .await?
+    {
+        return Ok((status, Json(value)));
+    }
+    let request: StartRun = serde_json::from_value(body.clone())
+        .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
+    if request.wait_ms.is_some_and(|w| w > MAX_WAIT_MS) {
+        return Err(ApiError::Unprocessable(format!(
+            "wait_ms is at most {MAX_WAIT_MS}"
+        )));
+    }
+    let run = state
+        .engine
+        .start_run(
+            &principal.tenant_id,
+            &request.workflow,
+            request.version.as_deref(),
+            request.input,
+        )
+        .await?;
+    let (status, response) = match request.wait_ms {
+        None => (StatusCode::ACCEPTED, json(RunOut::summary(&run))?),
+        Some(wait) => {
+            let view = state
+                .engine
+                .wait_for_run(&principal.tenant_id, &run.id, Duration::from_millis(wait))
+                .await?;
+            let done = run_is_terminal(&view.run.status);
+            (
+                if done {
+                    StatusCode::OK
+                } else {
+                    StatusCode::ACCEPTED
+                },
+                json(RunOut::full(&view))?,
+            )
+        }
+    };
+    idempotency_store(
+        &state,
+        &principal.tenant_id,
+        &headers,
+        "POST /v1/runs",
+        &body,
+        status,
+        &response,
+    )
+    .await?;
+    Ok((status, Json(response)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery), responses((status = 200, body = RunList)))]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RunList>, ApiError> {
+    principal.require("runs:read")?;
+    let Query(query) = query?;
+    let limit = page_limit(query.limit)?;
+    let runs = state
+        .engine
+        .list_runs(
+            &principal.tenant_id,
+            query.workflow.as_deref(),
+            query.status.as_deref(),
+            query.cursor.as_deref(),
+            limit + 1,
+        )
+        .await?;
+    let more = runs.len() as i64 > limit;
+    let items: Vec<RunOut> = runs
+        .iter()
+        .take(limit as usize)
+        .map(RunOut::summary)
+        .collect();
+    let next_cursor = if more {
+        items.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(RunList { items, next_cursor }))
+}
+
+/// The whole run: steps, attempts with logs, outputs and errors.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc)))]
+async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<RunOut>, ApiError> {
+    principal.require("runs:read")?;
+    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    Ok(Json(RunOut::full(&view)))
+}
+
+/// Status and the steps under way, only.
+#[utoipa::path(get, path = "/v1/runs/{id}/status", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = RunStatus), (status = 404, body = ProblemDoc)))]
+async fn status(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<RunStatus>, ApiError> {
+    principal.require("runs:read")?;
+    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    Ok(Json(RunStatus {
+        id: view.run.id,
+        status: view.run.status,
+        current_steps: view
+            .steps
+            .iter()
+            .filter(|s| matches!(s.status.as_str(), "running" | "ready" | "paused"))
+            .map(|s| s.step_id.clone())
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// An event id: only later events.
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The run's event log, oldest first; `Accept: text/event-stream` streams
+/// it live until the run ends.
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path), EventsQuery),
+    responses((status = 200, body = EventList, description = "JSON, or a live text/event-stream with Accept: text/event-stream"), (status = 404, body = ProblemDoc)))]
+async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    principal.require("runs:read")?;
+    let Query(query) = query?;
+    let after = match query.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadRequest(format!("cursor {c:?} is not an event id")))?,
+    };
+    let wants_stream = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if !wants_stream {
+        let limit = page_limit(query.limit.or(Some(100)))?;
+        let found = state
+            .engine
+            .events(&principal.tenant_id, &id, after, limit + 1)
+            .await?;
+        let more = found.len() as i64 > limit;
+        let items: Vec<EventOut> = found
+            .iter()
+            .take(limit as usize)
+            .map(EventOut::from)
+            .collect();
+        let next_cursor = if more {
+            items.last().map(|e| e.id.to_string())
+        } else {
+            None
+        };
+        return Ok(Json(EventList { items, next_cursor }).into_response());
+    }
+    // Checks the run exists (and is this tenant's) before streaming.
+    state
+        .engine
+        .events(&principal.tenant_id, &id, after, 1)
+        .await?;
+    let engine = state.engine.clone();
+    let tenant = principal.tenant_id.clone();
+    let mut changes = engine.subscribe();
+    let stream = async_stream(move |tx| async move {
+        let mut last = after;
+        loop {
+            let Ok(batch) = engine.events(&tenant, &id, last, 100).await else {
+                return;
+            };
+            for event in &batch {
+                last = event.id;
+                let out = EventOut::from(event);
+                let sse = SseEvent::default()
+                    .id(out.id.to_string())
+                    .event(out.r#type.clone())
+                    .json_data(&out)
+                    .unwrap_or_default();
+                if tx.send(Ok(sse)).await.is_err() {
+                    return;
+                }
+            }
+            if batch.len() == 100 {
+                continue;
+            }
+            let finished = engine
+                .get_run(&tenant, &id)
+                .await
+                .map(|v| run_is_terminal(&v.run.status))
+                .unwrap_or(true);
+            if finished {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// A stream fed by a task, ending when the task returns.
+fn async_stream<F, Fut>(f: F) -> tokio_stream_shim::ReceiverStream<Result<SseEvent, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<SseEvent, Infallible>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream_shim::ReceiverStream { rx }
+}
+
+mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct ReceiverStream<T> {
+        pub rx: tokio::sync::mpsc::Receiver<T>,
+    }
+
+    impl<T> futures::Stream for ReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.rx.poll_recv(cx)
+        }
+    }
+}
+
+/// Stops scheduling new steps; running attempts finish.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<RunOut>, ApiError> {
+    principal.require("runs:control")?;
+    state
+        .engine
+        .stop_run(Some(&principal.tenant_id), &id, Stop::Cancel)
+        .await?;
+    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    Ok(Json(RunOut::full(&view)))
+}
+
+/// Stops the run and interrupts running attempts.
+#[utoipa::path(post, path = "/v1/runs/{id}/terminate", tag = "runs", params(("id" = String, Path)), request_body(content = Terminate, description = "Optional reason"),
+    responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+async fn terminate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<RunOut>, ApiError> {
+    principal.require("runs:control")?;
+    if !body.is_empty() {
+        let _: Terminate = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+    }
+    state
+        .engine
+        .stop_run(Some(&principal.tenant_id), &id, Stop::Terminate)
+        .await?;
+    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    Ok(Json(RunOut::full(&view)))
+}
+
+/// Resumes a paused step with `data` or `action`, completes a step by hand
+/// with `override_output`, or retries a failed step with only `step_id`.
+#[utoipa::path(post, path = "/v1/runs/{id}/resume", tag = "runs", params(("id" = String, Path)), request_body = ResumeRun,
+    responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+async fn resume(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RunOut>, ApiError> {
+    principal.require("runs:control")?;
+    let Json(body) = body?;
+    let request: ResumeRun = serde_json::from_value(body)
+        .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
+    let what = match (request.data, request.action, request.override_output) {
+        (Some(data), None, None) => Resume::Data(data),
+        (None, Some(action), None) => Resume::Action(action),
+        (None, None, Some(output)) => Resume::Override(output),
+        (None, None, None) => Resume::Retry,
+        _ => {
+            return Err(ApiError::Unprocessable(
+                "give at most one of data, action and override_output".into(),
+            ));
+        }
+    };
+    state
+        .engine
+        .resume(&principal.tenant_id, &id, &request.step_id, what)
+        .await?;
+    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    Ok(Json(RunOut::full(&view)))
+}

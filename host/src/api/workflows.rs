@@ -1,0 +1,347 @@
+//! `/v1/workflows`: definitions and their versions.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Principal;
+use super::dto::{
+    CloneWorkflow, DefinitionDoc, ProblemDoc, Publish, VersionList, VersionOut, WorkflowList,
+    WorkflowOut,
+};
+use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit};
+use crate::engine::Definition;
+use crate::engine::workflows::{Selector, WorkflowVersion};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get, put, archive))
+        .routes(routes!(versions))
+        .routes(routes!(publish))
+        .routes(routes!(unarchive))
+        .routes(routes!(clone))
+        .routes(routes!(input_schema))
+}
+
+fn out(found: &WorkflowVersion, versions: &[crate::db::workflows::Version]) -> WorkflowOut {
+    WorkflowOut::new(&found.workflow, &found.version, versions)
+}
+
+/// Parses a definition body; `version` is taken out (only PUT uses it).
+fn definition(mut body: Value) -> Result<(Definition, Option<semver::Version>), ApiError> {
+    let version =
+        match body.as_object_mut().and_then(|o| o.remove("version")) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(v)) => Some(semver::Version::parse(&v).map_err(|e| {
+                ApiError::Unprocessable(format!("version {v:?} is not semver: {e}"))
+            })?),
+            Some(other) => {
+                return Err(ApiError::Unprocessable(format!(
+                    "version must be a string, found {other}"
+                )));
+            }
+        };
+    let definition = serde_json::from_value(body)
+        .map_err(|e| ApiError::Unprocessable(format!("invalid definition: {e}")))?;
+    Ok((definition, version))
+}
+
+/// Creates a workflow at version 0.1.0 (draft).
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = DefinitionDoc,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body")),
+    responses((status = 201, body = WorkflowOut), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require("workflows:write")?;
+    let Json(body) = body?;
+    if let Some((status, value)) = idempotency_replay(
+        &state,
+        &principal.tenant_id,
+        &headers,
+        "POST /v1/workflows",
+        &body,
+    )
+    .await?
+    {
+        return Ok((status, Json(value)));
+    }
+    let (definition, _) = definition(body.clone())?;
+    let created = state
+        .engine
+        .create_workflow(&principal.tenant_id, definition)
+        .await?;
+    let response = serde_json::to_value(out(&created, std::slice::from_ref(&created.version)))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    idempotency_store(
+        &state,
+        &principal.tenant_id,
+        &headers,
+        "POST /v1/workflows",
+        &body,
+        StatusCode::CREATED,
+        &response,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Matches key, name and description.
+    q: Option<String>,
+    /// draft, published or archived.
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Lists workflows, by key.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(ListQuery),
+    responses((status = 200, body = WorkflowList)))]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<WorkflowList>, ApiError> {
+    principal.require("workflows:read")?;
+    let Query(query) = query?;
+    let limit = page_limit(query.limit)?;
+    let found = state
+        .engine
+        .list_workflows(
+            &principal.tenant_id,
+            query.q.as_deref(),
+            query.status.as_deref(),
+            query.cursor.as_deref(),
+            limit + 1,
+        )
+        .await?;
+    let more = found.len() as i64 > limit;
+    let items: Vec<WorkflowOut> = found
+        .iter()
+        .take(limit as usize)
+        .filter_map(|(w, versions)| versions.first().map(|v| WorkflowOut::new(w, v, versions)))
+        .collect();
+    let next_cursor = if more {
+        items.last().map(|w| w.key.clone())
+    } else {
+        None
+    };
+    Ok(Json(WorkflowList { items, next_cursor }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct GetQuery {
+    /// latest (default), published, or X.Y.Z.
+    version: Option<String>,
+}
+
+/// One version of a workflow.
+#[utoipa::path(get, path = "/v1/workflows/{key}", tag = "workflows", params(("key" = String, Path), GetQuery),
+    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc)))]
+async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key): Path<String>,
+    query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<WorkflowOut>, ApiError> {
+    principal.require("workflows:read")?;
+    let Query(query) = query?;
+    let selector = Selector::parse(query.version.as_deref())?;
+    let found = state
+        .engine
+        .get_workflow(&principal.tenant_id, &key, &selector)
+        .await?;
+    let (_, versions) = state
+        .engine
+        .workflow_versions(&principal.tenant_id, &key)
+        .await?;
+    Ok(Json(out(&found, &versions)))
+}
+
+/// Adds a draft version (published versions never change).
+#[utoipa::path(put, path = "/v1/workflows/{key}", tag = "workflows", params(("key" = String, Path)), request_body = DefinitionDoc,
+    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+async fn put(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<WorkflowOut>, ApiError> {
+    principal.require("workflows:write")?;
+    let Json(body) = body?;
+    let (definition, version) = definition(body)?;
+    let created = state
+        .engine
+        .put_workflow(&principal.tenant_id, &key, definition, version)
+        .await?;
+    let (_, versions) = state
+        .engine
+        .workflow_versions(&principal.tenant_id, &key)
+        .await?;
+    Ok(Json(out(&created, &versions)))
+}
+
+/// Archives a workflow: no new runs start; runs under way go on.
+#[utoipa::path(delete, path = "/v1/workflows/{key}", tag = "workflows", params(("key" = String, Path)),
+    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+async fn archive(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key): Path<String>,
+) -> Result<Json<WorkflowOut>, ApiError> {
+    set_archived(state, principal, key, true).await
+}
+
+/// Brings an archived workflow back.
+#[utoipa::path(post, path = "/v1/workflows/{key}/unarchive", tag = "workflows", params(("key" = String, Path)),
+    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+async fn unarchive(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key): Path<String>,
+) -> Result<Json<WorkflowOut>, ApiError> {
+    set_archived(state, principal, key, false).await
+}
+
+async fn set_archived(
+    state: AppState,
+    principal: Principal,
+    key: String,
+    archived: bool,
+) -> Result<Json<WorkflowOut>, ApiError> {
+    principal.require("workflows:write")?;
+    state
+        .engine
+        .set_archived(&principal.tenant_id, &key, archived)
+        .await?;
+    let found = state
+        .engine
+        .get_workflow(&principal.tenant_id, &key, &Selector::Latest)
+        .await?;
+    let (_, versions) = state
+        .engine
+        .workflow_versions(&principal.tenant_id, &key)
+        .await?;
+    Ok(Json(out(&found, &versions)))
+}
+
+/// Every version, newest first.
+#[utoipa::path(get, path = "/v1/workflows/{key}/versions", tag = "workflows", params(("key" = String, Path)),
+    responses((status = 200, body = VersionList), (status = 404, body = ProblemDoc)))]
+async fn versions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
+    principal.require("workflows:read")?;
+    let (_, versions) = state
+        .engine
+        .workflow_versions(&principal.tenant_id, &key)
+        .await?;
+    Ok(Json(VersionList {
+        key,
+        items: versions.iter().map(VersionOut::from).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Publishes a draft version; it is immutable afterwards.
+#[utoipa::path(post, path = "/v1/workflows/{key}/publish", tag = "workflows", params(("key" = String, Path)), request_body = Publish,
+    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+async fn publish(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key): Path<String>,
+    body: Result<Json<Publish>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<WorkflowOut>, ApiError> {
+    principal.require("workflows:write")?;
+    let Json(body) = body?;
+    let version = semver::Version::parse(&body.version).map_err(|e| {
+        ApiError::Unprocessable(format!("version {:?} is not semver: {e}", body.version))
+    })?;
+    let published = state
+        .engine
+        .publish_workflow(&principal.tenant_id, &key, &version)
+        .await?;
+    let (_, versions) = state
+        .engine
+        .workflow_versions(&principal.tenant_id, &key)
+        .await?;
+    Ok(Json(out(&published, &versions)))
+}
+
+/// Copies the newest version into a new workflow (version 0.1.0, draft).
+#[utoipa::path(post, path = "/v1/workflows/{key}/clone", tag = "workflows", params(("key" = String, Path)), request_body = CloneWorkflow,
+    responses((status = 201, body = WorkflowOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+async fn clone(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require("workflows:write")?;
+    let Json(body) = body?;
+    let route = format!("POST /v1/workflows/{key}/clone");
+    if let Some((status, value)) =
+        idempotency_replay(&state, &principal.tenant_id, &headers, &route, &body).await?
+    {
+        return Ok((status, Json(value)));
+    }
+    let request: CloneWorkflow =
+        serde_json::from_value(body.clone()).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let created = state
+        .engine
+        .clone_workflow(&principal.tenant_id, &key, &request.new_key)
+        .await?;
+    let response = serde_json::to_value(out(&created, std::slice::from_ref(&created.version)))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    idempotency_store(
+        &state,
+        &principal.tenant_id,
+        &headers,
+        &route,
+        &body,
+        StatusCode::CREATED,
+        &response,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// The JSON Schema a run's input must meet (`{}` if the workflow has none).
+#[utoipa::path(get, path = "/v1/workflows/{key}/input-schema", tag = "workflows", params(("key" = String, Path), GetQuery),
+    responses((status = 200, description = "A JSON Schema"), (status = 404, body = ProblemDoc)))]
+async fn input_schema(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(key): Path<String>,
+    query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require("workflows:read")?;
+    let Query(query) = query?;
+    let selector = Selector::parse(query.version.as_deref())?;
+    let found = state
+        .engine
+        .get_workflow(&principal.tenant_id, &key, &selector)
+        .await?;
+    Ok(Json(
+        found
+            .definition
+            .input_schema
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({})),
+    ))
+}

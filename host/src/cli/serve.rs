@@ -1,0 +1,148 @@
+//! `weft serve`: the server on SQLite (default) with the built-in plugins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::builtins;
+use crate::db::{Db, Synchronous};
+use crate::engine::plugins::Plugins;
+use crate::engine::{Engine, EngineConfig};
+use crate::mail::SmtpRelay;
+use crate::runtime::{Runtime, RuntimeConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the database, compiled-component cache and admin key live.
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
+    data_dir: PathBuf,
+    /// Database URL; default `sqlite://<data-dir>/weft.db`.
+    #[arg(long, env = "WEFT_DATABASE_URL")]
+    database: Option<String>,
+    /// Extra plugins (`*.wasm`) every tenant can use, like the built-ins.
+    #[arg(long, env = "WEFT_PLUGIN_DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// SQLite durability: `normal` (survives a killed process; a power loss
+    /// may lose the last commits) or `full` (fsync on every commit).
+    #[arg(
+        long,
+        env = "WEFT_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "normal"
+    )]
+    sqlite_synchronous: Synchronous,
+    /// Step attempts this host runs at once.
+    #[arg(long, env = "WEFT_MAX_PARALLEL", default_value_t = 32)]
+    max_parallel: usize,
+    /// How long a claimed step stays leased without renewal, in ms.
+    #[arg(long, env = "WEFT_LEASE_MS", default_value_t = 15_000)]
+    lease_ms: u64,
+    /// SMTP relay for the mail outbox (`smtp://host:25`, `smtps://user:pass@host`).
+    #[arg(long, env = "WEFT_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// Sender address for outbox mail.
+    #[arg(long, env = "WEFT_MAIL_FROM", default_value = "weft@localhost")]
+    mail_from: String,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let url = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("weft.db").display()));
+    let db = Db::open(&url, args.sqlite_synchronous)
+        .await
+        .with_context(|| format!("opening {url}"))?;
+
+    let pinned = std::env::var("WEFT_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    if let Some(key) = api::auth::bootstrap(&db, pinned.as_deref()).await? {
+        let path = args.data_dir.join("admin-key");
+        std::fs::write(&path, format!("{key}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+        if pinned.is_none() {
+            println!(
+                "admin API key (shown once, also written to {}):\n  {key}",
+                path.display()
+            );
+        }
+    }
+
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: Some(args.data_dir.join("cache")),
+        max_concurrent_attempts: u32::try_from(args.max_parallel.max(1) * 2).unwrap_or(64),
+        ..RuntimeConfig::default()
+    })?);
+    let plugins = Plugins::default();
+    for (name, bytes) in builtins::BUILTINS {
+        plugins
+            .add_shared(&runtime, bytes)
+            .await
+            .with_context(|| format!("loading built-in plugin {name}"))?;
+    }
+    if let Some(dir) = &args.plugin_dir {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            match plugins.add_shared(&runtime, &bytes).await {
+                Ok(p) => {
+                    tracing::info!(path = %path.display(), name = %p.info.name, version = %p.info.version, "plugin added")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping a file that is not a step plugin")
+                }
+            }
+        }
+    }
+    let smtp = args
+        .smtp_url
+        .as_deref()
+        .map(|u| SmtpRelay::new(u, &args.mail_from))
+        .transpose()?;
+    let engine = Engine::new(
+        db,
+        runtime,
+        plugins,
+        EngineConfig {
+            max_parallel: args.max_parallel.max(1),
+            lease: Duration::from_millis(args.lease_ms.max(1_000)),
+            smtp,
+            ..EngineConfig::default()
+        },
+    );
+    let shutdown = CancellationToken::new();
+    engine.start(shutdown.clone());
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    println!("weft listening on http://{local}");
+    let stop = shutdown.clone();
+    let signal = async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    };
+    api::serve(listener, AppState { engine }, signal).await?;
+    shutdown.cancel();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,119 @@
+//! Tenants and API keys.
+
+use sqlx::Row;
+
+use super::{Conn, DbError};
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    /// The operator's key: may manage tenants.
+    pub operator: bool,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+pub async fn tenant_count(conn: &mut Conn) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tenants")
+        .fetch_one(conn)
+        .await?)
+}
+
+pub async fn tenant_by_name(conn: &mut Conn, name: &str) -> Result<Option<Tenant>, DbError> {
+    let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE name = ?")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| Tenant {
+        id: r.get("id"),
+        name: r.get("name"),
+        created_at: r.get("created_at"),
+    }))
+}
+
+pub async fn insert_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<(), DbError> {
+    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(tenant.created_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_key(conn: &mut Conn, key: &ApiKey, key_hash: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, scopes, operator, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&key.id)
+    .bind(&key.tenant_id)
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(key_hash)
+    .bind(serde_json::to_string(&key.scopes)?)
+    .bind(key.operator)
+    .bind(key.created_at)
+    .bind(key.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The key with this hash, whatever its state (the caller checks expiry
+/// and revocation so it can say which).
+pub async fn key_by_hash(conn: &mut Conn, key_hash: &str) -> Result<Option<ApiKey>, DbError> {
+    let row = sqlx::query(
+        "SELECT id, tenant_id, name, prefix, scopes, operator, created_at, expires_at, revoked_at, last_used_at
+         FROM api_keys WHERE key_hash = ?",
+    )
+    .bind(key_hash)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(ApiKey {
+            id: r.get("id"),
+            tenant_id: r.get("tenant_id"),
+            name: r.get("name"),
+            prefix: r.get("prefix"),
+            scopes: serde_json::from_str(r.get::<&str, _>("scopes"))?,
+            operator: r.get("operator"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+            revoked_at: r.get("revoked_at"),
+            last_used_at: r.get("last_used_at"),
+        })
+    })
+    .transpose()
+}
+
+pub async fn touch_key(conn: &mut Conn, id: &str, at: i64) -> Result<(), DbError> {
+    sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+        .bind(at)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn operator_key_exists(conn: &mut Conn) -> Result<bool, DbError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_keys WHERE operator = 1 AND revoked_at IS NULL",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}

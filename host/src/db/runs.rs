@@ -1,0 +1,430 @@
+//! Runs, their steps and attempts, and the append-only event log.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Conn, DbError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub workflow_key: String,
+    pub workflow_version: String,
+    pub status: String,
+    pub input: String,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub deadline_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    pub run_id: String,
+    pub step_id: String,
+    pub position: i64,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i64,
+    pub due_at: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub run_id: String,
+    pub step_id: String,
+    pub attempt: i64,
+    pub status: String,
+    pub host: Option<String>,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub logs: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub id: i64,
+    pub tenant_id: String,
+    pub run_id: String,
+    pub kind: String,
+    pub step_id: Option<String>,
+    pub data: String,
+    pub at: i64,
+}
+
+fn run(r: &SqliteRow) -> RunRow {
+    RunRow {
+        id: r.get("id"),
+        tenant_id: r.get("tenant_id"),
+        workflow_key: r.get("workflow_key"),
+        workflow_version: r.get("workflow_version"),
+        status: r.get("status"),
+        input: r.get("input"),
+        result: r.get("result"),
+        error: r.get("error"),
+        created_at: r.get("created_at"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+        deadline_at: r.get("deadline_at"),
+    }
+}
+
+fn step(r: &SqliteRow) -> StepRow {
+    StepRow {
+        run_id: r.get("run_id"),
+        step_id: r.get("step_id"),
+        position: r.get("position"),
+        kind: r.get("kind"),
+        status: r.get("status"),
+        attempts: r.get("attempts"),
+        due_at: r.get("due_at"),
+        lease_owner: r.get("lease_owner"),
+        lease_expires_at: r.get("lease_expires_at"),
+        output: r.get("output"),
+        error: r.get("error"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+    }
+}
+
+fn attempt(r: &SqliteRow) -> AttemptRow {
+    AttemptRow {
+        run_id: r.get("run_id"),
+        step_id: r.get("step_id"),
+        attempt: r.get("attempt"),
+        status: r.get("status"),
+        host: r.get("host"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+        error_kind: r.get("error_kind"),
+        error: r.get("error"),
+        logs: r.get("logs"),
+    }
+}
+
+fn event(r: &SqliteRow) -> EventRow {
+    EventRow {
+        id: r.get("id"),
+        tenant_id: r.get("tenant_id"),
+        run_id: r.get("run_id"),
+        kind: r.get("type"),
+        step_id: r.get("step_id"),
+        data: r.get("data"),
+        at: r.get("at"),
+    }
+}
+
+pub async fn insert_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.id)
+    .bind(&r.tenant_id)
+    .bind(&r.workflow_key)
+    .bind(&r.workflow_version)
+    .bind(&r.status)
+    .bind(&r.input)
+    .bind(&r.result)
+    .bind(&r.error)
+    .bind(r.created_at)
+    .bind(r.started_at)
+    .bind(r.ended_at)
+    .bind(r.deadline_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes every mutable column of a run.
+pub async fn update_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
+    sqlx::query("UPDATE runs SET status = ?, result = ?, error = ?, started_at = ?, ended_at = ? WHERE id = ?")
+        .bind(&r.status)
+        .bind(&r.result)
+        .bind(&r.error)
+        .bind(r.started_at)
+        .bind(r.ended_at)
+        .bind(&r.id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The run if it belongs to `tenant` (`None` for another tenant's run).
+pub async fn get_run(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<RunRow>, DbError> {
+    let row = sqlx::query("SELECT * FROM runs WHERE id = ? AND tenant_id = ?")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.as_ref().map(run))
+}
+
+/// The run whatever its tenant: for the engine, never for the API.
+pub async fn get_run_unscoped(conn: &mut Conn, id: &str) -> Result<Option<RunRow>, DbError> {
+    let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.as_ref().map(run))
+}
+
+/// Runs of a tenant, newest first, before `cursor` (a run id).
+pub async fn list_runs(
+    conn: &mut Conn,
+    tenant: &str,
+    workflow: Option<&str>,
+    status: Option<&str>,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RunRow>, DbError> {
+    let rows = sqlx::query(
+        "SELECT * FROM runs WHERE tenant_id = ?1
+           AND (?2 IS NULL OR workflow_key = ?2)
+           AND (?3 IS NULL OR status = ?3)
+           AND (?4 IS NULL OR id < ?4)
+         ORDER BY id DESC LIMIT ?5",
+    )
+    .bind(tenant)
+    .bind(workflow)
+    .bind(status)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.iter().map(run).collect())
+}
+
+pub async fn insert_step(conn: &mut Conn, s: &StepRow) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.run_id)
+    .bind(&s.step_id)
+    .bind(s.position)
+    .bind(&s.kind)
+    .bind(&s.status)
+    .bind(s.attempts)
+    .bind(s.due_at)
+    .bind(&s.lease_owner)
+    .bind(s.lease_expires_at)
+    .bind(&s.output)
+    .bind(&s.error)
+    .bind(s.started_at)
+    .bind(s.ended_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes every mutable column of a step.
+pub async fn update_step(conn: &mut Conn, s: &StepRow) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE steps SET status = ?, attempts = ?, due_at = ?, lease_owner = ?, lease_expires_at = ?, output = ?, error = ?, started_at = ?, ended_at = ?
+         WHERE run_id = ? AND step_id = ?",
+    )
+    .bind(&s.status)
+    .bind(s.attempts)
+    .bind(s.due_at)
+    .bind(&s.lease_owner)
+    .bind(s.lease_expires_at)
+    .bind(&s.output)
+    .bind(&s.error)
+    .bind(s.started_at)
+    .bind(s.ended_at)
+    .bind(&s.run_id)
+    .bind(&s.step_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbError> {
+    let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ? ORDER BY position")
+        .bind(run_id)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.iter().map(step).collect())
+}
+
+/// Claims up to `limit` steps that are due, or whose lease expired (their
+/// host died mid-attempt), for `host` until `lease_until`; each claim
+/// counts as a new attempt.
+pub async fn claim(
+    conn: &mut Conn,
+    host: &str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+) -> Result<Vec<StepRow>, DbError> {
+    let rows = sqlx::query(
+        "UPDATE steps SET status = 'running', lease_owner = ?1, lease_expires_at = ?2,
+                attempts = attempts + 1, started_at = COALESCE(started_at, ?3)
+         WHERE (run_id, step_id) IN (
+             SELECT run_id, step_id FROM (
+                 SELECT run_id, step_id, due_at AS t FROM steps WHERE status = 'ready' AND due_at <= ?3
+                 UNION ALL
+                 SELECT run_id, step_id, lease_expires_at AS t FROM steps WHERE status = 'running' AND lease_expires_at < ?3
+             ) ORDER BY t LIMIT ?4)
+         RETURNING *",
+    )
+    .bind(host)
+    .bind(lease_until)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.iter().map(step).collect())
+}
+
+/// Extends a lease this host holds; false if the step is no longer ours.
+pub async fn renew_lease(
+    conn: &mut Conn,
+    run_id: &str,
+    step_id: &str,
+    host: &str,
+    until: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE steps SET lease_expires_at = ? WHERE run_id = ? AND step_id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(until)
+    .bind(run_id)
+    .bind(step_id)
+    .bind(host)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The earliest time a ready step becomes due, if any.
+pub async fn next_due(conn: &mut Conn) -> Result<Option<i64>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT MIN(due_at) FROM steps WHERE status = 'ready'")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// The earliest lease expiry among running steps, if any.
+pub async fn next_lease_expiry(conn: &mut Conn) -> Result<Option<i64>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running'")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Unfinished runs past their deadline.
+pub async fn overdue_runs(conn: &mut Conn, now: i64) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM runs WHERE status IN ('pending', 'running', 'paused') AND deadline_at IS NOT NULL AND deadline_at < ?",
+    )
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn insert_attempt(conn: &mut Conn, a: &AttemptRow) -> Result<(), DbError> {
+    // An attempt left `running` by a dead host is marked interrupted first.
+    sqlx::query("UPDATE attempts SET status = 'interrupted', ended_at = ? WHERE run_id = ? AND step_id = ? AND status = 'running'")
+        .bind(a.started_at)
+        .bind(&a.run_id)
+        .bind(&a.step_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.run_id)
+    .bind(&a.step_id)
+    .bind(a.attempt)
+    .bind(&a.status)
+    .bind(&a.host)
+    .bind(a.started_at)
+    .bind(a.ended_at)
+    .bind(&a.error_kind)
+    .bind(&a.error)
+    .bind(&a.logs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn attempts_of(conn: &mut Conn, run_id: &str) -> Result<Vec<AttemptRow>, DbError> {
+    let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY step_id, attempt")
+        .bind(run_id)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.iter().map(attempt).collect())
+}
+
+pub async fn append_event(
+    conn: &mut Conn,
+    tenant: &str,
+    run_id: &str,
+    kind: &str,
+    step_id: Option<&str>,
+    data: &serde_json::Value,
+    at: i64,
+) -> Result<i64, DbError> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO events (tenant_id, run_id, type, step_id, data, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(run_id)
+    .bind(kind)
+    .bind(step_id)
+    .bind(data.to_string())
+    .bind(at)
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Events of a run after event id `after`, oldest first.
+pub async fn events_after(
+    conn: &mut Conn,
+    run_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<EventRow>, DbError> {
+    let rows = sqlx::query("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?")
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.iter().map(event).collect())
+}
+
+/// Runs per status, for metrics.
+pub async fn run_counts(conn: &mut Conn) -> Result<Vec<(String, i64)>, DbError> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.iter().map(|r| (r.get("status"), r.get("n"))).collect())
+}
+
+/// Steps ready to run now, for metrics.
+pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE status = 'ready' AND due_at <= ?")
+            .bind(now)
+            .fetch_one(conn)
+            .await?,
+    )
+}

@@ -1,0 +1,304 @@
+//! What plugins persist through host services (key-value entries, the mail
+//! outbox, files) and the API's idempotency records. Every query names the
+//! tenant: nothing here can reach across tenants.
+
+use sqlx::Row;
+
+use super::{Conn, DbError};
+
+pub async fn kv_get(
+    conn: &mut Conn,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT value FROM kv WHERE tenant_id = ? AND bucket = ? AND key = ?")
+            .bind(tenant)
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+pub async fn kv_set(
+    conn: &mut Conn,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+    value: &[u8],
+    at: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO kv (tenant_id, bucket, key, value, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (tenant_id, bucket, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )
+    .bind(tenant)
+    .bind(bucket)
+    .bind(key)
+    .bind(value)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn kv_delete(
+    conn: &mut Conn,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM kv WHERE tenant_id = ? AND bucket = ? AND key = ?")
+        .bind(tenant)
+        .bind(bucket)
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn kv_keys(
+    conn: &mut Conn,
+    tenant: &str,
+    bucket: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT key FROM kv WHERE tenant_id = ? AND bucket = ? ORDER BY key LIMIT ? OFFSET ?",
+    )
+    .bind(tenant)
+    .bind(bucket)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A message in a tenant's outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub tenant_id: String,
+    pub key: String,
+    pub message_id: String,
+    pub run_id: Option<String>,
+    pub step_id: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// Queues `message` unless its key is already in the outbox; returns the
+/// message id stored under the key either way.
+pub async fn outbox_put(conn: &mut Conn, m: &OutboxMessage) -> Result<String, DbError> {
+    let recipients = serde_json::json!({"to": m.to, "cc": m.cc}).to_string();
+    sqlx::query(
+        "INSERT INTO outbox (tenant_id, key, message_id, run_id, step_id, recipients, subject, body, status, attempts, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)
+         ON CONFLICT (tenant_id, key) DO NOTHING",
+    )
+    .bind(&m.tenant_id)
+    .bind(&m.key)
+    .bind(&m.message_id)
+    .bind(&m.run_id)
+    .bind(&m.step_id)
+    .bind(recipients)
+    .bind(&m.subject)
+    .bind(&m.body)
+    .bind(m.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT message_id FROM outbox WHERE tenant_id = ? AND key = ?")
+            .bind(&m.tenant_id)
+            .bind(&m.key)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+fn outbox_message(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxMessage, DbError> {
+    let recipients: serde_json::Value = serde_json::from_str(r.get::<&str, _>("recipients"))?;
+    let list = |field: &str| -> Vec<String> {
+        recipients[field]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(OutboxMessage {
+        tenant_id: r.get("tenant_id"),
+        key: r.get("key"),
+        message_id: r.get("message_id"),
+        run_id: r.get("run_id"),
+        step_id: r.get("step_id"),
+        to: list("to"),
+        cc: list("cc"),
+        subject: r.get("subject"),
+        body: r.get("body"),
+        status: r.get("status"),
+        attempts: r.get("attempts"),
+        last_error: r.get("last_error"),
+        created_at: r.get("created_at"),
+        sent_at: r.get("sent_at"),
+    })
+}
+
+/// A tenant's outbox, newest first, optionally only one run's messages.
+pub async fn outbox_list(
+    conn: &mut Conn,
+    tenant: &str,
+    run_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<OutboxMessage>, DbError> {
+    let rows = sqlx::query(
+        "SELECT * FROM outbox WHERE tenant_id = ?1 AND (?2 IS NULL OR run_id = ?2) ORDER BY created_at DESC, message_id DESC LIMIT ?3",
+    )
+    .bind(tenant)
+    .bind(run_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(outbox_message).collect()
+}
+
+/// Queued messages for the SMTP sender, oldest first.
+pub async fn outbox_queued(conn: &mut Conn, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
+    let rows =
+        sqlx::query("SELECT * FROM outbox WHERE status = 'queued' ORDER BY created_at LIMIT ?")
+            .bind(limit)
+            .fetch_all(conn)
+            .await?;
+    rows.iter().map(outbox_message).collect()
+}
+
+pub async fn outbox_mark(
+    conn: &mut Conn,
+    message_id: &str,
+    status: &str,
+    error: Option<&str>,
+    at: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE outbox SET status = ?, last_error = ?, attempts = attempts + 1,
+                sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END
+         WHERE message_id = ?",
+    )
+    .bind(status)
+    .bind(error)
+    .bind(status)
+    .bind(at)
+    .bind(message_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An uploaded file.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub tenant_id: String,
+    pub id: String,
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+    pub size: i64,
+    pub sha256: String,
+    pub created_at: i64,
+}
+
+pub async fn file_put(conn: &mut Conn, f: &FileRow, content: &[u8]) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO files (tenant_id, id, name, content_type, size, sha256, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&f.tenant_id)
+    .bind(&f.id)
+    .bind(&f.name)
+    .bind(&f.content_type)
+    .bind(f.size)
+    .bind(&f.sha256)
+    .bind(content)
+    .bind(f.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The file's size and, if it is at most `max_bytes`, its content.
+pub async fn file_content(
+    conn: &mut Conn,
+    tenant: &str,
+    id: &str,
+    max_bytes: i64,
+) -> Result<Option<(i64, Option<Vec<u8>>)>, DbError> {
+    let row = sqlx::query(
+        "SELECT size, CASE WHEN size <= ? THEN content END AS content FROM files WHERE tenant_id = ? AND id = ?",
+    )
+    .bind(max_bytes)
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.get("size"), r.get("content"))))
+}
+
+/// A stored response to a POST made with an `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct IdempotentResponse {
+    pub request_hash: String,
+    pub status: i64,
+    pub response: String,
+}
+
+pub async fn idempotency_get(
+    conn: &mut Conn,
+    tenant: &str,
+    key: &str,
+    route: &str,
+) -> Result<Option<IdempotentResponse>, DbError> {
+    let row = sqlx::query("SELECT request_hash, status, response FROM idempotency WHERE tenant_id = ? AND key = ? AND route = ?")
+        .bind(tenant)
+        .bind(key)
+        .bind(route)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| IdempotentResponse {
+        request_hash: r.get("request_hash"),
+        status: r.get("status"),
+        response: r.get("response"),
+    }))
+}
+
+pub async fn idempotency_put(
+    conn: &mut Conn,
+    tenant: &str,
+    key: &str,
+    route: &str,
+    response: &IdempotentResponse,
+    at: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO idempotency (tenant_id, key, route, request_hash, status, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(route)
+    .bind(&response.request_hash)
+    .bind(response.status)
+    .bind(&response.response)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

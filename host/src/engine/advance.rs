@@ -1,0 +1,483 @@
+//! The run state machine, as pure functions over a run's rows: which steps
+//! become ready, skipped or paused, and what the run's status becomes.
+//! The scheduler loads the rows, calls [`advance`], and writes back what
+//! changed together with the events, in one transaction.
+//!
+//! Rules:
+//! - A step is considered once every dependency is `completed` or
+//!   `skipped`. If any dependency was skipped, it is skipped too (skips
+//!   propagate); otherwise its `if` decides between running and `skipped`.
+//! - A step that fails for good fails the run: steps not yet started are
+//!   `cancelled`, running ones finish, and the step's `catch` runs.
+//! - A run whose steps are all finished is `completed`; a run with a step
+//!   waiting for a person or system and nothing else to do is `paused`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::definition::{self, Definition};
+use super::template::{self, Scope};
+use crate::db::runs::{RunRow, StepRow};
+
+/// An event to append to the run's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: &'static str,
+    pub step_id: Option<String>,
+    pub data: Value,
+}
+
+impl Event {
+    pub fn run(kind: &'static str, data: Value) -> Self {
+        Self {
+            kind,
+            step_id: None,
+            data,
+        }
+    }
+    pub fn step(kind: &'static str, step_id: &str, data: Value) -> Self {
+        Self {
+            kind,
+            step_id: Some(step_id.to_owned()),
+            data,
+        }
+    }
+}
+
+pub const TERMINAL_RUN: [&str; 5] = ["completed", "failed", "cancelled", "terminated", "declined"];
+const DONE_STEP: [&str; 4] = ["completed", "skipped", "failed", "cancelled"];
+
+pub fn run_is_terminal(status: &str) -> bool {
+    TERMINAL_RUN.contains(&status)
+}
+
+/// The catch step of `step_id`.
+pub fn catch_id(step_id: &str) -> String {
+    format!("{step_id}.catch")
+}
+
+/// What templates in a step of this run can see.
+pub fn step_records(steps: &[StepRow]) -> BTreeMap<String, Value> {
+    steps
+        .iter()
+        .map(|s| {
+            let parse = |text: &Option<String>| {
+                text.as_deref()
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or(Value::Null)
+            };
+            (
+                s.step_id.clone(),
+                json!({"status": s.status, "output": parse(&s.output), "error": parse(&s.error)}),
+            )
+        })
+        .collect()
+}
+
+pub fn run_record(run: &RunRow) -> Value {
+    json!({
+        "id": run.id,
+        "workflow": run.workflow_key,
+        "version": run.workflow_version,
+        "created_at": crate::engine::rfc3339(run.created_at),
+    })
+}
+
+/// Moves the run forward as far as it can go without running anything.
+pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i64) -> Vec<Event> {
+    let mut events = Vec::new();
+    if run_is_terminal(&run.status) {
+        return events;
+    }
+    let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
+    loop {
+        let mut changed = false;
+        let records = step_records(steps);
+        let status_of: BTreeMap<String, String> = steps
+            .iter()
+            .map(|s| (s.step_id.clone(), s.status.clone()))
+            .collect();
+        for step in steps.iter_mut().filter(|s| s.status == "pending") {
+            let Some(step_def) = def.step(&step.step_id) else {
+                continue;
+            };
+            let dep_status: Vec<&str> = step_def
+                .depends_on
+                .iter()
+                .map(|d| status_of.get(d).map_or("pending", String::as_str))
+                .collect();
+            if !dep_status
+                .iter()
+                .all(|s| *s == "completed" || *s == "skipped")
+            {
+                continue;
+            }
+            changed = true;
+            if let Some(skipped) = step_def
+                .depends_on
+                .iter()
+                .find(|d| status_of.get(*d).is_some_and(|s| s == "skipped"))
+            {
+                step.status = "skipped".into();
+                step.ended_at = Some(now);
+                events.push(Event::step(
+                    "step.skipped",
+                    &step.step_id,
+                    json!({"reason": format!("dependency {skipped:?} was skipped")}),
+                ));
+                continue;
+            }
+            if let Some(condition) = &step_def.condition {
+                let run_value = run_record(run);
+                let scope = Scope {
+                    input: &input,
+                    steps: &records,
+                    run: &run_value,
+                    failure: None,
+                };
+                match template::condition(condition, &scope) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        step.status = "skipped".into();
+                        step.ended_at = Some(now);
+                        events.push(Event::step(
+                            "step.skipped",
+                            &step.step_id,
+                            json!({"reason": "if condition is false"}),
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        step.status = "failed".into();
+                        step.ended_at = Some(now);
+                        let error = json!({"kind": "invalid_input", "message": format!("if: {e}")});
+                        step.error = Some(error.to_string());
+                        events.push(Event::step("step.failed", &step.step_id, error));
+                        continue;
+                    }
+                }
+            }
+            match step_def.uses.as_str() {
+                definition::COLLECT_INPUTS | definition::REQUEST_USER_ACTION => {
+                    step.status = "paused".into();
+                    step.started_at = Some(now);
+                    events.push(Event::step(
+                        "step.paused",
+                        &step.step_id,
+                        json!({"kind": step_def.uses}),
+                    ));
+                }
+                definition::WAIT => {
+                    step.status = "ready".into();
+                    step.due_at = Some(wait_until(
+                        step_def.config.as_ref(),
+                        &input,
+                        &records,
+                        run,
+                        now,
+                    ));
+                }
+                _ => {
+                    step.status = "ready".into();
+                    step.due_at = Some(now);
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    settle(def, run, steps, now, &mut events);
+    events
+}
+
+/// When a `wait` step is due.
+fn wait_until(
+    config: Option<&Value>,
+    input: &Value,
+    records: &BTreeMap<String, Value>,
+    run: &RunRow,
+    now: i64,
+) -> i64 {
+    let run_value = run_record(run);
+    let scope = Scope {
+        input,
+        steps: records,
+        run: &run_value,
+        failure: None,
+    };
+    let config = config
+        .map(|c| template::render(c, &scope).unwrap_or_else(|_| c.clone()))
+        .unwrap_or(Value::Null);
+    if let Some(ms) = config["duration_ms"]
+        .as_u64()
+        .or_else(|| config["duration_ms"].as_str().and_then(|s| s.parse().ok()))
+    {
+        return now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
+    }
+    config["until"]
+        .as_str()
+        .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
+        .map_or(now, |t| t.timestamp_millis())
+}
+
+/// Decides the run's status from its steps.
+fn settle(
+    def: &Definition,
+    run: &mut RunRow,
+    steps: &mut [StepRow],
+    now: i64,
+    events: &mut Vec<Event>,
+) {
+    if let Some(failed) = steps
+        .iter()
+        .find(|s| s.status == "failed" && s.kind != "catch")
+        .cloned()
+    {
+        let error: Value = failed
+            .error
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok())
+            .unwrap_or(Value::Null);
+        for step in steps.iter_mut().filter(|s| {
+            matches!(s.status.as_str(), "pending" | "ready" | "paused") && s.kind != "catch"
+        }) {
+            step.status = "cancelled".into();
+            step.ended_at = Some(now);
+            step.error = Some(json!({"kind": "cancelled", "message": format!("step {:?} failed", failed.step_id)}).to_string());
+        }
+        run.status = "failed".into();
+        run.ended_at = Some(now);
+        let run_error = json!({
+            "step_id": failed.step_id,
+            "kind": error["kind"],
+            "message": error["message"],
+        });
+        run.error = Some(run_error.to_string());
+        events.push(Event::run("run.failed", run_error));
+        return;
+    }
+    let all_done = steps.iter().all(|s| DONE_STEP.contains(&s.status.as_str()));
+    if all_done {
+        run.status = "completed".into();
+        run.ended_at = Some(now);
+        let result = result_of(def, run, steps);
+        run.result = Some(result.to_string());
+        events.push(Event::run("run.completed", json!({"result": result})));
+        return;
+    }
+    let busy = steps
+        .iter()
+        .any(|s| s.status == "ready" || s.status == "running");
+    let paused = steps.iter().any(|s| s.status == "paused");
+    if paused && !busy && run.status != "paused" {
+        run.status = "paused".into();
+        let on: Vec<&str> = steps
+            .iter()
+            .filter(|s| s.status == "paused")
+            .map(|s| s.step_id.as_str())
+            .collect();
+        events.push(Event::run("run.paused", json!({"paused_on": on})));
+    } else if run.status == "paused" && busy {
+        run.status = "running".into();
+        events.push(Event::run("run.resumed", json!({})));
+    }
+}
+
+fn result_of(def: &Definition, run: &RunRow, steps: &[StepRow]) -> Value {
+    let records = step_records(steps);
+    if let Some(output) = &def.output {
+        let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
+        let run_value = run_record(run);
+        let scope = Scope {
+            input: &input,
+            steps: &records,
+            run: &run_value,
+            failure: None,
+        };
+        return template::render(output, &scope)
+            .unwrap_or_else(|e| json!({"error": e.to_string()}));
+    }
+    let mut result = serde_json::Map::new();
+    for sink in def.sinks() {
+        if let Some(record) = records.get(&sink.id)
+            && record["status"] == "completed"
+        {
+            result.insert(sink.id.clone(), record["output"].clone());
+        }
+    }
+    Value::Object(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::definition::StepDef;
+
+    fn def(steps: Vec<StepDef>) -> Definition {
+        Definition {
+            key: "k".into(),
+            name: "n".into(),
+            description: None,
+            input_schema: None,
+            steps,
+            max_duration_ms: None,
+            output: None,
+        }
+    }
+
+    fn step_def(id: &str, uses: &str, deps: &[&str], condition: Option<Value>) -> StepDef {
+        StepDef {
+            id: id.into(),
+            uses: uses.into(),
+            plugin: None,
+            config: None,
+            depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+            condition,
+            retry: None,
+            timeout_ms: None,
+            catch: None,
+        }
+    }
+
+    fn row(id: &str, status: &str) -> StepRow {
+        StepRow {
+            run_id: "r".into(),
+            step_id: id.into(),
+            position: 0,
+            kind: "plugin".into(),
+            status: status.into(),
+            attempts: 0,
+            due_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            output: None,
+            error: None,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+
+    fn run(input: Value) -> RunRow {
+        RunRow {
+            id: "r".into(),
+            tenant_id: "t".into(),
+            workflow_key: "k".into(),
+            workflow_version: "0.1.0".into(),
+            status: "pending".into(),
+            input: input.to_string(),
+            result: None,
+            error: None,
+            created_at: 0,
+            started_at: None,
+            ended_at: None,
+            deadline_at: None,
+        }
+    }
+
+    fn statuses(steps: &[StepRow]) -> Vec<(&str, &str)> {
+        steps
+            .iter()
+            .map(|s| (s.step_id.as_str(), s.status.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn roots_become_ready_and_dependents_wait() {
+        let d = def(vec![
+            step_def("a", "p@1", &[], None),
+            step_def("b", "p@1", &[], None),
+            step_def("c", "p@1", &["a", "b"], None),
+        ]);
+        let mut r = run(json!({}));
+        let mut steps = vec![
+            row("a", "pending"),
+            row("b", "pending"),
+            row("c", "pending"),
+        ];
+        advance(&d, &mut r, &mut steps, 5);
+        assert_eq!(
+            statuses(&steps),
+            [("a", "ready"), ("b", "ready"), ("c", "pending")]
+        );
+        steps[0].status = "completed".into();
+        advance(&d, &mut r, &mut steps, 6);
+        assert_eq!(steps[2].status, "pending");
+        steps[1].status = "completed".into();
+        advance(&d, &mut r, &mut steps, 7);
+        assert_eq!(steps[2].status, "ready");
+    }
+
+    #[test]
+    fn false_conditions_skip_and_skips_propagate() {
+        let d = def(vec![
+            step_def("a", "p@1", &[], Some(json!("{{input.go}}"))),
+            step_def("b", "p@1", &["a"], None),
+            step_def("c", "p@1", &[], None),
+        ]);
+        let mut r = run(json!({"go": false}));
+        let mut steps = vec![
+            row("a", "pending"),
+            row("b", "pending"),
+            row("c", "pending"),
+        ];
+        let events = advance(&d, &mut r, &mut steps, 1);
+        assert_eq!(
+            statuses(&steps),
+            [("a", "skipped"), ("b", "skipped"), ("c", "ready")]
+        );
+        assert_eq!(
+            events.iter().filter(|e| e.kind == "step.skipped").count(),
+            2
+        );
+        steps[2].status = "completed".into();
+        steps[2].output = Some("{\"ok\":true}".into());
+        let events = advance(&d, &mut r, &mut steps, 2);
+        assert_eq!(r.status, "completed");
+        assert_eq!(r.result.as_deref(), Some("{\"c\":{\"ok\":true}}"));
+        assert!(events.iter().any(|e| e.kind == "run.completed"));
+    }
+
+    #[test]
+    fn a_failed_step_fails_the_run_and_cancels_what_has_not_started() {
+        let d = def(vec![
+            step_def("a", "p@1", &[], None),
+            step_def("b", "p@1", &["a"], None),
+            step_def("c", "p@1", &[], None),
+        ]);
+        let mut r = run(json!({}));
+        let mut steps = vec![row("a", "failed"), row("b", "pending"), row("c", "running")];
+        steps[0].error = Some(json!({"kind": "fatal", "message": "boom"}).to_string());
+        advance(&d, &mut r, &mut steps, 1);
+        assert_eq!(r.status, "failed");
+        assert_eq!(
+            statuses(&steps),
+            [("a", "failed"), ("b", "cancelled"), ("c", "running")]
+        );
+        let error: Value = serde_json::from_str(r.error.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            error,
+            json!({"step_id": "a", "kind": "fatal", "message": "boom"})
+        );
+    }
+
+    #[test]
+    fn a_step_waiting_for_a_person_pauses_the_run() {
+        let d = def(vec![
+            step_def("approve", "request_user_action", &[], None),
+            step_def("after", "p@1", &["approve"], None),
+        ]);
+        let mut r = run(json!({}));
+        let mut steps = vec![row("approve", "pending"), row("after", "pending")];
+        let events = advance(&d, &mut r, &mut steps, 1);
+        assert_eq!(r.status, "paused");
+        assert_eq!(steps[0].status, "paused");
+        assert!(events.iter().any(|e| e.kind == "run.paused"));
+        steps[0].status = "completed".into();
+        let events = advance(&d, &mut r, &mut steps, 2);
+        assert_eq!(steps[1].status, "ready");
+        assert_eq!(r.status, "running");
+        assert!(events.iter().any(|e| e.kind == "run.resumed"));
+    }
+}

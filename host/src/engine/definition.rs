@@ -1,0 +1,580 @@
+//! Workflow definitions: their shape, and validation into a form the
+//! scheduler can trust (a DAG, resolved plugins, valid configs and
+//! templates).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::plugins::Plugins;
+use super::template;
+
+/// Step kinds that need no plugin.
+pub const WAIT: &str = "wait";
+pub const COLLECT_INPUTS: &str = "collect_inputs";
+pub const REQUEST_USER_ACTION: &str = "request_user_action";
+
+/// Most steps in one workflow.
+pub const MAX_STEPS: usize = 200;
+/// Most attempts a retry policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 20;
+
+/// A workflow definition as stored: what the API accepted, with every
+/// `uses` resolved to an exact plugin version in `plugin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub key: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema the run input must meet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    pub steps: Vec<StepDef>,
+    /// A run that takes longer fails with `max_duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_ms: Option<u64>,
+    /// The run's result, as a template over `input` and `steps`; default:
+    /// the outputs of the steps nothing depends on, by step id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDef {
+    pub id: String,
+    /// `name@major` (or `name@1.2`, `name@1.2.3`, `name`), or a built-in
+    /// kind: `wait`, `collect_inputs`, `request_user_action`.
+    pub uses: String,
+    /// Set on save: the exact plugin version `uses` resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch: Option<CatchDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retry).
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+/// Exponential backoff with ±20% jitter: `initial_ms * multiplier^(n-1)`,
+/// at most `max_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    pub initial_ms: u64,
+    pub multiplier: f64,
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial_ms: 1_000,
+            multiplier: 2.0,
+            max_ms: 5 * 60_000,
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before attempt `next` (2 for the first retry), jittered.
+    pub fn delay_ms(&self, next: u32) -> u64 {
+        let exponent = next.saturating_sub(2).min(64) as i32;
+        let base =
+            (self.initial_ms as f64 * self.multiplier.powi(exponent)).min(self.max_ms as f64);
+        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+        (base * jitter).round().max(0.0) as u64
+    }
+}
+
+/// A compensating step run when its step fails for good. Its config may use
+/// `{{failure.error}}` and `{{failure.step}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatchDef {
+    pub uses: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+}
+
+/// One problem in a definition, naming the step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub message: String,
+}
+
+impl Problem {
+    fn step(step: &str, message: String) -> Self {
+        Self {
+            step: Some(step.to_owned()),
+            message,
+        }
+    }
+    fn workflow(message: String) -> Self {
+        Self {
+            step: None,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.step {
+            Some(step) => write!(f, "step {step:?}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+pub fn is_builtin_kind(uses: &str) -> bool {
+    matches!(uses, WAIT | COLLECT_INPUTS | REQUEST_USER_ACTION)
+}
+
+impl Definition {
+    pub fn step(&self, id: &str) -> Option<&StepDef> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// Steps no other step depends on.
+    pub fn sinks(&self) -> Vec<&StepDef> {
+        let needed: BTreeSet<&str> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.depends_on.iter().map(String::as_str))
+            .collect();
+        self.steps
+            .iter()
+            .filter(|s| !needed.contains(s.id.as_str()))
+            .collect()
+    }
+
+    /// Checks the definition and pins every `uses` to an exact plugin
+    /// version. Returns every problem found, each naming its step.
+    pub fn validate(&mut self, plugins: &Plugins, tenant: &str) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        if !valid_id(&self.key) {
+            problems.push(Problem::workflow(format!(
+                "key {:?} must be 1-64 letters, digits, _ or -, starting with a letter",
+                self.key
+            )));
+        }
+        if self.name.trim().is_empty() {
+            problems.push(Problem::workflow("name must not be empty".into()));
+        }
+        if self.steps.is_empty() {
+            problems.push(Problem::workflow(
+                "a workflow needs at least one step".into(),
+            ));
+        }
+        if self.steps.len() > MAX_STEPS {
+            problems.push(Problem::workflow(format!(
+                "at most {MAX_STEPS} steps, found {}",
+                self.steps.len()
+            )));
+        }
+        if let Some(schema) = &self.input_schema
+            && let Err(e) = jsonschema::validator_for(schema)
+        {
+            problems.push(Problem::workflow(format!(
+                "input_schema is not a valid JSON Schema: {e}"
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for step in &self.steps {
+            if !valid_id(&step.id) {
+                problems.push(Problem::step(
+                    &step.id,
+                    "ids must be 1-64 letters, digits, _ or -, starting with a letter".into(),
+                ));
+            }
+            if !seen.insert(step.id.clone()) {
+                problems.push(Problem::step(&step.id, "duplicate step id".into()));
+            }
+        }
+        for step in &self.steps {
+            for dep in &step.depends_on {
+                if !seen.contains(dep) {
+                    problems.push(Problem::step(
+                        &step.id,
+                        format!("depends_on names unknown step {dep:?}"),
+                    ));
+                } else if dep == &step.id {
+                    problems.push(Problem::step(&step.id, "depends on itself".into()));
+                }
+            }
+        }
+        if problems.is_empty()
+            && let Some(cycle) = find_cycle(&self.steps)
+        {
+            problems.push(Problem::step(
+                &cycle[0],
+                format!("cycle in depends_on: {}", cycle.join(" -> ")),
+            ));
+        }
+        let ancestors = if problems.is_empty() {
+            ancestors(&self.steps)
+        } else {
+            BTreeMap::new()
+        };
+        for step in &mut self.steps {
+            check_step(
+                step,
+                plugins,
+                tenant,
+                ancestors.get(&step.id),
+                &mut problems,
+            );
+        }
+        if let Some(output) = &self.output {
+            match template::references(output) {
+                Ok(refs) => {
+                    for r in refs {
+                        if let template::Root::Step(id) = &r.root
+                            && !seen.contains(id)
+                        {
+                            problems.push(Problem::workflow(format!(
+                                "output: {} names unknown step {id:?}",
+                                r.text
+                            )));
+                        }
+                    }
+                }
+                Err(e) => problems.push(Problem::workflow(format!("output: {e}"))),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn check_step(
+    step: &mut StepDef,
+    plugins: &Plugins,
+    tenant: &str,
+    upstream: Option<&BTreeSet<String>>,
+    problems: &mut Vec<Problem>,
+) {
+    let id = step.id.clone();
+    if let Some(retry) = &step.retry {
+        if retry.max_attempts == 0 || retry.max_attempts > MAX_ATTEMPTS {
+            problems.push(Problem::step(
+                &id,
+                format!("retry.max_attempts must be 1 to {MAX_ATTEMPTS}"),
+            ));
+        }
+        if retry.backoff.multiplier < 1.0 || !retry.backoff.multiplier.is_finite() {
+            problems.push(Problem::step(
+                &id,
+                "retry.backoff.multiplier must be at least 1".into(),
+            ));
+        }
+    }
+    if step.timeout_ms == Some(0) {
+        problems.push(Problem::step(&id, "timeout_ms must be positive".into()));
+    }
+    let check_refs = |what: &str,
+                      refs: Result<Vec<template::Reference>, template::TemplateError>,
+                      problems: &mut Vec<Problem>,
+                      allow_failure: bool| {
+        match refs {
+            Err(e) => problems.push(Problem::step(&id, format!("{what}: {e}"))),
+            Ok(refs) => {
+                for r in refs {
+                    match &r.root {
+                        template::Root::Step(other)
+                            if upstream.is_some_and(|up| !up.contains(other)) =>
+                        {
+                            problems.push(Problem::step(
+                                &id,
+                                format!("{what}: {} refers to step {other:?}, which is not among this step's dependencies", r.text),
+                            ));
+                        }
+                        template::Root::Failure if !allow_failure => {
+                            problems.push(Problem::step(
+                                &id,
+                                format!("{what}: {} is only available in catch", r.text),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    };
+    if let Some(config) = &step.config {
+        check_refs("config", template::references(config), problems, false);
+    }
+    if let Some(condition) = &step.condition {
+        check_refs(
+            "if",
+            template::condition_references(condition),
+            problems,
+            false,
+        );
+    }
+    match step.uses.as_str() {
+        WAIT => check_wait(&id, step.config.as_ref(), problems),
+        COLLECT_INPUTS => {
+            let schema = step.config.as_ref().and_then(|c| c.get("schema"));
+            match schema {
+                None => {}
+                Some(schema) => {
+                    if let Err(e) = jsonschema::validator_for(schema) {
+                        problems.push(Problem::step(
+                            &id,
+                            format!("config.schema is not a valid JSON Schema: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        REQUEST_USER_ACTION => {
+            let actions = step
+                .config
+                .as_ref()
+                .and_then(|c| c.get("actions"))
+                .and_then(Value::as_array);
+            match actions {
+                Some(list) if !list.is_empty() && list.iter().all(Value::is_string) => {}
+                _ => problems.push(Problem::step(
+                    &id,
+                    "config.actions must be a non-empty list of action names".into(),
+                )),
+            }
+        }
+        uses => match plugins.resolve(tenant, uses) {
+            Err(e) => problems.push(Problem::step(&id, e)),
+            Ok(plugin) => {
+                step.plugin = Some(format!("{}@{}", plugin.info.name, plugin.info.version));
+                if let Some(config) = &step.config
+                    && !has_templates(config)
+                {
+                    check_schema(&id, "config", &plugin.info.config_schema, config, problems);
+                }
+            }
+        },
+    }
+    if let Some(catch) = &mut step.catch {
+        if let Some(config) = &catch.config {
+            check_refs("catch.config", template::references(config), problems, true);
+        }
+        match plugins.resolve(tenant, &catch.uses) {
+            Err(e) => problems.push(Problem::step(&id, format!("catch: {e}"))),
+            Ok(plugin) => {
+                catch.plugin = Some(format!("{}@{}", plugin.info.name, plugin.info.version))
+            }
+        }
+    }
+}
+
+/// Whether any string in `value` holds a template (then the config can only
+/// be checked against the schema once rendered, at run time).
+fn has_templates(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains("{{"),
+        Value::Array(items) => items.iter().any(has_templates),
+        Value::Object(map) => map.values().any(has_templates),
+        _ => false,
+    }
+}
+
+pub fn check_schema(
+    id: &str,
+    what: &str,
+    schema: &Value,
+    value: &Value,
+    problems: &mut Vec<Problem>,
+) {
+    match jsonschema::validator_for(schema) {
+        Err(e) => problems.push(Problem::step(
+            id,
+            format!("the plugin's {what} schema is invalid: {e}"),
+        )),
+        Ok(validator) => {
+            for error in validator.iter_errors(value) {
+                let path = error.instance_path.to_string();
+                let at = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {path}")
+                };
+                problems.push(Problem::step(id, format!("{what}{at}: {error}")));
+            }
+        }
+    }
+}
+
+fn check_wait(id: &str, config: Option<&Value>, problems: &mut Vec<Problem>) {
+    let duration = config.and_then(|c| c.get("duration_ms"));
+    let until = config.and_then(|c| c.get("until"));
+    match (duration, until) {
+        (Some(d), None) if d.as_u64().is_some() || d.as_str().is_some_and(|s| s.contains("{{")) => {
+        }
+        (None, Some(Value::String(u)))
+            if u.contains("{{") || chrono::DateTime::parse_from_rfc3339(u).is_ok() => {}
+        _ => problems.push(Problem::step(
+            id,
+            "wait needs config.duration_ms (milliseconds) or config.until (RFC 3339)".into(),
+        )),
+    }
+}
+
+/// A cycle as a list of step ids, if there is one (steps must have known deps).
+fn find_cycle(steps: &[StepDef]) -> Option<Vec<String>> {
+    let deps: BTreeMap<&str, &[String]> = steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.depends_on.as_slice()))
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    fn visit<'a>(
+        id: &'a str,
+        deps: &BTreeMap<&'a str, &'a [String]>,
+        state: &mut BTreeMap<&'a str, u8>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match state.get(id) {
+            Some(2) => return None,
+            Some(1) => {
+                let start = stack.iter().position(|s| *s == id).unwrap_or(0);
+                let mut cycle: Vec<String> =
+                    stack[start..].iter().map(|s| (*s).to_owned()).collect();
+                cycle.push(id.to_owned());
+                return Some(cycle);
+            }
+            _ => {}
+        }
+        state.insert(id, 1);
+        stack.push(id);
+        for dep in deps.get(id).copied().unwrap_or_default() {
+            if let Some(cycle) = visit(dep, deps, state, stack) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        state.insert(id, 2);
+        None
+    }
+    for step in steps {
+        let mut stack = Vec::new();
+        if let Some(cycle) = visit(&step.id, &deps, &mut state, &mut stack) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+/// For each step, every step it transitively depends on.
+fn ancestors(steps: &[StepDef]) -> BTreeMap<String, BTreeSet<String>> {
+    let deps: BTreeMap<&str, &[String]> = steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.depends_on.as_slice()))
+        .collect();
+    let mut out = BTreeMap::new();
+    for step in steps {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&str> = step.depends_on.iter().map(String::as_str).collect();
+        while let Some(id) = todo.pop() {
+            if seen.insert(id.to_owned()) {
+                todo.extend(
+                    deps.get(id)
+                        .copied()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(String::as_str),
+                );
+            }
+        }
+        out.insert(step.id.clone(), seen);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(id: &str, deps: &[&str]) -> StepDef {
+        StepDef {
+            id: id.into(),
+            uses: WAIT.into(),
+            plugin: None,
+            config: Some(serde_json::json!({"duration_ms": 1})),
+            depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+            condition: None,
+            retry: None,
+            timeout_ms: None,
+            catch: None,
+        }
+    }
+
+    #[test]
+    fn find_cycle_names_the_loop() {
+        assert_eq!(find_cycle(&[step("a", &[]), step("b", &["a"])]), None);
+        let cycle = find_cycle(&[step("a", &["c"]), step("b", &["a"]), step("c", &["b"])]).unwrap();
+        assert_eq!(cycle.first(), cycle.last());
+        assert_eq!(cycle.len(), 4);
+    }
+
+    #[test]
+    fn ancestors_are_transitive() {
+        let map = ancestors(&[step("a", &[]), step("b", &["a"]), step("c", &["b"])]);
+        assert_eq!(
+            map["c"],
+            ["a".to_owned(), "b".to_owned()].into_iter().collect()
+        );
+        assert!(map["a"].is_empty());
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff {
+            initial_ms: 100,
+            multiplier: 2.0,
+            max_ms: 1000,
+        };
+        for (next, base) in [(2, 100.0), (3, 200.0), (4, 400.0), (10, 1000.0)] {
+            let d = b.delay_ms(next) as f64;
+            assert!(
+                d >= base * 0.8 - 1.0 && d <= base * 1.2 + 1.0,
+                "attempt {next}: {d}"
+            );
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The workflow engine: definitions, the DAG, templates, the scheduler and
+//! the run state machine. It never imports axum; the API calls the methods
+//! here and turns the results into HTTP.
+//!
+//! The main path, in [`scheduler`]: claim due steps under a lease → render
+//! the step's config → `runtime.invoke(plugin, config, input)` → record the
+//! result and schedule dependents in one transaction → wake the scheduler.
+//!
+//! # Layout
+//! - [`definition`]: the definition's shape and validation.
+//! - [`template`]: `{{…}}` templates and `if` conditions.
+//! - [`advance`]: the run state machine, pure.
+//! - [`scheduler`]: claiming, executing and recording attempts.
+//! - [`workflows`], [`runs`]: what the API calls.
+//! - [`plugins`]: the plugins a tenant can use.
+//! - [`services`]: host services backed by the database.
+
+pub mod advance;
+pub mod definition;
+pub mod plugins;
+pub mod runs;
+pub mod scheduler;
+pub mod services;
+pub mod template;
+pub mod workflows;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Db, DbError};
+use crate::mail::SmtpRelay;
+use crate::runtime::Runtime;
+pub use definition::{Definition, Problem};
+use plugins::Plugins;
+
+/// Why an engine operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the workflow definition is invalid")]
+    InvalidDefinition(Vec<Problem>),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Identifies this process in leases.
+    pub host_id: String,
+    /// How long a claimed step stays ours without renewal.
+    pub lease: Duration,
+    /// Attempts this host runs at once.
+    pub max_parallel: usize,
+    /// Longest the scheduler sleeps without a wake-up (catches leases that
+    /// expire and timers).
+    pub poll: Duration,
+    pub smtp: Option<SmtpRelay>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            host_id: format!("host-{}", uuid::Uuid::now_v7().simple()),
+            lease: Duration::from_secs(15),
+            max_parallel: 32,
+            poll: Duration::from_millis(500),
+            smtp: None,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub attempts_completed: AtomicU64,
+    pub attempts_failed: AtomicU64,
+    /// Attempt durations: counts per bucket of [`DURATION_BUCKETS_MS`], then +Inf.
+    pub duration_buckets: [AtomicU64; 12],
+    pub duration_sum_us: AtomicU64,
+}
+
+pub const DURATION_BUCKETS_MS: [f64; 11] = [
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0, 30000.0,
+];
+
+pub struct Engine {
+    pub db: Db,
+    pub runtime: Arc<Runtime>,
+    pub plugins: Plugins,
+    pub config: EngineConfig,
+    pub metrics: Metrics,
+    /// Wakes the scheduler: new ready steps, freed slots.
+    wake: Notify,
+    /// Tells listeners (waiting starts, event streams) that a run changed.
+    changes: broadcast::Sender<String>,
+    /// Attempts running here, by (run id, step id), to interrupt them.
+    running: Mutex<HashMap<(String, String), CancellationToken>>,
+    in_flight: AtomicUsize,
+    /// Parsed definitions by (tenant, key, version): versions are immutable.
+    definitions: Mutex<HashMap<(String, String, String), Arc<Definition>>>,
+}
+
+impl Engine {
+    pub fn new(db: Db, runtime: Arc<Runtime>, plugins: Plugins, config: EngineConfig) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            db,
+            runtime,
+            plugins,
+            config,
+            metrics: Metrics::default(),
+            wake: Notify::new(),
+            changes,
+            running: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            definitions: Mutex::default(),
+        })
+    }
+
+    /// Receives the id of every run that changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, run_id: &str) {
+        let _ = self.changes.send(run_id.to_owned());
+    }
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

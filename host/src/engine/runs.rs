@@ -1,0 +1,487 @@
+//! Runs as the API sees them: start, read, list, cancel, terminate, resume
+//! and the event log.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::advance::{self, Event, run_is_terminal};
+use super::definition::{self, COLLECT_INPUTS, REQUEST_USER_ACTION};
+use super::workflows::Selector;
+use super::{Engine, EngineError};
+use crate::db::runs::{AttemptRow, EventRow, RunRow, StepRow};
+use crate::db::{self, DbError};
+
+/// A run with its steps and attempts.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub run: RunRow,
+    pub steps: Vec<StepRow>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// How a run is stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// No new steps; running attempts finish.
+    Cancel,
+    /// Running attempts are interrupted too.
+    Terminate,
+    /// The run passed `max_duration_ms`: it fails, attempts are interrupted.
+    Deadline,
+}
+
+/// What a resume asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// Data for a `collect_inputs` step.
+    Data(Value),
+    /// One of a `request_user_action` step's actions.
+    Action(String),
+    /// Complete a step by hand with this output.
+    Override(Value),
+    /// Run a failed step again.
+    Retry,
+}
+
+impl Engine {
+    /// Starts a run of `workflow` at `version` (default: the published one).
+    pub async fn start_run(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        version: Option<&str>,
+        input: Value,
+    ) -> Result<RunRow, EngineError> {
+        let selector = match version {
+            None => Selector::Published,
+            Some(v) => Selector::parse(Some(v))?,
+        };
+        let found = self.get_workflow(tenant, workflow, &selector).await?;
+        if found.workflow.archived_at.is_some() {
+            return Err(EngineError::Conflict(format!(
+                "workflow {workflow:?} is archived"
+            )));
+        }
+        let definition = found.definition;
+        if let Some(schema) = &definition.input_schema {
+            let mut problems = Vec::new();
+            definition::check_schema("input", "input", schema, &input, &mut problems);
+            if !problems.is_empty() {
+                let message = problems
+                    .iter()
+                    .map(|p| p.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(EngineError::InvalidInput(format!(
+                    "input does not match the workflow's input_schema: {message}"
+                )));
+            }
+        }
+        let now = db::now_ms();
+        let mut run = RunRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: tenant.to_owned(),
+            workflow_key: workflow.to_owned(),
+            workflow_version: found.version.version.to_string(),
+            status: "pending".into(),
+            input: input.to_string(),
+            result: None,
+            error: None,
+            created_at: now,
+            started_at: None,
+            ended_at: None,
+            deadline_at: definition.max_duration_ms.map(|ms| now + ms as i64),
+        };
+        let mut steps: Vec<StepRow> = definition
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StepRow {
+                run_id: run.id.clone(),
+                step_id: s.id.clone(),
+                position: i as i64,
+                kind: match s.uses.as_str() {
+                    definition::WAIT => "wait".into(),
+                    COLLECT_INPUTS => COLLECT_INPUTS.into(),
+                    REQUEST_USER_ACTION => REQUEST_USER_ACTION.into(),
+                    _ => "plugin".into(),
+                },
+                status: "pending".into(),
+                attempts: 0,
+                due_at: None,
+                lease_owner: None,
+                lease_expires_at: None,
+                output: None,
+                error: None,
+                started_at: None,
+                ended_at: None,
+            })
+            .collect();
+        let mut events = vec![Event::run(
+            "run.created",
+            json!({"workflow": workflow, "version": run.workflow_version}),
+        )];
+        let original_run = run.clone();
+        events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+        let mut tx = self.db.begin().await?;
+        db::runs::insert_run(&mut tx, &original_run).await?;
+        for step in &steps {
+            db::runs::insert_step(&mut tx, step).await?;
+        }
+        self.write_changes(
+            &mut tx,
+            &original_run,
+            &run,
+            &steps,
+            &steps,
+            &[],
+            &events,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.changed(&run.id);
+        self.wake.notify_one();
+        Ok(run)
+    }
+
+    pub async fn get_run(&self, tenant: &str, id: &str) -> Result<RunView, EngineError> {
+        let mut conn = self.db.reader().await?;
+        let run = db::runs::get_run(&mut conn, tenant, id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
+        let steps = db::runs::steps_of(&mut conn, id).await?;
+        let attempts = db::runs::attempts_of(&mut conn, id).await?;
+        Ok(RunView {
+            run,
+            steps,
+            attempts,
+        })
+    }
+
+    /// Waits up to `wait` for the run to end (or pause); returns it as it is then.
+    pub async fn wait_for_run(
+        &self,
+        tenant: &str,
+        id: &str,
+        wait: Duration,
+    ) -> Result<RunView, EngineError> {
+        let mut changes = self.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let view = self.get_run(tenant, id).await?;
+            if run_is_terminal(&view.run.status) || view.run.status == "paused" {
+                return Ok(view);
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, changes.recv()).await {
+                    Err(_) => return self.get_run(tenant, id).await,
+                    Ok(Ok(changed)) if changed != id => continue,
+                    Ok(_) => break,
+                }
+            }
+        }
+    }
+
+    pub async fn list_runs(
+        &self,
+        tenant: &str,
+        workflow: Option<&str>,
+        status: Option<&str>,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, EngineError> {
+        const STATUSES: [&str; 8] = [
+            "pending",
+            "running",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled",
+            "terminated",
+            "declined",
+        ];
+        if let Some(s) = status
+            && !STATUSES.contains(&s)
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "status {s:?} is not one of {STATUSES:?}"
+            )));
+        }
+        let mut conn = self.db.reader().await?;
+        Ok(db::runs::list_runs(&mut conn, tenant, workflow, status, cursor, limit).await?)
+    }
+
+    /// Cancels, terminates or (deadline) fails a run. `tenant` `None` is the
+    /// engine itself.
+    pub async fn stop_run(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+        how: Stop,
+    ) -> Result<RunRow, EngineError> {
+        let now = db::now_ms();
+        let mut tx = self.db.begin().await?;
+        let run = match tenant {
+            Some(t) => db::runs::get_run(&mut tx, t, id).await?,
+            None => db::runs::get_run_unscoped(&mut tx, id).await?,
+        }
+        .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
+        if run_is_terminal(&run.status) {
+            return Err(EngineError::Conflict(format!(
+                "run {id} is already {}",
+                run.status
+            )));
+        }
+        let original_run = run.clone();
+        let mut run = run;
+        let original = db::runs::steps_of(&mut tx, id).await?;
+        let mut steps = original.clone();
+        let (status, event, message) = match how {
+            Stop::Cancel => ("cancelled", "run.cancelled", "the run was cancelled"),
+            Stop::Terminate => ("terminated", "run.terminated", "the run was terminated"),
+            Stop::Deadline => (
+                "failed",
+                "run.failed",
+                "the run exceeded its max_duration_ms",
+            ),
+        };
+        for step in steps
+            .iter_mut()
+            .filter(|s| matches!(s.status.as_str(), "pending" | "ready" | "paused"))
+        {
+            step.status = "cancelled".into();
+            step.ended_at = Some(now);
+            step.error = Some(json!({"kind": "cancelled", "message": message}).to_string());
+        }
+        run.status = status.into();
+        run.ended_at = Some(now);
+        if how == Stop::Deadline {
+            run.error = Some(json!({"kind": "max_duration", "message": message}).to_string());
+        }
+        let events = [Event::run(event, json!({"reason": message}))];
+        self.write_changes(
+            &mut tx,
+            &original_run,
+            &run,
+            &original,
+            &steps,
+            &[],
+            &events,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(DbError::from)?;
+        if how != Stop::Cancel {
+            self.interrupt(id);
+        }
+        self.changed(id);
+        Ok(run)
+    }
+
+    /// Resumes a paused step, completes one by hand, or retries a failed one.
+    pub async fn resume(
+        &self,
+        tenant: &str,
+        id: &str,
+        step_id: &str,
+        resume: Resume,
+    ) -> Result<RunRow, EngineError> {
+        let now = db::now_ms();
+        let mut tx = self.db.begin().await?;
+        let mut run = db::runs::get_run(&mut tx, tenant, id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
+        let definition = self.definition_for_run(&run).await?;
+        let original_run = run.clone();
+        let original = db::runs::steps_of(&mut tx, id).await?;
+        let mut steps = original.clone();
+        let index = steps
+            .iter()
+            .position(|s| s.step_id == step_id)
+            .ok_or_else(|| {
+                EngineError::InvalidInput(format!("run {id} has no step {step_id:?}"))
+            })?;
+        let not_resumable =
+            |why: String| EngineError::Conflict(format!("run {id} is {}: {why}", run.status));
+        let resumable_run = matches!(
+            run.status.as_str(),
+            "running" | "paused" | "pending" | "failed"
+        );
+        if !resumable_run {
+            return Err(not_resumable(
+                "only running, paused or failed runs can be resumed".into(),
+            ));
+        }
+        let step_def = definition.step(step_id);
+        let mut events = Vec::new();
+        let step_status = steps[index].status.clone();
+        match resume {
+            Resume::Data(data) => {
+                if steps[index].kind != COLLECT_INPUTS || step_status != "paused" {
+                    return Err(not_resumable(format!(
+                        "step {step_id:?} is {step_status}, not a paused collect_inputs step"
+                    )));
+                }
+                if let Some(schema) = step_def
+                    .and_then(|s| s.config.as_ref())
+                    .and_then(|c| c.get("schema"))
+                {
+                    let mut problems = Vec::new();
+                    definition::check_schema(step_id, "data", schema, &data, &mut problems);
+                    if !problems.is_empty() {
+                        let message = problems
+                            .iter()
+                            .map(|p| p.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        return Err(EngineError::InvalidInput(format!(
+                            "data does not match the step's schema: {message}"
+                        )));
+                    }
+                }
+                complete(&mut steps[index], &data, now);
+                events.push(Event::step(
+                    "step.completed",
+                    step_id,
+                    json!({"resumed": true}),
+                ));
+            }
+            Resume::Action(action) => {
+                if steps[index].kind != REQUEST_USER_ACTION || step_status != "paused" {
+                    return Err(not_resumable(format!(
+                        "step {step_id:?} is {step_status}, not a paused request_user_action step"
+                    )));
+                }
+                let config = step_def
+                    .and_then(|s| s.config.clone())
+                    .unwrap_or(Value::Null);
+                let allowed: Vec<&str> = config["actions"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                if !allowed.contains(&action.as_str()) {
+                    return Err(EngineError::InvalidInput(format!(
+                        "action {action:?} is not one of {allowed:?}"
+                    )));
+                }
+                let declines: Vec<&str> = match config["decline"].as_array() {
+                    Some(list) => list.iter().filter_map(Value::as_str).collect(),
+                    None => vec!["decline"],
+                };
+                complete(&mut steps[index], &json!({"action": action}), now);
+                events.push(Event::step(
+                    "step.completed",
+                    step_id,
+                    json!({"action": action}),
+                ));
+                if declines.contains(&action.as_str()) {
+                    for step in steps
+                        .iter_mut()
+                        .filter(|s| matches!(s.status.as_str(), "pending" | "ready" | "paused"))
+                    {
+                        step.status = "cancelled".into();
+                        step.ended_at = Some(now);
+                        step.error = Some(json!({"kind": "cancelled", "message": format!("declined with {action:?}")}).to_string());
+                    }
+                    run.status = "declined".into();
+                    run.ended_at = Some(now);
+                    run.result =
+                        Some(json!({"declined": {"step": step_id, "action": action}}).to_string());
+                    events.push(Event::run(
+                        "run.declined",
+                        json!({"step_id": step_id, "action": action}),
+                    ));
+                }
+            }
+            Resume::Override(output) => {
+                if !matches!(step_status.as_str(), "failed" | "paused" | "cancelled") {
+                    return Err(not_resumable(format!(
+                        "step {step_id:?} is {step_status}; only failed, paused or cancelled steps can be overridden"
+                    )));
+                }
+                reopen(&mut run, &mut steps);
+                complete(&mut steps[index], &output, now);
+                events.push(Event::step(
+                    "step.completed",
+                    step_id,
+                    json!({"overridden": true}),
+                ));
+            }
+            Resume::Retry => {
+                if step_status != "failed" {
+                    return Err(not_resumable(format!(
+                        "step {step_id:?} is {step_status}; only a failed step can be retried"
+                    )));
+                }
+                reopen(&mut run, &mut steps);
+                let step = &mut steps[index];
+                step.status = "ready".into();
+                step.due_at = Some(now);
+                step.ended_at = None;
+                events.push(Event::step(
+                    "step.retrying",
+                    step_id,
+                    json!({"manual": true}),
+                ));
+            }
+        }
+        if !run_is_terminal(&run.status) {
+            events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+        }
+        self.write_changes(
+            &mut tx,
+            &original_run,
+            &run,
+            &original,
+            &steps,
+            &[],
+            &events,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.changed(id);
+        self.wake.notify_one();
+        Ok(run)
+    }
+
+    pub async fn events(
+        &self,
+        tenant: &str,
+        id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, EngineError> {
+        let mut conn = self.db.reader().await?;
+        if db::runs::get_run(&mut conn, tenant, id).await?.is_none() {
+            return Err(EngineError::NotFound(format!("run {id:?}")));
+        }
+        Ok(db::runs::events_after(&mut conn, id, after, limit).await?)
+    }
+}
+
+fn complete(step: &mut StepRow, output: &Value, now: i64) {
+    step.status = "completed".into();
+    step.output = Some(output.to_string());
+    step.error = None;
+    step.ended_at = Some(now);
+    step.started_at.get_or_insert(now);
+}
+
+/// A failed run becomes running again: steps cancelled because of the
+/// failure go back to pending.
+fn reopen(run: &mut RunRow, steps: &mut [StepRow]) {
+    if run.status != "failed" {
+        return;
+    }
+    run.status = "running".into();
+    run.error = None;
+    run.ended_at = None;
+    for step in steps.iter_mut().filter(|s| s.status == "cancelled") {
+        step.status = "pending".into();
+        step.error = None;
+        step.ended_at = None;
+    }
+}

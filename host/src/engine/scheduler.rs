@@ -1,0 +1,714 @@
+//! Claiming, executing and recording step attempts.
+//!
+//! A step is claimed under a lease (`db::runs::claim`), which this host
+//! renews while the attempt runs. If the host dies, the lease expires and
+//! any host claims the step again: a new attempt with the same idempotency
+//! key (`<run id>/<step id>`), so host capabilities keyed by it (the mail
+//! outbox) take effect once. A result is committed, with the dependents it
+//! makes ready and the events, before anything else is scheduled.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::advance::{self, Event, catch_id, run_is_terminal};
+use super::definition::{self, Definition, StepDef};
+use super::template::{self, Scope};
+use super::{DURATION_BUCKETS_MS, Engine, EngineError, lock, rfc3339, services};
+use crate::db::runs::{AttemptRow, RunRow, StepRow};
+use crate::db::{self, DbError};
+use crate::runtime::{Attempt, AttemptError, Invocation, Limits, StepContext};
+
+/// How an attempt ended, as the scheduler records it.
+pub(crate) enum Outcome {
+    Completed(Value),
+    Failed(AttemptError),
+    /// Stopped from outside: terminate, or the run's deadline.
+    Interrupted(String),
+}
+
+impl Engine {
+    /// Runs the scheduler, the deadline watcher and the outbox sender until
+    /// `shutdown` is cancelled.
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
+        let engine = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { engine.schedule(stop).await });
+        let engine = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { engine.watch_deadlines(stop).await });
+        if self.config.smtp.is_some() {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.send_mail(shutdown).await });
+        }
+    }
+
+    async fn schedule(self: Arc<Self>, shutdown: CancellationToken) {
+        tracing::info!(host = %self.config.host_id, "scheduler started");
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let free = self
+                .config
+                .max_parallel
+                .saturating_sub(self.in_flight.load(Ordering::SeqCst));
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(steps) => {
+                        claimed = steps.len();
+                        for step in steps {
+                            self.in_flight.fetch_add(1, Ordering::SeqCst);
+                            let engine = self.clone();
+                            tokio::spawn(async move {
+                                engine.execute(step).await;
+                                engine.in_flight.fetch_sub(1, Ordering::SeqCst);
+                                engine.wake.notify_one();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "claiming steps failed; retrying"),
+                }
+            }
+            if claimed > 0 && claimed == free {
+                continue;
+            }
+            let wait = self.until_next_due().await;
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// How long the scheduler may sleep: until the next timer or lease
+    /// expiry, at most the poll interval.
+    async fn until_next_due(&self) -> Duration {
+        let poll = self.config.poll;
+        let Ok(mut conn) = self.db.reader().await else {
+            return poll;
+        };
+        let now = db::now_ms();
+        let next = [
+            db::runs::next_due(&mut conn).await.ok().flatten(),
+            db::runs::next_lease_expiry(&mut conn).await.ok().flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match next {
+            Some(at) if at <= now => Duration::from_millis(1),
+            Some(at) => Duration::from_millis((at - now) as u64).min(poll),
+            None => poll,
+        }
+    }
+
+    /// Claims due steps, records their attempts as started, and moves their
+    /// runs from `pending` to `running`, in one transaction.
+    async fn claim(&self, limit: usize) -> Result<Vec<StepRow>, EngineError> {
+        let now = db::now_ms();
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        let mut tx = self.db.begin().await?;
+        let steps = db::runs::claim(
+            &mut tx,
+            &self.config.host_id,
+            now,
+            lease_until,
+            limit as i64,
+        )
+        .await?;
+        let mut touched = Vec::new();
+        for step in &steps {
+            let Some(mut run) = db::runs::get_run_unscoped(&mut tx, &step.run_id).await? else {
+                continue;
+            };
+            db::runs::insert_attempt(
+                &mut tx,
+                &AttemptRow {
+                    run_id: step.run_id.clone(),
+                    step_id: step.step_id.clone(),
+                    attempt: step.attempts,
+                    status: "running".into(),
+                    host: Some(self.config.host_id.clone()),
+                    started_at: now,
+                    ended_at: None,
+                    error_kind: None,
+                    error: None,
+                    logs: None,
+                },
+            )
+            .await?;
+            if run.status == "pending" {
+                run.status = "running".into();
+                run.started_at = Some(now);
+                db::runs::update_run(&mut tx, &run).await?;
+                db::runs::append_event(
+                    &mut tx,
+                    &run.tenant_id,
+                    &run.id,
+                    "run.started",
+                    None,
+                    &json!({}),
+                    now,
+                )
+                .await?;
+            }
+            let data = json!({"attempt": step.attempts, "host": self.config.host_id});
+            db::runs::append_event(
+                &mut tx,
+                &run.tenant_id,
+                &run.id,
+                "step.started",
+                Some(&step.step_id),
+                &data,
+                now,
+            )
+            .await?;
+            touched.push(run.id);
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        for run_id in touched {
+            self.changed(&run_id);
+        }
+        Ok(steps)
+    }
+
+    #[tracing::instrument(skip_all, fields(run_id = %step.run_id, step_id = %step.step_id, attempt = step.attempts))]
+    async fn execute(self: &Arc<Self>, step: StepRow) {
+        let outcome = match self.prepare_and_run(&step).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(error = %e, "could not run the step; it will be retried after its lease expires");
+                return;
+            }
+        };
+        if let Err(e) = self.record(&step, outcome).await {
+            tracing::error!(error = %e, "could not record the attempt; it will be retried after its lease expires");
+        }
+    }
+
+    async fn prepare_and_run(
+        self: &Arc<Self>,
+        step: &StepRow,
+    ) -> Result<(Outcome, Option<Attempt>), EngineError> {
+        let (run, steps) = {
+            let mut conn = self.db.reader().await?;
+            let run = db::runs::get_run_unscoped(&mut conn, &step.run_id)
+                .await?
+                .ok_or_else(|| EngineError::NotFound(format!("run {}", step.run_id)))?;
+            let steps = db::runs::steps_of(&mut conn, &step.run_id).await?;
+            (run, steps)
+        };
+        let definition = self.definition_for_run(&run).await?;
+        if step.kind == "wait" {
+            let due = step.due_at.unwrap_or_else(db::now_ms);
+            return Ok((
+                Outcome::Completed(json!({"waited_until": rfc3339(due)})),
+                None,
+            ));
+        }
+        let (uses, config, timeout_ms, failure) =
+            match step_plan(&definition, &step.step_id, &steps) {
+                Some(plan) => plan,
+                None => {
+                    return Ok((
+                        Outcome::Failed(AttemptError::Fatal(format!(
+                            "step {:?} is not in the run's definition",
+                            step.step_id
+                        ))),
+                        None,
+                    ));
+                }
+            };
+        let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
+        let records = advance::step_records(&steps);
+        let run_value = advance::run_record(&run);
+        let scope = Scope {
+            input: &input,
+            steps: &records,
+            run: &run_value,
+            failure: failure.as_ref(),
+        };
+        let config = match config
+            .as_ref()
+            .map(|c| template::render(c, &scope))
+            .transpose()
+        {
+            Ok(config) => config.unwrap_or(Value::Object(Default::default())),
+            Err(e) => {
+                return Ok((
+                    Outcome::Failed(AttemptError::InvalidInput(format!("config: {e}"))),
+                    None,
+                ));
+            }
+        };
+        let Some(plugin) = self.plugins.exact(&run.tenant_id, &uses) else {
+            return Ok((
+                Outcome::Failed(AttemptError::Fatal(format!(
+                    "plugin {uses} is not available on this host"
+                ))),
+                None,
+            ));
+        };
+        let mut problems = Vec::new();
+        definition::check_schema(
+            &step.step_id,
+            "config",
+            &plugin.info.config_schema,
+            &config,
+            &mut problems,
+        );
+        if !problems.is_empty() {
+            let message = problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok((Outcome::Failed(AttemptError::InvalidInput(message)), None));
+        }
+        let mut limits = Limits::DEFAULT;
+        if let Some(ms) = timeout_ms {
+            limits.timeout = Duration::from_millis(ms);
+        }
+        let token = CancellationToken::new();
+        let key = (step.run_id.clone(), step.step_id.clone());
+        lock(&self.running).insert(key.clone(), token.clone());
+        let renewal = self
+            .clone()
+            .renew_while_running(step.clone(), token.clone());
+        let invocation = Invocation {
+            context: StepContext {
+                tenant: run.tenant_id.clone(),
+                run_id: run.id.clone(),
+                step_id: step.step_id.clone(),
+                attempt: u32::try_from(step.attempts).unwrap_or(u32::MAX),
+                idempotency_key: format!("{}/{}", run.id, step.step_id),
+            },
+            config: &config.to_string(),
+            input: &run.input,
+            grants: self.plugins.grants(&run.tenant_id, &plugin),
+            services: services::for_attempt(&self.db, &run.tenant_id, &run.id, &step.step_id),
+            limits,
+        };
+        let result = tokio::select! {
+            attempt = self.runtime.invoke(&plugin, invocation) => Some(attempt),
+            () = token.cancelled() => None,
+        };
+        renewal.abort();
+        lock(&self.running).remove(&key);
+        Ok(match result {
+            None => (Outcome::Interrupted("interrupted".into()), None),
+            Some(attempt) => {
+                self.observe(&attempt);
+                let outcome = match &attempt.result {
+                    Ok(text) => {
+                        Outcome::Completed(serde_json::from_str(text).unwrap_or(Value::Null))
+                    }
+                    Err(e) => Outcome::Failed(e.clone()),
+                };
+                (outcome, Some(attempt))
+            }
+        })
+    }
+
+    fn observe(&self, attempt: &Attempt) {
+        let counter = if attempt.result.is_ok() {
+            &self.metrics.attempts_completed
+        } else {
+            &self.metrics.attempts_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let ms = attempt.duration.as_secs_f64() * 1e3;
+        let bucket = DURATION_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(DURATION_BUCKETS_MS.len());
+        self.metrics.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .duration_sum_us
+            .fetch_add(attempt.duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Renews the step's lease every third of its length; cancels `token`
+    /// when the lease is lost or the run was stopped from another host.
+    fn renew_while_running(
+        self: Arc<Self>,
+        step: StepRow,
+        token: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let every = (self.config.lease / 3).min(Duration::from_secs(1));
+            loop {
+                tokio::time::sleep(every).await;
+                let until = db::now_ms() + self.config.lease.as_millis() as i64;
+                let renewed = match self.db.writer().await {
+                    Ok(mut conn) => {
+                        db::runs::renew_lease(
+                            &mut conn,
+                            &step.run_id,
+                            &step.step_id,
+                            &self.config.host_id,
+                            until,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let stopped = match self.db.reader().await {
+                    Ok(mut conn) => db::runs::get_run_unscoped(&mut conn, &step.run_id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| {
+                            r.status == "terminated"
+                                || (r.status == "failed" && step.kind != "catch")
+                        }),
+                    Err(_) => false,
+                };
+                if matches!(renewed, Ok(false)) || stopped {
+                    token.cancel();
+                    return;
+                }
+            }
+        })
+    }
+
+    pub(crate) async fn definition_for_run(
+        &self,
+        run: &RunRow,
+    ) -> Result<Arc<Definition>, EngineError> {
+        let version = semver::Version::parse(&run.workflow_version).map_err(|e| {
+            EngineError::InvalidInput(format!("run {} has a bad version: {e}", run.id))
+        })?;
+        let found = self
+            .get_workflow(
+                &run.tenant_id,
+                &run.workflow_key,
+                &super::workflows::Selector::Exact(version),
+            )
+            .await?;
+        Ok(found.definition)
+    }
+
+    /// Records an attempt's outcome and moves the run on, in one transaction.
+    async fn record(
+        &self,
+        claimed: &StepRow,
+        (outcome, attempt): (Outcome, Option<Attempt>),
+    ) -> Result<(), EngineError> {
+        let now = db::now_ms();
+        let mut tx = self.db.begin().await?;
+        let Some(mut run) = db::runs::get_run_unscoped(&mut tx, &claimed.run_id).await? else {
+            return Ok(());
+        };
+        let original = db::runs::steps_of(&mut tx, &run.id).await?;
+        let mut steps = original.clone();
+        let Some(index) = steps.iter().position(|s| s.step_id == claimed.step_id) else {
+            return Ok(());
+        };
+        {
+            let current = &steps[index];
+            if current.status != "running"
+                || current.lease_owner.as_deref() != Some(&self.config.host_id)
+                || current.attempts != claimed.attempts
+            {
+                tracing::warn!("the lease was lost before the result was recorded; dropping it");
+                return Ok(());
+            }
+        }
+        let definition = self.definition_for_run(&run).await?;
+        let original_run = run.clone();
+        let mut events = Vec::new();
+        let mut new_steps = Vec::new();
+        let logs = attempt
+            .as_ref()
+            .map(|a| serde_json::to_string(&a.logs).unwrap_or_default());
+        let (attempt_status, error_kind, error_text) = match &outcome {
+            Outcome::Completed(_) => ("completed", None, None),
+            Outcome::Failed(e) => ("failed", Some(e.kind().to_owned()), Some(e.to_string())),
+            Outcome::Interrupted(why) => (
+                "interrupted",
+                Some("interrupted".to_owned()),
+                Some(why.clone()),
+            ),
+        };
+        db::runs::insert_attempt(
+            &mut tx,
+            &AttemptRow {
+                run_id: run.id.clone(),
+                step_id: claimed.step_id.clone(),
+                attempt: claimed.attempts,
+                status: attempt_status.into(),
+                host: Some(self.config.host_id.clone()),
+                started_at: now
+                    - attempt
+                        .as_ref()
+                        .map_or(0, |a| a.duration.as_millis() as i64),
+                ended_at: Some(now),
+                error_kind,
+                error: error_text,
+                logs,
+            },
+        )
+        .await?;
+
+        let step = &mut steps[index];
+        step.lease_owner = None;
+        step.lease_expires_at = None;
+        let duration_ms = attempt.as_ref().map(|a| a.duration.as_millis() as u64);
+        match outcome {
+            Outcome::Completed(output) => {
+                step.status = "completed".into();
+                step.output = Some(output.to_string());
+                step.error = None;
+                step.ended_at = Some(now);
+                events.push(Event::step(
+                    "step.completed",
+                    &step.step_id,
+                    json!({"attempt": step.attempts, "duration_ms": duration_ms}),
+                ));
+            }
+            Outcome::Interrupted(why) => {
+                step.status = "cancelled".into();
+                step.ended_at = Some(now);
+                step.error = Some(json!({"kind": "interrupted", "message": why}).to_string());
+                events.push(Event::step(
+                    "step.cancelled",
+                    &step.step_id,
+                    json!({"attempt": step.attempts, "reason": why}),
+                ));
+            }
+            Outcome::Failed(error) => {
+                let step_def = definition.step(&step.step_id);
+                let max_attempts = step_def
+                    .and_then(|s| s.retry.as_ref())
+                    .map_or(1, |r| i64::from(r.max_attempts));
+                let error_json = json!({"kind": error.kind(), "message": error.to_string(), "attempt": step.attempts});
+                if error.is_retryable()
+                    && step.attempts < max_attempts
+                    && !run_is_terminal(&run.status)
+                {
+                    let backoff = step_def
+                        .and_then(|s| s.retry.as_ref())
+                        .map(|r| r.backoff.clone())
+                        .unwrap_or_default();
+                    let delay =
+                        backoff.delay_ms(u32::try_from(step.attempts + 1).unwrap_or(u32::MAX));
+                    step.status = "ready".into();
+                    step.due_at = Some(now + delay as i64);
+                    step.error = Some(error_json.to_string());
+                    events.push(Event::step(
+                        "step.retrying",
+                        &step.step_id,
+                        json!({"attempt": step.attempts, "error": error_json, "next_attempt_at": rfc3339(now + delay as i64)}),
+                    ));
+                } else {
+                    step.status = "failed".into();
+                    step.ended_at = Some(now);
+                    step.error = Some(error_json.to_string());
+                    events.push(Event::step(
+                        "step.failed",
+                        &step.step_id,
+                        error_json.clone(),
+                    ));
+                    if let Some(catch) = step_def.and_then(|s| s.catch.as_ref())
+                        && step.kind != "catch"
+                    {
+                        let _ = catch;
+                        new_steps.push(StepRow {
+                            run_id: run.id.clone(),
+                            step_id: catch_id(&step.step_id),
+                            position: step.position,
+                            kind: "catch".into(),
+                            status: "ready".into(),
+                            attempts: 0,
+                            due_at: Some(now),
+                            lease_owner: None,
+                            lease_expires_at: None,
+                            output: None,
+                            error: None,
+                            started_at: None,
+                            ended_at: None,
+                        });
+                    }
+                }
+            }
+        }
+        if !run_is_terminal(&run.status) {
+            events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+        }
+        self.write_changes(
+            &mut tx,
+            &original_run,
+            &run,
+            &original,
+            &steps,
+            &new_steps,
+            &events,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.changed(&run.id);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Writes the steps and run that changed, new steps and events.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one transaction's worth of changes"
+    )]
+    pub(crate) async fn write_changes(
+        &self,
+        tx: &mut db::Tx,
+        original_run: &RunRow,
+        run: &RunRow,
+        original: &[StepRow],
+        steps: &[StepRow],
+        new_steps: &[StepRow],
+        events: &[Event],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        for (before, after) in original.iter().zip(steps) {
+            if before != after {
+                db::runs::update_step(tx, after).await?;
+            }
+        }
+        for step in new_steps {
+            db::runs::insert_step(tx, step).await?;
+        }
+        if original_run != run {
+            db::runs::update_run(tx, run).await?;
+        }
+        for event in events {
+            db::runs::append_event(
+                tx,
+                &run.tenant_id,
+                &run.id,
+                event.kind,
+                event.step_id.as_deref(),
+                &event.data,
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Interrupts attempts of `run_id` running on this host.
+    pub(crate) fn interrupt(&self, run_id: &str) {
+        for ((run, _), token) in lock(&self.running).iter() {
+            if run == run_id {
+                token.cancel();
+            }
+        }
+    }
+
+    async fn watch_deadlines(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let overdue = match self.db.reader().await {
+                Ok(mut conn) => db::runs::overdue_runs(&mut conn, db::now_ms())
+                    .await
+                    .unwrap_or_default(),
+                Err(_) => continue,
+            };
+            for run_id in overdue {
+                if let Err(e) = self
+                    .stop_run(None, &run_id, super::runs::Stop::Deadline)
+                    .await
+                {
+                    tracing::warn!(%run_id, error = %e, "could not fail an overdue run");
+                }
+            }
+        }
+    }
+
+    async fn send_mail(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(relay) = self.config.smtp.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let queued = match self.db.reader().await {
+                Ok(mut conn) => db::state::outbox_queued(&mut conn, 50)
+                    .await
+                    .unwrap_or_default(),
+                Err(_) => continue,
+            };
+            for message in queued {
+                let mail = crate::runtime::services::OutgoingMail {
+                    to: message.to.clone(),
+                    cc: message.cc.clone(),
+                    subject: message.subject.clone(),
+                    body: message.body.clone(),
+                };
+                let (status, error) = match relay.deliver(&message.message_id, &mail).await {
+                    Ok(()) => ("sent", None),
+                    Err(e) if e.is_transient() && message.attempts < 10 => {
+                        ("queued", Some(e.to_string()))
+                    }
+                    Err(e) => ("failed", Some(e.to_string())),
+                };
+                if let Ok(mut conn) = self.db.writer().await {
+                    let _ = db::state::outbox_mark(
+                        &mut conn,
+                        &message.message_id,
+                        status,
+                        error.as_deref(),
+                        db::now_ms(),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// What to run for a step: pinned plugin, config template, timeout, and the
+/// failure a catch step handles.
+fn step_plan(
+    def: &Definition,
+    step_id: &str,
+    steps: &[StepRow],
+) -> Option<(String, Option<Value>, Option<u64>, Option<Value>)> {
+    if let Some(base) = step_id.strip_suffix(".catch")
+        && let Some(StepDef {
+            catch: Some(catch),
+            timeout_ms,
+            ..
+        }) = def.step(base)
+    {
+        let failed = steps.iter().find(|s| s.step_id == base);
+        let error: Value = failed
+            .and_then(|s| s.error.as_deref())
+            .and_then(|e| serde_json::from_str(e).ok())
+            .unwrap_or(Value::Null);
+        let failure = json!({"step": base, "error": error["message"], "kind": error["kind"]});
+        return Some((
+            catch.plugin.clone()?,
+            catch.config.clone(),
+            *timeout_ms,
+            Some(failure),
+        ));
+    }
+    let step = def.step(step_id)?;
+    Some((
+        step.plugin.clone()?,
+        step.config.clone(),
+        step.timeout_ms,
+        None,
+    ))
+}

@@ -1,0 +1,172 @@
+//! Host services backed by the database, each scoped to one tenant (and,
+//! for the outbox, one attempt's step), handed to the runtime per attempt.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::db::{self, Db};
+use crate::runtime::Services;
+use crate::runtime::services::{Files, KeyValue, Mailer, OutgoingMail, Progress, Secrets};
+
+/// Progress reports closer together than this are dropped (the last one of
+/// an attempt always lands in its result anyway).
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+pub fn for_attempt(db: &Db, tenant: &str, run_id: &str, step_id: &str) -> Services {
+    let scope = Arc::new(Scope {
+        db: db.clone(),
+        tenant: tenant.to_owned(),
+        run_id: run_id.to_owned(),
+        step_id: step_id.to_owned(),
+        last_progress: Mutex::new(None),
+    });
+    Services {
+        kv: scope.clone(),
+        mail: scope.clone(),
+        files: scope.clone(),
+        secrets: scope.clone(),
+        progress: scope,
+    }
+}
+
+struct Scope {
+    db: Db,
+    tenant: String,
+    run_id: String,
+    step_id: String,
+    last_progress: Mutex<Option<Instant>>,
+}
+
+fn err(e: db::DbError) -> String {
+    tracing::warn!(error = %e, "host service database error");
+    "the host's store is unavailable; try again".to_owned()
+}
+
+#[async_trait]
+impl KeyValue for Scope {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let mut conn = self.db.reader().await.map_err(err)?;
+        db::state::kv_get(&mut conn, &self.tenant, bucket, key)
+            .await
+            .map_err(err)
+    }
+
+    async fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), String> {
+        let mut conn = self.db.writer().await.map_err(err)?;
+        db::state::kv_set(&mut conn, &self.tenant, bucket, key, value, db::now_ms())
+            .await
+            .map_err(err)
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), String> {
+        let mut conn = self.db.writer().await.map_err(err)?;
+        db::state::kv_delete(&mut conn, &self.tenant, bucket, key)
+            .await
+            .map_err(err)
+    }
+
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, String> {
+        Ok(KeyValue::get(self, bucket, key).await?.is_some())
+    }
+
+    async fn list_keys(
+        &self,
+        bucket: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, String> {
+        let mut conn = self.db.reader().await.map_err(err)?;
+        db::state::kv_keys(&mut conn, &self.tenant, bucket, offset as i64, limit as i64)
+            .await
+            .map_err(err)
+    }
+}
+
+#[async_trait]
+impl Mailer for Scope {
+    async fn send(&self, key: &str, mail: OutgoingMail) -> Result<String, String> {
+        let mut conn = self.db.writer().await.map_err(err)?;
+        let message = db::state::OutboxMessage {
+            tenant_id: self.tenant.clone(),
+            key: key.to_owned(),
+            message_id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+            run_id: Some(self.run_id.clone()),
+            step_id: Some(self.step_id.clone()),
+            to: mail.to,
+            cc: mail.cc,
+            subject: mail.subject,
+            body: mail.body,
+            status: "queued".into(),
+            attempts: 0,
+            last_error: None,
+            created_at: db::now_ms(),
+            sent_at: None,
+        };
+        db::state::outbox_put(&mut conn, &message)
+            .await
+            .map_err(err)
+    }
+}
+
+#[async_trait]
+impl Files for Scope {
+    async fn read(&self, file_id: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+        let mut conn = self.db.reader().await.map_err(err)?;
+        match db::state::file_content(&mut conn, &self.tenant, file_id, max_bytes as i64)
+            .await
+            .map_err(err)?
+        {
+            None => Err(format!("no file with id {file_id:?}")),
+            Some((size, None)) => Err(format!(
+                "file {file_id:?} is {size} bytes, over the {max_bytes}-byte limit"
+            )),
+            Some((_, Some(bytes))) => Ok(bytes),
+        }
+    }
+}
+
+#[async_trait]
+impl Secrets for Scope {
+    async fn get(&self, _name: &str) -> Option<String> {
+        // Tenant secrets arrive with the tenancy work; until then there are none.
+        None
+    }
+}
+
+impl Progress for Scope {
+    fn progress(&self, percent: u8, note: &str) {
+        {
+            let mut last = self
+                .last_progress
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) && percent < 100 {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let db = self.db.clone();
+        let (tenant, run_id, step_id) = (
+            self.tenant.clone(),
+            self.run_id.clone(),
+            self.step_id.clone(),
+        );
+        let data = serde_json::json!({"percent": percent, "note": note});
+        tokio::spawn(async move {
+            if let Ok(mut conn) = db.writer().await {
+                let _ = db::runs::append_event(
+                    &mut conn,
+                    &tenant,
+                    &run_id,
+                    "step.progress",
+                    Some(&step_id),
+                    &data,
+                    db::now_ms(),
+                )
+                .await;
+            }
+        });
+    }
+}
