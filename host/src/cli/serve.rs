@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Sender address for outbox mail.
     #[arg(long, env = "WEFT_MAIL_FROM", default_value = "weft@localhost")]
     mail_from: String,
+    /// Shut down when standard input closes (for supervisors and tests that
+    /// must not leave a server behind).
+    #[arg(long, env = "WEFT_STOP_ON_STDIN_EOF")]
+    stop_on_stdin_eof: bool,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -137,9 +141,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     println!("weft listening on http://{local}");
+    if args.stop_on_stdin_eof {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut sink = Vec::new();
+            let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+            stop.cancel();
+        });
+    }
     let stop = shutdown.clone();
     let signal = async move {
-        let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = stop.cancelled() => {}
+        }
         stop.cancel();
     };
     api::serve(listener, AppState { engine }, signal).await?;

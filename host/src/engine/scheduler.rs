@@ -516,14 +516,23 @@ impl Engine {
                         &step.step_id,
                         error_json.clone(),
                     ));
-                    if let Some(catch) = step_def.and_then(|s| s.catch.as_ref())
-                        && step.kind != "catch"
+                    let has_catch =
+                        step_def.is_some_and(|s| s.catch.is_some()) && step.kind != "catch";
+                    let catch = catch_id(&step.step_id);
+                    if has_catch
+                        && let Some(existing) = steps.iter_mut().find(|s| s.step_id == catch)
                     {
-                        let _ = catch;
+                        // A retried step that fails again compensates again.
+                        existing.status = "ready".into();
+                        existing.due_at = Some(now);
+                        existing.output = None;
+                        existing.error = None;
+                        existing.ended_at = None;
+                    } else if has_catch {
                         new_steps.push(StepRow {
                             run_id: run.id.clone(),
-                            step_id: catch_id(&step.step_id),
-                            position: step.position,
+                            step_id: catch,
+                            position: steps[index].position,
                             kind: "catch".into(),
                             status: "ready".into(),
                             attempts: 0,

@@ -1,0 +1,830 @@
+//! The HTTP API end to end: a real `weft serve` on SQLite, real components
+//! built from `plugins/` and the testkit fixture.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, Server, shared, step};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn testkit(id: &str, config: Value) -> Value {
+    json!({"id": id, "uses": "testkit@0", "config": config})
+}
+
+#[tokio::test]
+async fn workflow_versions_are_drafted_published_and_immutable() {
+    let s = shared();
+    let def = json!({"key": "lifecycle", "name": "Lifecycle", "description": "versions", "input_schema": {"type": "object", "required": ["n"]},
+        "steps": [testkit("a", json!({"mode": "echo"}))]});
+    let (status, created) = s.post("/v1/workflows", def.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["version"], "0.1.0");
+    assert_eq!(created["status"], "draft");
+    assert_eq!(
+        created["definition"]["steps"][0]["plugin"], "testkit@0.1.0",
+        "uses is pinned"
+    );
+
+    let (status, _) = s.post("/v1/workflows", def.clone()).await;
+    assert_eq!(status, 409, "a second create of the same key conflicts");
+
+    let (status, published) = s
+        .post(
+            "/v1/workflows/lifecycle/publish",
+            json!({"version": "0.1.0"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{published}");
+    assert_eq!(published["status"], "published");
+    let (status, _) = s
+        .post(
+            "/v1/workflows/lifecycle/publish",
+            json!({"version": "0.1.0"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    let mut changed = def.clone();
+    changed["name"] = json!("Lifecycle v2");
+    changed["steps"] = json!([
+        testkit("a", json!({"mode": "echo"})),
+        testkit("b", json!({"mode": "echo"}))
+    ]);
+    let (status, put) = s
+        .call(Method::PUT, "/v1/workflows/lifecycle", Some(changed))
+        .await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["version"], "0.2.0");
+    assert_eq!(put["status"], "draft");
+
+    let (_, old) = s.get("/v1/workflows/lifecycle?version=0.1.0").await;
+    assert_eq!(
+        old["definition"]["steps"].as_array().unwrap().len(),
+        1,
+        "the published version did not change"
+    );
+    let (_, published) = s.get("/v1/workflows/lifecycle?version=published").await;
+    assert_eq!(published["version"], "0.1.0");
+    let (_, latest) = s.get("/v1/workflows/lifecycle").await;
+    assert_eq!(latest["version"], "0.2.0");
+    let (_, versions) = s.get("/v1/workflows/lifecycle/versions").await;
+    let listed: Vec<&str> = versions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["0.2.0", "0.1.0"]);
+    let (_, schema) = s.get("/v1/workflows/lifecycle/input-schema").await;
+    assert_eq!(schema["required"], json!(["n"]));
+
+    let (status, found) = s.get("/v1/workflows?q=Lifecycle%20v2").await;
+    assert_eq!(status, 200);
+    assert!(
+        found["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["key"] == "lifecycle")
+    );
+
+    let (status, archived) = s
+        .call(Method::DELETE, "/v1/workflows/lifecycle", None)
+        .await;
+    assert_eq!(status, 200, "{archived}");
+    assert_eq!(archived["status"], "archived");
+    let (_, listed) = s.get("/v1/workflows?status=archived").await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["key"] == "lifecycle")
+    );
+    let (status, _) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "lifecycle", "input": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(status, 409, "archived workflows start no runs");
+    let (status, _) = s.post("/v1/workflows/lifecycle/unarchive", json!({})).await;
+    assert_eq!(status, 200);
+
+    let (status, cloned) = s
+        .post(
+            "/v1/workflows/lifecycle/clone",
+            json!({"new_key": "lifecycle-copy"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{cloned}");
+    assert_eq!(cloned["version"], "0.1.0");
+    assert_eq!(cloned["definition"]["steps"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn invalid_definitions_are_422_naming_the_step() {
+    let s = shared();
+    let cases = [
+        (
+            json!([testkit("a", json!({})), {"id": "b", "uses": "testkit@0", "depends_on": ["nope"]}]),
+            "b",
+            "unknown step \"nope\"",
+        ),
+        (
+            json!([{"id": "a", "uses": "testkit@0", "depends_on": ["b"]}, {"id": "b", "uses": "testkit@0", "depends_on": ["a"]}]),
+            "a",
+            "cycle",
+        ),
+        (
+            json!([{"id": "a", "uses": "no_such_plugin@1"}]),
+            "a",
+            "unknown plugin",
+        ),
+        (
+            json!([{"id": "a", "uses": "send_email@7"}]),
+            "a",
+            "no version of plugin \"send_email\"",
+        ),
+        (
+            json!([{"id": "a", "uses": "send_email@1", "config": {"to": "a@b.co", "subject": 5}}]),
+            "a",
+            "config",
+        ),
+        (
+            json!([{"id": "a", "uses": "testkit@0", "config": {"x": "{{input.x"}}]),
+            "a",
+            "config",
+        ),
+        (
+            json!([{"id": "a", "uses": "wait", "config": {}}]),
+            "a",
+            "duration_ms",
+        ),
+    ];
+    for (i, (steps, step_id, message)) in cases.into_iter().enumerate() {
+        let (status, problem) = s
+            .post(
+                "/v1/workflows",
+                json!({"key": format!("invalid{i}"), "name": "x", "steps": steps}),
+            )
+            .await;
+        assert_eq!(status, 422, "case {i}: {problem}");
+        assert_eq!(
+            problem["type"],
+            "https://weft.dev/problems/invalid-definition"
+        );
+        let errors = problem["errors"].as_array().unwrap();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["step"] == step_id && e["message"].as_str().unwrap().contains(message)),
+            "case {i}: {problem}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dag_runs_in_parallel_with_templates_conditions_and_retries() {
+    let s = shared();
+    s.publish(json!({
+        "key": "dag", "name": "DAG",
+        "steps": [
+            {"id": "left", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 300}},
+            {"id": "right", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 300}},
+            {"id": "flaky", "uses": "testkit@0", "config": {"mode": "flaky", "times": 1}, "retry": {"max_attempts": 3, "backoff": {"initial_ms": 10}}},
+            {"id": "join", "uses": "testkit@0", "depends_on": ["left", "right", "flaky"],
+             "config": {"mode": "echo"}},
+            {"id": "skipped", "uses": "testkit@0", "depends_on": ["join"], "if": "{{input.notify}}", "config": {"mode": "echo"}},
+            {"id": "after_skip", "uses": "testkit@0", "depends_on": ["skipped"], "config": {"mode": "echo"}},
+            {"id": "email", "uses": "send_email@1", "depends_on": ["join"],
+             "config": {"to": "{{input.to}}", "subject": "Run {{run.id}}", "body": "Slept {{steps.left.output.slept_ms}} ms"}}
+        ]
+    }))
+    .await;
+    let started = Instant::now();
+    let run = s
+        .run_sync("dag", json!({"to": ["ops@example.com"], "notify": false}))
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "independent steps ran one after the other: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(step(&run, "flaky")["attempts"], 2);
+    assert_eq!(
+        step(&run, "flaky")["attempt_log"][0]["error_kind"],
+        "retryable"
+    );
+    assert_eq!(step(&run, "skipped")["status"], "skipped");
+    assert_eq!(
+        step(&run, "after_skip")["status"],
+        "skipped",
+        "skips propagate"
+    );
+    assert_eq!(step(&run, "email")["status"], "completed");
+    let (_, messages) = s
+        .get(&format!("/v1/runs/{}/events", run["id"].as_str().unwrap()))
+        .await;
+    let kinds: Vec<&str> = messages["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "run.created",
+        "run.started",
+        "step.started",
+        "step.retrying",
+        "step.skipped",
+        "step.completed",
+        "run.completed",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert!(
+        run["result"]["email"]["message_id"].is_string(),
+        "{}",
+        run["result"]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_step_runs_its_catch_and_can_be_retried_or_overridden() {
+    let s = shared();
+    s.publish(json!({
+        "key": "fulfil", "name": "Fulfil",
+        "steps": [
+            {"id": "charge", "uses": "testkit@0", "config": {"mode": "echo"}},
+            {"id": "ship", "uses": "testkit@0", "depends_on": ["charge"], "config": {"mode": "fail", "kind": "fatal", "message": "no courier"},
+             "catch": {"uses": "testkit@0", "config": {"mode": "echo", "refund": "{{failure.error}}"}}},
+            {"id": "notify", "uses": "testkit@0", "depends_on": ["ship"], "config": {"mode": "echo"}}
+        ]
+    }))
+    .await;
+    let run = s.run_sync("fulfil", json!({"order": 7})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let run = s
+        .wait_until(&id, Duration::from_secs(10), |r| {
+            step(r, "ship.catch")["status"] == "completed"
+        })
+        .await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"]["step_id"], "ship");
+    assert_eq!(run["error"]["kind"], "fatal");
+    assert_eq!(step(&run, "notify")["status"], "cancelled");
+
+    // Retrying a step that fails again fails again.
+    let (status, _) = s
+        .post(&format!("/v1/runs/{id}/resume"), json!({"step_id": "ship"}))
+        .await;
+    assert_eq!(status, 200);
+    let run = s
+        .wait_until(&id, Duration::from_secs(10), |r| r["status"] == "failed")
+        .await;
+    assert_eq!(step(&run, "ship")["attempts"], 2);
+
+    // A manual fix: complete it by hand, and the run goes on.
+    let (status, body) = s
+        .post(
+            &format!("/v1/runs/{id}/resume"),
+            json!({"step_id": "ship", "override_output": {"tracking": "T1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = s
+        .wait_until(&id, Duration::from_secs(10), |r| r["status"] == "completed")
+        .await;
+    assert_eq!(step(&run, "ship")["output"], json!({"tracking": "T1"}));
+    assert_eq!(step(&run, "notify")["status"], "completed");
+
+    let (status, problem) = s
+        .post(&format!("/v1/runs/{id}/resume"), json!({"step_id": "ship"}))
+        .await;
+    assert_eq!(status, 409, "{problem}");
+}
+
+#[tokio::test]
+async fn runs_pause_for_input_and_people_and_resume() {
+    let s = shared();
+    s.publish(json!({
+        "key": "approval", "name": "Approval",
+        "steps": [
+            {"id": "details", "uses": "collect_inputs", "config": {"schema": {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}}},
+            {"id": "approve", "uses": "request_user_action", "depends_on": ["details"], "config": {"actions": ["approve", "decline"], "decline": ["decline"]}},
+            {"id": "done", "uses": "testkit@0", "depends_on": ["approve"], "config": {"mode": "echo"}}
+        ]
+    }))
+    .await;
+    for (action, final_status) in [("approve", "completed"), ("decline", "declined")] {
+        let run = s.run_sync("approval", json!({})).await;
+        assert_eq!(run["status"], "paused", "{run}");
+        assert_eq!(run["paused_on"], json!(["details"]));
+        let id = run["id"].as_str().unwrap();
+        let (status, problem) = s
+            .post(
+                &format!("/v1/runs/{id}/resume"),
+                json!({"step_id": "details", "data": {"amount": "lots"}}),
+            )
+            .await;
+        assert_eq!(status, 422, "{problem}");
+        let (status, run) = s
+            .post(
+                &format!("/v1/runs/{id}/resume"),
+                json!({"step_id": "details", "data": {"amount": 12.5}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{run}");
+        assert_eq!(run["paused_on"], json!(["approve"]));
+        let (status, _) = s
+            .post(
+                &format!("/v1/runs/{id}/resume"),
+                json!({"step_id": "approve", "action": "maybe"}),
+            )
+            .await;
+        assert_eq!(status, 422);
+        let (status, _) = s
+            .post(
+                &format!("/v1/runs/{id}/resume"),
+                json!({"step_id": "approve", "action": action}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let run = s
+            .wait_until(id, Duration::from_secs(10), |r| r["status"] == final_status)
+            .await;
+        assert_eq!(step(&run, "details")["output"], json!({"amount": 12.5}));
+        let (status, _) = s
+            .post(
+                &format!("/v1/runs/{id}/resume"),
+                json!({"step_id": "approve", "action": "approve"}),
+            )
+            .await;
+        assert_eq!(status, 409, "a finished run is not resumable");
+    }
+}
+
+#[tokio::test]
+async fn cancel_lets_attempts_finish_and_terminate_interrupts_them() {
+    let s = shared();
+    s.publish(json!({"key": "busy", "name": "Busy", "steps": [
+        {"id": "spin", "uses": "testkit@0", "config": {"mode": "loop"}},
+        {"id": "next", "uses": "testkit@0", "depends_on": ["spin"], "config": {"mode": "echo"}}]}))
+        .await;
+    s.publish(json!({"key": "slow", "name": "Slow", "steps": [
+        {"id": "nap", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 500}},
+        {"id": "next", "uses": "testkit@0", "depends_on": ["nap"], "config": {"mode": "echo"}}]}))
+        .await;
+
+    let (_, run) = s
+        .post("/v1/runs", json!({"workflow": "busy", "input": {}}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    s.wait_until(&id, Duration::from_secs(10), |r| {
+        step(r, "spin")["status"] == "running"
+    })
+    .await;
+    let asked = Instant::now();
+    let (status, run) = s
+        .post(
+            &format!("/v1/runs/{id}/terminate"),
+            json!({"reason": "test"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "terminated");
+    let run = s
+        .wait_until(&id, Duration::from_secs(5), |r| {
+            step(r, "spin")["status"] == "cancelled"
+        })
+        .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1) + Duration::from_millis(200),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(step(&run, "next")["status"], "cancelled");
+    assert_eq!(
+        step(&run, "spin")["attempt_log"][0]["status"],
+        "interrupted"
+    );
+
+    let (_, run) = s
+        .post("/v1/runs", json!({"workflow": "slow", "input": {}}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    s.wait_until(&id, Duration::from_secs(10), |r| {
+        step(r, "nap")["status"] == "running"
+    })
+    .await;
+    let (status, run) = s.post(&format!("/v1/runs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(run["status"], "cancelled");
+    let run = s
+        .wait_until(&id, Duration::from_secs(10), |r| {
+            step(r, "nap")["status"] == "completed"
+        })
+        .await;
+    assert_eq!(
+        step(&run, "next")["status"],
+        "cancelled",
+        "nothing new is scheduled after cancel"
+    );
+    let (status, _) = s.post(&format!("/v1/runs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn starting_runs_honours_wait_ms_idempotency_and_input_schema() {
+    let s = shared();
+    s.publish(json!({"key": "nap", "name": "Nap", "input_schema": {"type": "object", "required": ["ms"], "properties": {"ms": {"type": "integer"}}},
+        "steps": [{"id": "nap", "uses": "testkit@0", "config": {"mode": "sleep", "ms": "{{input.ms}}"}}]}))
+    .await;
+    let (status, run) = s
+        .post("/v1/runs", json!({"workflow": "nap", "input": {"ms": 10}}))
+        .await;
+    assert_eq!(status, 202);
+    assert!(
+        run["status"] == "pending" || run["status"] == "running",
+        "{run}"
+    );
+    let (status, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "nap", "input": {"ms": 10}, "wait_ms": 5000}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(run["status"], "completed");
+    let (status, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "nap", "input": {"ms": 2000}, "wait_ms": 100}),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let (status, problem) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "nap", "input": {"ms": "soon"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("input_schema"));
+
+    let send = |body: Value| {
+        s.req(Method::POST, "/v1/runs")
+            .header("Idempotency-Key", "start-once")
+            .json(&body)
+            .send()
+    };
+    let first = send(json!({"workflow": "nap", "input": {"ms": 1}}))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again = send(json!({"workflow": "nap", "input": {"ms": 1}}))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        first["id"], again["id"],
+        "the same key and body replay the first response"
+    );
+    let other = send(json!({"workflow": "nap", "input": {"ms": 2}}))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 409);
+}
+
+#[tokio::test]
+async fn errors_are_problem_documents() {
+    let s = shared();
+    let raw = |body: &'static str| {
+        s.req(Method::POST, "/v1/workflows")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let response = raw("{not json").await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "https://weft.dev/problems/bad-request");
+    assert_eq!(problem["status"], 400);
+
+    let big = format!(
+        "{{\"key\":\"x\",\"name\":\"{}\",\"steps\":[]}}",
+        "a".repeat(2 << 20)
+    );
+    let response = s
+        .req(Method::POST, "/v1/workflows")
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    let (status, problem) = s
+        .post(
+            "/v1/workflows",
+            json!({"key": "x", "name": "x", "steps": [], "colour": "blue"}),
+        )
+        .await;
+    assert_eq!(status, 422, "unknown fields are refused: {problem}");
+    let (status, _) = s.post("/v1/runs", json!({"workflow": 5})).await;
+    assert_eq!(status, 422);
+    let (status, _) = s.get("/v1/runs/01234567-89ab-7def-8123-456789abcdef").await;
+    assert_eq!(status, 404);
+    let (status, _) = s.get("/v1/workflows/nothing-here").await;
+    assert_eq!(status, 404);
+    let (status, _) = s.get("/v1/no/such/path").await;
+    assert_eq!(status, 404);
+    let (status, _) = s.get("/v1/runs?limit=1000").await;
+    assert_eq!(status, 400);
+
+    let response = s
+        .client
+        .get(format!("{}/v1/runs", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = s
+        .client
+        .get(format!("{}/v1/runs", s.url))
+        .bearer_auth("wft_live_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = s
+        .client
+        .get(format!("{}/v1/runs", s.url))
+        .header("x-api-key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Random and mutated JSON at every POST endpoint never gets a 500.
+#[tokio::test]
+async fn random_json_never_makes_the_server_fail() {
+    let s = shared();
+    s.publish(
+        json!({"key": "fuzz", "name": "Fuzz", "steps": [testkit("a", json!({"mode": "echo"}))]}),
+    )
+    .await;
+    let (_, run) = s
+        .post("/v1/runs", json!({"workflow": "fuzz", "input": {}}))
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let endpoints = [
+        "/v1/workflows".to_owned(),
+        "/v1/runs".to_owned(),
+        "/v1/workflows/fuzz/publish".to_owned(),
+        "/v1/workflows/fuzz/clone".to_owned(),
+        "/v1/workflows/fuzz/unarchive".to_owned(),
+        format!("/v1/runs/{run_id}/resume"),
+        format!("/v1/runs/{run_id}/cancel"),
+        format!("/v1/runs/{run_id}/terminate"),
+    ];
+    let seeds = [
+        json!({"key": "k", "name": "n", "steps": [{"id": "a", "uses": "testkit@0"}]}),
+        json!({"workflow": "fuzz", "input": {}, "wait_ms": 10}),
+        json!({"version": "0.1.0"}),
+        json!({"new_key": "fuzz2"}),
+        json!({"step_id": "a", "data": {}, "action": "x"}),
+    ];
+    let mut rng_state: u64 = 0x5eed;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let atoms = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1e308),
+        json!("{{input.x"),
+        json!(""),
+        json!([]),
+        json!({}),
+        json!("a".repeat(300)),
+        json!(18446744073709551616u128 as f64),
+    ];
+    for round in 0..300 {
+        let mut body = seeds[(next() % seeds.len() as u64) as usize].clone();
+        if let Some(map) = body.as_object_mut() {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for _ in 0..(next() % 3) {
+                let key = &keys[(next() % keys.len() as u64) as usize];
+                map.insert(
+                    key.clone(),
+                    atoms[(next() % atoms.len() as u64) as usize].clone(),
+                );
+            }
+            if next() % 5 == 0 {
+                map.insert("extra".into(), json!(1));
+            }
+        }
+        if next() % 7 == 0 {
+            body = atoms[(next() % atoms.len() as u64) as usize].clone();
+        }
+        let endpoint = &endpoints[(next() % endpoints.len() as u64) as usize];
+        let (status, answer) = s.post(endpoint, body.clone()).await;
+        assert!(
+            status < 500,
+            "round {round}: POST {endpoint} {body} → {status} {answer}"
+        );
+    }
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document() {
+    let s = shared();
+    let (status, doc) = s.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/v1/workflows", "post"),
+        ("/v1/workflows", "get"),
+        ("/v1/workflows/{key}", "get"),
+        ("/v1/workflows/{key}", "put"),
+        ("/v1/workflows/{key}", "delete"),
+        ("/v1/workflows/{key}/versions", "get"),
+        ("/v1/workflows/{key}/publish", "post"),
+        ("/v1/workflows/{key}/unarchive", "post"),
+        ("/v1/workflows/{key}/clone", "post"),
+        ("/v1/workflows/{key}/input-schema", "get"),
+        ("/v1/runs", "post"),
+        ("/v1/runs", "get"),
+        ("/v1/runs/{id}", "get"),
+        ("/v1/runs/{id}/status", "get"),
+        ("/v1/runs/{id}/events", "get"),
+        ("/v1/runs/{id}/cancel", "post"),
+        ("/v1/runs/{id}/terminate", "post"),
+        ("/v1/runs/{id}/resume", "post"),
+        ("/v1/plugins", "get"),
+        ("/v1/plugins/{name}", "get"),
+        ("/v1/plugins/{name}/{version}", "get"),
+        ("/v1/action-catalog", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from /openapi.json"
+        );
+        // And the route answers something other than the fallback 404 page.
+        let concrete = path
+            .replace("{key}", "lifecycle")
+            .replace("{id}", "x")
+            .replace("{name}", "send_email")
+            .replace("{version}", "1.0.0");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let response = s.req(m, &concrete).send().await.unwrap();
+        if response.status() == 404 {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_ne!(
+                body["detail"], "this path not found",
+                "{method} {path} is not routed"
+            );
+        }
+    }
+    assert_eq!(
+        paths.len(),
+        expected
+            .iter()
+            .map(|(p, _)| p)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        "undocumented extra paths: {:?}",
+        paths.keys()
+    );
+}
+
+#[tokio::test]
+async fn events_stream_live_and_metrics_count() {
+    let s = shared();
+    s.publish(json!({"key": "stream", "name": "Stream", "steps": [
+        {"id": "a", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 200}},
+        {"id": "b", "uses": "testkit@0", "depends_on": ["a"], "config": {"mode": "echo"}}]}))
+        .await;
+    let (_, run) = s
+        .post("/v1/runs", json!({"workflow": "stream", "input": {}}))
+        .await;
+    let id = run["id"].as_str().unwrap();
+    let response = s
+        .req(Method::GET, &format!("/v1/runs/{id}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the stream ends with the run")
+        .unwrap();
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run.created"), "{text}");
+    assert_eq!(kinds.last(), Some(&"run.completed"), "{text}");
+
+    let (status, status_body) = s.get(&format!("/v1/runs/{id}/status")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        status_body,
+        json!({"id": id, "status": "completed", "current_steps": []})
+    );
+
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "weft_runs{status=\"completed\"}",
+        "weft_step_attempts_total{outcome=\"completed\"}",
+        "weft_attempt_duration_seconds_bucket",
+        "weft_queue_depth",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+    let (status, _) = s.get("/readyz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_first_start_prints_and_writes_an_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--stop-on-stdin-eof",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("WEFT_ADMIN_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = None;
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(key) = line.trim().strip_prefix("wft_live_") {
+            printed = Some(format!("wft_live_{key}"));
+        }
+        if let Some(u) = line.strip_prefix("weft listening on ") {
+            url = Some(u.to_owned());
+            break;
+        }
+    }
+    let key = printed.expect("the key is printed");
+    let written = std::fs::read_to_string(dir.path().join("admin-key")).unwrap();
+    assert_eq!(written.trim(), key);
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/runs", url.unwrap()))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Server::start; // the helper is shared with the other tests
+}

@@ -1,0 +1,197 @@
+//! A real `weft serve` process on an ephemeral port with a temporary data
+//! directory, the built-in plugins and the test fixtures (`--plugin-dir`).
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub const ADMIN_KEY: &str = "wft_test_operator_key_for_tests";
+
+pub struct Server {
+    pub url: String,
+    pub child: Child,
+    pub data_dir: PathBuf,
+    /// Keeps the directory alive as long as the server.
+    _dir: Option<tempfile::TempDir>,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_path_buf();
+        let mut server = Self::start_in(&data_dir, &[]);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts `weft serve` on `data_dir` (again, after a kill, for restarts).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--plugin-dir")
+            .arg(env!("WEFT_GUEST_DIR"))
+            .args(extra)
+            .arg("--stop-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .env("WEFT_ADMIN_KEY", ADMIN_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn weft serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("weft serve exited before listening")
+                .expect("read stdout");
+            if let Some(url) = line.strip_prefix("weft listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            url,
+            child,
+            data_dir: data_dir.to_path_buf(),
+            _dir: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.req(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Creates and publishes a workflow; panics with the problem otherwise.
+    pub async fn publish(&self, definition: Value) -> Value {
+        let key = definition["key"].as_str().expect("key").to_owned();
+        let (status, body) = self.post("/v1/workflows", definition).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self
+            .post(
+                &format!("/v1/workflows/{key}/publish"),
+                json!({"version": body["version"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Starts a run and waits for it to end (up to 60 s).
+    pub async fn run_sync(&self, workflow: &str, input: Value) -> Value {
+        let (status, body) = self
+            .post(
+                "/v1/runs",
+                json!({"workflow": workflow, "input": input, "wait_ms": 60000}),
+            )
+            .await;
+        assert!(status == 200 || status == 202, "{status} {body}");
+        body
+    }
+
+    /// Polls a run until `done(run)` or the timeout.
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (status, run) = self.get(&format!("/v1/runs/{id}")).await;
+            assert_eq!(status, 200, "{run}");
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting on run {id}: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One server shared by the tests of a binary (each test makes its own
+/// client: a client is bound to the runtime that made it).
+pub fn shared() -> Server {
+    static SHARED: std::sync::OnceLock<(String, PathBuf)> = std::sync::OnceLock::new();
+    let (url, data_dir) = SHARED.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let server = Server::start_in(&dir, &[]);
+        let url = server.url.clone();
+        // The process lives as long as the test binary.
+        std::mem::forget(server);
+        (url, dir)
+    });
+    Server {
+        url: url.clone(),
+        child: Command::new("true").spawn().expect("placeholder child"),
+        data_dir: data_dir.clone(),
+        _dir: None,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client"),
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id} in {run}"))
+}
