@@ -1,0 +1,159 @@
+//! Engine throughput and latency on SQLite, through the real HTTP API:
+//! a 10-step linear workflow of a trivial plugin (the testkit fixture in
+//! `echo` mode).
+//!
+//! Prints: steps per second for 1,000 runs started at once; p50/p99 of a
+//! synchronous run (`wait_ms`); and the engine's per-step overhead above the
+//! runtime's invoke cost.
+//!
+//! Run: `cargo bench --bench engine`
+
+#![allow(clippy::print_stdout, reason = "a bench binary prints its figures")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use weft::api::{self, AppState};
+use weft::db::{Db, Synchronous};
+use weft::engine::plugins::Plugins;
+use weft::engine::{Engine, EngineConfig};
+use weft::runtime::services::MemoryServices;
+use weft::runtime::{Grants, Invocation, Limits, Runtime, RuntimeConfig, StepContext};
+
+const KEY: &str = "wft_bench_key";
+const RUNS: usize = 1_000;
+const STEPS: usize = 10;
+const SYNC_RUNS: usize = 200;
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&format!("sqlite://{}/weft.db", dir.path().display()), Synchronous::Normal)
+        .await
+        .expect("db");
+    api::auth::bootstrap(&db, Some(KEY)).await.expect("bootstrap");
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).expect("runtime"));
+    let plugins = Plugins::default();
+    let testkit = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).expect("testkit fixture");
+    let plugin = plugins.add_shared(&runtime, &testkit).await.expect("load testkit");
+    let engine = Engine::new(db, runtime.clone(), plugins, EngineConfig::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    engine.start(shutdown.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(api::serve(listener, AppState { engine: engine.clone() }, std::future::pending()));
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| client.post(format!("{url}{path}")).bearer_auth(KEY).json(&body).send();
+
+    let steps: Vec<Value> = (0..STEPS)
+        .map(|i| {
+            let mut step = json!({"id": format!("s{i}"), "uses": "testkit@0", "config": {"mode": "echo"}});
+            if i > 0 {
+                step["depends_on"] = json!([format!("s{}", i - 1)]);
+            }
+            step
+        })
+        .collect();
+    let created = post("/v1/workflows", json!({"key": "linear", "name": "Linear", "steps": steps})).await.expect("create");
+    assert_eq!(created.status(), 201);
+    let published = post("/v1/workflows/linear/publish", json!({"version": "0.1.0"})).await.expect("publish");
+    assert_eq!(published.status(), 200);
+
+    // Warm-up.
+    for _ in 0..20 {
+        post("/v1/runs", json!({"workflow": "linear", "input": {"n": 1}, "wait_ms": 10000})).await.expect("warm-up");
+    }
+
+    // Throughput: 1,000 runs started as fast as the API takes them.
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(RUNS);
+    for chunk in 0..RUNS / 50 {
+        let batch: Vec<_> = (0..50)
+            .map(|i| post("/v1/runs", json!({"workflow": "linear", "input": {"n": chunk * 50 + i}})))
+            .collect();
+        for response in futures::future::join_all(batch).await {
+            let run: Value = response.expect("start").json().await.expect("json");
+            ids.push(run["id"].as_str().expect("id").to_owned());
+        }
+    }
+    let accepted = started.elapsed();
+    loop {
+        let body: Value = client
+            .get(format!("{url}/v1/runs?status=completed&limit=1"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        let _ = body;
+        let metrics = client.get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let done = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("weft_runs{status=\"completed\"} "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if done >= RUNS + 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let steps_per_sec = (RUNS * STEPS) as f64 / elapsed.as_secs_f64();
+
+    // Latency of a synchronous run.
+    let mut latencies = Vec::with_capacity(SYNC_RUNS);
+    for _ in 0..SYNC_RUNS {
+        let t = Instant::now();
+        let response = post("/v1/runs", json!({"workflow": "linear", "input": {"n": 1}, "wait_ms": 10000})).await.expect("sync run");
+        assert_eq!(response.status(), 200);
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    let p50 = latencies[SYNC_RUNS / 2];
+    let p99 = latencies[SYNC_RUNS * 99 / 100];
+
+    // The runtime's invoke cost for the same step, to separate engine overhead.
+    let memory = MemoryServices::default();
+    let rounds = 2_000;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let attempt = runtime
+            .invoke(
+                &plugin,
+                Invocation {
+                    context: StepContext {
+                        tenant: "bench".into(),
+                        run_id: "run".into(),
+                        step_id: "step".into(),
+                        attempt: 1,
+                        idempotency_key: "run/step".into(),
+                    },
+                    config: r#"{"mode":"echo"}"#,
+                    input: r#"{"n":1}"#,
+                    grants: Grants::default(),
+                    services: memory.services(),
+                    limits: Limits::DEFAULT,
+                },
+            )
+            .await;
+        assert!(attempt.result.is_ok());
+    }
+    let invoke = t.elapsed() / rounds;
+    let per_step_sync = p50 / STEPS as u32;
+    let overhead = per_step_sync.saturating_sub(invoke);
+
+    println!("SQLite, one host, {RUNS} runs x {STEPS} steps (testkit echo):");
+    println!("  runs accepted in {:.2} s; all completed in {:.2} s", accepted.as_secs_f64(), elapsed.as_secs_f64());
+    println!("  throughput: {steps_per_sec:.0} steps/s");
+    println!("sync run of {STEPS} steps ({SYNC_RUNS} runs, one at a time): p50 {:.2} ms, p99 {:.2} ms", ms(p50), ms(p99));
+    println!("runtime invoke cost: {:.1} µs/step", invoke.as_secs_f64() * 1e6);
+    println!("engine per-step overhead (sync p50 / {STEPS} - invoke): {:.3} ms", ms(overhead));
+    shutdown.cancel();
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
