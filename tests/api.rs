@@ -525,14 +525,20 @@ async fn errors_are_problem_documents() {
         "{{\"key\":\"x\",\"name\":\"{}\",\"steps\":[]}}",
         "a".repeat(2 << 20)
     );
-    let response = s
-        .req(Method::POST, "/v1/workflows")
+    // Its own connection: the server closes it after refusing the body.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/workflows", s.url))
+        .bearer_auth(ADMIN_KEY)
         .header("content-type", "application/json")
         .body(big)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 
     let (status, problem) = s
         .post(
@@ -827,4 +833,49 @@ async fn the_first_start_prints_and_writes_an_admin_key() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = Server::start; // the helper is shared with the other tests
+}
+
+#[tokio::test]
+async fn step_timeouts_run_deadlines_and_timers() {
+    let s = shared();
+    s.publish(json!({"key": "timers", "name": "Timers", "steps": [
+        {"id": "pause", "uses": "wait", "config": {"duration_ms": 300}},
+        {"id": "after", "uses": "testkit@0", "depends_on": ["pause"], "config": {"mode": "echo"}}]}))
+    .await;
+    let started = Instant::now();
+    let run = s.run_sync("timers", json!({})).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(step(&run, "pause")["output"]["waited_until"].is_string());
+
+    s.publish(
+        json!({"key": "step-timeout", "name": "Step timeout", "steps": [
+        {"id": "spin", "uses": "testkit@0", "timeout_ms": 300, "config": {"mode": "loop"}}]}),
+    )
+    .await;
+    let run = s.run_sync("step-timeout", json!({})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(step(&run, "spin")["error"]["kind"], "timeout");
+
+    s.publish(
+        json!({"key": "deadline", "name": "Deadline", "max_duration_ms": 500, "steps": [
+        {"id": "nap", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 10000}}]}),
+    )
+    .await;
+    let started = Instant::now();
+    let run = s.run_sync("deadline", json!({})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["kind"], "max_duration");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let id = run["id"].as_str().unwrap();
+    let run = s
+        .wait_until(id, Duration::from_secs(5), |r| {
+            step(r, "nap")["status"] == "cancelled"
+        })
+        .await;
+    assert_eq!(step(&run, "nap")["attempt_log"][0]["status"], "interrupted");
 }

@@ -29,40 +29,76 @@ const SYNC_RUNS: usize = 200;
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(&format!("sqlite://{}/weft.db", dir.path().display()), Synchronous::Normal)
+    let db = Db::open(
+        &format!("sqlite://{}/weft.db", dir.path().display()),
+        Synchronous::Normal,
+    )
+    .await
+    .expect("db");
+    api::auth::bootstrap(&db, Some(KEY))
         .await
-        .expect("db");
-    api::auth::bootstrap(&db, Some(KEY)).await.expect("bootstrap");
+        .expect("bootstrap");
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).expect("runtime"));
     let plugins = Plugins::default();
-    let testkit = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).expect("testkit fixture");
-    let plugin = plugins.add_shared(&runtime, &testkit).await.expect("load testkit");
+    let testkit =
+        std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).expect("testkit fixture");
+    let plugin = plugins
+        .add_shared(&runtime, &testkit)
+        .await
+        .expect("load testkit");
     let engine = Engine::new(db, runtime.clone(), plugins, EngineConfig::default());
     let shutdown = tokio_util::sync::CancellationToken::new();
     engine.start(shutdown.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(api::serve(listener, AppState { engine: engine.clone() }, std::future::pending()));
+    tokio::spawn(api::serve(
+        listener,
+        AppState {
+            engine: engine.clone(),
+        },
+        std::future::pending(),
+    ));
     let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| client.post(format!("{url}{path}")).bearer_auth(KEY).json(&body).send();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{url}{path}"))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+    };
 
     let steps: Vec<Value> = (0..STEPS)
         .map(|i| {
-            let mut step = json!({"id": format!("s{i}"), "uses": "testkit@0", "config": {"mode": "echo"}});
+            let mut step =
+                json!({"id": format!("s{i}"), "uses": "testkit@0", "config": {"mode": "echo"}});
             if i > 0 {
                 step["depends_on"] = json!([format!("s{}", i - 1)]);
             }
             step
         })
         .collect();
-    let created = post("/v1/workflows", json!({"key": "linear", "name": "Linear", "steps": steps})).await.expect("create");
+    let created = post(
+        "/v1/workflows",
+        json!({"key": "linear", "name": "Linear", "steps": steps}),
+    )
+    .await
+    .expect("create");
     assert_eq!(created.status(), 201);
-    let published = post("/v1/workflows/linear/publish", json!({"version": "0.1.0"})).await.expect("publish");
+    let published = post("/v1/workflows/linear/publish", json!({"version": "0.1.0"}))
+        .await
+        .expect("publish");
     assert_eq!(published.status(), 200);
 
     // Warm-up.
     for _ in 0..20 {
-        post("/v1/runs", json!({"workflow": "linear", "input": {"n": 1}, "wait_ms": 10000})).await.expect("warm-up");
+        post(
+            "/v1/runs",
+            json!({"workflow": "linear", "input": {"n": 1}, "wait_ms": 10000}),
+        )
+        .await
+        .expect("warm-up");
     }
 
     // Throughput: 1,000 runs started as fast as the API takes them.
@@ -70,7 +106,12 @@ async fn main() {
     let mut ids = Vec::with_capacity(RUNS);
     for chunk in 0..RUNS / 50 {
         let batch: Vec<_> = (0..50)
-            .map(|i| post("/v1/runs", json!({"workflow": "linear", "input": {"n": chunk * 50 + i}})))
+            .map(|i| {
+                post(
+                    "/v1/runs",
+                    json!({"workflow": "linear", "input": {"n": chunk * 50 + i}}),
+                )
+            })
             .collect();
         for response in futures::future::join_all(batch).await {
             let run: Value = response.expect("start").json().await.expect("json");
@@ -89,7 +130,14 @@ async fn main() {
             .await
             .expect("json");
         let _ = body;
-        let metrics = client.get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let metrics = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         let done = metrics
             .lines()
             .find_map(|l| l.strip_prefix("weft_runs{status=\"completed\"} "))
@@ -107,7 +155,12 @@ async fn main() {
     let mut latencies = Vec::with_capacity(SYNC_RUNS);
     for _ in 0..SYNC_RUNS {
         let t = Instant::now();
-        let response = post("/v1/runs", json!({"workflow": "linear", "input": {"n": 1}, "wait_ms": 10000})).await.expect("sync run");
+        let response = post(
+            "/v1/runs",
+            json!({"workflow": "linear", "input": {"n": 1}, "wait_ms": 10000}),
+        )
+        .await
+        .expect("sync run");
         assert_eq!(response.status(), 200);
         latencies.push(t.elapsed());
     }
@@ -146,11 +199,25 @@ async fn main() {
     let overhead = per_step_sync.saturating_sub(invoke);
 
     println!("SQLite, one host, {RUNS} runs x {STEPS} steps (testkit echo):");
-    println!("  runs accepted in {:.2} s; all completed in {:.2} s", accepted.as_secs_f64(), elapsed.as_secs_f64());
+    println!(
+        "  runs accepted in {:.2} s; all completed in {:.2} s",
+        accepted.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
     println!("  throughput: {steps_per_sec:.0} steps/s");
-    println!("sync run of {STEPS} steps ({SYNC_RUNS} runs, one at a time): p50 {:.2} ms, p99 {:.2} ms", ms(p50), ms(p99));
-    println!("runtime invoke cost: {:.1} µs/step", invoke.as_secs_f64() * 1e6);
-    println!("engine per-step overhead (sync p50 / {STEPS} - invoke): {:.3} ms", ms(overhead));
+    println!(
+        "sync run of {STEPS} steps ({SYNC_RUNS} runs, one at a time): p50 {:.2} ms, p99 {:.2} ms",
+        ms(p50),
+        ms(p99)
+    );
+    println!(
+        "runtime invoke cost: {:.1} µs/step",
+        invoke.as_secs_f64() * 1e6
+    );
+    println!(
+        "engine per-step overhead (sync p50 / {STEPS} - invoke): {:.3} ms",
+        ms(overhead)
+    );
     shutdown.cancel();
 }
 
