@@ -688,6 +688,11 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/plugins", "get"),
         ("/v1/plugins/{name}", "get"),
         ("/v1/plugins/{name}/{version}", "get"),
+        ("/v1/tenants", "post"),
+        ("/v1/tenants", "get"),
+        ("/v1/api-keys", "post"),
+        ("/v1/api-keys", "get"),
+        ("/v1/api-keys/{id}", "delete"),
         ("/v1/action-catalog", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -878,4 +883,102 @@ async fn step_timeouts_run_deadlines_and_timers() {
         })
         .await;
     assert_eq!(step(&run, "nap")["attempt_log"][0]["status"], "interrupted");
+}
+
+#[tokio::test]
+async fn tenants_and_keys_are_managed_by_the_right_keys() {
+    let s = shared();
+    let (status, tenant) = s.post("/v1/tenants", json!({"name": "acme-keys"})).await;
+    assert_eq!(status, 201, "{tenant}");
+    let acme_admin = tenant["admin_key"].as_str().unwrap().to_owned();
+    assert!(acme_admin.starts_with("wft_live_"));
+    let (status, _) = s.post("/v1/tenants", json!({"name": "acme-keys"})).await;
+    assert_eq!(status, 409);
+
+    let as_key = |key: &str, method: Method, path: &str| {
+        s.client
+            .request(method, format!("{}{path}", s.url))
+            .bearer_auth(key.to_owned())
+    };
+    // A tenant admin is not the operator.
+    let response = as_key(&acme_admin, Method::GET, "/v1/tenants")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // It creates a narrow key, shown once.
+    let response = as_key(&acme_admin, Method::POST, "/v1/api-keys")
+        .json(&json!({"name": "reader", "scopes": ["runs:read"], "test": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let reader = created["key"].as_str().unwrap().to_owned();
+    assert!(reader.starts_with("wft_test_"));
+    let response = as_key(&reader, Method::GET, "/v1/runs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = as_key(&reader, Method::POST, "/v1/workflows")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "a key without workflows:write");
+    let listed: Value = as_key(&acme_admin, Method::GET, "/v1/api-keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.get("key").is_none()),
+        "keys are never listed: {listed}"
+    );
+    let response = as_key(&acme_admin, Method::POST, "/v1/api-keys")
+        .json(&json!({"name": "bad", "scopes": ["everything"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+
+    // Another tenant's things are 404, not 403.
+    s.publish(json!({"key": "private-flow", "name": "Private", "steps": [testkit("a", json!({"mode": "echo"}))]})).await;
+    let (_, run) = s
+        .post("/v1/runs", json!({"workflow": "private-flow", "input": {}}))
+        .await;
+    let response = as_key(
+        &acme_admin,
+        Method::GET,
+        &format!("/v1/runs/{}", run["id"].as_str().unwrap()),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = as_key(&acme_admin, Method::GET, "/v1/workflows/private-flow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    // Revocation takes effect at once.
+    let id = created["id"].as_str().unwrap();
+    let response = as_key(&acme_admin, Method::DELETE, &format!("/v1/api-keys/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let response = as_key(&reader, Method::GET, "/v1/runs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
 }

@@ -48,15 +48,15 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// A new random key: `wft_live_` and 40 characters of [0-9a-zA-Z].
-pub fn new_key() -> String {
+/// A new random key: `wft_<mode>_` and 40 characters of [0-9a-zA-Z].
+pub fn new_key(mode: &str) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let mut rng = rand::rng();
     let secret: String = (0..40)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect();
-    format!("wft_live_{secret}")
+    format!("wft_{mode}_{secret}")
 }
 
 fn presented_key(parts: &Parts) -> Option<&str> {
@@ -142,7 +142,7 @@ pub async fn bootstrap(db: &db::Db, pinned: Option<&str>) -> Result<Option<Strin
         None if db::auth::tenant_count(&mut tx).await? > 0 && has_operator_key(&mut tx).await? => {
             None
         }
-        None => Some(new_key()),
+        None => Some(new_key("live")),
     };
     if let Some(k) = &key {
         let record = db::auth::ApiKey {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ops;
 pub mod plugins;
 pub mod runs;
+pub mod tenants;
 pub mod workflows;
 
 use std::sync::Arc;
@@ -66,6 +67,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .merge(workflows::router())
         .merge(runs::router())
         .merge(plugins::router())
+        .merge(tenants::router())
         .merge(ops::router())
         .split_for_parts();
     let document = openapi.clone();

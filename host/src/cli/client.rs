@@ -48,12 +48,15 @@ impl Connection {
         if let Some(key) = &self.key {
             return Ok(Some(key.trim().to_owned()));
         }
-        let dir = std::env::var_os("WEFT_DATA_DIR").map_or_else(|| "weft-data".into(), PathBuf::from);
+        let dir =
+            std::env::var_os("WEFT_DATA_DIR").map_or_else(|| "weft-data".into(), PathBuf::from);
         let path = dir.join("admin-key");
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(text.trim().to_owned()).filter(|k| !k.is_empty())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading the API key from {}", path.display())),
+            Err(e) => {
+                Err(e).with_context(|| format!("reading the API key from {}", path.display()))
+            }
         }
     }
 }

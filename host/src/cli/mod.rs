@@ -5,6 +5,7 @@
     reason = "the CLI's output is for people and scripts"
 )]
 
+mod client;
 mod plugin;
 mod serve;
 
@@ -33,6 +34,10 @@ pub enum Command {
     /// Work with plugin components locally.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Create, update and publish workflow definitions on a server.
+    Workflow(client::WorkflowArgs),
+    /// Start, follow and control runs on a server.
+    Run(client::RunArgs),
 }
 
 /// Logs go to stderr so stdout stays for command output.
@@ -54,6 +59,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Plugin(command) => plugin::run(command).await,
+        Command::Workflow(args) => client::workflow_command(args).await,
+        Command::Run(args) => client::run_command(args).await,
     }
 }
 

@@ -117,3 +117,57 @@ pub async fn operator_key_exists(conn: &mut Conn) -> Result<bool, DbError> {
     .await?;
     Ok(n > 0)
 }
+
+pub async fn list_tenants(conn: &mut Conn) -> Result<Vec<Tenant>, DbError> {
+    let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Tenant {
+            id: r.get("id"),
+            name: r.get("name"),
+            created_at: r.get("created_at"),
+        })
+        .collect())
+}
+
+/// A tenant's keys, newest first (revoked ones included, marked).
+pub async fn list_keys(conn: &mut Conn, tenant: &str) -> Result<Vec<ApiKey>, DbError> {
+    let rows = sqlx::query(
+        "SELECT id, tenant_id, name, prefix, scopes, operator, created_at, expires_at, revoked_at, last_used_at
+         FROM api_keys WHERE tenant_id = ? ORDER BY id DESC",
+    )
+    .bind(tenant)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ApiKey {
+                id: r.get("id"),
+                tenant_id: r.get("tenant_id"),
+                name: r.get("name"),
+                prefix: r.get("prefix"),
+                scopes: serde_json::from_str(r.get::<&str, _>("scopes"))?,
+                operator: r.get("operator"),
+                created_at: r.get("created_at"),
+                expires_at: r.get("expires_at"),
+                revoked_at: r.get("revoked_at"),
+                last_used_at: r.get("last_used_at"),
+            })
+        })
+        .collect()
+}
+
+/// Revokes a key of `tenant`; false if there is no such unrevoked key.
+pub async fn revoke_key(conn: &mut Conn, tenant: &str, id: &str, at: i64) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+    )
+    .bind(at)
+    .bind(tenant)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

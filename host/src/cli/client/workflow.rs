@@ -88,7 +88,9 @@ fn read_definition(file: &str) -> anyhow::Result<Value> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let value = match extension.as_deref() {
-        Some("json") => serde_json::from_str(&text).with_context(|| format!("{file}: invalid JSON"))?,
+        Some("json") => {
+            serde_json::from_str(&text).with_context(|| format!("{file}: invalid JSON"))?
+        }
         Some("yaml" | "yml") => {
             serde_yaml::from_str(&text).with_context(|| format!("{file}: invalid YAML"))?
         }

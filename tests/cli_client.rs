@@ -1,0 +1,339 @@
+//! The integrator's CLI (`weft workflow …`, `weft run …`) through the real
+//! binary against a real `weft serve` with the testkit fixture.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, Server, shared};
+use serde_json::{Value, json};
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `weft <args>` in `dir` against `server`, with `stdin` if given.
+fn weft_in(
+    server: &Server,
+    dir: &Path,
+    key: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("WEFT_URL", &server.url)
+        .env_remove("WEFT_KEY")
+        .env_remove("WEFT_DATA_DIR")
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(key) = key {
+        command.env("WEFT_KEY", key);
+    }
+    let mut child = command.spawn().expect("spawn weft");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait for weft");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn weft(server: &Server, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    weft_in(server, dir.path(), Some(ADMIN_KEY), args, None)
+}
+
+/// Applies and publishes a JSON definition through the CLI's stdin.
+fn publish(server: &Server, definition: &Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = weft_in(
+        server,
+        dir.path(),
+        Some(ADMIN_KEY),
+        &["workflow", "apply", "-f", "-", "--publish"],
+        Some(&definition.to_string()),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// The run id from the `run <id> started …` line of `run start --wait`.
+fn started_id(out: &Output) -> String {
+    out.stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_once(" started")
+                .map(|(id, _)| id.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no start line in {out:?}"))
+}
+
+fn get_run(server: &Server, id: &str) -> Value {
+    let out = weft(server, &["run", "get", id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+#[test]
+fn apply_creates_publishes_and_adds_draft_versions_from_yaml_and_stdin() {
+    let s = shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hello.yaml"),
+        "key: hello\nname: Hello\nsteps:\n  - id: greet\n    uses: testkit@0\n    config:\n      mode: echo\n",
+    )
+    .unwrap();
+    let apply = ["workflow", "apply", "-f", "hello.yaml"];
+    let out = weft_in(
+        &s,
+        dir.path(),
+        Some(ADMIN_KEY),
+        &[&apply[..], &["--publish"]].concat(),
+        None,
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "published hello 0.1.0\n"),
+        "{out:?}"
+    );
+
+    let out = weft_in(&s, dir.path(), Some(ADMIN_KEY), &apply, None);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "updated hello 0.2.0 (draft)\n"),
+        "{out:?}"
+    );
+
+    // JSON on stdin, created without publishing.
+    let definition = json!({"key": "hello_json", "name": "Hello", "steps": [{"id": "greet", "uses": "testkit@0"}]});
+    let out = weft_in(
+        &s,
+        dir.path(),
+        Some(ADMIN_KEY),
+        &["workflow", "apply", "-f", "-"],
+        Some(&definition.to_string()),
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "created hello_json 0.1.0 (draft)\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn apply_of_an_invalid_definition_names_each_step_and_exits_1() {
+    let s = shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.yml"),
+        "key: broken\nname: Broken\nsteps:\n  - id: a\n    uses: testkit@0\n  - id: b\n    uses: testkit@0\n    depends_on: [nope]\n",
+    )
+    .unwrap();
+    let out = weft_in(
+        &s,
+        dir.path(),
+        Some(ADMIN_KEY),
+        &["workflow", "apply", "-f", "broken.yml"],
+        None,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("step b: ") && l.contains("nope")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn run_start_wait_prints_step_progress_and_the_result() {
+    let s = shared();
+    publish(
+        &s,
+        &json!({"key": "pipeline", "name": "Pipeline", "steps": [
+            {"id": "first", "uses": "testkit@0", "config": {"mode": "echo"}},
+            {"id": "second", "uses": "testkit@0", "depends_on": ["first"], "config": {"mode": "sleep", "ms": 100}}]}),
+    );
+    let out = weft(
+        &s,
+        &[
+            "run",
+            "start",
+            "pipeline",
+            "--input",
+            r#"{"n": 1}"#,
+            "--wait",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let result: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert!(result.to_string().contains("slept_ms"), "{out:?}");
+    let first = out
+        .stderr
+        .find("✓ first completed (")
+        .expect("first's line");
+    let second = out
+        .stderr
+        .find("✓ second completed (")
+        .expect("second's line");
+    assert!(first < second, "{out:?}");
+    assert!(out.stderr.contains(" completed in "), "{out:?}");
+
+    // Without --wait: the id and status, and the run can be read back.
+    let out = weft(&s, &["run", "start", "pipeline", "--input", r#"{"n": 2}"#]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (id, status) = out.stdout.trim().split_once(' ').expect("id and status");
+    assert!(["pending", "running"].contains(&status), "{out:?}");
+    let run = get_run(&s, id);
+    assert_eq!(run["id"], id);
+    assert_eq!(run["input"], json!({"n": 2}));
+}
+
+#[test]
+fn a_failed_run_exits_1_with_the_error() {
+    let s = shared();
+    publish(
+        &s,
+        &json!({"key": "doomed", "name": "Doomed", "steps": [
+            {"id": "explode", "uses": "testkit@0", "config": {"mode": "fail", "kind": "fatal", "message": "boom"}}]}),
+    );
+    let out = weft(&s, &["run", "start", "doomed", "--wait"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        out.stderr.contains("✗ explode failed: fatal: boom"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("--step explode"), "{out:?}");
+}
+
+#[test]
+fn a_paused_run_exits_2_and_resumes_from_the_cli() {
+    let s = shared();
+    publish(
+        &s,
+        &json!({"key": "gate", "name": "Gate", "steps": [
+            {"id": "approve", "uses": "request_user_action", "config": {"actions": ["approve", "decline"]}},
+            {"id": "ship", "uses": "testkit@0", "depends_on": ["approve"], "config": {"mode": "echo"}}]}),
+    );
+    let out = weft(&s, &["run", "start", "gate", "--wait"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("⏸ approve paused (request_user_action)"),
+        "{out:?}"
+    );
+    let id = started_id(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "weft run resume {id} --step approve --action <approve|decline>"
+        )),
+        "{out:?}"
+    );
+
+    let out = weft(
+        &s,
+        &[
+            "run", "resume", &id, "--step", "approve", "--action", "approve",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with(&format!("{id} ")), "{out:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let run = loop {
+        let run = get_run(&s, &id);
+        if run["status"] == "completed" || Instant::now() > deadline {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(run["status"], "completed", "{run}");
+
+    // A finished run is not resumable: the problem's detail, exit 1.
+    let out = weft(
+        &s,
+        &[
+            "run", "resume", &id, "--step", "approve", "--action", "approve",
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("(409)"), "{out:?}");
+}
+
+#[test]
+fn a_wait_that_times_out_exits_3_and_terminate_stops_the_run() {
+    let s = shared();
+    publish(
+        &s,
+        &json!({"key": "nap", "name": "Nap", "steps": [
+            {"id": "doze", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 10000}}]}),
+    );
+    let out = weft(
+        &s,
+        &["run", "start", "nap", "--wait", "--timeout-secs", "1"],
+    );
+    assert_eq!(out.code, 3, "{out:?}");
+    let id = started_id(&out);
+    assert!(
+        out.stderr.contains(&format!("run {id} is still")),
+        "{out:?}"
+    );
+
+    let out = weft(&s, &["run", "terminate", &id, "--reason", "bored"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), format!("{id} terminated"), "{out:?}");
+}
+
+#[test]
+fn without_a_key_the_cli_says_how_to_give_one() {
+    let s = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let out = weft_in(&s, dir.path(), None, &["run", "get", "nothing"], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("(401)") && out.stderr.contains("--key"),
+        "{out:?}"
+    );
+
+    // The local server's key file is the fallback.
+    std::fs::create_dir(dir.path().join("weft-data")).unwrap();
+    std::fs::write(
+        dir.path().join("weft-data/admin-key"),
+        format!("{ADMIN_KEY}\n"),
+    )
+    .unwrap();
+    let out = weft_in(&s, dir.path(), None, &["run", "get", "nothing"], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("(404)"), "{out:?}");
+}
