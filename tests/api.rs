@@ -693,6 +693,9 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/api-keys", "post"),
         ("/v1/api-keys", "get"),
         ("/v1/api-keys/{id}", "delete"),
+        ("/v1/secrets", "get"),
+        ("/v1/secrets/{name}", "put"),
+        ("/v1/secrets/{name}", "delete"),
         ("/v1/action-catalog", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -981,4 +984,77 @@ async fn tenants_and_keys_are_managed_by_the_right_keys() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn secrets_are_write_only_and_encrypted_at_rest() {
+    let s = shared();
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            "/v1/secrets/SMTP_PASSWORD",
+            Some(json!({"value": "hunter2-plaintext"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "SMTP_PASSWORD");
+    assert!(body.get("value").is_none());
+    let (status, listed) = s.get("/v1/secrets").await;
+    assert_eq!(status, 200);
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "SMTP_PASSWORD")
+    );
+    assert!(
+        !listed.to_string().contains("hunter2"),
+        "a value leaked: {listed}"
+    );
+    let (status, _) = s
+        .call(
+            Method::PUT,
+            "/v1/secrets/bad%20name",
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(status, 422);
+
+    let database = std::fs::read(s.data_dir.join("weft.db")).unwrap();
+    let wal = std::fs::read(s.data_dir.join("weft.db-wal")).unwrap_or_default();
+    for bytes in [&database, &wal] {
+        assert!(
+            !bytes.windows(17).any(|w| w == b"hunter2-plaintext"),
+            "the secret is stored in clear"
+        );
+    }
+
+    let (_, tenant) = s
+        .post("/v1/tenants", json!({"name": "other-secrets"}))
+        .await;
+    let other = tenant["admin_key"].as_str().unwrap();
+    let listed: Value = s
+        .client
+        .get(format!("{}/v1/secrets", s.url))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"], json!([]), "another tenant sees no names");
+    let response = s
+        .client
+        .delete(format!("{}/v1/secrets/SMTP_PASSWORD", s.url))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let (status, _) = s
+        .call(Method::DELETE, "/v1/secrets/SMTP_PASSWORD", None)
+        .await;
+    assert_eq!(status, 204);
 }

@@ -32,11 +32,21 @@ impl Server {
 
     /// Starts `weft serve` on `data_dir` (again, after a kill, for restarts).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        Self::start_with(data_dir, true, extra)
+    }
+
+    /// Starts `weft serve` on `data_dir`, with the test fixtures as shared
+    /// plugins (`--plugin-dir`) or with the built-ins only (so a test can
+    /// upload a fixture as a tenant's plugin).
+    pub fn start_with(data_dir: &Path, plugin_dir: bool, extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .arg("--plugin-dir")
-            .arg(env!("WEFT_GUEST_DIR"))
+            .arg(data_dir);
+        if plugin_dir {
+            command.arg("--plugin-dir").arg(env!("WEFT_GUEST_DIR"));
+        }
+        let mut child = command
             .args(extra)
             .arg("--stop-on-stdin-eof")
             .stdin(Stdio::piped())
@@ -171,15 +181,23 @@ pub fn shared() -> Server {
         std::mem::forget(server);
         (url, dir)
     });
-    Server {
-        url: url.clone(),
-        child: Command::new("true").spawn().expect("placeholder child"),
-        data_dir: data_dir.clone(),
-        _dir: None,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client"),
+    Server::handle(url, data_dir)
+}
+
+impl Server {
+    /// A handle on a server started elsewhere and kept alive for the whole
+    /// test binary (dropping the handle does not stop it).
+    pub fn handle(url: &str, data_dir: &Path) -> Self {
+        Server {
+            url: url.to_owned(),
+            child: Command::new("true").spawn().expect("placeholder child"),
+            data_dir: data_dir.to_path_buf(),
+            _dir: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
     }
 }
 

@@ -363,10 +363,20 @@ pub struct Terminate {
 
 #[derive(Serialize, ToSchema)]
 pub struct PluginOut {
+    /// How this tenant names it in `uses`: `name`, or `publisher/name` for
+    /// another tenant's public plugin.
     pub name: String,
     pub version: String,
     pub description: String,
+    /// Built into the host (or added by the operator): every tenant has it.
     pub builtin: bool,
+    /// The uploading tenant's name; `null` for built-ins.
+    pub publisher: Option<String>,
+    /// `private` (the publisher only) or `public` (every tenant); built-ins
+    /// are `public`.
+    pub visibility: String,
+    /// Yanked: runs pinned to it keep working; new definitions cannot use it.
+    pub yanked: bool,
     pub capabilities: Vec<String>,
     #[schema(value_type = Object)]
     pub config_schema: Value,
@@ -397,4 +407,56 @@ pub struct CatalogEntry {
 #[derive(Serialize, ToSchema)]
 pub struct Catalog {
     pub items: Vec<CatalogEntry>,
+}
+
+/// The form of `POST /v1/plugins`.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the multipart form; the handler reads fields"
+)]
+pub struct PluginUpload {
+    /// The component (`.wasm`).
+    #[schema(value_type = String, format = Binary)]
+    pub component: Vec<u8>,
+    /// `private` (default) or `public`.
+    pub visibility: Option<String>,
+}
+
+/// `PATCH /v1/plugins/{name}/{version}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginPatch {
+    /// `private` or `public`.
+    pub visibility: String,
+}
+
+/// What a tenant lets a plugin use; every field defaults to nothing.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsDoc {
+    /// `api.example.com`, `api.example.com:8443`, `*.example.com`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Secret names the plugin may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub mail: bool,
+    #[serde(default)]
+    pub kv: bool,
+    #[serde(default)]
+    pub files: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantsOut {
+    /// `name` or `publisher/name`.
+    pub plugin: String,
+    /// What attempts of the plugin get in this tenant.
+    pub granted: GrantsDoc,
+    /// The capabilities the plugin declares in `describe()`.
+    pub requested: Vec<String>,
+    /// Requested but not granted.
+    pub ungranted: Vec<String>,
 }

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::engine::marketplace::PluginError;
 use crate::engine::{EngineError, Problem};
 
 /// Base of every problem `type` URI.
@@ -105,6 +106,19 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidDefinition(problems) => Self::InvalidDefinition(problems),
             EngineError::InvalidInput(m) => Self::Unprocessable(m),
             EngineError::Db(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<PluginError> for ApiError {
+    fn from(e: PluginError) -> Self {
+        match e {
+            PluginError::NotAComponent(m) => Self::BadRequest(m),
+            PluginError::Invalid(m) => Self::Unprocessable(m),
+            PluginError::Conflict(m) => Self::Conflict(m),
+            PluginError::NotFound(what) => Self::NotFound(what),
+            PluginError::Runtime(m) => Self::Internal(m),
+            PluginError::Db(e) => Self::Internal(e.to_string()),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ops;
 pub mod plugins;
 pub mod runs;
+pub mod secrets;
 pub mod tenants;
 pub mod workflows;
 
@@ -68,6 +69,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .merge(runs::router())
         .merge(plugins::router())
         .merge(tenants::router())
+        .merge(secrets::router())
         .merge(ops::router())
         .split_for_parts();
     let document = openapi.clone();

@@ -1,31 +1,60 @@
-//! `/v1/plugins` (read side) and `/v1/action-catalog`.
+//! `/v1/plugins`: the catalog, uploads, yanking, public listing and
+//! capability grants; and `/v1/action-catalog`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Principal;
-use super::dto::{Catalog, CatalogEntry, PluginList, PluginOut, ProblemDoc};
+use super::dto::{
+    Catalog, CatalogEntry, GrantsDoc, GrantsOut, PluginList, PluginOut, PluginPatch, PluginUpload,
+    ProblemDoc,
+};
 use super::{ApiError, AppState};
-use crate::runtime::Plugin;
+use crate::engine::marketplace::GrantView;
+use crate::engine::plugins::{Entry, Visibility};
+use crate::runtime::Grants;
+
+/// Room for the multipart framing and the `visibility` field around the
+/// component when judging an upload by its `Content-Length`.
+const MULTIPART_OVERHEAD: usize = 64 << 10;
 
 pub fn router() -> OpenApiRouter<AppState> {
+    // The upload enforces its own, larger limit (`--max-upload-bytes`)
+    // while reading the component, instead of the JSON body limit.
+    let (schemas, paths, upload_route) = routes!(list, upload);
     OpenApiRouter::new()
-        .routes(routes!(list))
+        .routes((
+            schemas,
+            paths,
+            upload_route.layer(DefaultBodyLimit::disable()),
+        ))
         .routes(routes!(versions))
-        .routes(routes!(version))
+        .routes(routes!(version, yank, patch))
+        .routes(routes!(get_grants, put_grants))
         .routes(routes!(catalog))
 }
 
-fn out(p: &Plugin) -> PluginOut {
+fn out(e: &Entry) -> PluginOut {
+    let p = &e.plugin;
     PluginOut {
-        name: p.info.name.clone(),
+        name: e.name.clone(),
         version: p.info.version.to_string(),
         description: p.info.description.clone(),
-        builtin: true,
+        builtin: e.builtin(),
+        publisher: e.listing.as_ref().map(|l| l.publisher.clone()),
+        visibility: e
+            .listing
+            .as_ref()
+            .map_or(Visibility::Public, |l| l.visibility)
+            .as_str()
+            .to_owned(),
+        yanked: e.yanked(),
         capabilities: p.info.capabilities.clone(),
         config_schema: p.info.config_schema.clone(),
         input_schema: p.info.input_schema.clone(),
@@ -33,6 +62,30 @@ fn out(p: &Plugin) -> PluginOut {
         sha256: p.hash.clone(),
         size_bytes: p.size,
     }
+}
+
+fn grants_out(view: GrantView) -> GrantsOut {
+    let g = view.granted;
+    GrantsOut {
+        plugin: view.plugin,
+        granted: GrantsDoc {
+            allowed_hosts: g.allowed_hosts,
+            secrets: g.secrets,
+            mail: g.mail,
+            kv: g.kv,
+            files: g.files,
+        },
+        requested: view.requested,
+        ungranted: view.ungranted,
+    }
+}
+
+fn visibility(text: &str) -> Result<Visibility, ApiError> {
+    Visibility::parse(text.trim()).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "visibility must be \"private\" or \"public\", got {text:?}"
+        ))
+    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -57,13 +110,13 @@ async fn list(
         .plugins
         .catalog(&principal.tenant_id)
         .iter()
-        .filter(|p| {
+        .filter(|e| {
             q.as_ref().is_none_or(|q| {
-                p.info.name.to_lowercase().contains(q)
-                    || p.info.description.to_lowercase().contains(q)
+                e.name.to_lowercase().contains(q)
+                    || e.plugin.info.description.to_lowercase().contains(q)
             })
         })
-        .map(|p| out(p))
+        .map(out)
         .collect();
     Ok(Json(PluginList {
         items,
@@ -71,7 +124,7 @@ async fn list(
     }))
 }
 
-/// Every version of one plugin.
+/// Every version of one plugin (`name` or `publisher/name`), newest first.
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", params(("name" = String, Path)),
     responses((status = 200, body = PluginList), (status = 404, body = ProblemDoc)))]
 async fn versions(
@@ -83,14 +136,12 @@ async fn versions(
     let items: Vec<PluginOut> = state
         .engine
         .plugins
-        .catalog(&principal.tenant_id)
+        .versions(&principal.tenant_id, &name)
+        .ok_or_else(|| ApiError::NotFound(format!("plugin {name:?}")))?
         .iter()
-        .filter(|p| p.info.name == name)
-        .map(|p| out(p))
+        .rev()
+        .map(out)
         .collect();
-    if items.is_empty() {
-        return Err(ApiError::NotFound(format!("plugin {name:?}")));
-    }
     Ok(Json(PluginList {
         items,
         next_cursor: None,
@@ -109,9 +160,155 @@ async fn version(
     state
         .engine
         .plugins
-        .exact(&principal.tenant_id, &format!("{name}@{version}"))
-        .map(|p| Json(out(&p)))
+        .exact_entry(&principal.tenant_id, &format!("{name}@{version}"))
+        .map(|e| Json(out(&e)))
         .ok_or_else(|| ApiError::NotFound(format!("plugin {name}@{version}")))
+}
+
+/// Uploads a component (`multipart/form-data`: `component`, optional
+/// `visibility`). It is validated against the `weft:plugin` world, compiled
+/// and described; name and version come from its `describe()`.
+#[utoipa::path(post, path = "/v1/plugins", tag = "plugins",
+    request_body(content = PluginUpload, content_type = "multipart/form-data"),
+    responses((status = 201, body = PluginOut), (status = 400, body = ProblemDoc),
+        (status = 409, body = ProblemDoc), (status = 413, body = ProblemDoc),
+        (status = 415, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+async fn upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<PluginOut>), ApiError> {
+    principal.require("plugins:publish")?;
+    let limit = state.engine.config.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut form = form.map_err(|_| {
+        ApiError::Unsupported(
+            "send the plugin as multipart/form-data with a `component` file field".into(),
+        )
+    })?;
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+        }
+    };
+    let mut component: Option<Vec<u8>> = None;
+    let mut listed = Visibility::Private;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name().unwrap_or_default() {
+            "component" => {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if bytes.len() + chunk.len() > limit {
+                        return Err(ApiError::PayloadTooLarge(limit));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                component = Some(bytes);
+            }
+            "visibility" => listed = visibility(&field.text().await.map_err(multipart_error)?)?,
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown form field {other:?}: send `component` and optionally `visibility`"
+                )));
+            }
+        }
+    }
+    let component = component.ok_or_else(|| {
+        ApiError::BadRequest("the form has no `component` field with the .wasm file".into())
+    })?;
+    let entry = state
+        .engine
+        .upload_plugin(&principal.tenant_id, &component, listed)
+        .await?;
+    Ok((StatusCode::CREATED, Json(out(&entry))))
+}
+
+/// Yanks one of this tenant's versions: runs already pinned to it keep
+/// working; new definitions cannot use it.
+#[utoipa::path(delete, path = "/v1/plugins/{name}/{version}", tag = "plugins", params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = PluginOut), (status = 404, body = ProblemDoc)))]
+async fn yank(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<PluginOut>, ApiError> {
+    principal.require("plugins:publish")?;
+    let entry = state
+        .engine
+        .yank_plugin(&principal.tenant_id, &name, &version)
+        .await?;
+    Ok(Json(out(&entry)))
+}
+
+/// Lists one of this tenant's versions publicly (`public`) or stops
+/// listing it (`private`).
+#[utoipa::path(patch, path = "/v1/plugins/{name}/{version}", tag = "plugins", params(("name" = String, Path), ("version" = String, Path)),
+    request_body = PluginPatch,
+    responses((status = 200, body = PluginOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+async fn patch(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, version)): Path<(String, String)>,
+    body: Result<Json<PluginPatch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<PluginOut>, ApiError> {
+    principal.require("plugins:publish")?;
+    let Json(body) = body?;
+    let listed = visibility(&body.visibility)?;
+    let entry = state
+        .engine
+        .set_plugin_visibility(&principal.tenant_id, &name, &version, listed)
+        .await?;
+    Ok(Json(out(&entry)))
+}
+
+/// What this tenant lets a plugin use, what it asks for, and the difference.
+#[utoipa::path(get, path = "/v1/plugins/{name}/grants", tag = "plugins", params(("name" = String, Path)),
+    responses((status = 200, body = GrantsOut), (status = 404, body = ProblemDoc)))]
+async fn get_grants(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<GrantsOut>, ApiError> {
+    principal.require("plugins:read")?;
+    let view = state.engine.plugin_grants(&principal.tenant_id, &name)?;
+    Ok(Json(grants_out(view)))
+}
+
+/// Replaces this tenant's grants for a plugin (`name` or `publisher/name`).
+/// Nothing is granted to an uploaded plugin until this says so; for a
+/// built-in these add to what it gets anyway.
+#[utoipa::path(put, path = "/v1/plugins/{name}/grants", tag = "plugins", params(("name" = String, Path)),
+    request_body = GrantsDoc,
+    responses((status = 200, body = GrantsOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+async fn put_grants(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    body: Result<Json<GrantsDoc>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<GrantsOut>, ApiError> {
+    principal.require("plugins:publish")?;
+    let Json(body) = body?;
+    let grants = Grants {
+        allowed_hosts: body.allowed_hosts,
+        secrets: body.secrets,
+        mail: body.mail,
+        kv: body.kv,
+        files: body.files,
+    };
+    let view = state
+        .engine
+        .put_plugin_grants(&principal.tenant_id, &name, grants)
+        .await?;
+    Ok(Json(grants_out(view)))
 }
 
 /// Every step kind and plugin, with its config schema.
@@ -148,10 +345,11 @@ async fn catalog(
         },
     ];
     let mut seen = std::collections::BTreeSet::new();
-    for plugin in state.engine.plugins.catalog(&principal.tenant_id) {
-        if seen.insert(plugin.info.name.clone()) {
+    for entry in state.engine.plugins.catalog(&principal.tenant_id) {
+        if !entry.yanked() && seen.insert(entry.name.clone()) {
+            let plugin = &entry.plugin;
             items.push(CatalogEntry {
-                uses: format!("{}@{}", plugin.info.name, plugin.info.version.major),
+                uses: format!("{}@{}", entry.name, plugin.info.version.major),
                 kind: "plugin".into(),
                 description: plugin.info.description.clone(),
                 config_schema: plugin.info.config_schema.clone(),

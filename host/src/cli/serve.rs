@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::builtins;
 use crate::db::{Db, Synchronous};
+use crate::engine::marketplace;
 use crate::engine::plugins::Plugins;
 use crate::engine::{Engine, EngineConfig};
 use crate::mail::SmtpRelay;
@@ -52,6 +53,15 @@ pub struct ServeArgs {
     /// Sender address for outbox mail.
     #[arg(long, env = "WEFT_MAIL_FROM", default_value = "weft@localhost")]
     mail_from: String,
+    /// Key that seals tenant secrets at rest: 64 hex characters. Default: a
+    /// random key kept in `<data-dir>/secrets.key` (back it up with the
+    /// database: secrets cannot be read without it).
+    #[arg(long, env = "WEFT_SECRETS_KEY", hide_env_values = true)]
+    secrets_key: Option<String>,
+    /// Largest plugin component (`POST /v1/plugins`) a tenant may upload,
+    /// in bytes; larger uploads get `413`.
+    #[arg(long, env = "WEFT_MAX_UPLOAD_BYTES", default_value_t = crate::engine::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: usize,
     /// Shut down when standard input closes (for supervisors and tests that
     /// must not leave a server behind).
     #[arg(long, env = "WEFT_STOP_ON_STDIN_EOF")]
@@ -117,6 +127,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let stored = marketplace::load_stored(&db, &runtime, &plugins)
+        .await
+        .context("loading uploaded plugins")?;
+    tracing::info!(plugins = stored, "uploaded plugins loaded");
+    let secrets = match &args.secrets_key {
+        Some(hex) => crate::engine::secrets::SecretBox::from_hex(hex)?,
+        None => {
+            crate::engine::secrets::SecretBox::load_or_create(&args.data_dir.join("secrets.key"))?
+        }
+    };
     let smtp = args
         .smtp_url
         .as_deref()
@@ -130,6 +150,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_parallel: args.max_parallel.max(1),
             lease: Duration::from_millis(args.lease_ms.max(1_000)),
             smtp,
+            max_upload_bytes: args.max_upload_bytes.max(1),
+            secrets: Some(Arc::new(secrets)),
             ..EngineConfig::default()
         },
     );

@@ -9,10 +9,12 @@
 //! - [`auth`]: tenants and API keys.
 //! - [`workflows`]: definitions and their versions.
 //! - [`runs`]: runs, steps, attempts and the event log.
+//! - [`plugins`]: uploaded plugins, their bytes and tenants' grants.
 //! - [`state`]: what plugins persist through host services: key-value
 //!   entries, the mail outbox, files; and idempotency records of the API.
 
 pub mod auth;
+pub mod plugins;
 pub mod runs;
 pub mod state;
 pub mod workflows;

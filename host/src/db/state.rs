@@ -302,3 +302,59 @@ pub async fn idempotency_put(
     .await?;
     Ok(())
 }
+
+pub async fn secret_put(
+    conn: &mut Conn,
+    tenant: &str,
+    name: &str,
+    sealed: &[u8],
+    at: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO secrets (tenant_id, name, sealed, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (tenant_id, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+    )
+    .bind(tenant)
+    .bind(name)
+    .bind(sealed)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn secret_get(
+    conn: &mut Conn,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT sealed FROM secrets WHERE tenant_id = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Names and update times of a tenant's secrets (never the values).
+pub async fn secret_names(conn: &mut Conn, tenant: &str) -> Result<Vec<(String, i64)>, DbError> {
+    let rows =
+        sqlx::query("SELECT name, updated_at FROM secrets WHERE tenant_id = ? ORDER BY name")
+            .bind(tenant)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("name"), r.get("updated_at")))
+        .collect())
+}
+
+pub async fn secret_delete(conn: &mut Conn, tenant: &str, name: &str) -> Result<bool, DbError> {
+    let done = sqlx::query("DELETE FROM secrets WHERE tenant_id = ? AND name = ?")
+        .bind(tenant)
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

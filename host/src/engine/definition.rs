@@ -380,12 +380,18 @@ fn check_step(
         }
         uses => match plugins.resolve(tenant, uses) {
             Err(e) => problems.push(Problem::step(&id, e)),
-            Ok(plugin) => {
-                step.plugin = Some(format!("{}@{}", plugin.info.name, plugin.info.version));
+            Ok(entry) => {
+                step.plugin = Some(entry.pinned());
                 if let Some(config) = &step.config
                     && !has_templates(config)
                 {
-                    check_schema(&id, "config", &plugin.info.config_schema, config, problems);
+                    check_schema(
+                        &id,
+                        "config",
+                        &entry.plugin.info.config_schema,
+                        config,
+                        problems,
+                    );
                 }
             }
         },
@@ -396,9 +402,7 @@ fn check_step(
         }
         match plugins.resolve(tenant, &catch.uses) {
             Err(e) => problems.push(Problem::step(&id, format!("catch: {e}"))),
-            Ok(plugin) => {
-                catch.plugin = Some(format!("{}@{}", plugin.info.name, plugin.info.version))
-            }
+            Ok(entry) => catch.plugin = Some(entry.pinned()),
         }
     }
 }

@@ -12,14 +12,17 @@
 //! - [`advance`]: the run state machine, pure.
 //! - [`scheduler`]: claiming, executing and recording attempts.
 //! - [`workflows`], [`runs`]: what the API calls.
-//! - [`plugins`]: the plugins a tenant can use.
+//! - [`plugins`]: the plugins a tenant can use and their grants.
+//! - [`marketplace`]: uploading, yanking, listing and granting plugins.
 //! - [`services`]: host services backed by the database.
 
 pub mod advance;
 pub mod definition;
+pub mod marketplace;
 pub mod plugins;
 pub mod runs;
 pub mod scheduler;
+pub mod secrets;
 pub mod services;
 pub mod template;
 pub mod workflows;
@@ -66,6 +69,10 @@ pub struct EngineConfig {
     /// expire and timers).
     pub poll: Duration,
     pub smtp: Option<SmtpRelay>,
+    /// Largest plugin component a tenant may upload.
+    pub max_upload_bytes: usize,
+    /// Seals tenant secrets at rest; without one, secrets cannot be stored.
+    pub secrets: Option<Arc<secrets::SecretBox>>,
 }
 
 impl Default for EngineConfig {
@@ -76,9 +83,14 @@ impl Default for EngineConfig {
             max_parallel: 32,
             poll: Duration::from_millis(500),
             smtp: None,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            secrets: None,
         }
     }
 }
+
+/// Default for [`EngineConfig::max_upload_bytes`]: 32 MiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
 
 /// Counters for `/metrics`.
 #[derive(Default)]

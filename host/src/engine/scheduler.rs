@@ -291,8 +291,14 @@ impl Engine {
             },
             config: &config.to_string(),
             input: &run.input,
-            grants: self.plugins.grants(&run.tenant_id, &plugin),
-            services: services::for_attempt(&self.db, &run.tenant_id, &run.id, &step.step_id),
+            grants: self.plugins.grants(&run.tenant_id, &uses, &plugin),
+            services: services::for_attempt(
+                &self.db,
+                self.config.secrets.clone(),
+                &run.tenant_id,
+                &run.id,
+                &step.step_id,
+            ),
             limits,
         };
         let result = tokio::select! {

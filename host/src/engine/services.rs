@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::secrets::SecretBox;
 use crate::db::{self, Db};
 use crate::runtime::Services;
 use crate::runtime::services::{Files, KeyValue, Mailer, OutgoingMail, Progress, Secrets};
@@ -14,9 +15,16 @@ use crate::runtime::services::{Files, KeyValue, Mailer, OutgoingMail, Progress, 
 /// an attempt always lands in its result anyway).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-pub fn for_attempt(db: &Db, tenant: &str, run_id: &str, step_id: &str) -> Services {
+pub fn for_attempt(
+    db: &Db,
+    secrets: Option<Arc<SecretBox>>,
+    tenant: &str,
+    run_id: &str,
+    step_id: &str,
+) -> Services {
     let scope = Arc::new(Scope {
         db: db.clone(),
+        secrets,
         tenant: tenant.to_owned(),
         run_id: run_id.to_owned(),
         step_id: step_id.to_owned(),
@@ -33,6 +41,7 @@ pub fn for_attempt(db: &Db, tenant: &str, run_id: &str, step_id: &str) -> Servic
 
 struct Scope {
     db: Db,
+    secrets: Option<Arc<SecretBox>>,
     tenant: String,
     run_id: String,
     step_id: String,
@@ -129,12 +138,23 @@ impl Files for Scope {
 
 #[async_trait]
 impl Secrets for Scope {
-    async fn get(&self, _name: &str) -> Option<String> {
-        // Tenant secrets arrive with the tenancy work; until then there are none.
-        None
+    async fn get(&self, name: &str) -> Option<String> {
+        let secrets = self.secrets.as_ref()?;
+        let mut conn = self.db.reader().await.ok()?;
+        let sealed = db::state::secret_get(&mut conn, &self.tenant, name)
+            .await
+            .ok()??;
+        match secrets.open(&self.tenant, name, &sealed) {
+            Ok(bytes) => String::from_utf8(bytes).ok(),
+            Err(e) => {
+                tracing::error!(error = %e, secret = name, "a stored secret could not be opened");
+                None
+            }
+        }
     }
 }
 
+#[async_trait]
 impl Progress for Scope {
     fn progress(&self, percent: u8, note: &str) {
         {

@@ -146,7 +146,7 @@ pub fn condition(expr: &Value, scope: &Scope<'_>) -> Result<bool, TemplateError>
         ">" => ordering.is_gt(),
         ">=" => ordering.is_ge(),
         "<" => ordering.is_lt(),
-        _ => ordering.is_le(),
+        _ => ordering.is_le(), // `<=`, the only operator left
     })
 }
 
@@ -451,7 +451,14 @@ fn operand<'s>(s: &'s str, expr: &str) -> Result<(Piece, &'s str), TemplateError
     if let Some((text, rest)) = s.strip_prefix('\'').and_then(|s| s.split_once('\'')) {
         return Ok((Piece::Literal(Value::from(text)), rest));
     }
-    let mut values = serde_json::Deserializer::from_str(s).into_iter::<Value>();
+    // serde_json wants a delimiter after a bare number or word; `3<{{x}}` has none.
+    let end = match s.chars().next() {
+        Some('"' | '[' | '{') => s.len(),
+        _ => s
+            .find(|c: char| c.is_whitespace() || "=!<>".contains(c))
+            .unwrap_or(s.len()),
+    };
+    let mut values = serde_json::Deserializer::from_str(&s[..end]).into_iter::<Value>();
     match values.next() {
         Some(Ok(value)) => Ok((Piece::Literal(value), &s[values.byte_offset()..])),
         _ => Err(TemplateError::malformed(
@@ -718,6 +725,7 @@ mod tests {
             ("{{input.count}} == 3.0", true),
             ("{{input.count}}<{{steps.fetch.output.total}}", true),
             ("-1 < {{input.zero}}", true),
+            ("2<{{input.count}}", true),
             (r#"{{input.name}} == "Ada""#, true),
             ("{{input.name}} != 'Ada'", false),
             (r#"{{input.name}} < "Bob""#, true),
