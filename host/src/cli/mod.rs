@@ -7,6 +7,7 @@
 
 mod client;
 mod plugin;
+mod plugin_client;
 mod serve;
 
 use std::process::ExitCode;
@@ -31,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: HTTP API, scheduler and built-in plugins.
     Serve(Box<serve::ServeArgs>),
-    /// Work with plugin components locally.
+    /// Work with plugin components locally, or publish them to a server.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
     /// Create, update and publish workflow definitions on a server.

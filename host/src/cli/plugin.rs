@@ -1,5 +1,6 @@
 //! `weft plugin run` and `weft plugin inspect`: the plugin author's local
 //! loop, with in-memory key-value store, outbox, files and secrets.
+//! `push`, `list` and `grant` talk to a server (see [`super::plugin_client`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::json_arg;
+use super::plugin_client::{self, GrantArgs, ListArgs, PushArgs};
 use crate::builtins;
 use crate::runtime::services::MemoryServices;
 use crate::runtime::{Grants, Invocation, Limits, Runtime, RuntimeConfig, StepContext};
@@ -24,6 +26,12 @@ pub enum PluginCommand {
         /// A `.wasm` component, or the name of a built-in plugin.
         component: String,
     },
+    /// Upload a component to a server as this tenant's plugin.
+    Push(PushArgs),
+    /// List the plugins this tenant can use on a server.
+    List(ListArgs),
+    /// Set what a plugin may use in this tenant (replaces earlier grants).
+    Grant(GrantArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,180 +106,188 @@ fn pair(value: &str, what: &str) -> anyhow::Result<(String, String)> {
 }
 
 pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(RuntimeConfig::default())?;
     match command {
-        PluginCommand::Inspect { component } => {
-            let bytes = read_component(&component)?;
-            let plugin = runtime.load(&bytes).await?;
-            let report = json!({
-                "name": plugin.info.name,
-                "version": plugin.info.version.to_string(),
-                "description": plugin.info.description,
-                "capabilities": plugin.info.capabilities,
-                "config_schema": plugin.info.config_schema,
-                "input_schema": plugin.info.input_schema,
-                "output_schema": plugin.info.output_schema,
-                "world": {
-                    "name": "weft:plugin/step-plugin",
-                    "imports": plugin.world.imports,
-                    "exports": plugin.world.exports,
-                },
-                "size_bytes": plugin.size,
-                "sha256": plugin.hash,
-            });
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        PluginCommand::Run(args) => {
-            let RunArgs {
-                component,
-                config,
-                input,
-                kv,
-                files,
-                secrets,
-                allowed_hosts,
-                allow_all_hosts,
-                timeout_ms,
-                memory_mib,
-                quiet,
-                smtp_url,
-                mail_from,
-            } = *args;
-            let relay = smtp_url
-                .map(|url| crate::mail::SmtpRelay::new(&url, &mail_from))
-                .transpose()?;
-            let bytes = read_component(&component)?;
-            let config = json_arg(&config, "--config")?;
-            let input = json_arg(&input, "--input")?;
-            let memory = MemoryServices::default();
-            if let Some(kv) = kv {
-                let entries = json_arg(&kv, "--kv")?;
-                let entries = entries
-                    .as_object()
-                    .context("--kv must be a JSON object of key to value")?;
-                let mut store = memory
-                    .kv
-                    .entries
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (key, value) in entries {
-                    let bytes = match value {
-                        serde_json::Value::String(s) => s.clone().into_bytes(),
-                        other => other.to_string().into_bytes(),
-                    };
-                    store.insert(("default".into(), key.clone()), bytes);
-                }
-            }
-            for file in files {
-                let (id, path) = pair(&file, "--file")?;
-                let bytes = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
-                memory
-                    .files
-                    .files
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(id, bytes);
-            }
-            for secret in secrets {
-                let (name, value) = pair(&secret, "--secret")?;
-                memory
-                    .secrets
-                    .values
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(name, value);
-            }
-            let plugin = runtime.load(&bytes).await?;
-            let mut grants = Grants::all();
-            grants.allowed_hosts = if allow_all_hosts {
-                vec!["*".into()]
-            } else {
-                allowed_hosts
+        PluginCommand::Inspect { component } => inspect(&component).await,
+        PluginCommand::Run(args) => run_attempt(*args).await,
+        PluginCommand::Push(args) => plugin_client::push(args).await,
+        PluginCommand::List(args) => plugin_client::list(args).await,
+        PluginCommand::Grant(args) => plugin_client::grant(args).await,
+    }
+}
+
+async fn inspect(component: &str) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let bytes = read_component(component)?;
+    let plugin = runtime.load(&bytes).await?;
+    let report = json!({
+        "name": plugin.info.name,
+        "version": plugin.info.version.to_string(),
+        "description": plugin.info.description,
+        "capabilities": plugin.info.capabilities,
+        "config_schema": plugin.info.config_schema,
+        "input_schema": plugin.info.input_schema,
+        "output_schema": plugin.info.output_schema,
+        "world": {
+            "name": "weft:plugin/step-plugin",
+            "imports": plugin.world.imports,
+            "exports": plugin.world.exports,
+        },
+        "size_bytes": plugin.size,
+        "sha256": plugin.hash,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_attempt(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let RunArgs {
+        component,
+        config,
+        input,
+        kv,
+        files,
+        secrets,
+        allowed_hosts,
+        allow_all_hosts,
+        timeout_ms,
+        memory_mib,
+        quiet,
+        smtp_url,
+        mail_from,
+    } = args;
+    let relay = smtp_url
+        .map(|url| crate::mail::SmtpRelay::new(&url, &mail_from))
+        .transpose()?;
+    let bytes = read_component(&component)?;
+    let config = json_arg(&config, "--config")?;
+    let input = json_arg(&input, "--input")?;
+    let memory = MemoryServices::default();
+    if let Some(kv) = kv {
+        let entries = json_arg(&kv, "--kv")?;
+        let entries = entries
+            .as_object()
+            .context("--kv must be a JSON object of key to value")?;
+        let mut store = memory
+            .kv
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, value) in entries {
+            let bytes = match value {
+                serde_json::Value::String(s) => s.clone().into_bytes(),
+                other => other.to_string().into_bytes(),
             };
-            let run_id = uuid::Uuid::now_v7().to_string();
-            let limits = Limits {
-                timeout: Duration::from_millis(timeout_ms),
-                memory_bytes: memory_mib << 20,
-                ..Limits::DEFAULT
-            };
-            let attempt = runtime
-                .invoke(
-                    &plugin,
-                    Invocation {
-                        context: StepContext {
-                            tenant: "local".into(),
-                            idempotency_key: format!("{run_id}/step"),
-                            run_id,
-                            step_id: "step".into(),
-                            attempt: 1,
-                        },
-                        config: &config.to_string(),
-                        input: &input.to_string(),
-                        grants,
-                        services: memory.services(),
-                        limits,
-                    },
-                )
-                .await;
-            if !quiet {
-                for line in &attempt.logs {
-                    eprintln!("[{}] {}", line.level, line.message);
-                }
-                if attempt.dropped_log_lines > 0 {
-                    eprintln!(
-                        "[weft] {} log lines dropped over the log limit",
-                        attempt.dropped_log_lines
-                    );
-                }
-                for (percent, note) in memory
-                    .progress
-                    .reports
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .iter()
-                {
-                    eprintln!("[progress] {percent}% {note}");
-                }
-            }
-            let code = match &attempt.result {
-                Ok(output) => {
-                    let value: serde_json::Value = serde_json::from_str(output)?;
-                    println!("{}", serde_json::to_string_pretty(&value)?);
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("error ({}): {error}", error.kind());
-                    ExitCode::FAILURE
-                }
-            };
-            if !quiet {
-                eprintln!(
-                    "[weft] attempt took {:.1} ms",
-                    attempt.duration.as_secs_f64() * 1e3
-                );
-                print_state(&memory);
-            }
-            if let Some(relay) = relay {
-                let messages = memory
-                    .outbox
-                    .messages
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                for (_, id, mail) in messages {
-                    match relay.deliver(&id, &mail).await {
-                        Ok(()) => eprintln!("[smtp] delivered {id}"),
-                        Err(e) => {
-                            eprintln!("[smtp] {id} not delivered: {e}");
-                            return Ok(ExitCode::FAILURE);
-                        }
-                    }
-                }
-            }
-            Ok(code)
+            store.insert(("default".into(), key.clone()), bytes);
         }
     }
+    for file in files {
+        let (id, path) = pair(&file, "--file")?;
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+        memory
+            .files
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, bytes);
+    }
+    for secret in secrets {
+        let (name, value) = pair(&secret, "--secret")?;
+        memory
+            .secrets
+            .values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, value);
+    }
+    let plugin = runtime.load(&bytes).await?;
+    let mut grants = Grants::all();
+    grants.allowed_hosts = if allow_all_hosts {
+        vec!["*".into()]
+    } else {
+        allowed_hosts
+    };
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let limits = Limits {
+        timeout: Duration::from_millis(timeout_ms),
+        memory_bytes: memory_mib << 20,
+        ..Limits::DEFAULT
+    };
+    let attempt = runtime
+        .invoke(
+            &plugin,
+            Invocation {
+                context: StepContext {
+                    tenant: "local".into(),
+                    idempotency_key: format!("{run_id}/step"),
+                    run_id,
+                    step_id: "step".into(),
+                    attempt: 1,
+                },
+                config: &config.to_string(),
+                input: &input.to_string(),
+                grants,
+                services: memory.services(),
+                limits,
+            },
+        )
+        .await;
+    if !quiet {
+        for line in &attempt.logs {
+            eprintln!("[{}] {}", line.level, line.message);
+        }
+        if attempt.dropped_log_lines > 0 {
+            eprintln!(
+                "[weft] {} log lines dropped over the log limit",
+                attempt.dropped_log_lines
+            );
+        }
+        for (percent, note) in memory
+            .progress
+            .reports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            eprintln!("[progress] {percent}% {note}");
+        }
+    }
+    let code = match &attempt.result {
+        Ok(output) => {
+            let value: serde_json::Value = serde_json::from_str(output)?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error ({}): {error}", error.kind());
+            ExitCode::FAILURE
+        }
+    };
+    if !quiet {
+        eprintln!(
+            "[weft] attempt took {:.1} ms",
+            attempt.duration.as_secs_f64() * 1e3
+        );
+        print_state(&memory);
+    }
+    if let Some(relay) = relay {
+        let messages = memory
+            .outbox
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (_, id, mail) in messages {
+            match relay.deliver(&id, &mail).await {
+                Ok(()) => eprintln!("[smtp] delivered {id}"),
+                Err(e) => {
+                    eprintln!("[smtp] {id} not delivered: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn print_state(memory: &MemoryServices) {

@@ -88,11 +88,11 @@ impl Engine {
             return Err(exists());
         }
         let mut tx = self.db.begin().await?;
-        let publisher = db::plugins::tenant_name(&mut *tx, tenant)
+        let publisher = db::plugins::tenant_name(&mut tx, tenant)
             .await?
             .ok_or_else(|| PluginError::NotFound(format!("tenant {tenant}")))?;
         let created_at = db::now_ms();
-        db::plugins::put_blob(&mut *tx, &plugin.hash, bytes).await?;
+        db::plugins::put_blob(&mut tx, &plugin.hash, bytes).await?;
         let row = db::plugins::PluginRow {
             tenant_id: tenant.to_owned(),
             publisher: publisher.clone(),
@@ -105,7 +105,7 @@ impl Engine {
             created_at,
             yanked_at: None,
         };
-        match db::plugins::insert(&mut *tx, &row).await {
+        match db::plugins::insert(&mut tx, &row).await {
             Err(e) if e.is_unique_violation() => return Err(exists()),
             other => other?,
         }

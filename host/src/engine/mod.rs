@@ -121,6 +121,8 @@ pub struct Engine {
     in_flight: AtomicUsize,
     /// Parsed definitions by (tenant, key, version): versions are immutable.
     definitions: Mutex<HashMap<(String, String, String), Arc<Definition>>>,
+    /// Compiled config-schema validators by plugin content hash.
+    validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
 }
 
 impl Engine {
@@ -137,6 +139,7 @@ impl Engine {
             running: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             definitions: Mutex::default(),
+            validators: Mutex::default(),
         })
     }
 

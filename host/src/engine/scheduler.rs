@@ -256,13 +256,7 @@ impl Engine {
             ));
         };
         let mut problems = Vec::new();
-        definition::check_schema(
-            &step.step_id,
-            "config",
-            &plugin.info.config_schema,
-            &config,
-            &mut problems,
-        );
+        self.check_config(&step.step_id, &plugin, &config, &mut problems);
         if !problems.is_empty() {
             let message = problems
                 .iter()
@@ -320,6 +314,47 @@ impl Engine {
                 (outcome, Some(attempt))
             }
         })
+    }
+
+    /// Checks a rendered config against the plugin's schema, with the
+    /// compiled validator cached per plugin.
+    fn check_config(
+        &self,
+        step_id: &str,
+        plugin: &crate::runtime::Plugin,
+        config: &Value,
+        problems: &mut Vec<definition::Problem>,
+    ) {
+        let cached = lock(&self.validators).get(&plugin.hash).cloned();
+        let validator = match cached {
+            Some(v) => v,
+            None => match jsonschema::validator_for(&plugin.info.config_schema) {
+                Ok(v) => {
+                    let v = Arc::new(v);
+                    lock(&self.validators).insert(plugin.hash.clone(), v.clone());
+                    v
+                }
+                Err(_) => {
+                    definition::check_schema(
+                        step_id,
+                        "config",
+                        &plugin.info.config_schema,
+                        config,
+                        problems,
+                    );
+                    return;
+                }
+            },
+        };
+        if !validator.is_valid(config) {
+            definition::check_schema(
+                step_id,
+                "config",
+                &plugin.info.config_schema,
+                config,
+                problems,
+            );
+        }
     }
 
     fn observe(&self, attempt: &Attempt) {
@@ -388,6 +423,14 @@ impl Engine {
         &self,
         run: &RunRow,
     ) -> Result<Arc<Definition>, EngineError> {
+        let cache_key = (
+            run.tenant_id.clone(),
+            run.workflow_key.clone(),
+            run.workflow_version.clone(),
+        );
+        if let Some(found) = lock(&self.definitions).get(&cache_key) {
+            return Ok(found.clone());
+        }
         let version = semver::Version::parse(&run.workflow_version).map_err(|e| {
             EngineError::InvalidInput(format!("run {} has a bad version: {e}", run.id))
         })?;
@@ -694,11 +737,10 @@ impl Engine {
 
 /// What to run for a step: pinned plugin, config template, timeout, and the
 /// failure a catch step handles.
-fn step_plan(
-    def: &Definition,
-    step_id: &str,
-    steps: &[StepRow],
-) -> Option<(String, Option<Value>, Option<u64>, Option<Value>)> {
+/// Pinned plugin, config template, timeout, and the failure a catch handles.
+type StepPlan = (String, Option<Value>, Option<u64>, Option<Value>);
+
+fn step_plan(def: &Definition, step_id: &str, steps: &[StepRow]) -> Option<StepPlan> {
     if let Some(base) = step_id.strip_suffix(".catch")
         && let Some(StepDef {
             catch: Some(catch),

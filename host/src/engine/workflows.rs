@@ -194,10 +194,9 @@ impl Engine {
             version.key.clone(),
             version.version.to_string(),
         );
+        // A version's definition never changes (publishing only flips its status).
         if let Some(found) = lock(&self.definitions).get(&cache_key) {
-            if version.status == "published" {
-                return Ok(found.clone());
-            }
+            return Ok(found.clone());
         }
         let definition: Definition =
             serde_json::from_str(&version.definition).map_err(DbError::from)?;
