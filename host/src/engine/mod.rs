@@ -121,6 +121,10 @@ pub struct Engine {
     in_flight: AtomicUsize,
     /// Parsed definitions by (tenant, key, version): versions are immutable.
     definitions: Mutex<HashMap<(String, String, String), Arc<Definition>>>,
+    /// Finished attempts on their way to the recorder.
+    finished: tokio::sync::mpsc::UnboundedSender<scheduler::Finished>,
+    /// The recorder's end, taken when the engine starts.
+    finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<scheduler::Finished>>>,
     /// Compiled config-schema validators by plugin content hash.
     validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
 }
@@ -128,6 +132,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(db: Db, runtime: Arc<Runtime>, plugins: Plugins, config: EngineConfig) -> Arc<Self> {
         let (changes, _) = broadcast::channel(1024);
+        let (finished, finished_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Self {
             db,
             runtime,
@@ -140,6 +145,8 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             definitions: Mutex::default(),
             validators: Mutex::default(),
+            finished,
+            finished_rx: Mutex::new(Some(finished_rx)),
         })
     }
 

@@ -170,9 +170,15 @@ impl Engine {
         let mut changes = self.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let view = self.get_run(tenant, id).await?;
-            if run_is_terminal(&view.run.status) || view.run.status == "paused" {
-                return Ok(view);
+            // Only the run's row while waiting; the whole view once at the end.
+            let run = {
+                let mut conn = self.db.reader().await?;
+                db::runs::get_run(&mut conn, tenant, id)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?
+            };
+            if run_is_terminal(&run.status) || run.status == "paused" {
+                return self.get_run(tenant, id).await;
             }
             loop {
                 match tokio::time::timeout_at(deadline, changes.recv()).await {

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::advance::{self, Event, catch_id, run_is_terminal};
@@ -21,6 +22,12 @@ use super::{DURATION_BUCKETS_MS, Engine, EngineError, lock, rfc3339, services};
 use crate::db::runs::{AttemptRow, RunRow, StepRow};
 use crate::db::{self, DbError};
 use crate::runtime::{Attempt, AttemptError, Invocation, Limits, StepContext};
+
+/// Most attempt results committed in one transaction.
+const RECORD_BATCH: usize = 64;
+
+/// A claimed step and how its attempt ended, waiting to be recorded.
+pub(crate) type Finished = (StepRow, (Outcome, Option<Attempt>));
 
 /// How an attempt ended, as the scheduler records it.
 pub(crate) enum Outcome {
@@ -34,6 +41,10 @@ impl Engine {
     /// Runs the scheduler, the deadline watcher and the outbox sender until
     /// `shutdown` is cancelled.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
+        if let Some(finished) = lock(&self.finished_rx).take() {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.record_finished(finished).await });
+        }
         let engine = self.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move { engine.schedule(stop).await });
@@ -187,8 +198,10 @@ impl Engine {
                 return;
             }
         };
-        if let Err(e) = self.record(&step, outcome).await {
-            tracing::error!(error = %e, "could not record the attempt; it will be retried after its lease expires");
+        if self.finished.send((step, outcome)).is_err() {
+            tracing::error!(
+                "the recorder stopped; the attempt will be retried after its lease expires"
+            );
         }
     }
 
@@ -444,21 +457,63 @@ impl Engine {
         Ok(found.definition)
     }
 
-    /// Records an attempt's outcome and moves the run on, in one transaction.
-    async fn record(
+    /// Records finished attempts, several to a transaction: each one's
+    /// outcome, the dependents it makes ready and its events are committed
+    /// together before anything they unblock is claimed.
+    async fn record_finished(self: Arc<Self>, mut finished: mpsc::UnboundedReceiver<Finished>) {
+        while let Some(first) = finished.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < RECORD_BATCH {
+                match finished.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            let mut changed = Vec::new();
+            let result: Result<(), EngineError> = async {
+                let mut tx = self.db.begin().await?;
+                for (claimed, outcome) in batch {
+                    match self.record_in(&mut tx, &claimed, outcome).await {
+                        Ok(Some(run_id)) => changed.push(run_id),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(run_id = %claimed.run_id, step_id = %claimed.step_id, error = %e,
+                            "could not record an attempt; it will be retried after its lease expires"),
+                    }
+                }
+                tx.commit().await.map_err(DbError::from)?;
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    for run_id in changed {
+                        self.changed(&run_id);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not commit attempt results; they will be retried after their leases expire")
+                }
+            }
+            self.wake.notify_one();
+        }
+    }
+
+    /// Records one attempt's outcome and moves its run on, within `tx`;
+    /// returns the run's id if anything was written.
+    async fn record_in(
         &self,
+        tx: &mut db::Tx,
         claimed: &StepRow,
         (outcome, attempt): (Outcome, Option<Attempt>),
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<String>, EngineError> {
         let now = db::now_ms();
-        let mut tx = self.db.begin().await?;
-        let Some(mut run) = db::runs::get_run_unscoped(&mut tx, &claimed.run_id).await? else {
-            return Ok(());
+        let Some(mut run) = db::runs::get_run_unscoped(tx, &claimed.run_id).await? else {
+            return Ok(None);
         };
-        let original = db::runs::steps_of(&mut tx, &run.id).await?;
+        let original = db::runs::steps_of(tx, &run.id).await?;
         let mut steps = original.clone();
         let Some(index) = steps.iter().position(|s| s.step_id == claimed.step_id) else {
-            return Ok(());
+            return Ok(None);
         };
         {
             let current = &steps[index];
@@ -467,7 +522,7 @@ impl Engine {
                 || current.attempts != claimed.attempts
             {
                 tracing::warn!("the lease was lost before the result was recorded; dropping it");
-                return Ok(());
+                return Ok(None);
             }
         }
         let definition = self.definition_for_run(&run).await?;
@@ -487,7 +542,7 @@ impl Engine {
             ),
         };
         db::runs::insert_attempt(
-            &mut tx,
+            tx,
             &AttemptRow {
                 run_id: run.id.clone(),
                 step_id: claimed.step_id.clone(),
@@ -601,7 +656,7 @@ impl Engine {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         }
         self.write_changes(
-            &mut tx,
+            tx,
             &original_run,
             &run,
             &original,
@@ -611,10 +666,7 @@ impl Engine {
             now,
         )
         .await?;
-        tx.commit().await.map_err(DbError::from)?;
-        self.changed(&run.id);
-        self.wake.notify_one();
-        Ok(())
+        Ok(Some(run.id))
     }
 
     /// Writes the steps and run that changed, new steps and events.
