@@ -1063,3 +1063,234 @@ async fn secrets_are_write_only_and_encrypted_at_rest() {
         .await;
     assert_eq!(status, 204);
 }
+
+/// Every route refuses a key without its scope (403) and hides another
+/// tenant's resources (404).
+#[tokio::test]
+async fn every_route_checks_its_scope_and_tenant() {
+    let s = shared();
+    s.publish(json!({"key": "scoped", "name": "Scoped", "steps": [testkit("a", json!({"mode": "echo"}))]})).await;
+    let (_, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "scoped", "input": {}, "wait_ms": 5000}),
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let (_, tenant) = s.post("/v1/tenants", json!({"name": "scope-walker"})).await;
+    let other_admin = tenant["admin_key"].as_str().unwrap().to_owned();
+
+    let key_with = |scope: &'static str| {
+        let s = &s;
+        async move {
+            let (status, key) = s
+                .post(
+                    "/v1/api-keys",
+                    json!({"name": format!("only {scope}"), "scopes": [scope]}),
+                )
+                .await;
+            assert_eq!(status, 201, "{key}");
+            key["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let routes: Vec<(Method, String, &str, Option<Value>)> = vec![
+        (
+            Method::POST,
+            "/v1/workflows".into(),
+            "workflows:write",
+            Some(json!({})),
+        ),
+        (Method::GET, "/v1/workflows".into(), "workflows:read", None),
+        (
+            Method::GET,
+            "/v1/workflows/scoped".into(),
+            "workflows:read",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/workflows/scoped".into(),
+            "workflows:write",
+            Some(json!({})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/workflows/scoped".into(),
+            "workflows:write",
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/workflows/scoped/versions".into(),
+            "workflows:read",
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/workflows/scoped/publish".into(),
+            "workflows:write",
+            Some(json!({"version": "0.1.0"})),
+        ),
+        (
+            Method::POST,
+            "/v1/workflows/scoped/unarchive".into(),
+            "workflows:write",
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            "/v1/workflows/scoped/clone".into(),
+            "workflows:write",
+            Some(json!({"new_key": "scoped2"})),
+        ),
+        (
+            Method::GET,
+            "/v1/workflows/scoped/input-schema".into(),
+            "workflows:read",
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/runs".into(),
+            "runs:start",
+            Some(json!({"workflow": "scoped"})),
+        ),
+        (Method::GET, "/v1/runs".into(), "runs:read", None),
+        (Method::GET, format!("/v1/runs/{run_id}"), "runs:read", None),
+        (
+            Method::GET,
+            format!("/v1/runs/{run_id}/status"),
+            "runs:read",
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/runs/{run_id}/events"),
+            "runs:read",
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/runs/{run_id}/cancel"),
+            "runs:control",
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/runs/{run_id}/terminate"),
+            "runs:control",
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/runs/{run_id}/resume"),
+            "runs:control",
+            Some(json!({"step_id": "a"})),
+        ),
+        (Method::GET, "/v1/plugins".into(), "plugins:read", None),
+        (
+            Method::GET,
+            "/v1/plugins/send_email".into(),
+            "plugins:read",
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/plugins/send_email/1.0.0".into(),
+            "plugins:read",
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/plugins/send_email/grants".into(),
+            "plugins:read",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/plugins/send_email/grants".into(),
+            "plugins:publish",
+            Some(json!({"allowed_hosts": [], "secrets": [], "mail": true})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/plugins/send_email/1.0.0".into(),
+            "plugins:publish",
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/action-catalog".into(),
+            "workflows:read",
+            None,
+        ),
+        (Method::GET, "/v1/secrets".into(), "secrets:manage", None),
+        (
+            Method::PUT,
+            "/v1/secrets/X".into(),
+            "secrets:manage",
+            Some(json!({"value": "v"})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/secrets/X".into(),
+            "secrets:manage",
+            None,
+        ),
+        (Method::GET, "/v1/api-keys".into(), "admin", None),
+        (
+            Method::POST,
+            "/v1/api-keys".into(),
+            "admin",
+            Some(json!({"name": "n", "scopes": ["runs:read"]})),
+        ),
+        (Method::DELETE, "/v1/api-keys/nope".into(), "admin", None),
+    ];
+    let runs_read = key_with("runs:read").await;
+    let workflows_read = key_with("workflows:read").await;
+    for (method, path, scope, body) in &routes {
+        let lacking = if *scope == "runs:read" {
+            &workflows_read
+        } else {
+            &runs_read
+        };
+        let mut request = s
+            .client
+            .request(method.clone(), format!("{}{path}", s.url))
+            .bearer_auth(lacking);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let status = request.send().await.unwrap().status();
+        assert_eq!(status, 403, "{method} {path} without {scope}");
+    }
+    // Another tenant's admin: the workflow and the run do not exist for it.
+    for (method, path, _, body) in routes
+        .iter()
+        .filter(|(_, p, _, _)| p.contains("scoped") || p.contains(&run_id))
+    {
+        let mut request = s
+            .client
+            .request(method.clone(), format!("{}{path}", s.url))
+            .bearer_auth(&other_admin);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        assert_eq!(status, 404, "{method} {path} as another tenant");
+    }
+    // The operator-only routes refuse a tenant admin.
+    for (method, path) in [(Method::GET, "/v1/tenants"), (Method::POST, "/v1/tenants")] {
+        let status = s
+            .client
+            .request(method.clone(), format!("{}{path}", s.url))
+            .bearer_auth(&other_admin)
+            .json(&json!({"name": "x"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 403, "{method} {path}");
+    }
+}

@@ -180,6 +180,11 @@ async fn put(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<WorkflowOut>, ApiError> {
     principal.require("workflows:write")?;
+    // Another tenant's workflow is 404 whatever the body says.
+    state
+        .engine
+        .workflow_versions(&principal.tenant_id, &key)
+        .await?;
     let Json(body) = body?;
     let (definition, version) = definition(body)?;
     let created = state
