@@ -55,9 +55,13 @@ async fn main() {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(api::serve(
         listener,
-        AppState {
-            engine: engine.clone(),
-        },
+        AppState::new(
+            engine.clone(),
+            api::limits::RateLimits {
+                requests_per_second: 1e9,
+                runs_per_minute: 1e9,
+            },
+        ),
         std::future::pending(),
     ));
     let client = reqwest::Client::new();

@@ -51,6 +51,9 @@ impl Server {
             .arg("--stop-on-stdin-eof")
             .stdin(Stdio::piped())
             .env("WEFT_ADMIN_KEY", ADMIN_KEY)
+            // Tests share keys across many parallel requests; the limits get their own test.
+            .env("WEFT_RATE_LIMIT_PER_KEY", "100000")
+            .env("WEFT_RUNS_PER_MINUTE", "1000000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

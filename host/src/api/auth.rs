@@ -99,6 +99,7 @@ impl FromRequestParts<AppState> for Principal {
         if found.expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::Unauthorized("the key has expired".into()));
         }
+        state.limiter.request(&found.id)?;
         if found.last_used_at.is_none_or(|at| now - at > 60_000)
             && let Ok(mut conn) = state.engine.db.writer().await
         {

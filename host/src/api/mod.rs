@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod limits;
 pub mod ops;
 pub mod plugins;
 pub mod runs;
@@ -38,6 +39,16 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub limiter: Arc<limits::Limiter>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, limits: limits::RateLimits) -> Self {
+        Self {
+            engine,
+            limiter: Arc::new(limits::Limiter::new(limits)),
+        }
+    }
 }
 
 #[derive(OpenApi)]

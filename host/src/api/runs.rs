@@ -52,6 +52,7 @@ async fn start(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require("runs:start")?;
     let Json(body) = body?;
+    state.limiter.start_run(&principal.tenant_id)?;
     if let Some((status, value)) = idempotency_replay(
         &state,
         &principal.tenant_id,

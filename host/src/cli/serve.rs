@@ -44,6 +44,17 @@ pub struct ServeArgs {
     /// Step attempts this host runs at once.
     #[arg(long, env = "WEFT_MAX_PARALLEL", default_value_t = 32)]
     max_parallel: usize,
+    /// Step attempts one tenant may have running at once; more wait in the
+    /// queue (never fail) so one busy tenant cannot hold every slot.
+    #[arg(long, env = "WEFT_TENANT_MAX_RUNNING", default_value_t = 16)]
+    tenant_max_running: usize,
+    /// Requests per second one API key may make (bursts to twice that);
+    /// over it: 429 with Retry-After.
+    #[arg(long, env = "WEFT_RATE_LIMIT_PER_KEY", default_value_t = 100.0)]
+    rate_limit_per_key: f64,
+    /// Runs one tenant may start per minute; over it: 429 with Retry-After.
+    #[arg(long, env = "WEFT_RUNS_PER_MINUTE", default_value_t = 1200.0)]
+    runs_per_minute: f64,
     /// How long a claimed step stays leased without renewal, in ms.
     #[arg(long, env = "WEFT_LEASE_MS", default_value_t = 15_000)]
     lease_ms: u64,
@@ -148,6 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         plugins,
         EngineConfig {
             max_parallel: args.max_parallel.max(1),
+            tenant_max_running: args.tenant_max_running.max(1),
             lease: Duration::from_millis(args.lease_ms.max(1_000)),
             smtp,
             max_upload_bytes: args.max_upload_bytes.max(1),
@@ -180,7 +192,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         stop.cancel();
     };
-    api::serve(listener, AppState { engine }, signal).await?;
+    api::serve(
+        listener,
+        AppState::new(
+            engine,
+            api::limits::RateLimits {
+                requests_per_second: args.rate_limit_per_key.max(0.1),
+                runs_per_minute: args.runs_per_minute.max(1.0),
+            },
+        ),
+        signal,
+    )
+    .await?;
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
 }

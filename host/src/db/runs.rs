@@ -262,28 +262,43 @@ pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbE
 /// Claims up to `limit` steps that are due, or whose lease expired (their
 /// host died mid-attempt), for `host` until `lease_until`; each claim
 /// counts as a new attempt.
+///
+/// Fair across tenants: due steps are taken round-robin by tenant (the
+/// first due step of every tenant, then the second, …), and no tenant gets
+/// more than `tenant_cap` steps running at once; the rest stay queued.
 pub async fn claim(
     conn: &mut Conn,
     host: &str,
     now: i64,
     lease_until: i64,
     limit: i64,
+    tenant_cap: i64,
 ) -> Result<Vec<StepRow>, DbError> {
     let rows = sqlx::query(
-        "UPDATE steps SET status = 'running', lease_owner = ?1, lease_expires_at = ?2,
+        "WITH running AS (
+             SELECT r.tenant_id, COUNT(*) AS c FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE s.status = 'running' GROUP BY r.tenant_id),
+         due AS (
+             SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
+                    ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY s.due_at) AS n
+             FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE s.status = 'ready' AND s.due_at <= ?3),
+         picked AS (
+             SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
+             WHERE status = 'running' AND lease_expires_at < ?3
+             UNION ALL
+             SELECT due.run_id, due.step_id, due.n, due.t FROM due LEFT JOIN running USING (tenant_id)
+             WHERE due.n + COALESCE(running.c, 0) <= ?5)
+         UPDATE steps SET status = 'running', lease_owner = ?1, lease_expires_at = ?2,
                 attempts = attempts + 1, started_at = COALESCE(started_at, ?3)
-         WHERE (run_id, step_id) IN (
-             SELECT run_id, step_id FROM (
-                 SELECT run_id, step_id, due_at AS t FROM steps WHERE status = 'ready' AND due_at <= ?3
-                 UNION ALL
-                 SELECT run_id, step_id, lease_expires_at AS t FROM steps WHERE status = 'running' AND lease_expires_at < ?3
-             ) ORDER BY t LIMIT ?4)
+         WHERE (run_id, step_id) IN (SELECT run_id, step_id FROM picked ORDER BY n, t LIMIT ?4)
          RETURNING *",
     )
     .bind(host)
     .bind(lease_until)
     .bind(now)
     .bind(limit)
+    .bind(tenant_cap)
     .fetch_all(conn)
     .await?;
     Ok(rows.iter().map(step).collect())

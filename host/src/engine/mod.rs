@@ -65,6 +65,9 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// Attempts this host runs at once.
     pub max_parallel: usize,
+    /// Attempts one tenant may have running at once (across hosts); more
+    /// wait in the queue.
+    pub tenant_max_running: usize,
     /// Longest the scheduler sleeps without a wake-up (catches leases that
     /// expire and timers).
     pub poll: Duration,
@@ -81,6 +84,7 @@ impl Default for EngineConfig {
             host_id: format!("host-{}", uuid::Uuid::now_v7().simple()),
             lease: Duration::from_secs(15),
             max_parallel: 32,
+            tenant_max_running: 16,
             poll: Duration::from_millis(500),
             smtp: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,

@@ -131,6 +131,7 @@ impl Engine {
             now,
             lease_until,
             limit as i64,
+            self.config.tenant_max_running as i64,
         )
         .await?;
         let mut touched = Vec::new();
