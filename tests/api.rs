@@ -701,6 +701,8 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/secrets", "get"),
         ("/v1/secrets/{name}", "put"),
         ("/v1/secrets/{name}", "delete"),
+        ("/v1/files", "post"),
+        ("/v1/files/{id}", "get"),
         ("/v1/action-catalog", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -1293,4 +1295,139 @@ async fn every_route_checks_its_scope_and_tenant() {
             .status();
         assert_eq!(status, 403, "{method} {path}");
     }
+}
+
+/// A plugin run by tenant A reaches none of tenant B's key-value entries,
+/// files or secrets, by any means the contract offers.
+#[tokio::test]
+async fn a_plugin_never_reaches_another_tenants_data() {
+    let s = shared();
+    let mut keys = Vec::new();
+    for name in ["iso-a", "iso-b"] {
+        let (status, tenant) = s.post("/v1/tenants", json!({"name": name})).await;
+        assert_eq!(status, 201, "{tenant}");
+        keys.push(tenant["admin_key"].as_str().unwrap().to_owned());
+    }
+    let (a, b) = (&keys[0], &keys[1]);
+    let call = |key: &str, method: Method, path: &str, body: Option<Value>| {
+        let mut request = s
+            .client
+            .request(method, format!("{}{path}", s.url))
+            .bearer_auth(key.to_owned());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let run_step = |key: &str, config: Value| {
+        let key = key.to_owned();
+        async move {
+            let workflow = format!("iso-{}", uuid_like());
+            let definition = json!({"key": workflow, "name": "iso", "steps": [{"id": "probe", "uses": "testkit@0", "config": config}]});
+            let (status, body) = call(&key, Method::POST, "/v1/workflows", Some(definition)).await;
+            assert_eq!(status, 201, "{body}");
+            let (status, run) = call(&key, Method::POST, "/v1/runs", Some(json!({"workflow": workflow, "version": "0.1.0", "input": {}, "wait_ms": 10000}))).await;
+            assert_eq!(status, 200, "{run}");
+            step(&run, "probe").clone()
+        }
+    };
+
+    // Tenant B's data: a key-value entry, a file, a secret its plugin may read.
+    let written = run_step(
+        b,
+        json!({"mode": "kv_set", "key": "plan", "value": "B's plan"}),
+    )
+    .await;
+    assert_eq!(written["status"], "completed", "{written}");
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"B's contract".to_vec()).file_name("b.txt"),
+    );
+    let response = s
+        .client
+        .post(format!("{}/v1/files", s.url))
+        .bearer_auth(b)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let file: Value = response.json().await.unwrap();
+    let file_id = file["id"].as_str().unwrap().to_owned();
+    assert_eq!(file["size"], 12);
+    let (status, _) = call(
+        b,
+        Method::PUT,
+        "/v1/secrets/PLAN_TOKEN",
+        Some(json!({"value": "b-token"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for key in [a, b] {
+        let (status, body) = call(key, Method::PUT, "/v1/plugins/testkit/grants", Some(json!({"allowed_hosts": [], "secrets": ["PLAN_TOKEN"], "mail": true, "kv": true, "files": true}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // B itself sees them.
+    assert_eq!(
+        run_step(b, json!({"mode": "kv_get", "key": "plan"})).await["output"]["value"],
+        "\"B's plan\""
+    );
+    assert_eq!(
+        run_step(b, json!({"mode": "host_file", "file_id": file_id})).await["output"]["size"],
+        12
+    );
+    assert_eq!(
+        run_step(b, json!({"mode": "secret", "name": "PLAN_TOKEN"})).await["output"]["value"],
+        "b-token"
+    );
+
+    // A, naming the same things, finds nothing.
+    let probe = run_step(a, json!({"mode": "kv_get", "key": "plan"})).await;
+    assert_eq!(
+        probe["output"],
+        json!({"value": null, "keys": []}),
+        "{probe}"
+    );
+    for bucket in ["default", "../iso-b", "iso-b/default", ""] {
+        let probe = run_step(
+            a,
+            json!({"mode": "kv_get", "bucket": bucket, "key": "plan"}),
+        )
+        .await;
+        assert_eq!(
+            probe["output"]["value"],
+            Value::Null,
+            "bucket {bucket:?}: {probe}"
+        );
+    }
+    let probe = run_step(a, json!({"mode": "host_file", "file_id": file_id})).await;
+    assert_eq!(probe["status"], "failed");
+    assert!(
+        probe["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no file with id"),
+        "{probe}"
+    );
+    let probe = run_step(a, json!({"mode": "secret", "name": "PLAN_TOKEN"})).await;
+    assert_eq!(probe["output"]["value"], Value::Null, "{probe}");
+    let (status, _) = call(a, Method::GET, &format!("/v1/files/{file_id}"), None).await;
+    assert_eq!(status, 404);
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

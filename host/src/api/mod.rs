@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod files;
 pub mod limits;
 pub mod ops;
 pub mod plugins;
@@ -81,6 +82,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .merge(plugins::router())
         .merge(tenants::router())
         .merge(secrets::router())
+        .merge(files::router())
         .merge(ops::router())
         .split_for_parts();
     let document = openapi.clone();

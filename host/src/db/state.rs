@@ -358,3 +358,24 @@ pub async fn secret_delete(conn: &mut Conn, tenant: &str, name: &str) -> Result<
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+pub async fn file_meta(
+    conn: &mut Conn,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<FileRow>, DbError> {
+    let row = sqlx::query("SELECT tenant_id, id, name, content_type, size, sha256, created_at FROM files WHERE tenant_id = ? AND id = ?")
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| FileRow {
+        tenant_id: r.get("tenant_id"),
+        id: r.get("id"),
+        name: r.get("name"),
+        content_type: r.get("content_type"),
+        size: r.get("size"),
+        sha256: r.get("sha256"),
+        created_at: r.get("created_at"),
+    }))
+}

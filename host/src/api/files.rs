@@ -1,0 +1,137 @@
+//! `/v1/files`: uploads steps read through the host's `read-file`
+//! capability (never the file system), scoped to the tenant.
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Principal;
+use super::dto::ProblemDoc;
+use super::{ApiError, AppState};
+use crate::db;
+use crate::engine::rfc3339;
+use crate::runtime::MAX_FILE_BYTES;
+
+/// Room for multipart boundaries and headers around the file itself.
+const MULTIPART_OVERHEAD: usize = 64 << 10;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    let (schemas, paths, upload_route) = routes!(upload);
+    OpenApiRouter::new()
+        .routes((
+            schemas,
+            paths,
+            upload_route.layer(DefaultBodyLimit::disable()),
+        ))
+        .routes(routes!(get))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FileOut {
+    pub id: String,
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+    pub size: i64,
+    pub sha256: String,
+    pub created_at: String,
+}
+
+/// Stores a file (multipart field `file`) for steps to read by id; at most
+/// 32 MiB (`413` past it).
+#[utoipa::path(post, path = "/v1/files", tag = "files",
+    request_body(content_type = "multipart/form-data", description = "A `file` field"),
+    responses((status = 201, body = FileOut), (status = 400, body = ProblemDoc), (status = 413, body = ProblemDoc)))]
+async fn upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<FileOut>), ApiError> {
+    principal.require("files:write")?;
+    let limit = MAX_FILE_BYTES;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut form = form.map_err(|_| {
+        ApiError::Unsupported("send multipart/form-data with a `file` field".into())
+    })?;
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+        }
+    };
+    let mut stored = None;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        if field.name() != Some("file") {
+            return Err(ApiError::BadRequest(format!(
+                "unknown form field {:?}: send the content as `file`",
+                field.name().unwrap_or_default()
+            )));
+        }
+        let name = field.file_name().map(str::to_owned);
+        let content_type = field.content_type().map(str::to_owned);
+        let mut bytes = Vec::new();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            hasher.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        stored = Some((name, content_type, bytes, hex::encode(hasher.finalize())));
+    }
+    let (name, content_type, bytes, sha256) =
+        stored.ok_or_else(|| ApiError::BadRequest("no `file` field".into()))?;
+    let row = db::state::FileRow {
+        tenant_id: principal.tenant_id.clone(),
+        id: format!("file_{}", uuid::Uuid::now_v7().simple()),
+        name,
+        content_type,
+        size: bytes.len() as i64,
+        sha256,
+        created_at: db::now_ms(),
+    };
+    let mut conn = state.engine.db.writer().await?;
+    db::state::file_put(&mut conn, &row, &bytes).await?;
+    Ok((StatusCode::CREATED, Json(file_out(row))))
+}
+
+fn file_out(f: db::state::FileRow) -> FileOut {
+    FileOut {
+        id: f.id,
+        name: f.name,
+        content_type: f.content_type,
+        size: f.size,
+        sha256: f.sha256,
+        created_at: rfc3339(f.created_at),
+    }
+}
+
+/// A file's metadata.
+#[utoipa::path(get, path = "/v1/files/{id}", tag = "files", params(("id" = String, Path)),
+    responses((status = 200, body = FileOut), (status = 404, body = ProblemDoc)))]
+async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<FileOut>, ApiError> {
+    principal.require("runs:read")?;
+    let mut conn = state.engine.db.reader().await?;
+    db::state::file_meta(&mut conn, &principal.tenant_id, &id)
+        .await?
+        .map(|f| Json(file_out(f)))
+        .ok_or_else(|| ApiError::NotFound(format!("file {id:?}")))
+}
