@@ -703,6 +703,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/secrets/{name}", "delete"),
         ("/v1/files", "post"),
         ("/v1/files/{id}", "get"),
+        ("/v1/tenant/jwt-secret", "post"),
         ("/v1/action-catalog", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -1430,4 +1431,61 @@ fn uuid_like() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[tokio::test]
+async fn signed_jwts_are_accepted_as_bearer_tokens() {
+    use base64::Engine as _;
+    let s = shared();
+    let (_, tenant) = s.post("/v1/tenants", json!({"name": "jwt-user"})).await;
+    let admin = tenant["admin_key"].as_str().unwrap().to_owned();
+    let tenant_id = tenant["id"].as_str().unwrap().to_owned();
+    let response = s
+        .client
+        .post(format!("{}/v1/tenant/jwt-secret", s.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let secret: Value = response.json().await.unwrap();
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret["secret"].as_str().unwrap())
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let get = |token: String| {
+        let s = &s;
+        async move {
+            s.client
+                .get(format!("{}/v1/runs", s.url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let good = weft::api::jwt::sign(
+        &key,
+        &json!({"tid": tenant_id, "sub": "ci", "exp": now + 60, "scopes": ["runs:read"]}),
+    );
+    assert_eq!(get(good).await, 200);
+    let narrow = weft::api::jwt::sign(
+        &key,
+        &json!({"tid": tenant_id, "exp": now + 60, "scope": "workflows:read"}),
+    );
+    assert_eq!(get(narrow).await, 403, "scopes come from the claim");
+    let expired = weft::api::jwt::sign(
+        &key,
+        &json!({"tid": tenant_id, "exp": now - 5, "scopes": ["runs:read"]}),
+    );
+    assert_eq!(get(expired).await, 401);
+    let forged = weft::api::jwt::sign(
+        b"not the tenant's secret",
+        &json!({"tid": tenant_id, "exp": now + 60, "scopes": ["admin"]}),
+    );
+    assert_eq!(get(forged).await, 401);
+    let no_exp = weft::api::jwt::sign(&key, &json!({"tid": tenant_id, "scopes": ["runs:read"]}));
+    assert_eq!(get(no_exp).await, 401);
 }

@@ -87,6 +87,9 @@ impl FromRequestParts<AppState> for Principal {
         let key = presented_key(parts).ok_or_else(|| {
             ApiError::Unauthorized("send `Authorization: Bearer <key>` or `x-api-key`".into())
         })?;
+        if super::jwt::looks_like_jwt(key) {
+            return super::jwt::verify(state, key).await;
+        }
         let mut conn = state.engine.db.reader().await?;
         let found = db::auth::key_by_hash(&mut conn, &hash_key(key))
             .await?

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod files;
+pub mod jwt;
 pub mod limits;
 pub mod ops;
 pub mod plugins;
@@ -83,6 +84,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .merge(tenants::router())
         .merge(secrets::router())
         .merge(files::router())
+        .merge(jwt::router())
         .merge(ops::router())
         .split_for_parts();
     let document = openapi.clone();

@@ -1,4 +1,5 @@
-//! The integrator's commands (`weft workflow …`, `weft run …`): a thin
+//! The integrator's commands (`weft workflow …`, `weft run …`, and the
+//! administrator's `weft tenant …`, `weft key …`): a thin
 //! client of the HTTP API and nothing else, so what it does an integrator's
 //! own code can do too.
 //!
@@ -6,8 +7,10 @@
 //!
 //! This file holds the connection options, the HTTP client and the error a
 //! problem document becomes; `workflow` applies definitions, `run` starts and
-//! controls runs, and `watch` follows one run until it settles.
+//! controls runs, `watch` follows one run until it settles, and `admin`
+//! manages tenants and API keys.
 
+mod admin;
 mod run;
 mod watch;
 mod workflow;
@@ -19,6 +22,7 @@ use anyhow::Context as _;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 
+pub use admin::{KeyArgs, TenantArgs, key as key_command, tenant as tenant_command};
 pub use run::{RunArgs, run as run_command};
 pub use workflow::{WorkflowArgs, run as workflow_command};
 

@@ -39,6 +39,10 @@ pub enum Command {
     Workflow(client::WorkflowArgs),
     /// Start, follow and control runs on a server.
     Run(client::RunArgs),
+    /// Create and list tenants on a server (the operator's key only).
+    Tenant(client::TenantArgs),
+    /// Create, list and revoke your tenant's API keys (`admin` scope).
+    Key(client::KeyArgs),
 }
 
 /// Logs go to stderr so stdout stays for command output.
@@ -62,6 +66,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(command) => plugin::run(command).await,
         Command::Workflow(args) => client::workflow_command(args).await,
         Command::Run(args) => client::run_command(args).await,
+        Command::Tenant(args) => client::tenant_command(args).await,
+        Command::Key(args) => client::key_command(args).await,
     }
 }
 

@@ -171,3 +171,22 @@ pub async fn revoke_key(conn: &mut Conn, tenant: &str, id: &str, at: i64) -> Res
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+pub async fn set_jwt_secret(conn: &mut Conn, tenant: &str, sealed: &[u8]) -> Result<(), DbError> {
+    sqlx::query("UPDATE tenants SET jwt_secret = ? WHERE id = ?")
+        .bind(sealed)
+        .bind(tenant)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn jwt_secret(conn: &mut Conn, tenant: &str) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT jwt_secret FROM tenants WHERE id = ?")
+            .bind(tenant)
+            .fetch_optional(conn)
+            .await?
+            .flatten(),
+    )
+}
