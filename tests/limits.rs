@@ -103,3 +103,34 @@ async fn a_noisy_tenant_does_not_hold_back_another() {
         runs["items"].as_array().unwrap().len()
     );
 }
+
+#[tokio::test]
+async fn plugin_storage_has_a_quota_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        false,
+        &["--tenant-plugin-storage-bytes", "100000"],
+    );
+    let bytes = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "component",
+        reqwest::multipart::Part::bytes(bytes).file_name("testkit.wasm"),
+    );
+    let response = s
+        .req(reqwest::Method::POST, "/v1/plugins")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "https://weft.dev/problems/quota-exceeded");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("plugin storage"),
+        "{problem}"
+    );
+}

@@ -28,6 +28,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("too many requests; retry after {retry_after} s")]
     TooManyRequests { retry_after: u64 },
     #[error("{0}")]
@@ -49,6 +51,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) | Self::InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -65,6 +68,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Unsupported(_) => "unsupported-media-type",
             Self::TooManyRequests { .. } => "rate-limited",
+            Self::QuotaExceeded(_) => "quota-exceeded",
             Self::Unprocessable(_) => "validation-failed",
             Self::InvalidDefinition(_) => "invalid-definition",
             Self::Internal(_) => "internal",
@@ -129,6 +133,7 @@ impl From<PluginError> for ApiError {
             PluginError::NotAComponent(m) => Self::BadRequest(m),
             PluginError::Invalid(m) => Self::Unprocessable(m),
             PluginError::Conflict(m) => Self::Conflict(m),
+            PluginError::QuotaExceeded(m) => Self::QuotaExceeded(m),
             PluginError::NotFound(what) => Self::NotFound(what),
             PluginError::Runtime(m) => Self::Internal(m),
             PluginError::Db(e) => Self::Internal(e.to_string()),

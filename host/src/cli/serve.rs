@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// in bytes; larger uploads get `413`.
     #[arg(long, env = "WEFT_MAX_UPLOAD_BYTES", default_value_t = crate::engine::DEFAULT_MAX_UPLOAD_BYTES)]
     max_upload_bytes: usize,
+    /// Bytes of uploaded plugins one tenant may store; over it: 413.
+    #[arg(long, env = "WEFT_TENANT_PLUGIN_STORAGE_BYTES", default_value_t = 256 << 20)]
+    tenant_plugin_storage_bytes: usize,
     /// Shut down when standard input closes (for supervisors and tests that
     /// must not leave a server behind).
     #[arg(long, env = "WEFT_STOP_ON_STDIN_EOF")]
@@ -163,6 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             lease: Duration::from_millis(args.lease_ms.max(1_000)),
             smtp,
             max_upload_bytes: args.max_upload_bytes.max(1),
+            tenant_plugin_storage_bytes: args.tenant_plugin_storage_bytes,
             secrets: Some(Arc::new(secrets)),
             ..EngineConfig::default()
         },

@@ -184,3 +184,13 @@ pub async fn all_grants(conn: &mut Conn) -> Result<Vec<GrantRow>, DbError> {
         })
         .collect())
 }
+
+/// Bytes of plugin components a tenant has uploaded (yanked ones included).
+pub async fn storage_used(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM plugins WHERE tenant_id = ?")
+            .bind(tenant)
+            .fetch_one(conn)
+            .await?,
+    )
+}

@@ -24,6 +24,9 @@ pub enum PluginError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// The tenant's plugin storage would exceed its quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{0} not found")]
     NotFound(String),
     /// The runtime could not compile or cache a valid component.
@@ -88,6 +91,15 @@ impl Engine {
             return Err(exists());
         }
         let mut tx = self.db.begin().await?;
+        let used = db::plugins::storage_used(&mut tx, tenant).await?;
+        let quota = self.config.tenant_plugin_storage_bytes as i64;
+        if used + bytes.len() as i64 > quota {
+            return Err(PluginError::QuotaExceeded(format!(
+                "this upload ({} bytes) would take the tenant's plugin storage to {} of {quota} bytes; yank or delete old versions",
+                bytes.len(),
+                used + bytes.len() as i64
+            )));
+        }
         let publisher = db::plugins::tenant_name(&mut tx, tenant)
             .await?
             .ok_or_else(|| PluginError::NotFound(format!("tenant {tenant}")))?;

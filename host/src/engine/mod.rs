@@ -74,6 +74,8 @@ pub struct EngineConfig {
     pub smtp: Option<SmtpRelay>,
     /// Largest plugin component a tenant may upload.
     pub max_upload_bytes: usize,
+    /// Bytes of uploaded plugin components one tenant may store.
+    pub tenant_plugin_storage_bytes: usize,
     /// Seals tenant secrets at rest; without one, secrets cannot be stored.
     pub secrets: Option<Arc<secrets::SecretBox>>,
 }
@@ -88,6 +90,7 @@ impl Default for EngineConfig {
             poll: Duration::from_millis(500),
             smtp: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            tenant_plugin_storage_bytes: 256 << 20,
             secrets: None,
         }
     }

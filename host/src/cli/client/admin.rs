@@ -134,7 +134,11 @@ pub async fn key(args: KeyArgs) -> anyhow::Result<ExitCode> {
                 "created key {} (id {id}, scopes {}, expires {})",
                 text(&created["name"]),
                 scopes_text(&created["scopes"]),
-                or_dash(&created["expires_at"]),
+                if created["expires_at"].is_null() {
+                    "never".to_owned()
+                } else {
+                    text(&created["expires_at"])
+                },
             );
             println!("key (shown only once, store it now): {key}");
         }
