@@ -90,13 +90,17 @@ impl Db {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // No ping before every acquire: the pools are local files, and a
+        // ping is a round trip to the connection's thread per query.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
         Ok(Self { write, read })

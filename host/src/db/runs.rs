@@ -353,13 +353,18 @@ pub async fn overdue_runs(conn: &mut Conn, now: i64) -> Result<Vec<String>, DbEr
 }
 
 pub async fn insert_attempt(conn: &mut Conn, a: &AttemptRow) -> Result<(), DbError> {
-    // An attempt left `running` by a dead host is marked interrupted first.
-    sqlx::query("UPDATE attempts SET status = 'interrupted', ended_at = ? WHERE run_id = ? AND step_id = ? AND status = 'running'")
+    // An earlier attempt left `running` by a dead host is marked interrupted
+    // (a first attempt has no earlier one: one statement saved on the hot path).
+    if a.attempt > 1 && a.status == "running" {
+        sqlx::query(
+            "UPDATE attempts SET status = 'interrupted', ended_at = ? WHERE run_id = ? AND step_id = ? AND status = 'running'",
+        )
         .bind(a.started_at)
         .bind(&a.run_id)
         .bind(&a.step_id)
         .execute(&mut *conn)
         .await?;
+    }
     sqlx::query(
         "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
