@@ -26,6 +26,21 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
 }
 
+fn api_key(r: &sqlx::sqlite::SqliteRow) -> Result<ApiKey, DbError> {
+    Ok(ApiKey {
+        id: r.get("id"),
+        tenant_id: r.get("tenant_id"),
+        name: r.get("name"),
+        prefix: r.get("prefix"),
+        scopes: serde_json::from_str(r.get::<&str, _>("scopes"))?,
+        operator: r.get("operator"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        revoked_at: r.get("revoked_at"),
+        last_used_at: r.get("last_used_at"),
+    })
+}
+
 pub async fn tenant_count(conn: &mut Conn) -> Result<i64, DbError> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tenants")
         .fetch_one(conn)
@@ -83,21 +98,7 @@ pub async fn key_by_hash(conn: &mut Conn, key_hash: &str) -> Result<Option<ApiKe
     .bind(key_hash)
     .fetch_optional(conn)
     .await?;
-    row.map(|r| {
-        Ok(ApiKey {
-            id: r.get("id"),
-            tenant_id: r.get("tenant_id"),
-            name: r.get("name"),
-            prefix: r.get("prefix"),
-            scopes: serde_json::from_str(r.get::<&str, _>("scopes"))?,
-            operator: r.get("operator"),
-            created_at: r.get("created_at"),
-            expires_at: r.get("expires_at"),
-            revoked_at: r.get("revoked_at"),
-            last_used_at: r.get("last_used_at"),
-        })
-    })
-    .transpose()
+    row.as_ref().map(api_key).transpose()
 }
 
 pub async fn touch_key(conn: &mut Conn, id: &str, at: i64) -> Result<(), DbError> {
@@ -141,22 +142,7 @@ pub async fn list_keys(conn: &mut Conn, tenant: &str) -> Result<Vec<ApiKey>, DbE
     .bind(tenant)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ApiKey {
-                id: r.get("id"),
-                tenant_id: r.get("tenant_id"),
-                name: r.get("name"),
-                prefix: r.get("prefix"),
-                scopes: serde_json::from_str(r.get::<&str, _>("scopes"))?,
-                operator: r.get("operator"),
-                created_at: r.get("created_at"),
-                expires_at: r.get("expires_at"),
-                revoked_at: r.get("revoked_at"),
-                last_used_at: r.get("last_used_at"),
-            })
-        })
-        .collect()
+    rows.iter().map(api_key).collect()
 }
 
 /// Revokes a key of `tenant`; false if there is no such unrevoked key.

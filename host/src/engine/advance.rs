@@ -52,6 +52,19 @@ pub fn run_is_terminal(status: &str) -> bool {
     TERMINAL_RUN.contains(&status)
 }
 
+/// Cancels every step that has not started (pending, ready or paused),
+/// sparing catch steps if asked: they still compensate a failure.
+pub fn cancel_unstarted(steps: &mut [StepRow], now: i64, message: &str, spare_catch: bool) {
+    for step in steps.iter_mut().filter(|s| {
+        matches!(s.status.as_str(), "pending" | "ready" | "paused")
+            && !(spare_catch && s.kind == "catch")
+    }) {
+        step.status = "cancelled".into();
+        step.ended_at = Some(now);
+        step.error = Some(json!({"kind": "cancelled", "message": message}).to_string());
+    }
+}
+
 /// The catch step of `step_id`.
 pub fn catch_id(step_id: &str) -> String {
     format!("{step_id}.catch")
@@ -240,13 +253,12 @@ fn settle(
             .as_deref()
             .and_then(|e| serde_json::from_str(e).ok())
             .unwrap_or(Value::Null);
-        for step in steps.iter_mut().filter(|s| {
-            matches!(s.status.as_str(), "pending" | "ready" | "paused") && s.kind != "catch"
-        }) {
-            step.status = "cancelled".into();
-            step.ended_at = Some(now);
-            step.error = Some(json!({"kind": "cancelled", "message": format!("step {:?} failed", failed.step_id)}).to_string());
-        }
+        cancel_unstarted(
+            steps,
+            now,
+            &format!("step {:?} failed", failed.step_id),
+            true,
+        );
         run.status = "failed".into();
         run.ended_at = Some(now);
         let run_error = json!({

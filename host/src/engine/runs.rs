@@ -253,14 +253,7 @@ impl Engine {
                 "the run exceeded its max_duration_ms",
             ),
         };
-        for step in steps
-            .iter_mut()
-            .filter(|s| matches!(s.status.as_str(), "pending" | "ready" | "paused"))
-        {
-            step.status = "cancelled".into();
-            step.ended_at = Some(now);
-            step.error = Some(json!({"kind": "cancelled", "message": message}).to_string());
-        }
+        advance::cancel_unstarted(&mut steps, now, message, false);
         run.status = status.into();
         run.ended_at = Some(now);
         if how == Stop::Deadline {
@@ -383,14 +376,12 @@ impl Engine {
                     json!({"action": action}),
                 ));
                 if declines.contains(&action.as_str()) {
-                    for step in steps
-                        .iter_mut()
-                        .filter(|s| matches!(s.status.as_str(), "pending" | "ready" | "paused"))
-                    {
-                        step.status = "cancelled".into();
-                        step.ended_at = Some(now);
-                        step.error = Some(json!({"kind": "cancelled", "message": format!("declined with {action:?}")}).to_string());
-                    }
+                    advance::cancel_unstarted(
+                        &mut steps,
+                        now,
+                        &format!("declined with {action:?}"),
+                        false,
+                    );
                     run.status = "declined".into();
                     run.ended_at = Some(now);
                     run.result =
