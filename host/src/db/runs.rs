@@ -448,3 +448,13 @@ pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
             .await?,
     )
 }
+
+/// Steps of a tenant running now (on any host).
+pub async fn running_for_tenant(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = ?",
+    )
+    .bind(tenant)
+    .fetch_one(conn)
+    .await?)
+}

@@ -471,11 +471,19 @@ impl Engine {
                 }
             }
             let mut changed = Vec::new();
+            let mut direct = Vec::new();
+            let mut budget = self
+                .config
+                .max_parallel
+                .saturating_sub(self.in_flight.load(Ordering::SeqCst));
             let result: Result<(), EngineError> = async {
                 let mut tx = self.db.begin().await?;
                 for (claimed, outcome) in batch {
-                    match self.record_in(&mut tx, &claimed, outcome).await {
-                        Ok(Some(run_id)) => changed.push(run_id),
+                    match self.record_in(&mut tx, &claimed, outcome, &mut budget).await {
+                        Ok(Some((run_id, claimed_next))) => {
+                            changed.push(run_id);
+                            direct.extend(claimed_next);
+                        }
                         Ok(None) => {}
                         Err(e) => tracing::error!(run_id = %claimed.run_id, step_id = %claimed.step_id, error = %e,
                             "could not record an attempt; it will be retried after its lease expires"),
@@ -490,6 +498,17 @@ impl Engine {
                     for run_id in changed {
                         self.changed(&run_id);
                     }
+                    // Dependents claimed in the same transaction start now,
+                    // without a round through the scheduler.
+                    for step in direct {
+                        self.in_flight.fetch_add(1, Ordering::SeqCst);
+                        let engine = self.clone();
+                        tokio::spawn(async move {
+                            engine.execute(step).await;
+                            engine.in_flight.fetch_sub(1, Ordering::SeqCst);
+                            engine.wake.notify_one();
+                        });
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not commit attempt results; they will be retried after their leases expire")
@@ -500,13 +519,16 @@ impl Engine {
     }
 
     /// Records one attempt's outcome and moves its run on, within `tx`;
-    /// returns the run's id if anything was written.
+    /// returns the run's id if anything was written, and the steps it made
+    /// ready that this host claimed at once (at most `budget`, within the
+    /// tenant's cap).
     async fn record_in(
         &self,
         tx: &mut db::Tx,
         claimed: &StepRow,
         (outcome, attempt): (Outcome, Option<Attempt>),
-    ) -> Result<Option<String>, EngineError> {
+        budget: &mut usize,
+    ) -> Result<Option<(String, Vec<StepRow>)>, EngineError> {
         let now = db::now_ms();
         let Some(mut run) = db::runs::get_run_unscoped(tx, &claimed.run_id).await? else {
             return Ok(None);
@@ -653,8 +675,55 @@ impl Engine {
                 }
             }
         }
+        let mut claimed_next = Vec::new();
         if !run_is_terminal(&run.status) {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+            let due: Vec<usize> = (0..steps.len())
+                .filter(|&i| {
+                    steps[i].status == "ready" && steps[i].due_at.is_some_and(|d| d <= now)
+                })
+                .collect();
+            if !due.is_empty() && *budget > 0 {
+                let running = db::runs::running_for_tenant(tx, &run.tenant_id).await? as usize;
+                let room = self
+                    .config
+                    .tenant_max_running
+                    .saturating_sub(running)
+                    .min(*budget);
+                for &i in due.iter().take(room) {
+                    let step = &mut steps[i];
+                    step.status = "running".into();
+                    step.lease_owner = Some(self.config.host_id.clone());
+                    step.lease_expires_at = Some(now + self.config.lease.as_millis() as i64);
+                    step.attempts += 1;
+                    step.started_at.get_or_insert(now);
+                    claimed_next.push(step.clone());
+                    events.push(Event::step(
+                        "step.started",
+                        &step.step_id,
+                        json!({"attempt": step.attempts, "host": self.config.host_id}),
+                    ));
+                }
+                *budget -= claimed_next.len();
+            }
+        }
+        for step in &claimed_next {
+            db::runs::insert_attempt(
+                tx,
+                &AttemptRow {
+                    run_id: step.run_id.clone(),
+                    step_id: step.step_id.clone(),
+                    attempt: step.attempts,
+                    status: "running".into(),
+                    host: Some(self.config.host_id.clone()),
+                    started_at: now,
+                    ended_at: None,
+                    error_kind: None,
+                    error: None,
+                    logs: None,
+                },
+            )
+            .await?;
         }
         self.write_changes(
             tx,
@@ -667,7 +736,7 @@ impl Engine {
             now,
         )
         .await?;
-        Ok(Some(run.id))
+        Ok(Some((run.id, claimed_next)))
     }
 
     /// Writes the steps and run that changed, new steps and events.
