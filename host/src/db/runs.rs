@@ -276,12 +276,12 @@ pub async fn claim(
 ) -> Result<Vec<StepRow>, DbError> {
     let rows = sqlx::query(
         "WITH running AS (
-             SELECT r.tenant_id, COUNT(*) AS c FROM steps s JOIN runs r ON r.id = s.run_id
+             SELECT r.tenant_id, COUNT(*) AS c FROM steps s CROSS JOIN runs r ON r.id = s.run_id
              WHERE s.status = 'running' GROUP BY r.tenant_id),
          due AS (
              SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
                     ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY s.due_at) AS n
-             FROM steps s JOIN runs r ON r.id = s.run_id
+             FROM steps s CROSS JOIN runs r ON r.id = s.run_id
              WHERE s.status = 'ready' AND s.due_at <= ?3),
          picked AS (
              SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
@@ -452,7 +452,9 @@ pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
 /// Steps of a tenant running now (on any host).
 pub async fn running_for_tenant(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
     Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = ?",
+        // CROSS JOIN keeps SQLite on the small partial index of running steps
+        // instead of walking every run of the tenant.
+        "SELECT COUNT(*) FROM steps s CROSS JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = ?",
     )
     .bind(tenant)
     .fetch_one(conn)
