@@ -98,3 +98,18 @@ async fn runs_survive_a_killed_host() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Server::start_in(dir.path(), &[]);
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("WEFT_ADMIN_KEY", common::ADMIN_KEY)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another weft serve is using"), "{stderr}");
+}

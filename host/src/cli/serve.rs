@@ -89,9 +89,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .database
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("weft.db").display()));
+    // SQLite serves one host: a lock file next to the database keeps a
+    // second `weft serve` off it, which also makes it safe to take over the
+    // leases a killed predecessor left behind at once.
+    let _lock = lock_database(&url)?;
     let db = Db::open(&url, args.sqlite_synchronous)
         .await
         .with_context(|| format!("opening {url}"))?;
+    let released = db.release_leases().await?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "steps left running by a stopped host will be retried now"
+        );
+    }
 
     let pinned = std::env::var("WEFT_ADMIN_KEY")
         .ok()
@@ -190,8 +201,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let stop = shutdown.clone();
     let signal = async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    term.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
             () = stop.cancelled() => {}
         }
         stop.cancel();
@@ -210,4 +230,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await?;
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Takes an exclusive lock on `<database>.lock`; fails if another process
+/// holds it.
+fn lock_database(url: &str) -> anyhow::Result<std::fs::File> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .with_context(|| format!("unsupported database URL {url:?}: use sqlite://path"))?;
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let lock_path = format!("{path}.lock");
+    let file =
+        std::fs::File::create(&lock_path).with_context(|| format!("creating {lock_path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another weft serve is using {path} (it holds {lock_path}); SQLite serves one host"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {lock_path}"))
+        }
+    }
 }

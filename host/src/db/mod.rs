@@ -121,6 +121,15 @@ impl Db {
         Ok(self.write.acquire().await?)
     }
 
+    /// Makes every step still marked running claimable at once: for a host
+    /// that owns the database alone, those were left by a stopped process.
+    pub async fn release_leases(&self) -> Result<u64, DbError> {
+        let done = sqlx::query("UPDATE steps SET lease_expires_at = 0 WHERE status = 'running'")
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
