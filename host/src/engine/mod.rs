@@ -11,12 +11,14 @@
 //! - [`template`]: `{{…}}` templates and `if` conditions.
 //! - [`advance`]: the run state machine, pure.
 //! - [`scheduler`]: claiming, executing and recording attempts.
+//! - `background`: run deadlines and the SMTP outbox sender.
 //! - [`workflows`], [`runs`]: what the API calls.
 //! - [`plugins`]: the plugins a tenant can use and their grants.
 //! - [`marketplace`]: uploading, yanking, listing and granting plugins.
 //! - [`services`]: host services backed by the database.
 
 pub mod advance;
+mod background;
 pub mod definition;
 pub mod marketplace;
 pub mod plugins;
