@@ -1489,3 +1489,87 @@ async fn signed_jwts_are_accepted_as_bearer_tokens() {
     let no_exp = weft::api::jwt::sign(&key, &json!({"tid": tenant_id, "scopes": ["runs:read"]}));
     assert_eq!(get(no_exp).await, 401);
 }
+
+/// The contract flow: a document arrives with the run, a plugin extracts its
+/// parties, a person approves, and mail goes out.
+#[tokio::test]
+async fn a_run_started_with_an_attachment_hands_the_file_to_its_steps() {
+    let s = shared();
+    s.publish(json!({"key": "contract", "name": "Contract", "steps": [
+        {"id": "extract", "uses": "extract_document@1"},
+        {"id": "approve", "uses": "request_user_action", "depends_on": ["extract"], "config": {"actions": ["approve", "decline"]}},
+        {"id": "notify", "uses": "send_email@1", "depends_on": ["approve"],
+         "config": {"to": "{{input.notify}}", "subject": "Approved: {{steps.extract.output.title}}", "body": "Parties: {{steps.extract.output.parties}}"}}
+    ]}))
+    .await;
+    let text = "SUPPLY AGREEMENT\nThis Agreement is made on 1 June 2026 between Acme Widgets Inc. and Globex Ltd.\nFee: EUR 4,000.00\n";
+    let form = || {
+        reqwest::multipart::Form::new()
+            .text("workflow", "contract")
+            .text("notify", "legal@example.com")
+            .text("wait_ms", "10000")
+            .part(
+                "attachment",
+                reqwest::multipart::Part::bytes(text.as_bytes().to_vec())
+                    .file_name("contract.txt")
+                    .mime_str("text/plain")
+                    .unwrap(),
+            )
+    };
+    let response = s
+        .req(Method::POST, "/v1/runs")
+        .header("Idempotency-Key", "contract-upload-1")
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "paused runs answer 202");
+    let run: Value = response.json().await.unwrap();
+    assert_eq!(run["status"], "paused", "{run}");
+    assert_eq!(run["input"]["attachment"]["name"], "contract.txt");
+    assert_eq!(run["input"]["file_id"], run["input"]["attachment"]["id"]);
+    let extracted = &step(&run, "extract")["output"];
+    let names: Vec<&str> = extracted["parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"Globex Ltd"), "{extracted}");
+    assert_eq!(extracted["dates"][0]["date"], "2026-06-01");
+
+    // The same key and the same document replay the first response.
+    let again: Value = s
+        .req(Method::POST, "/v1/runs")
+        .header("Idempotency-Key", "contract-upload-1")
+        .multipart(form())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], run["id"]);
+
+    let id = run["id"].as_str().unwrap();
+    let (status, _) = s
+        .post(
+            &format!("/v1/runs/{id}/resume"),
+            json!({"step_id": "approve", "action": "approve"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let run = s
+        .wait_until(id, Duration::from_secs(10), |r| r["status"] == "completed")
+        .await;
+    assert!(step(&run, "notify")["output"]["message_id"].is_string());
+
+    let response = s
+        .req(Method::POST, "/v1/runs")
+        .header("content-type", "text/plain")
+        .body("workflow=contract")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+}

@@ -65,48 +65,121 @@ async fn upload(
     let mut form = form.map_err(|_| {
         ApiError::Unsupported("send multipart/form-data with a `file` field".into())
     })?;
-    let multipart_error = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
-        }
-    };
     let mut stored = None;
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         if field.name() != Some("file") {
             return Err(ApiError::BadRequest(format!(
                 "unknown form field {:?}: send the content as `file`",
                 field.name().unwrap_or_default()
             )));
         }
-        let name = field.file_name().map(str::to_owned);
-        let content_type = field.content_type().map(str::to_owned);
-        let mut bytes = Vec::new();
-        let mut hasher = Sha256::new();
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-            if bytes.len() + chunk.len() > limit {
-                return Err(ApiError::PayloadTooLarge(limit));
-            }
-            hasher.update(&chunk);
-            bytes.extend_from_slice(&chunk);
-        }
-        stored = Some((name, content_type, bytes, hex::encode(hasher.finalize())));
+        stored = Some(store_field(&state, &principal.tenant_id, field).await?);
     }
-    let (name, content_type, bytes, sha256) =
-        stored.ok_or_else(|| ApiError::BadRequest("no `file` field".into()))?;
+    let row = stored.ok_or_else(|| ApiError::BadRequest("no `file` field".into()))?;
+    Ok((StatusCode::CREATED, Json(file_out(row))))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(MAX_FILE_BYTES)
+    } else {
+        ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// Reads a file field (at most [`MAX_FILE_BYTES`]) and stores it for `tenant`.
+async fn store_field(
+    state: &AppState,
+    tenant: &str,
+    mut field: axum::extract::multipart::Field<'_>,
+) -> Result<db::state::FileRow, ApiError> {
+    let name = field.file_name().map(str::to_owned);
+    let content_type = field.content_type().map(str::to_owned);
+    let mut bytes = Vec::new();
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > MAX_FILE_BYTES {
+            return Err(ApiError::PayloadTooLarge(MAX_FILE_BYTES));
+        }
+        hasher.update(&chunk);
+        bytes.extend_from_slice(&chunk);
+    }
     let row = db::state::FileRow {
-        tenant_id: principal.tenant_id.clone(),
+        tenant_id: tenant.to_owned(),
         id: format!("file_{}", uuid::Uuid::now_v7().simple()),
         name,
         content_type,
         size: bytes.len() as i64,
-        sha256,
+        sha256: hex::encode(hasher.finalize()),
         created_at: db::now_ms(),
     };
     let mut conn = state.engine.db.writer().await?;
     db::state::file_put(&mut conn, &row, &bytes).await?;
-    Ok((StatusCode::CREATED, Json(file_out(row))))
+    Ok(row)
+}
+
+/// The JSON body of a multipart run start, and its identity for
+/// idempotency (the attachment named by content hash, not by its new id).
+pub(crate) async fn multipart_run_body(
+    state: &AppState,
+    principal: &Principal,
+    mut form: Multipart,
+) -> Result<(serde_json::Value, serde_json::Value), ApiError> {
+    use serde_json::{Map, Value, json};
+    let mut body = Map::new();
+    let mut input = Map::new();
+    let mut attachment = None;
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "attachment" => {
+                attachment = Some(store_field(state, &principal.tenant_id, field).await?)
+            }
+            "workflow" | "version" => {
+                body.insert(
+                    name,
+                    Value::String(field.text().await.map_err(multipart_error)?),
+                );
+            }
+            "wait_ms" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                let ms: u64 = text.trim().parse().map_err(|_| {
+                    ApiError::Unprocessable(format!(
+                        "wait_ms {text:?} is not a number of milliseconds"
+                    ))
+                })?;
+                body.insert(name, json!(ms));
+            }
+            "input" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(fields)) => input.extend(fields),
+                    _ => {
+                        return Err(ApiError::Unprocessable(
+                            "the `input` field must be a JSON object".into(),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                let text = field.text().await.map_err(multipart_error)?;
+                input.insert(name, Value::String(text));
+            }
+        }
+    }
+    let mut identity_input = input.clone();
+    if let Some(file) = attachment {
+        let described = json!({"id": file.id, "name": file.name, "size": file.size, "sha256": file.sha256, "content_type": file.content_type});
+        identity_input.insert("attachment".into(), json!({"sha256": file.sha256}));
+        input
+            .entry("file_id")
+            .or_insert_with(|| Value::String(file.id.clone()));
+        input.insert("attachment".into(), described);
+    }
+    let mut identity = body.clone();
+    body.insert("input".into(), Value::Object(input));
+    identity.insert("input".into(), Value::Object(identity_input));
+    Ok((Value::Object(body), Value::Object(identity)))
 }
 
 fn file_out(f: db::state::FileRow) -> FileOut {

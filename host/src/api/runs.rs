@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest as _, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,8 +25,15 @@ use crate::engine::runs::{Resume, Stop};
 const MAX_WAIT_MS: u64 = 60_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
+    // Multipart starts carry attachments up to the file limit, enforced while
+    // reading; JSON bodies are capped at MAX_BODY_BYTES by the handler.
+    let (schemas, paths, start_route) = routes!(start, list);
     OpenApiRouter::new()
-        .routes(routes!(start, list))
+        .routes((
+            schemas,
+            paths,
+            start_route.layer(axum::extract::DefaultBodyLimit::disable()),
+        ))
         .routes(routes!(get))
         .routes(routes!(status))
         .routes(routes!(events))
@@ -40,25 +47,56 @@ fn json(value: impl serde::Serialize) -> Result<Value, ApiError> {
 }
 
 /// Starts a run. Without `wait_ms`: 202 at once. With it: 200 with the
-/// finished run if it ends (or pauses) in time, else 202.
-#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = StartRun,
+/// finished run if it ends (or pauses) in time, else 202. Also accepts
+/// `multipart/form-data`: fields `workflow`, `version`, `wait_ms`, `input`
+/// (JSON text; other text fields become input fields) and an `attachment`
+/// file, stored like `POST /v1/files`; the input then carries
+/// `attachment: {id, name, size, sha256, content_type}` and `file_id`.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs",
+    request_body(content = StartRun, content_type = "application/json", description = "Or multipart/form-data with an `attachment` file"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body")),
-    responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 404, body = ProblemDoc), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn start(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require("runs:start")?;
-    let Json(body) = body?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    // `identity` is what the Idempotency-Key is checked against: the body,
+    // with an attachment named by its content hash rather than its new id.
+    let (body, identity) = if content_type.starts_with("multipart/form-data") {
+        let form = axum::extract::Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| {
+                ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+            })?;
+        super::files::multipart_run_body(&state, &principal, form).await?
+    } else {
+        if !(content_type.starts_with("application/json") || content_type.contains("+json")) {
+            return Err(ApiError::Unsupported(
+                "send JSON with content-type: application/json, or multipart/form-data".into(),
+            ));
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), super::MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge(super::MAX_BODY_BYTES))?;
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+        (body.clone(), body)
+    };
     state.limiter.start_run(&principal.tenant_id)?;
     if let Some((status, value)) = idempotency_replay(
         &state,
         &principal.tenant_id,
         &headers,
         "POST /v1/runs",
-        &body,
+        &identity,
     )
     .await?
     {
@@ -103,7 +141,7 @@ async fn start(
         &principal.tenant_id,
         &headers,
         "POST /v1/runs",
-        &body,
+        &identity,
         status,
         &response,
     )
