@@ -2,6 +2,8 @@
 //! `weft plugin inspect` and `weft plugin run`, including SMTP delivery to
 //! a real (minimal) SMTP server listening on loopback.
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -190,5 +192,44 @@ async fn run_delivers_the_outbox_over_smtp() {
     assert!(
         message.contains("Overdue: 2 invoices, 1300.45 EUR."),
         "{message}"
+    );
+}
+
+/// The server's outbox sender delivers what a workflow's send_email queued,
+/// once, through the configured relay.
+#[tokio::test]
+async fn the_server_delivers_the_outbox_over_smtp() {
+    let (port, mut received) = smtp_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("smtp://127.0.0.1:{port}");
+    let server = common::Server::start_in(
+        dir.path(),
+        &["--smtp-url", &url, "--mail-from", "ar@example.com"],
+    );
+    server
+        .publish(serde_json::json!({"key": "mail", "name": "Mail", "steps": [
+            {"id": "send", "uses": "send_email@1", "config": {"to": ["ops@example.com"], "subject": "Receivables", "body": "All paid."}}]}))
+        .await;
+    let run = server.run_sync("mail", serde_json::json!({})).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let id = common::step(&run, "send")["output"]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = tokio::time::timeout(std::time::Duration::from_secs(15), received.recv())
+        .await
+        .expect("delivered within 15 s")
+        .unwrap();
+    assert!(message.contains("Subject: Receivables"), "{message}");
+    assert!(message.contains("From: ar@example.com"), "{message}");
+    assert!(
+        message.contains(&format!("Message-ID: <{id}@weft>")),
+        "{message}"
+    );
+    // Nothing is sent twice.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(3), received.recv())
+            .await
+            .is_err()
     );
 }
