@@ -251,6 +251,22 @@ async fn a_dag_runs_in_parallel_with_templates_conditions_and_retries() {
         "{}",
         run["result"]
     );
+    let (status, outbox) = s
+        .get(&format!(
+            "/v1/outbox?run_id={}",
+            run["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        outbox["items"][0]["message_id"],
+        run["result"]["email"]["message_id"]
+    );
+    assert_eq!(outbox["items"][0]["to"], json!(["ops@example.com"]));
+    assert_eq!(
+        outbox["items"][0]["status"], "queued",
+        "no relay is configured"
+    );
 }
 
 #[tokio::test]
@@ -704,6 +720,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/files", "post"),
         ("/v1/files/{id}", "get"),
         ("/v1/tenant/jwt-secret", "post"),
+        ("/v1/outbox", "get"),
         ("/v1/action-catalog", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),

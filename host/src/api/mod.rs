@@ -14,6 +14,7 @@ pub mod files;
 pub mod jwt;
 pub mod limits;
 pub mod ops;
+pub mod outbox;
 pub mod plugins;
 pub mod runs;
 pub mod secrets;
@@ -84,6 +85,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .merge(tenants::router())
         .merge(secrets::router())
         .merge(files::router())
+        .merge(outbox::router())
         .merge(jwt::router())
         .merge(ops::router())
         .split_for_parts();
