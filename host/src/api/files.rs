@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -17,9 +17,6 @@ use super::{ApiError, AppState};
 use crate::db;
 use crate::engine::rfc3339;
 use crate::runtime::MAX_FILE_BYTES;
-
-/// Room for multipart boundaries and headers around the file itself.
-const MULTIPART_OVERHEAD: usize = 64 << 10;
 
 pub fn router() -> OpenApiRouter<AppState> {
     let (schemas, paths, upload_route) = routes!(upload);
@@ -54,14 +51,7 @@ async fn upload(
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<FileOut>), ApiError> {
     principal.require("files:write")?;
-    let limit = MAX_FILE_BYTES;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
+    super::refuse_declared_over(&headers, MAX_FILE_BYTES)?;
     let mut form = form.map_err(|_| {
         ApiError::Unsupported("send multipart/form-data with a `file` field".into())
     })?;
@@ -80,11 +70,7 @@ async fn upload(
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(MAX_FILE_BYTES)
-    } else {
-        ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
-    }
+    super::multipart_error(MAX_FILE_BYTES)(e)
 }
 
 /// Reads a file field (at most [`MAX_FILE_BYTES`]) and stores it for `tenant`.
@@ -95,22 +81,14 @@ async fn store_field(
 ) -> Result<db::state::FileRow, ApiError> {
     let name = field.file_name().map(str::to_owned);
     let content_type = field.content_type().map(str::to_owned);
-    let mut bytes = Vec::new();
-    let mut hasher = Sha256::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        if bytes.len() + chunk.len() > MAX_FILE_BYTES {
-            return Err(ApiError::PayloadTooLarge(MAX_FILE_BYTES));
-        }
-        hasher.update(&chunk);
-        bytes.extend_from_slice(&chunk);
-    }
+    let bytes = super::read_field(&mut field, MAX_FILE_BYTES).await?;
     let row = db::state::FileRow {
         tenant_id: tenant.to_owned(),
         id: format!("file_{}", uuid::Uuid::now_v7().simple()),
         name,
         content_type,
         size: bytes.len() as i64,
-        sha256: hex::encode(hasher.finalize()),
+        sha256: hex::encode(Sha256::digest(&bytes)),
         created_at: db::now_ms(),
     };
     let mut conn = state.engine.db.writer().await?;

@@ -191,6 +191,50 @@ fn body_hash(body: &Value) -> String {
     hex::encode(Sha256::digest(body.to_string().as_bytes()))
 }
 
+/// Room for multipart boundaries and headers around an uploaded file.
+pub(crate) const MULTIPART_OVERHEAD: usize = 64 << 10;
+
+/// Refuses an upload whose declared `Content-Length` already exceeds
+/// `limit` (plus multipart overhead), before reading any of it.
+pub(crate) fn refuse_declared_over(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    Ok(())
+}
+
+/// A multipart read error: 413 if the body hit the limit, else 400.
+pub(crate) fn multipart_error(
+    limit: usize,
+) -> impl Fn(axum::extract::multipart::MultipartError) -> ApiError + Copy {
+    move |e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+        }
+    }
+}
+
+/// A multipart field's bytes, refused with 413 past `limit`.
+pub(crate) async fn read_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error(limit))? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 /// `?limit=` within 1..=100, default 25.
 pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -19,10 +19,6 @@ use super::{ApiError, AppState};
 use crate::engine::marketplace::GrantView;
 use crate::engine::plugins::{Entry, Visibility};
 use crate::runtime::Grants;
-
-/// Room for the multipart framing and the `visibility` field around the
-/// component when judging an upload by its `Content-Length`.
-const MULTIPART_OVERHEAD: usize = 64 << 10;
 
 pub fn router() -> OpenApiRouter<AppState> {
     // The upload enforces its own, larger limit (`--max-upload-bytes`)
@@ -181,38 +177,19 @@ async fn upload(
 ) -> Result<(StatusCode, Json<PluginOut>), ApiError> {
     principal.require("plugins:publish")?;
     let limit = state.engine.config.max_upload_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
+    super::refuse_declared_over(&headers, limit)?;
     let mut form = form.map_err(|_| {
         ApiError::Unsupported(
             "send the plugin as multipart/form-data with a `component` file field".into(),
         )
     })?;
-    let multipart_error = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
-        }
-    };
+    let multipart_error = super::multipart_error(limit);
     let mut component: Option<Vec<u8>> = None;
     let mut listed = Visibility::Private;
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or_default() {
             "component" => {
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    if bytes.len() + chunk.len() > limit {
-                        return Err(ApiError::PayloadTooLarge(limit));
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
-                component = Some(bytes);
+                component = Some(super::read_field(&mut field, limit).await?);
             }
             "visibility" => listed = visibility(&field.text().await.map_err(multipart_error)?)?,
             other => {
