@@ -28,8 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(input_schema))
 }
 
-fn out(found: &WorkflowVersion, versions: &[crate::db::workflows::Version]) -> WorkflowOut {
-    WorkflowOut::new(&found.workflow, &found.version, versions)
+fn out(found: &WorkflowVersion) -> WorkflowOut {
+    WorkflowOut::new(&found.workflow, &found.version, &found.versions)
 }
 
 /// Parses a definition body; `version` is taken out (only PUT uses it).
@@ -79,8 +79,8 @@ async fn create(
         .engine
         .create_workflow(&principal.tenant_id, definition)
         .await?;
-    let response = serde_json::to_value(out(&created, std::slice::from_ref(&created.version)))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let response =
+        serde_json::to_value(out(&created)).map_err(|e| ApiError::Internal(e.to_string()))?;
     idempotency_store(
         &state,
         &principal.tenant_id,
@@ -163,11 +163,7 @@ async fn get(
         .engine
         .get_workflow(&principal.tenant_id, &key, &selector)
         .await?;
-    let (_, versions) = state
-        .engine
-        .workflow_versions(&principal.tenant_id, &key)
-        .await?;
-    Ok(Json(out(&found, &versions)))
+    Ok(Json(out(&found)))
 }
 
 /// Adds a draft version (published versions never change).
@@ -191,11 +187,7 @@ async fn put(
         .engine
         .put_workflow(&principal.tenant_id, &key, definition, version)
         .await?;
-    let (_, versions) = state
-        .engine
-        .workflow_versions(&principal.tenant_id, &key)
-        .await?;
-    Ok(Json(out(&created, &versions)))
+    Ok(Json(out(&created)))
 }
 
 /// Archives a workflow: no new runs start; runs under way go on.
@@ -235,11 +227,7 @@ async fn set_archived(
         .engine
         .get_workflow(&principal.tenant_id, &key, &Selector::Latest)
         .await?;
-    let (_, versions) = state
-        .engine
-        .workflow_versions(&principal.tenant_id, &key)
-        .await?;
-    Ok(Json(out(&found, &versions)))
+    Ok(Json(out(&found)))
 }
 
 /// Every version, newest first.
@@ -280,11 +268,7 @@ async fn publish(
         .engine
         .publish_workflow(&principal.tenant_id, &key, &version)
         .await?;
-    let (_, versions) = state
-        .engine
-        .workflow_versions(&principal.tenant_id, &key)
-        .await?;
-    Ok(Json(out(&published, &versions)))
+    Ok(Json(out(&published)))
 }
 
 /// Copies the newest version into a new workflow (version 0.1.0, draft).
@@ -311,8 +295,8 @@ async fn clone(
         .engine
         .clone_workflow(&principal.tenant_id, &key, &request.new_key)
         .await?;
-    let response = serde_json::to_value(out(&created, std::slice::from_ref(&created.version)))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let response =
+        serde_json::to_value(out(&created)).map_err(|e| ApiError::Internal(e.to_string()))?;
     idempotency_store(
         &state,
         &principal.tenant_id,

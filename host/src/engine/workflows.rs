@@ -14,6 +14,8 @@ pub struct WorkflowVersion {
     pub workflow: Workflow,
     pub version: Version,
     pub definition: Arc<Definition>,
+    /// Every version of the workflow, newest first (for listings).
+    pub versions: Vec<Version>,
 }
 
 /// Which version a lookup wants.
@@ -81,6 +83,7 @@ impl Engine {
         tx.commit().await.map_err(DbError::from)?;
         Ok(WorkflowVersion {
             workflow,
+            versions: vec![version.clone()],
             version,
             definition: Arc::new(definition),
         })
@@ -109,11 +112,9 @@ impl Engine {
         let mut workflow = db::workflows::get(&mut tx, tenant, key)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("workflow {key:?}")))?;
-        let newest = db::workflows::versions(&mut tx, tenant, key)
-            .await?
-            .into_iter()
-            .next();
-        let next = match (version, &newest) {
+        let mut versions = db::workflows::versions(&mut tx, tenant, key).await?;
+        let newest = versions.first();
+        let next = match (version, newest) {
             (Some(v), Some(n)) if v <= n.version => {
                 return Err(EngineError::Conflict(format!(
                     "version {v} is not newer than {}",
@@ -146,10 +147,12 @@ impl Engine {
         workflow.name = definition.name.clone();
         workflow.description = definition.description.clone();
         workflow.updated_at = now;
+        versions.insert(0, version.clone());
         Ok(WorkflowVersion {
             workflow,
             version,
             definition: Arc::new(definition),
+            versions,
         })
     }
 
@@ -165,21 +168,24 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("workflow {key:?}")))?;
         let versions = db::workflows::versions(&mut conn, tenant, key).await?;
         let version = match selector {
-            Selector::Latest => versions.into_iter().next(),
-            Selector::Published => versions.into_iter().find(|v| v.status == "published"),
-            Selector::Exact(wanted) => versions.into_iter().find(|v| &v.version == wanted),
+            Selector::Latest => versions.first(),
+            Selector::Published => versions.iter().find(|v| v.status == "published"),
+            Selector::Exact(wanted) => versions.iter().find(|v| &v.version == wanted),
         }
+        .cloned()
         .ok_or_else(|| match selector {
+            Selector::Latest => EngineError::NotFound(format!("a version of workflow {key:?}")),
             Selector::Published => {
                 EngineError::NotFound(format!("a published version of workflow {key:?}"))
             }
-            other => EngineError::NotFound(format!("version {other:?} of workflow {key:?}")),
+            Selector::Exact(v) => EngineError::NotFound(format!("version {v} of workflow {key:?}")),
         })?;
         let definition = self.definition_of(tenant, &version)?;
         Ok(WorkflowVersion {
             workflow,
             version,
             definition,
+            versions,
         })
     }
 
