@@ -324,22 +324,17 @@ pub async fn renew_lease(
     Ok(done.rows_affected() == 1)
 }
 
-/// The earliest time a ready step becomes due, if any.
-pub async fn next_due(conn: &mut Conn) -> Result<Option<i64>, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT MIN(due_at) FROM steps WHERE status = 'ready'")
-            .fetch_one(conn)
-            .await?,
+/// The earliest time the scheduler has work: a ready step becoming due or
+/// a running step's lease expiring (its host may have died), if any.
+pub async fn next_wakeup(conn: &mut Conn) -> Result<Option<i64>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT MIN(t) FROM (
+             SELECT MIN(due_at) AS t FROM steps WHERE status = 'ready'
+             UNION ALL
+             SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running')",
     )
-}
-
-/// The earliest lease expiry among running steps, if any.
-pub async fn next_lease_expiry(conn: &mut Conn) -> Result<Option<i64>, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running'")
-            .fetch_one(conn)
-            .await?,
-    )
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Unfinished runs past their deadline.

@@ -430,17 +430,26 @@ pub fn check_schema(
             id,
             format!("the plugin's {what} schema is invalid: {e}"),
         )),
-        Ok(validator) => {
-            for error in validator.iter_errors(value) {
-                let path = error.instance_path.to_string();
-                let at = if path.is_empty() {
-                    String::new()
-                } else {
-                    format!(" at {path}")
-                };
-                problems.push(Problem::step(id, format!("{what}{at}: {error}")));
-            }
-        }
+        Ok(validator) => report_errors(&validator, id, what, value, problems),
+    }
+}
+
+/// Adds a problem for every way `value` fails `validator`, with its path.
+pub fn report_errors(
+    validator: &jsonschema::Validator,
+    id: &str,
+    what: &str,
+    value: &Value,
+    problems: &mut Vec<Problem>,
+) {
+    for error in validator.iter_errors(value) {
+        let path = error.instance_path.to_string();
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" at {path}")
+        };
+        problems.push(Problem::step(id, format!("{what}{at}: {error}")));
     }
 }
 

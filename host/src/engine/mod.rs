@@ -134,7 +134,8 @@ pub struct Engine {
     finished: tokio::sync::mpsc::UnboundedSender<scheduler::Finished>,
     /// The recorder's end, taken when the engine starts.
     finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<scheduler::Finished>>>,
-    /// Compiled config-schema validators by plugin content hash.
+    /// Compiled JSON Schema validators by sha256 of the schema's text:
+    /// plugin config schemas, workflow input schemas, collect_inputs schemas.
     validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
 }
 
@@ -162,6 +163,34 @@ impl Engine {
     /// Receives the id of every run that changes.
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.changes.subscribe()
+    }
+
+    /// Checks `value` against `schema` like [`definition::check_schema`],
+    /// compiling each schema once.
+    pub(crate) fn check_against(
+        &self,
+        id: &str,
+        what: &str,
+        schema: &serde_json::Value,
+        value: &serde_json::Value,
+        problems: &mut Vec<Problem>,
+    ) {
+        use sha2::Digest as _;
+        let key = hex::encode(sha2::Sha256::digest(schema.to_string().as_bytes()));
+        let cached = lock(&self.validators).get(&key).cloned();
+        let validator = match cached {
+            Some(v) => v,
+            None => match jsonschema::validator_for(schema) {
+                Ok(v) => {
+                    let v = Arc::new(v);
+                    lock(&self.validators).insert(key, v.clone());
+                    v
+                }
+                // Reported with the reason by check_schema below.
+                Err(_) => return definition::check_schema(id, what, schema, value, problems),
+            },
+        };
+        definition::report_errors(&validator, id, what, value, problems);
     }
 
     fn changed(&self, run_id: &str) {

@@ -66,7 +66,7 @@ impl Engine {
         let definition = found.definition;
         if let Some(schema) = &definition.input_schema {
             let mut problems = Vec::new();
-            definition::check_schema("input", "input", schema, &input, &mut problems);
+            self.check_against("input", "input", schema, &input, &mut problems);
             if !problems.is_empty() {
                 let message = problems
                     .iter()
@@ -328,7 +328,7 @@ impl Engine {
                     .and_then(|c| c.get("schema"))
                 {
                     let mut problems = Vec::new();
-                    definition::check_schema(step_id, "data", schema, &data, &mut problems);
+                    self.check_against(step_id, "data", schema, &data, &mut problems);
                     if !problems.is_empty() {
                         let message = problems
                             .iter()

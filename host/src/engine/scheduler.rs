@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::advance::{self, Event, catch_id, run_is_terminal};
-use super::definition::{self, Definition, StepDef};
+use super::definition::{Definition, StepDef};
 use super::template::{self, Scope};
 use super::{DURATION_BUCKETS_MS, Engine, EngineError, lock, rfc3339, services};
 use crate::db::runs::{AttemptRow, RunRow, StepRow};
@@ -73,13 +73,7 @@ impl Engine {
                     Ok(steps) => {
                         claimed = steps.len();
                         for step in steps {
-                            self.in_flight.fetch_add(1, Ordering::SeqCst);
-                            let engine = self.clone();
-                            tokio::spawn(async move {
-                                engine.execute(step).await;
-                                engine.in_flight.fetch_sub(1, Ordering::SeqCst);
-                                engine.wake.notify_one();
-                            });
+                            self.dispatch(step);
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "claiming steps failed; retrying"),
@@ -97,6 +91,38 @@ impl Engine {
         }
     }
 
+    /// Runs a claimed step on this host, counting it against `max_parallel`.
+    fn dispatch(self: &Arc<Self>, step: StepRow) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.execute(step).await;
+            engine.in_flight.fetch_sub(1, Ordering::SeqCst);
+            engine.wake.notify_one();
+        });
+    }
+
+    /// The attempt row of a step this host just claimed.
+    fn started_attempt(&self, step: &StepRow, now: i64) -> AttemptRow {
+        AttemptRow {
+            run_id: step.run_id.clone(),
+            step_id: step.step_id.clone(),
+            attempt: step.attempts,
+            status: "running".into(),
+            host: Some(self.config.host_id.clone()),
+            started_at: now,
+            ended_at: None,
+            error_kind: None,
+            error: None,
+            logs: None,
+        }
+    }
+
+    /// The data of a `step.started` event.
+    fn started_data(&self, step: &StepRow) -> Value {
+        json!({"attempt": step.attempts, "host": self.config.host_id})
+    }
+
     /// How long the scheduler may sleep: until the next timer or lease
     /// expiry, at most the poll interval.
     async fn until_next_due(&self) -> Duration {
@@ -105,14 +131,7 @@ impl Engine {
             return poll;
         };
         let now = db::now_ms();
-        let next = [
-            db::runs::next_due(&mut conn).await.ok().flatten(),
-            db::runs::next_lease_expiry(&mut conn).await.ok().flatten(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        match next {
+        match db::runs::next_wakeup(&mut conn).await.ok().flatten() {
             Some(at) if at <= now => Duration::from_millis(1),
             Some(at) => Duration::from_millis((at - now) as u64).min(poll),
             None => poll,
@@ -139,22 +158,7 @@ impl Engine {
             let Some(mut run) = db::runs::get_run_unscoped(&mut tx, &step.run_id).await? else {
                 continue;
             };
-            db::runs::insert_attempt(
-                &mut tx,
-                &AttemptRow {
-                    run_id: step.run_id.clone(),
-                    step_id: step.step_id.clone(),
-                    attempt: step.attempts,
-                    status: "running".into(),
-                    host: Some(self.config.host_id.clone()),
-                    started_at: now,
-                    ended_at: None,
-                    error_kind: None,
-                    error: None,
-                    logs: None,
-                },
-            )
-            .await?;
+            db::runs::insert_attempt(&mut tx, &self.started_attempt(step, now)).await?;
             if run.status == "pending" {
                 run.status = "running".into();
                 run.started_at = Some(now);
@@ -170,7 +174,7 @@ impl Engine {
                 )
                 .await?;
             }
-            let data = json!({"attempt": step.attempts, "host": self.config.host_id});
+            let data = self.started_data(step);
             db::runs::append_event(
                 &mut tx,
                 &run.tenant_id,
@@ -270,7 +274,13 @@ impl Engine {
             ));
         };
         let mut problems = Vec::new();
-        self.check_config(&step.step_id, &plugin, &config, &mut problems);
+        self.check_against(
+            &step.step_id,
+            "config",
+            &plugin.info.config_schema,
+            &config,
+            &mut problems,
+        );
         if !problems.is_empty() {
             let message = problems
                 .iter()
@@ -328,47 +338,6 @@ impl Engine {
                 (outcome, Some(attempt))
             }
         })
-    }
-
-    /// Checks a rendered config against the plugin's schema, with the
-    /// compiled validator cached per plugin.
-    fn check_config(
-        &self,
-        step_id: &str,
-        plugin: &crate::runtime::Plugin,
-        config: &Value,
-        problems: &mut Vec<definition::Problem>,
-    ) {
-        let cached = lock(&self.validators).get(&plugin.hash).cloned();
-        let validator = match cached {
-            Some(v) => v,
-            None => match jsonschema::validator_for(&plugin.info.config_schema) {
-                Ok(v) => {
-                    let v = Arc::new(v);
-                    lock(&self.validators).insert(plugin.hash.clone(), v.clone());
-                    v
-                }
-                Err(_) => {
-                    definition::check_schema(
-                        step_id,
-                        "config",
-                        &plugin.info.config_schema,
-                        config,
-                        problems,
-                    );
-                    return;
-                }
-            },
-        };
-        if !validator.is_valid(config) {
-            definition::check_schema(
-                step_id,
-                "config",
-                &plugin.info.config_schema,
-                config,
-                problems,
-            );
-        }
     }
 
     fn observe(&self, attempt: &Attempt) {
@@ -501,13 +470,7 @@ impl Engine {
                     // Dependents claimed in the same transaction start now,
                     // without a round through the scheduler.
                     for step in direct {
-                        self.in_flight.fetch_add(1, Ordering::SeqCst);
-                        let engine = self.clone();
-                        tokio::spawn(async move {
-                            engine.execute(step).await;
-                            engine.in_flight.fetch_sub(1, Ordering::SeqCst);
-                            engine.wake.notify_one();
-                        });
+                        self.dispatch(step);
                     }
                 }
                 Err(e) => {
@@ -701,29 +664,14 @@ impl Engine {
                     events.push(Event::step(
                         "step.started",
                         &step.step_id,
-                        json!({"attempt": step.attempts, "host": self.config.host_id}),
+                        self.started_data(step),
                     ));
                 }
                 *budget -= claimed_next.len();
             }
         }
         for step in &claimed_next {
-            db::runs::insert_attempt(
-                tx,
-                &AttemptRow {
-                    run_id: step.run_id.clone(),
-                    step_id: step.step_id.clone(),
-                    attempt: step.attempts,
-                    status: "running".into(),
-                    host: Some(self.config.host_id.clone()),
-                    started_at: now,
-                    ended_at: None,
-                    error_kind: None,
-                    error: None,
-                    logs: None,
-                },
-            )
-            .await?;
+            db::runs::insert_attempt(tx, &self.started_attempt(step, now)).await?;
         }
         self.write_changes(
             tx,
