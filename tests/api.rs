@@ -620,8 +620,14 @@ async fn random_json_never_makes_the_server_fail() {
         format!("/v1/runs/{run_id}/resume"),
         format!("/v1/runs/{run_id}/cancel"),
         format!("/v1/runs/{run_id}/terminate"),
+        "/v1/schedules".to_owned(),
+        "/v1/webhooks".to_owned(),
+        "/v1/notifications/x/read".to_owned(),
+        "/v1/webhooks/wh_x/deliveries/msg_x/redeliver".to_owned(),
     ];
     let seeds = [
+        json!({"workflow": "fuzz", "cron": "*/5 * * * *", "timezone": "Europe/Oslo", "input": {}}),
+        json!({"url": "http://127.0.0.1:9/hook", "events": ["run.completed"], "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
         json!({"key": "k", "name": "n", "steps": [{"id": "a", "uses": "testkit@0"}]}),
         json!({"workflow": "fuzz", "input": {}, "wait_ms": 10}),
         json!({"version": "0.1.0"}),
@@ -646,6 +652,9 @@ async fn random_json_never_makes_the_server_fail() {
         json!({}),
         json!("a".repeat(300)),
         json!(18446744073709551616u128 as f64),
+        json!("61 25 32 13 8"),
+        json!(["*"]),
+        json!("whsec_"),
     ];
     for round in 0..300 {
         let mut body = seeds[(next() % seeds.len() as u64) as usize].clone();
@@ -721,6 +730,27 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/files/{id}", "get"),
         ("/v1/tenant/jwt-secret", "post"),
         ("/v1/outbox", "get"),
+        ("/v1/notifications", "get"),
+        ("/v1/notifications/{id}/read", "post"),
+        ("/v1/kv/{bucket}", "get"),
+        ("/v1/kv/{bucket}/{key}", "get"),
+        ("/v1/kv/{bucket}/{key}", "put"),
+        ("/v1/kv/{bucket}/{key}", "delete"),
+        ("/v1/schedules", "post"),
+        ("/v1/schedules", "get"),
+        ("/v1/schedules/{id}", "get"),
+        ("/v1/schedules/{id}", "patch"),
+        ("/v1/schedules/{id}", "delete"),
+        ("/v1/webhooks", "post"),
+        ("/v1/webhooks", "get"),
+        ("/v1/webhooks/{id}", "get"),
+        ("/v1/webhooks/{id}", "patch"),
+        ("/v1/webhooks/{id}", "delete"),
+        ("/v1/webhooks/{id}/deliveries", "get"),
+        (
+            "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            "post",
+        ),
         ("/v1/action-catalog", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -736,6 +766,8 @@ async fn every_route_is_in_the_openapi_document() {
             .replace("{key}", "lifecycle")
             .replace("{id}", "x")
             .replace("{name}", "send_email")
+            .replace("{bucket}", "default")
+            .replace("{delivery_id}", "x")
             .replace("{version}", "1.0.0");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = s.req(m, &concrete).send().await.unwrap();

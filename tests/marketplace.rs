@@ -396,7 +396,7 @@ async fn uploaded_plugins_get_nothing_until_granted() {
     assert_eq!(grants["ungranted"], grants["requested"]);
     assert_eq!(
         grants["granted"],
-        json!({"allowed_hosts": [], "secrets": [], "mail": false, "kv": false, "files": false})
+        json!({"allowed_hosts": [], "secrets": [], "mail": false, "kv": false, "files": false, "notify": false})
     );
 
     let run = t.run(&s, "web").await;
@@ -569,6 +569,6 @@ async fn cli_pushes_lists_and_grants_through_the_api() {
         .await;
     assert_eq!(
         grants["granted"],
-        json!({"allowed_hosts": ["api.example.com"], "secrets": ["TOKEN"], "mail": true, "kv": false, "files": false})
+        json!({"allowed_hosts": ["api.example.com"], "secrets": ["TOKEN"], "mail": true, "kv": false, "files": false, "notify": false})
     );
 }

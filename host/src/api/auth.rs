@@ -42,6 +42,15 @@ impl Principal {
             Err(ApiError::Forbidden(scope.to_owned()))
         }
     }
+
+    /// Passes with any one of `scopes` (reads allowed to several roles).
+    pub fn require_any(&self, scopes: &[&str]) -> Result<(), ApiError> {
+        if scopes.iter().any(|scope| self.require(scope).is_ok()) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(scopes.join(" or ")))
+        }
+    }
 }
 
 pub fn hash_key(key: &str) -> String {

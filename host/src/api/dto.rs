@@ -44,11 +44,24 @@ pub struct DefinitionDoc {
     pub input_schema: Option<Value>,
     pub steps: Vec<StepDoc>,
     pub max_duration_ms: Option<u64>,
+    /// Overlap control: `{limit, on_limit: "queue" | "reject"}`.
+    pub concurrency: Option<ConcurrencyDoc>,
+    /// Manual starts closer together than this are refused with 409.
+    pub min_interval_ms: Option<u64>,
     /// Template for the run's result; default: outputs of the final steps.
     #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
     /// For PUT: the new version (must be newer); default: next minor.
     pub version: Option<String>,
+}
+
+/// How many runs of a workflow may be unfinished at once.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ConcurrencyDoc {
+    pub limit: u32,
+    /// `queue` (default): wait in start order; `reject`: 409 naming a
+    /// running run.
+    pub on_limit: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -233,6 +246,13 @@ pub struct RunOut {
     pub duration_ms: Option<i64>,
     /// Steps waiting for a person or system.
     pub paused_on: Vec<String>,
+    /// True while the run waits for its workflow's concurrency limit
+    /// (status `pending`, nothing scheduled yet).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
+    /// The schedule that started the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<String>,
     /// Absent in lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepOut>>,
@@ -253,6 +273,8 @@ impl RunOut {
             ended_at: run.ended_at.map(rfc3339),
             duration_ms: run.started_at.zip(run.ended_at).map(|(a, b)| b - a),
             paused_on: Vec::new(),
+            queued: run.queued,
+            schedule_id: run.schedule_id.clone(),
             steps: None,
         }
     }
@@ -402,6 +424,19 @@ pub struct CatalogEntry {
     pub description: String,
     #[schema(value_type = Object)]
     pub config_schema: Value,
+    /// What the step produces (absent for built-in kinds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
+    /// Host capabilities the plugin asks for (`kv`, `mail`, `notify`, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// `summary` (must feed a delivery step) or `delivery`, if declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The exact version `uses` resolves to now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -447,6 +482,9 @@ pub struct GrantsDoc {
     pub kv: bool,
     #[serde(default)]
     pub files: bool,
+    /// In-app notifications.
+    #[serde(default)]
+    pub notify: bool,
 }
 
 #[derive(Serialize, ToSchema)]

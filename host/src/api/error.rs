@@ -24,6 +24,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A start refused by the workflow's overlap control; names the run in
+    /// the way.
+    #[error("{message}")]
+    Overlap { message: String, run_id: String },
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -47,7 +51,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Overlap { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -65,6 +69,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
+            Self::Overlap { .. } => "run-overlap",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Unsupported(_) => "unsupported-media-type",
             Self::TooManyRequests { .. } => "rate-limited",
@@ -87,6 +92,9 @@ impl ApiError {
             let detail: Vec<String> = problems.iter().map(ToString::to_string).collect();
             body["detail"] = json!(detail.join("; "));
             body["errors"] = json!(problems);
+        }
+        if let Self::Overlap { run_id, .. } = self {
+            body["run_id"] = json!(run_id);
         }
         body
     }
@@ -120,6 +128,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::NotFound(what) => Self::NotFound(what),
             EngineError::Conflict(m) => Self::Conflict(m),
+            EngineError::Overlap { message, run_id } => Self::Overlap { message, run_id },
             EngineError::InvalidDefinition(problems) => Self::InvalidDefinition(problems),
             EngineError::InvalidInput(m) => Self::Unprocessable(m),
             EngineError::Db(e) => Self::Internal(e.to_string()),

@@ -12,13 +12,17 @@ pub mod dto;
 pub mod error;
 pub mod files;
 pub mod jwt;
+pub mod kv;
 pub mod limits;
+pub mod notifications;
 pub mod ops;
 pub mod outbox;
 pub mod plugins;
 pub mod runs;
+pub mod schedules;
 pub mod secrets;
 pub mod tenants;
+pub mod webhooks;
 pub mod workflows;
 
 use std::sync::Arc;
@@ -86,6 +90,10 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .merge(secrets::router())
         .merge(files::router())
         .merge(outbox::router())
+        .merge(notifications::router())
+        .merge(kv::router())
+        .merge(schedules::router())
+        .merge(webhooks::router())
         .merge(jwt::router())
         .merge(ops::router())
         .split_for_parts();
@@ -168,6 +176,47 @@ pub async fn idempotency_store(
     };
     db::state::idempotency_put(&mut conn, tenant, &key, route, &stored, db::now_ms()).await?;
     Ok(())
+}
+
+/// A create endpoint with `Idempotency-Key` support: replays the stored
+/// response for a repeated key and body, else runs `create` on the body and
+/// stores its `201` response.
+pub async fn idempotent_create<F, Fut>(
+    state: &AppState,
+    tenant: &str,
+    headers: &HeaderMap,
+    route: &str,
+    body: Value,
+    create: F,
+) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError>
+where
+    F: FnOnce(Value) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    if let Some((status, value)) = idempotency_replay(state, tenant, headers, route, &body).await? {
+        return Ok((status, axum::Json(value)));
+    }
+    let response = create(body.clone()).await?;
+    let status = axum::http::StatusCode::CREATED;
+    idempotency_store(state, tenant, headers, route, &body, status, &response).await?;
+    Ok((status, axum::Json(response)))
+}
+
+/// Cuts rows fetched with `limit + 1` to a page of `limit`, with the
+/// cursor of the next page when there is one.
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit.max(0) as usize);
+    let next = if more {
+        rows.last().map(cursor_of)
+    } else {
+        None
+    };
+    (rows, next)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -70,6 +70,7 @@ fn grants_out(view: GrantView) -> GrantsOut {
             mail: g.mail,
             kv: g.kv,
             files: g.files,
+            notify: g.notify,
         },
         requested: view.requested,
         ungranted: view.ungranted,
@@ -280,6 +281,7 @@ async fn put_grants(
         mail: body.mail,
         kv: body.kv,
         files: body.files,
+        notify: body.notify,
     };
     let view = state
         .engine
@@ -304,12 +306,20 @@ async fn catalog(
                 {"type": "object", "required": ["duration_ms"], "properties": {"duration_ms": {"type": "integer", "minimum": 0}}},
                 {"type": "object", "required": ["until"], "properties": {"until": {"type": "string", "format": "date-time"}}}
             ]}),
+            output_schema: None,
+            capabilities: Vec::new(),
+            role: None,
+            version: None,
         },
         CatalogEntry {
             uses: "collect_inputs".into(),
             kind: "builtin".into(),
             description: "Pauses the run until data meeting `schema` is sent with resume.".into(),
             config_schema: json!({"type": "object", "properties": {"schema": {"type": "object"}}}),
+            output_schema: None,
+            capabilities: Vec::new(),
+            role: None,
+            version: None,
         },
         CatalogEntry {
             uses: "request_user_action".into(),
@@ -319,6 +329,10 @@ async fn catalog(
                 "actions": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "decline": {"type": "array", "items": {"type": "string"}}
             }}),
+            output_schema: None,
+            capabilities: Vec::new(),
+            role: None,
+            version: None,
         },
     ];
     let mut seen = std::collections::BTreeSet::new();
@@ -330,6 +344,12 @@ async fn catalog(
                 kind: "plugin".into(),
                 description: plugin.info.description.clone(),
                 config_schema: plugin.info.config_schema.clone(),
+                output_schema: Some(plugin.info.output_schema.clone()),
+                capabilities: plugin.info.capabilities.clone(),
+                role: plugin.info.output_schema[crate::engine::definition::ROLE_KEY]
+                    .as_str()
+                    .map(str::to_owned),
+                version: Some(plugin.info.version.to_string()),
             });
         }
     }

@@ -17,7 +17,7 @@ use super::auth::Principal;
 use super::dto::{
     EventList, EventOut, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus, StartRun, Terminate,
 };
-use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit};
+use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit, paginate};
 use crate::engine::advance::run_is_terminal;
 use crate::engine::runs::{Resume, Stop};
 
@@ -178,17 +178,8 @@ async fn list(
             limit + 1,
         )
         .await?;
-    let more = runs.len() as i64 > limit;
-    let items: Vec<RunOut> = runs
-        .iter()
-        .take(limit as usize)
-        .map(RunOut::summary)
-        .collect();
-    let next_cursor = if more {
-        items.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
+    let (runs, next_cursor) = paginate(runs, limit, |r| r.id.clone());
+    let items = runs.iter().map(RunOut::summary).collect();
     Ok(Json(RunList { items, next_cursor }))
 }
 
@@ -264,17 +255,8 @@ async fn events(
             .engine
             .events(&principal.tenant_id, &id, after, limit + 1)
             .await?;
-        let more = found.len() as i64 > limit;
-        let items: Vec<EventOut> = found
-            .iter()
-            .take(limit as usize)
-            .map(EventOut::from)
-            .collect();
-        let next_cursor = if more {
-            items.last().map(|e| e.id.to_string())
-        } else {
-            None
-        };
+        let (found, next_cursor) = paginate(found, limit, |e| e.id.to_string());
+        let items = found.iter().map(EventOut::from).collect();
         return Ok(Json(EventList { items, next_cursor }).into_response());
     }
     // Checks the run exists (and is this tenant's) before streaming.

@@ -13,7 +13,7 @@ use super::dto::{
     CloneWorkflow, DefinitionDoc, ProblemDoc, Publish, VersionList, VersionOut, WorkflowList,
     WorkflowOut,
 };
-use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit};
+use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit, paginate};
 use crate::engine::Definition;
 use crate::engine::workflows::{Selector, WorkflowVersion};
 
@@ -126,17 +126,11 @@ async fn list(
             limit + 1,
         )
         .await?;
-    let more = found.len() as i64 > limit;
-    let items: Vec<WorkflowOut> = found
+    let (found, next_cursor) = paginate(found, limit, |(w, _)| w.key.clone());
+    let items = found
         .iter()
-        .take(limit as usize)
         .filter_map(|(w, versions)| versions.first().map(|v| WorkflowOut::new(w, v, versions)))
         .collect();
-    let next_cursor = if more {
-        items.last().map(|w| w.key.clone())
-    } else {
-        None
-    };
     Ok(Json(WorkflowList { items, next_cursor }))
 }
 

@@ -300,6 +300,18 @@ fn print_state(memory: &MemoryServices) {
     for ((bucket, key), value) in kv.iter() {
         eprintln!("{bucket}/{key} = {}", String::from_utf8_lossy(value));
     }
+    let notifications = memory
+        .notifications
+        .items
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !notifications.is_empty() {
+        eprintln!("--- notifications ({})", notifications.len());
+        for (key, id, n) in notifications.iter() {
+            eprintln!("{id} (key {key}) [{}] {}: {}", n.level, n.title, n.body);
+        }
+    }
+    drop(notifications);
     let outbox = memory
         .outbox
         .messages

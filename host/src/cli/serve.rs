@@ -76,6 +76,23 @@ pub struct ServeArgs {
     /// Bytes of uploaded plugins one tenant may store; over it: 413.
     #[arg(long, env = "WEFT_TENANT_PLUGIN_STORAGE_BYTES", default_value_t = 256 << 20)]
     tenant_plugin_storage_bytes: usize,
+    /// Start the schedule clock at this time (RFC 3339) instead of now; it
+    /// then advances in real time. For trying out and testing schedules
+    /// without waiting for their tick; leave unset in production.
+    #[arg(long, env = "WEFT_CLOCK_START")]
+    clock_start: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// First delay before redelivering a failed webhook, in ms; each retry
+    /// waits longer (see the README for the schedule).
+    #[arg(long, env = "WEFT_WEBHOOK_RETRY_BASE_MS", default_value_t = crate::engine::webhooks::DEFAULT_RETRY_BASE_MS)]
+    webhook_retry_base_ms: u64,
+    /// A webhook subscription is disabled after this many consecutive
+    /// failed delivery attempts.
+    #[arg(long, env = "WEFT_WEBHOOK_DISABLE_AFTER", default_value_t = crate::engine::webhooks::DEFAULT_DISABLE_AFTER)]
+    webhook_disable_after: u32,
+    /// Queue webhook deliveries but do not send them (maintenance; they go
+    /// out once a host runs without this flag).
+    #[arg(long, env = "WEFT_HOLD_WEBHOOKS")]
+    hold_webhooks: bool,
     /// Shut down when standard input closes (for supervisors and tests that
     /// must not leave a server behind).
     #[arg(long, env = "WEFT_STOP_ON_STDIN_EOF")]
@@ -179,6 +196,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_upload_bytes: args.max_upload_bytes.max(1),
             tenant_plugin_storage_bytes: args.tenant_plugin_storage_bytes,
             secrets: Some(Arc::new(secrets)),
+            clock_offset_ms: args
+                .clock_start
+                .map_or(0, |t| t.timestamp_millis() - crate::db::now_ms()),
+            webhooks: crate::engine::webhooks::WebhookConfig {
+                retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(1)),
+                disable_after: args.webhook_disable_after.max(1),
+                hold: args.hold_webhooks,
+            },
             ..EngineConfig::default()
         },
     );

@@ -9,6 +9,8 @@
 //! - [`auth`]: tenants and API keys.
 //! - [`workflows`]: definitions and their versions.
 //! - [`runs`]: runs, steps, attempts and the event log.
+//! - [`schedules`]: schedules and the ticks they fired.
+//! - [`webhooks`]: webhook subscriptions, deliveries and attempts.
 //! - [`plugins`]: uploaded plugins, their bytes and tenants' grants.
 //! - [`state`]: what plugins persist through host services: key-value
 //!   entries, the mail outbox, files; and idempotency records of the API.
@@ -16,7 +18,9 @@
 pub mod auth;
 pub mod plugins;
 pub mod runs;
+pub mod schedules;
 pub mod state;
+pub mod webhooks;
 pub mod workflows;
 
 use std::path::Path;

@@ -19,6 +19,11 @@ pub struct RunRow {
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
     pub deadline_at: Option<i64>,
+    /// Waiting for a run of its workflow to end (`concurrency.on_limit:
+    /// queue`): pending, with no step scheduled yet.
+    pub queued: bool,
+    /// The schedule that started it, if one did.
+    pub schedule_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +82,8 @@ fn run(r: &SqliteRow) -> RunRow {
         started_at: r.get("started_at"),
         ended_at: r.get("ended_at"),
         deadline_at: r.get("deadline_at"),
+        queued: r.get::<i64, _>("queued") != 0,
+        schedule_id: r.get("schedule_id"),
     }
 }
 
@@ -127,8 +134,8 @@ fn event(r: &SqliteRow) -> EventRow {
 
 pub async fn insert_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.id)
     .bind(&r.tenant_id)
@@ -142,6 +149,8 @@ pub async fn insert_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
     .bind(r.started_at)
     .bind(r.ended_at)
     .bind(r.deadline_at)
+    .bind(i64::from(r.queued))
+    .bind(&r.schedule_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -149,12 +158,13 @@ pub async fn insert_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
 
 /// Writes every mutable column of a run.
 pub async fn update_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
-    sqlx::query("UPDATE runs SET status = ?, result = ?, error = ?, started_at = ?, ended_at = ? WHERE id = ?")
+    sqlx::query("UPDATE runs SET status = ?, result = ?, error = ?, started_at = ?, ended_at = ?, queued = ? WHERE id = ?")
         .bind(&r.status)
         .bind(&r.result)
         .bind(&r.error)
         .bind(r.started_at)
         .bind(r.ended_at)
+        .bind(i64::from(r.queued))
         .bind(&r.id)
         .execute(conn)
         .await?;
@@ -454,4 +464,71 @@ pub async fn running_for_tenant(conn: &mut Conn, tenant: &str) -> Result<i64, Db
     .bind(tenant)
     .fetch_one(conn)
     .await?)
+}
+
+/// An unfinished run of a workflow that counts against its concurrency
+/// limit (not queued), oldest first, and how many there are.
+pub async fn active_of_workflow(
+    conn: &mut Conn,
+    tenant: &str,
+    workflow: &str,
+) -> Result<(i64, Option<String>), DbError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, MIN(id) AS oldest FROM runs
+         WHERE tenant_id = ? AND workflow_key = ? AND status IN ('pending', 'running', 'paused') AND queued = 0",
+    )
+    .bind(tenant)
+    .bind(workflow)
+    .fetch_one(conn)
+    .await?;
+    Ok((row.get("n"), row.get("oldest")))
+}
+
+/// The oldest queued run of a workflow.
+pub async fn oldest_queued(
+    conn: &mut Conn,
+    tenant: &str,
+    workflow: &str,
+) -> Result<Option<RunRow>, DbError> {
+    let row = sqlx::query(
+        "SELECT * FROM runs
+         WHERE tenant_id = ? AND workflow_key = ? AND status = 'pending' AND queued = 1
+         ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(workflow)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(run))
+}
+
+/// The most recently created run of a workflow: (id, created_at).
+pub async fn latest_of_workflow(
+    conn: &mut Conn,
+    tenant: &str,
+    workflow: &str,
+) -> Result<Option<(String, i64)>, DbError> {
+    let row = sqlx::query(
+        "SELECT id, created_at FROM runs WHERE tenant_id = ? AND workflow_key = ?
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(workflow)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.get("id"), r.get("created_at"))))
+}
+
+/// Sets a run's deadline (when a queued run starts).
+pub async fn set_deadline(
+    conn: &mut Conn,
+    id: &str,
+    deadline_at: Option<i64>,
+) -> Result<(), DbError> {
+    sqlx::query("UPDATE runs SET deadline_at = ? WHERE id = ?")
+        .bind(deadline_at)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

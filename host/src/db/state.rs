@@ -379,3 +379,138 @@ pub async fn file_meta(
         created_at: r.get("created_at"),
     }))
 }
+
+/// An in-app notification a plugin recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub run_id: Option<String>,
+    pub step_id: Option<String>,
+    pub title: String,
+    pub body: String,
+    pub level: String,
+    pub audience: String,
+    pub link: String,
+    pub created_at: i64,
+    pub read_at: Option<i64>,
+}
+
+/// Records a notification under `key`; a key seen before keeps the first
+/// one. Returns the notification's id.
+pub async fn notification_put(
+    conn: &mut Conn,
+    key: &str,
+    n: &NotificationRow,
+) -> Result<String, DbError> {
+    sqlx::query(
+        "INSERT INTO notifications (id, tenant_id, idempotency_key, run_id, step_id, title, body, level, audience, link, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+    )
+    .bind(&n.id)
+    .bind(&n.tenant_id)
+    .bind(key)
+    .bind(&n.run_id)
+    .bind(&n.step_id)
+    .bind(&n.title)
+    .bind(&n.body)
+    .bind(&n.level)
+    .bind(&n.audience)
+    .bind(&n.link)
+    .bind(n.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM notifications WHERE tenant_id = ? AND idempotency_key = ?",
+    )
+    .bind(&n.tenant_id)
+    .bind(key)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// A tenant's notifications, newest first, before `cursor` (an id).
+pub async fn notifications(
+    conn: &mut Conn,
+    tenant: &str,
+    run_id: Option<&str>,
+    unread_only: bool,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<Vec<NotificationRow>, DbError> {
+    let rows = sqlx::query(
+        "SELECT * FROM notifications WHERE tenant_id = ?1
+           AND (?2 IS NULL OR run_id = ?2) AND (NOT ?3 OR read_at IS NULL) AND (?4 IS NULL OR id < ?4)
+         ORDER BY id DESC LIMIT ?5",
+    )
+    .bind(tenant)
+    .bind(run_id)
+    .bind(unread_only)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| NotificationRow {
+            id: r.get("id"),
+            tenant_id: r.get("tenant_id"),
+            run_id: r.get("run_id"),
+            step_id: r.get("step_id"),
+            title: r.get("title"),
+            body: r.get("body"),
+            level: r.get("level"),
+            audience: r.get("audience"),
+            link: r.get("link"),
+            created_at: r.get("created_at"),
+            read_at: r.get("read_at"),
+        })
+        .collect())
+}
+
+/// Marks a notification read; false if the tenant has no such notification.
+pub async fn notification_read(
+    conn: &mut Conn,
+    tenant: &str,
+    id: &str,
+    now: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE notifications SET read_at = COALESCE(read_at, ?) WHERE tenant_id = ? AND id = ?",
+    )
+    .bind(now)
+    .bind(tenant)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Entries of a bucket whose key starts with `prefix`, after key `after`,
+/// in key order: (key, value, updated_at).
+pub async fn kv_entries(
+    conn: &mut Conn,
+    tenant: &str,
+    bucket: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(String, Vec<u8>, i64)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT key, value, updated_at FROM kv
+         WHERE tenant_id = ?1 AND bucket = ?2 AND substr(key, 1, length(?3)) = ?3 AND (?4 IS NULL OR key > ?4)
+         ORDER BY key LIMIT ?5",
+    )
+    .bind(tenant)
+    .bind(bucket)
+    .bind(prefix)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("key"), r.get("value"), r.get("updated_at")))
+        .collect())
+}

@@ -336,6 +336,8 @@ mod tests {
             steps,
             max_duration_ms: None,
             output: None,
+            concurrency: None,
+            min_interval_ms: None,
         }
     }
 
@@ -385,6 +387,8 @@ mod tests {
             started_at: None,
             ended_at: None,
             deadline_at: None,
+            queued: false,
+            schedule_id: None,
         }
     }
 

@@ -40,7 +40,44 @@ pub struct Definition {
     /// the outputs of the steps nothing depends on, by step id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// How many runs of this workflow may be unfinished at once, and what
+    /// happens to a start beyond that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// A manual start sooner than this after the previous run's start is
+    /// refused (409). Schedules are not affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_interval_ms: Option<u64>,
 }
+
+/// Overlap control for a workflow's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// Most unfinished (pending, running or paused) runs at once.
+    pub limit: u32,
+    #[serde(default)]
+    pub on_limit: OnLimit,
+}
+
+/// What a start beyond the concurrency limit does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    /// The run is created and waits, in start order, until one ends.
+    #[default]
+    Queue,
+    /// The start is refused with 409 naming a running run.
+    Reject,
+}
+
+/// Most runs a concurrency limit may allow.
+pub const MAX_CONCURRENCY: u32 = 10_000;
+
+/// The `x-weft-role` a plugin declares at the top of its output schema:
+/// `summary` plugins compute a report that is useless unless a `delivery`
+/// plugin (mail, notification, HTTP) sends it somewhere.
+pub const ROLE_KEY: &str = "x-weft-role";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +242,18 @@ impl Definition {
                 self.steps.len()
             )));
         }
+        if let Some(c) = &self.concurrency
+            && (c.limit == 0 || c.limit > MAX_CONCURRENCY)
+        {
+            problems.push(Problem::workflow(format!(
+                "concurrency.limit must be 1 to {MAX_CONCURRENCY}"
+            )));
+        }
+        if self.min_interval_ms == Some(0) {
+            problems.push(Problem::workflow(
+                "min_interval_ms must be positive (leave it out for no minimum)".into(),
+            ));
+        }
         if let Some(schema) = &self.input_schema
             && let Err(e) = jsonschema::validator_for(schema)
         {
@@ -258,6 +307,9 @@ impl Definition {
                 &mut problems,
             );
         }
+        if problems.is_empty() {
+            self.check_summaries_are_delivered(plugins, tenant, &ancestors, &mut problems);
+        }
         if let Some(output) = &self.output {
             match template::references(output) {
                 Ok(refs) => {
@@ -279,6 +331,47 @@ impl Definition {
             Ok(())
         } else {
             Err(problems)
+        }
+    }
+}
+
+impl Definition {
+    /// Every step of a `summary` plugin must feed (be an ancestor of) a
+    /// step of a `delivery` plugin: a report nobody receives is a mistake.
+    fn check_summaries_are_delivered(
+        &self,
+        plugins: &Plugins,
+        tenant: &str,
+        ancestors: &BTreeMap<String, BTreeSet<String>>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let role = |pinned: &Option<String>| -> Option<String> {
+            let plugin = plugins.exact(tenant, pinned.as_deref()?)?;
+            plugin.info.output_schema[ROLE_KEY]
+                .as_str()
+                .map(str::to_owned)
+        };
+        let deliveries: Vec<&StepDef> = self
+            .steps
+            .iter()
+            .filter(|s| role(&s.plugin).as_deref() == Some("delivery"))
+            .collect();
+        for step in &self.steps {
+            if role(&step.plugin).as_deref() != Some("summary") {
+                continue;
+            }
+            let delivered = deliveries
+                .iter()
+                .any(|d| ancestors.get(&d.id).is_some_and(|up| up.contains(&step.id)));
+            if !delivered {
+                problems.push(Problem::step(
+                    &step.id,
+                    format!(
+                        "{} produces a summary that no delivery step receives: add a step such as send_email, create_notification or http_request that depends on {:?} and uses its output",
+                        step.uses, step.id
+                    ),
+                ));
+            }
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`advance`]: the run state machine, pure.
 //! - [`scheduler`]: claiming, executing and recording attempts.
 //! - `background`: run deadlines and the SMTP outbox sender.
+//! - [`schedules`], [`cron`]: cron schedules in a time zone that start runs.
+//! - [`webhooks`]: subscriptions, fan-out from the event log, signed delivery.
 //! - [`workflows`], [`runs`]: what the API calls.
 //! - [`plugins`]: the plugins a tenant can use and their grants.
 //! - [`marketplace`]: uploading, yanking, listing and granting plugins.
@@ -19,14 +21,17 @@
 
 pub mod advance;
 mod background;
+pub mod cron;
 pub mod definition;
 pub mod marketplace;
 pub mod plugins;
 pub mod runs;
 pub mod scheduler;
+pub mod schedules;
 pub mod secrets;
 pub mod services;
 pub mod template;
+pub mod webhooks;
 pub mod workflows;
 
 use std::collections::HashMap;
@@ -50,6 +55,9 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Refused by the workflow's `concurrency` or `min_interval_ms`.
+    #[error("{message}")]
+    Overlap { message: String, run_id: String },
     #[error("the workflow definition is invalid")]
     InvalidDefinition(Vec<Problem>),
     #[error("{0}")]
@@ -80,6 +88,10 @@ pub struct EngineConfig {
     pub tenant_plugin_storage_bytes: usize,
     /// Seals tenant secrets at rest; without one, secrets cannot be stored.
     pub secrets: Option<Arc<secrets::SecretBox>>,
+    /// Added to the wall clock for schedules: lets tests start the server
+    /// "at" a chosen time instead of sleeping until it.
+    pub clock_offset_ms: i64,
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +106,8 @@ impl Default for EngineConfig {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             tenant_plugin_storage_bytes: 256 << 20,
             secrets: None,
+            clock_offset_ms: 0,
+            webhooks: webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -123,6 +137,10 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Wakes the scheduler: new ready steps, freed slots.
     wake: Notify,
+    /// Wakes the schedule loop: a schedule was created or changed.
+    schedule_wake: Notify,
+    /// Wakes the webhook loop: new events, changed subscriptions.
+    webhook_wake: Notify,
     /// Tells listeners (waiting starts, event streams) that a run changed.
     changes: broadcast::Sender<String>,
     /// Attempts running here, by (run id, step id), to interrupt them.
@@ -150,6 +168,8 @@ impl Engine {
             config,
             metrics: Metrics::default(),
             wake: Notify::new(),
+            schedule_wake: Notify::new(),
+            webhook_wake: Notify::new(),
             changes,
             running: Mutex::default(),
             in_flight: AtomicUsize::new(0),
@@ -195,6 +215,7 @@ impl Engine {
 
     fn changed(&self, run_id: &str) {
         let _ = self.changes.send(run_id.to_owned());
+        self.webhook_wake.notify_one();
     }
 }
 

@@ -374,6 +374,7 @@ fn merge(mut a: Grants, b: Grants) -> Grants {
     a.mail |= b.mail;
     a.kv |= b.kv;
     a.files |= b.files;
+    a.notify |= b.notify;
     a
 }
 
@@ -392,6 +393,7 @@ pub fn ungranted(requested: &[String], granted: &Grants) -> Vec<String> {
                 "mail" => !granted.mail,
                 "kv" => !granted.kv,
                 "files" => !granted.files,
+                "notify" => !granted.notify,
                 _ => false,
             },
         })
@@ -418,6 +420,7 @@ mod tests {
                     mail: true,
                     kv: true,
                     files: false,
+                    notify: false,
                 },
                 ["http:*", "secret:*", "files"].map(String::from).to_vec(),
             ),

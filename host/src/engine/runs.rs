@@ -44,6 +44,22 @@ pub enum Resume {
     Retry,
 }
 
+/// Who starts a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// A client through the API: `min_interval_ms` applies.
+    Manual,
+    /// A schedule's tick (ms).
+    Schedule { id: &'a str, tick: i64 },
+}
+
+/// A run checked against its workflow, ready to be inserted.
+pub(crate) struct Prepared {
+    definition: std::sync::Arc<definition::Definition>,
+    version: String,
+    input: Value,
+}
+
 impl Engine {
     /// Starts a run of `workflow` at `version` (default: the published one).
     pub async fn start_run(
@@ -53,6 +69,25 @@ impl Engine {
         version: Option<&str>,
         input: Value,
     ) -> Result<RunRow, EngineError> {
+        let prepared = self.prepare_run(tenant, workflow, version, input).await?;
+        let mut tx = self.db.begin().await?;
+        let run = self
+            .insert_run(&mut tx, tenant, workflow, prepared, Origin::Manual)
+            .await?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.changed(&run.id);
+        self.wake.notify_one();
+        Ok(run)
+    }
+
+    /// Loads the workflow version and checks the input against its schema.
+    pub(crate) async fn prepare_run(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        version: Option<&str>,
+        input: Value,
+    ) -> Result<Prepared, EngineError> {
         let selector = match version {
             None => Selector::Published,
             Some(v) => Selector::parse(Some(v))?,
@@ -78,12 +113,66 @@ impl Engine {
                 )));
             }
         }
+        Ok(Prepared {
+            definition,
+            version: found.version.version.to_string(),
+            input,
+        })
+    }
+
+    /// Inserts a prepared run in `tx`, applying the workflow's overlap
+    /// control: a start over `concurrency.limit` is queued or refused, a
+    /// manual start within `min_interval_ms` of the last one is refused.
+    pub(crate) async fn insert_run(
+        &self,
+        tx: &mut db::Tx,
+        tenant: &str,
+        workflow: &str,
+        prepared: Prepared,
+        origin: Origin<'_>,
+    ) -> Result<RunRow, EngineError> {
+        let Prepared {
+            definition,
+            version,
+            input,
+        } = prepared;
         let now = db::now_ms();
+        if let (Some(min), Origin::Manual) = (definition.min_interval_ms, origin)
+            && let Some((last, at)) = db::runs::latest_of_workflow(tx, tenant, workflow).await?
+            && now - at < min as i64
+        {
+            return Err(EngineError::Overlap {
+                message: format!(
+                    "workflow {workflow:?} allows one start every {min} ms; run {last} started {} ms ago",
+                    now - at
+                ),
+                run_id: last,
+            });
+        }
+        let mut queued = false;
+        if let Some(limit) = &definition.concurrency {
+            let (active, oldest) = db::runs::active_of_workflow(tx, tenant, workflow).await?;
+            if active >= i64::from(limit.limit) {
+                let oldest = oldest.unwrap_or_default();
+                match limit.on_limit {
+                    definition::OnLimit::Reject => {
+                        return Err(EngineError::Overlap {
+                            message: format!(
+                                "workflow {workflow:?} allows {} unfinished run(s) at once and has {active}; run {oldest} is still going",
+                                limit.limit
+                            ),
+                            run_id: oldest,
+                        });
+                    }
+                    definition::OnLimit::Queue => queued = true,
+                }
+            }
+        }
         let mut run = RunRow {
             id: uuid::Uuid::now_v7().to_string(),
             tenant_id: tenant.to_owned(),
             workflow_key: workflow.to_owned(),
-            workflow_version: found.version.version.to_string(),
+            workflow_version: version,
             status: "pending".into(),
             input: input.to_string(),
             result: None,
@@ -91,7 +180,12 @@ impl Engine {
             created_at: now,
             started_at: None,
             ended_at: None,
-            deadline_at: definition.max_duration_ms.map(|ms| now + ms as i64),
+            deadline_at: None,
+            queued,
+            schedule_id: match origin {
+                Origin::Schedule { id, .. } => Some(id.to_owned()),
+                Origin::Manual => None,
+            },
         };
         let mut steps: Vec<StepRow> = definition
             .steps
@@ -118,32 +212,93 @@ impl Engine {
                 ended_at: None,
             })
             .collect();
-        let mut events = vec![Event::run(
-            "run.created",
-            json!({"workflow": workflow, "version": run.workflow_version}),
-        )];
-        let original_run = run.clone();
-        events.extend(advance::advance(&definition, &mut run, &mut steps, now));
-        let mut tx = self.db.begin().await?;
-        db::runs::insert_run(&mut tx, &original_run).await?;
-        for step in &steps {
-            db::runs::insert_step(&mut tx, step).await?;
+        let mut created = json!({"workflow": workflow, "version": run.workflow_version});
+        if let Origin::Schedule { id, tick } = origin {
+            created["schedule_id"] = json!(id);
+            created["scheduled_for"] = json!(super::rfc3339(tick));
         }
-        self.write_changes(
-            &mut tx,
+        let mut events = vec![Event::run("run.created", created)];
+        if !queued {
+            run.deadline_at = definition.max_duration_ms.map(|ms| now + ms as i64);
+        }
+        let original_run = run.clone();
+        if queued {
+            events.push(Event::run(
+                "run.queued",
+                json!({"reason": "the workflow's concurrency limit is reached"}),
+            ));
+        } else {
+            events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+        }
+        db::runs::insert_run(tx, &original_run).await?;
+        for step in &steps {
+            db::runs::insert_step(tx, step).await?;
+        }
+        self.write_changes(tx, &original_run, &run, &steps, &steps, &[], &events, now)
+            .await?;
+        Ok(run)
+    }
+
+    /// After a run of `workflow` ended in `tx`: starts queued runs of that
+    /// workflow, oldest first, while the limit allows.
+    pub(crate) async fn release_queued(
+        &self,
+        tx: &mut db::Tx,
+        tenant: &str,
+        workflow: &str,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        // A released run can end at once (every step skipped): go on then.
+        while let Some(run) = self.release_one(tx, tenant, workflow, now).await? {
+            self.changed(&run.id);
+            if !run_is_terminal(&run.status) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn release_one(
+        &self,
+        tx: &mut db::Tx,
+        tenant: &str,
+        workflow: &str,
+        now: i64,
+    ) -> Result<Option<RunRow>, EngineError> {
+        let Some(mut run) = db::runs::oldest_queued(tx, tenant, workflow).await? else {
+            return Ok(None);
+        };
+        let definition = self.definition_for_run(&run).await?;
+        let limit = definition
+            .concurrency
+            .as_ref()
+            .map_or(u32::MAX, |c| c.limit);
+        let (active, _) = db::runs::active_of_workflow(tx, tenant, workflow).await?;
+        if active >= i64::from(limit) {
+            return Ok(None);
+        }
+        let mut steps = db::runs::steps_of(tx, &run.id).await?;
+        let original_run = run.clone();
+        let original = steps.clone();
+        run.queued = false;
+        run.deadline_at = definition.max_duration_ms.map(|ms| now + ms as i64);
+        let mut events = vec![Event::run("run.dequeued", json!({}))];
+        events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+        if run.deadline_at != original_run.deadline_at {
+            db::runs::set_deadline(tx, &run.id, run.deadline_at).await?;
+        }
+        self.write_rows(
+            tx,
             &original_run,
             &run,
-            &steps,
+            &original,
             &steps,
             &[],
             &events,
             now,
         )
         .await?;
-        tx.commit().await.map_err(DbError::from)?;
-        self.changed(&run.id);
-        self.wake.notify_one();
-        Ok(run)
+        Ok(Some(run))
     }
 
     pub async fn get_run(&self, tenant: &str, id: &str) -> Result<RunView, EngineError> {

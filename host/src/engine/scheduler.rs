@@ -38,7 +38,8 @@ pub(crate) enum Outcome {
 }
 
 impl Engine {
-    /// Runs the scheduler, the deadline watcher and the outbox sender until
+    /// Runs the scheduler, the deadline watcher, the schedule loop and the
+    /// outbox sender until
     /// `shutdown` is cancelled.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         if let Some(finished) = lock(&self.finished_rx).take() {
@@ -51,6 +52,12 @@ impl Engine {
         let engine = self.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move { engine.watch_deadlines(stop).await });
+        let engine = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { engine.run_schedules(stop).await });
+        let engine = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { engine.run_webhooks(stop).await });
         if self.config.smtp.is_some() {
             let engine = self.clone();
             tokio::spawn(async move { engine.send_mail(shutdown).await });
@@ -693,6 +700,37 @@ impl Engine {
         reason = "one transaction's worth of changes"
     )]
     pub(crate) async fn write_changes(
+        &self,
+        tx: &mut db::Tx,
+        original_run: &RunRow,
+        run: &RunRow,
+        original: &[StepRow],
+        steps: &[StepRow],
+        new_steps: &[StepRow],
+        events: &[Event],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        self.write_rows(
+            tx,
+            original_run,
+            run,
+            original,
+            steps,
+            new_steps,
+            events,
+            now,
+        )
+        .await?;
+        if run_is_terminal(&run.status) && !run_is_terminal(&original_run.status) {
+            self.release_queued(tx, &run.tenant_id, &run.workflow_key, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::write_changes`] without releasing queued runs.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one change")]
+    pub(crate) async fn write_rows(
         &self,
         tx: &mut db::Tx,
         original_run: &RunRow,

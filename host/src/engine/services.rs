@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use super::secrets::SecretBox;
 use crate::db::{self, Db};
 use crate::runtime::Services;
-use crate::runtime::services::{Files, KeyValue, Mailer, OutgoingMail, Progress, Secrets};
+use crate::runtime::services::{
+    Files, KeyValue, Mailer, Notifier, OutgoingMail, OutgoingNotification, Progress, Secrets,
+};
 
 /// Progress reports closer together than this are dropped (the last one of
 /// an attempt always lands in its result anyway).
@@ -33,6 +35,7 @@ pub fn for_attempt(
     Services {
         kv: scope.clone(),
         mail: scope.clone(),
+        notifications: scope.clone(),
         files: scope.clone(),
         secrets: scope.clone(),
         progress: scope,
@@ -88,6 +91,33 @@ impl KeyValue for Scope {
     ) -> Result<Vec<String>, String> {
         let mut conn = self.db.reader().await.map_err(err)?;
         db::state::kv_keys(&mut conn, &self.tenant, bucket, offset as i64, limit as i64)
+            .await
+            .map_err(err)
+    }
+}
+
+#[async_trait]
+impl Notifier for Scope {
+    async fn notify(
+        &self,
+        key: &str,
+        notification: OutgoingNotification,
+    ) -> Result<String, String> {
+        let mut conn = self.db.writer().await.map_err(err)?;
+        let row = db::state::NotificationRow {
+            id: format!("ntf_{}", uuid::Uuid::now_v7().simple()),
+            tenant_id: self.tenant.clone(),
+            run_id: Some(self.run_id.clone()),
+            step_id: Some(self.step_id.clone()),
+            title: notification.title,
+            body: notification.body,
+            level: notification.level,
+            audience: notification.audience,
+            link: notification.link,
+            created_at: db::now_ms(),
+            read_at: None,
+        };
+        db::state::notification_put(&mut conn, key, &row)
             .await
             .map_err(err)
     }

@@ -1,5 +1,5 @@
 //! What one attempt is allowed to use: outbound hosts, secret names, mail,
-//! key-value and files. Built by the caller from the plugin's request and the
+//! key-value, files and notifications. Built by the caller from the plugin's request and the
 //! tenant's decision; checked by the runtime on every call.
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,9 @@ pub struct Grants {
     pub mail: bool,
     pub kv: bool,
     pub files: bool,
+    /// In-app notifications (`notify`).
+    #[serde(default)]
+    pub notify: bool,
 }
 
 impl Grants {
@@ -27,6 +30,7 @@ impl Grants {
             mail: true,
             kv: true,
             files: true,
+            notify: true,
         }
     }
 
@@ -41,6 +45,7 @@ impl Grants {
                     "mail" => grants.mail = true,
                     "kv" => grants.kv = true,
                     "files" => grants.files = true,
+                    "notify" => grants.notify = true,
                     _ => {}
                 },
             }

@@ -380,6 +380,7 @@ impl Runtime {
             log: log.clone(),
             outputs,
             mail_calls: 0,
+            notify_calls: 0,
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limiter);

@@ -9,11 +9,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::weft::plugin::host::{self, LogLevel, Mail};
+use super::bindings::weft::plugin::host::{self, LogLevel, Mail, Notification};
 use super::grants::Grants;
 use super::limits::MemoryLimiter;
 use super::output::CappedOutput;
-use super::services::{OutgoingMail, Services};
+use super::services::{OutgoingMail, OutgoingNotification, Services};
 use super::{LogLine, StepContext};
 
 /// Largest file `read-file` hands to a guest; bigger files are refused with
@@ -36,6 +36,7 @@ pub(crate) struct Sandbox {
     /// Number of `send-mail` calls so far: the n-th call of every attempt of
     /// a step shares one outbox key, so a retry re-sends nothing.
     pub(crate) mail_calls: u32,
+    pub(crate) notify_calls: u32,
 }
 
 /// The attempt's log lines, capped by bytes. Stdout and stderr of the guest
@@ -212,6 +213,40 @@ impl host::Host for Sandbox {
             body: message.body,
         };
         self.services.mail.send(&key, mail).await
+    }
+
+    async fn notify(&mut self, notification: Notification) -> Result<String, String> {
+        let Some(context) = &self.context else {
+            return Err(self.denied("notifications during describe"));
+        };
+        if !self.grants.notify {
+            return Err(self.denied("notify"));
+        }
+        if notification.title.trim().is_empty() {
+            return Err("a notification needs a title".into());
+        }
+        const LEVELS: [&str; 4] = ["info", "success", "warning", "error"];
+        let level = if notification.level.is_empty() {
+            "info".to_owned()
+        } else if LEVELS.contains(&notification.level.as_str()) {
+            notification.level
+        } else {
+            return Err(format!(
+                "level {:?} is not one of info, success, warning, error",
+                notification.level
+            ));
+        };
+        // Keyed like mail, in their own sequence.
+        self.notify_calls += 1;
+        let key = format!("{}#n{}", context.idempotency_key, self.notify_calls);
+        let notification = OutgoingNotification {
+            title: notification.title.chars().take(200).collect(),
+            body: notification.body.chars().take(10_000).collect(),
+            level,
+            audience: notification.audience.chars().take(200).collect(),
+            link: notification.link.chars().take(2000).collect(),
+        };
+        self.services.notifications.notify(&key, notification).await
     }
 }
 

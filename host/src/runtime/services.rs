@@ -1,7 +1,7 @@
 //! What the host offers a running step, as traits the engine implements.
 //!
 //! The runtime never touches the database: key-value data, the mail outbox,
-//! files and secrets reach it through these traits, each instance already
+//! notifications, files and secrets reach it through these traits, each instance already
 //! scoped to one tenant by whoever built it. A guest can only name keys,
 //! files and secrets; it can never name a tenant.
 //!
@@ -54,6 +54,25 @@ pub trait Mailer: Send + Sync {
     async fn send(&self, key: &str, mail: OutgoingMail) -> Result<String, String>;
 }
 
+/// An in-app notification handed to the notify capability.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutgoingNotification {
+    pub title: String,
+    pub body: String,
+    pub level: String,
+    pub audience: String,
+    pub link: String,
+}
+
+/// A tenant's in-app notifications.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Records `notification` under `key` and returns its id; a key seen
+    /// before returns the first notification's id and records nothing.
+    async fn notify(&self, key: &str, notification: OutgoingNotification)
+    -> Result<String, String>;
+}
+
 /// A tenant's uploaded files.
 #[async_trait]
 pub trait Files: Send + Sync {
@@ -79,6 +98,7 @@ pub trait Progress: Send + Sync {
 pub struct Services {
     pub kv: Arc<dyn KeyValue>,
     pub mail: Arc<dyn Mailer>,
+    pub notifications: Arc<dyn Notifier>,
     pub files: Arc<dyn Files>,
     pub secrets: Arc<dyn Secrets>,
     pub progress: Arc<dyn Progress>,
@@ -97,6 +117,7 @@ impl Services {
 pub struct MemoryServices {
     pub kv: Arc<MemoryKeyValue>,
     pub outbox: Arc<MemoryOutbox>,
+    pub notifications: Arc<MemoryNotifications>,
     pub files: Arc<MemoryFiles>,
     pub secrets: Arc<MemorySecrets>,
     pub progress: Arc<MemoryProgress>,
@@ -107,6 +128,7 @@ impl MemoryServices {
         Services {
             kv: self.kv.clone(),
             mail: self.outbox.clone(),
+            notifications: self.notifications.clone(),
             files: self.files.clone(),
             secrets: self.secrets.clone(),
             progress: self.progress.clone(),
@@ -173,6 +195,29 @@ impl Mailer for MemoryOutbox {
         }
         let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
         messages.push((key.to_owned(), id.clone(), mail));
+        Ok(id)
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryNotifications {
+    /// (key, id, notification) in the order they were recorded.
+    pub items: Mutex<Vec<(String, String, OutgoingNotification)>>,
+}
+
+#[async_trait]
+impl Notifier for MemoryNotifications {
+    async fn notify(
+        &self,
+        key: &str,
+        notification: OutgoingNotification,
+    ) -> Result<String, String> {
+        let mut items = lock(&self.items);
+        if let Some((_, id, _)) = items.iter().find(|(k, _, _)| k == key) {
+            return Ok(id.clone());
+        }
+        let id = format!("ntf_{}", uuid::Uuid::now_v7().simple());
+        items.push((key.to_owned(), id.clone(), notification));
         Ok(id)
     }
 }

@@ -63,3 +63,29 @@ pub fn send_mail(mail: &Mail) -> Result<String, String> {
         body: mail.body.clone(),
     })
 }
+
+/// An in-app notification for [`notify`].
+#[derive(Debug, Clone, Default)]
+pub struct Notification {
+    pub title: String,
+    pub body: String,
+    /// `info`, `success`, `warning` or `error`.
+    pub level: String,
+    /// A user, team or role name; empty for everyone in the tenant.
+    pub audience: String,
+    /// A link the notification points to; empty for none.
+    pub link: String,
+}
+
+/// Records an in-app notification (readable at `GET /v1/notifications`)
+/// and returns its id. Retried attempts get the same id back and create
+/// nothing twice.
+pub fn notify(notification: &Notification) -> Result<String, String> {
+    wit::notify(&wit::Notification {
+        title: notification.title.clone(),
+        body: notification.body.clone(),
+        level: notification.level.clone(),
+        audience: notification.audience.clone(),
+        link: notification.link.clone(),
+    })
+}

@@ -1,0 +1,413 @@
+//! Webhook subscriptions, their deliveries and every delivery attempt.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Conn, DbError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    /// JSON array of event types.
+    pub events: String,
+    /// Sealed `whsec_…` secret.
+    pub secret: Vec<u8>,
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub consecutive_failures: i64,
+    pub cursor: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn webhook(r: &SqliteRow) -> WebhookRow {
+    WebhookRow {
+        id: r.get("id"),
+        tenant_id: r.get("tenant_id"),
+        url: r.get("url"),
+        events: r.get("events"),
+        secret: r.get("secret"),
+        status: r.get("status"),
+        disabled_reason: r.get("disabled_reason"),
+        consecutive_failures: r.get("consecutive_failures"),
+        cursor: r.get("cursor"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub webhook_id: String,
+    pub tenant_id: String,
+    pub event_id: i64,
+    pub event_type: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub retry_index: i64,
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub created_at: i64,
+}
+
+fn delivery(r: &SqliteRow) -> DeliveryRow {
+    DeliveryRow {
+        id: r.get("id"),
+        webhook_id: r.get("webhook_id"),
+        tenant_id: r.get("tenant_id"),
+        event_id: r.get("event_id"),
+        event_type: r.get("event_type"),
+        payload: r.get("payload"),
+        status: r.get("status"),
+        attempts: r.get("attempts"),
+        retry_index: r.get("retry_index"),
+        next_attempt_at: r.get("next_attempt_at"),
+        delivered_at: r.get("delivered_at"),
+        created_at: r.get("created_at"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub delivery_id: String,
+    pub attempt: i64,
+    pub at: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+pub async fn insert(conn: &mut Conn, w: &WebhookRow) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO webhooks (id, tenant_id, url, events, secret, status, cursor, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = ?), ?, ?)",
+    )
+    .bind(&w.id)
+    .bind(&w.tenant_id)
+    .bind(&w.url)
+    .bind(&w.events)
+    .bind(&w.secret)
+    .bind(&w.status)
+    .bind(&w.tenant_id)
+    .bind(w.created_at)
+    .bind(w.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes what a PATCH may change. Re-enabling starts after the latest
+/// event: what happened while disabled is not delivered.
+pub async fn update(conn: &mut Conn, w: &WebhookRow, reenabled: bool) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE webhooks SET url = ?, events = ?, status = ?, disabled_reason = ?, consecutive_failures = ?,
+             cursor = CASE WHEN ? THEN (SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = ?) ELSE cursor END,
+             updated_at = ?
+         WHERE id = ? AND tenant_id = ?",
+    )
+    .bind(&w.url)
+    .bind(&w.events)
+    .bind(&w.status)
+    .bind(&w.disabled_reason)
+    .bind(w.consecutive_failures)
+    .bind(reenabled)
+    .bind(&w.tenant_id)
+    .bind(w.updated_at)
+    .bind(&w.id)
+    .bind(&w.tenant_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<WebhookRow>, DbError> {
+    let row = sqlx::query("SELECT * FROM webhooks WHERE id = ? AND tenant_id = ?")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.as_ref().map(webhook))
+}
+
+pub async fn list(conn: &mut Conn, tenant: &str) -> Result<Vec<WebhookRow>, DbError> {
+    let rows = sqlx::query("SELECT * FROM webhooks WHERE tenant_id = ? ORDER BY id")
+        .bind(tenant)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.iter().map(webhook).collect())
+}
+
+/// Deletes a subscription with its deliveries and their attempts.
+pub async fn delete(conn: &mut Conn, tenant: &str, id: &str) -> Result<bool, DbError> {
+    let done = sqlx::query("DELETE FROM webhooks WHERE id = ? AND tenant_id = ?")
+        .bind(id)
+        .bind(tenant)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE webhook_id = ?)",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = ?")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Every active subscription (all tenants): the fan-out's work list.
+pub async fn active(conn: &mut Conn) -> Result<Vec<WebhookRow>, DbError> {
+    let rows = sqlx::query("SELECT * FROM webhooks WHERE status = 'active'")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.iter().map(webhook).collect())
+}
+
+/// An event with what a payload needs of its run.
+#[derive(Debug, Clone)]
+pub struct EventForDelivery {
+    pub id: i64,
+    pub run_id: String,
+    pub kind: String,
+    pub step_id: Option<String>,
+    pub data: String,
+    pub at: i64,
+    pub workflow_key: Option<String>,
+    pub workflow_version: Option<String>,
+    pub run_status: Option<String>,
+}
+
+/// A tenant's events after `cursor`, oldest first.
+pub async fn events_after(
+    conn: &mut Conn,
+    tenant: &str,
+    cursor: i64,
+    limit: i64,
+) -> Result<Vec<EventForDelivery>, DbError> {
+    let rows = sqlx::query(
+        "SELECT e.id, e.run_id, e.type, e.step_id, e.data, e.at,
+                r.workflow_key, r.workflow_version, r.status AS run_status
+         FROM events e LEFT JOIN runs r ON r.id = e.run_id
+         WHERE e.tenant_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
+    )
+    .bind(tenant)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EventForDelivery {
+            id: r.get("id"),
+            run_id: r.get("run_id"),
+            kind: r.get("type"),
+            step_id: r.get("step_id"),
+            data: r.get("data"),
+            at: r.get("at"),
+            workflow_key: r.get("workflow_key"),
+            workflow_version: r.get("workflow_version"),
+            run_status: r.get("run_status"),
+        })
+        .collect())
+}
+
+pub async fn insert_delivery(conn: &mut Conn, d: &DeliveryRow) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, webhook_id, tenant_id, event_id, event_type, payload, status, next_attempt_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+         ON CONFLICT (webhook_id, event_id) DO NOTHING",
+    )
+    .bind(&d.id)
+    .bind(&d.webhook_id)
+    .bind(&d.tenant_id)
+    .bind(d.event_id)
+    .bind(&d.event_type)
+    .bind(&d.payload)
+    .bind(d.next_attempt_at)
+    .bind(d.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_cursor(conn: &mut Conn, webhook_id: &str, cursor: i64) -> Result<(), DbError> {
+    sqlx::query("UPDATE webhooks SET cursor = ? WHERE id = ? AND cursor < ?")
+        .bind(cursor)
+        .bind(webhook_id)
+        .bind(cursor)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes up to `limit` due deliveries of active subscriptions, pushing
+/// their next attempt `lease_ms` ahead so that a crash mid-send retries
+/// them later rather than never.
+pub async fn claim_due(
+    conn: &mut Conn,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, DbError> {
+    let rows = sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = ?1 + ?2
+         WHERE id IN (
+             SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND w.status = 'active'
+             ORDER BY d.next_attempt_at LIMIT ?3)
+         RETURNING *",
+    )
+    .bind(now)
+    .bind(lease_ms)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.iter().map(delivery).collect())
+}
+
+/// The earliest next attempt of any pending delivery.
+pub async fn next_due(conn: &mut Conn) -> Result<Option<i64>, DbError> {
+    let row = sqlx::query(
+        "SELECT MIN(next_attempt_at) AS t FROM webhook_deliveries WHERE status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(row.get("t"))
+}
+
+pub async fn insert_attempt(conn: &mut Conn, a: &AttemptRow) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.delivery_id)
+    .bind(a.attempt)
+    .bind(a.at)
+    .bind(a.status_code)
+    .bind(&a.error)
+    .bind(a.duration_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes a delivery's state after an attempt or a redelivery request.
+pub async fn update_delivery(conn: &mut Conn, d: &DeliveryRow) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = ?, attempts = ?, retry_index = ?, next_attempt_at = ?, delivered_at = ?
+         WHERE id = ?",
+    )
+    .bind(&d.status)
+    .bind(d.attempts)
+    .bind(d.retry_index)
+    .bind(d.next_attempt_at)
+    .bind(d.delivered_at)
+    .bind(&d.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counts a subscription's attempt: success resets the run of failures; a
+/// failure that reaches `disable_after` (or a `410 Gone`) disables it.
+/// Returns whether it is now disabled.
+pub async fn record_outcome(
+    conn: &mut Conn,
+    webhook_id: &str,
+    success: bool,
+    disable_reason: Option<&str>,
+    disable_after: i64,
+    now: i64,
+) -> Result<bool, DbError> {
+    let row = sqlx::query(
+        "UPDATE webhooks SET
+             consecutive_failures = CASE WHEN ?1 THEN 0 ELSE consecutive_failures + 1 END,
+             status = CASE WHEN NOT ?1 AND (?2 IS NOT NULL OR consecutive_failures + 1 >= ?3) THEN 'disabled' ELSE status END,
+             disabled_reason = CASE WHEN NOT ?1 AND (?2 IS NOT NULL OR consecutive_failures + 1 >= ?3)
+                 THEN COALESCE(?2, 'disabled after ' || ?3 || ' consecutive failed delivery attempts') ELSE disabled_reason END,
+             updated_at = ?4
+         WHERE id = ?5
+         RETURNING status",
+    )
+    .bind(success)
+    .bind(disable_reason)
+    .bind(disable_after)
+    .bind(now)
+    .bind(webhook_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some_and(|r| r.get::<String, _>("status") == "disabled"))
+}
+
+/// A subscription's deliveries, newest first, before `cursor` (an id).
+pub async fn deliveries(
+    conn: &mut Conn,
+    webhook_id: &str,
+    status: Option<&str>,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, DbError> {
+    let rows = sqlx::query(
+        "SELECT * FROM webhook_deliveries WHERE webhook_id = ?1
+           AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+         ORDER BY id DESC LIMIT ?4",
+    )
+    .bind(webhook_id)
+    .bind(status)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.iter().map(delivery).collect())
+}
+
+pub async fn get_delivery(
+    conn: &mut Conn,
+    webhook_id: &str,
+    id: &str,
+) -> Result<Option<DeliveryRow>, DbError> {
+    let row = sqlx::query("SELECT * FROM webhook_deliveries WHERE webhook_id = ? AND id = ?")
+        .bind(webhook_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.as_ref().map(delivery))
+}
+
+/// Attempts of the given deliveries, oldest first.
+pub async fn attempts_of(
+    conn: &mut Conn,
+    delivery_ids: &[String],
+) -> Result<Vec<AttemptRow>, DbError> {
+    if delivery_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(delivery_ids)?;
+    let rows = sqlx::query(
+        "SELECT * FROM webhook_attempts WHERE delivery_id IN (SELECT value FROM json_each(?))
+         ORDER BY delivery_id, attempt",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AttemptRow {
+            delivery_id: r.get("delivery_id"),
+            attempt: r.get("attempt"),
+            at: r.get("at"),
+            status_code: r.get("status_code"),
+            error: r.get("error"),
+            duration_ms: r.get("duration_ms"),
+        })
+        .collect())
+}
