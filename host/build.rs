@@ -9,11 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugins embedded in the binary, in catalog order.
-const BUILTINS: [&str; 4] = [
+const BUILTINS: [&str; 11] = [
     "send_email",
+    "create_notification",
+    "send_invoice_reminder",
+    "generate_recurring_invoice",
     "mark_invoices_overdue",
+    "invoicing_ar_summary",
+    "forms_submission_digest",
+    "payments_summary",
     "extract_document",
     "http_request",
+    "transform",
 ];
 
 fn main() {

@@ -259,6 +259,14 @@ fn settle(
             &format!("step {:?} failed", failed.step_id),
             true,
         );
+        // The run fails once its compensation (catch steps) has run, so that
+        // `run.failed` means "failed and compensated".
+        if steps
+            .iter()
+            .any(|s| s.kind == "catch" && matches!(s.status.as_str(), "ready" | "running"))
+        {
+            return;
+        }
         run.status = "failed".into();
         run.ended_at = Some(now);
         let run_error = json!({

@@ -521,7 +521,6 @@ impl Engine {
         let definition = self.definition_for_run(&run).await?;
         let original_run = run.clone();
         let mut events = Vec::new();
-        let mut new_steps = Vec::new();
         let logs = attempt
             .as_ref()
             .map(|a| serde_json::to_string(&a.logs).unwrap_or_default());
@@ -626,7 +625,9 @@ impl Engine {
                         existing.error = None;
                         existing.ended_at = None;
                     } else if has_catch {
-                        new_steps.push(StepRow {
+                        // Appended to `steps` so that the state machine sees
+                        // the compensation pending; inserted as new below.
+                        steps.push(StepRow {
                             run_id: run.id.clone(),
                             step_id: catch,
                             position: steps[index].position,
@@ -677,6 +678,7 @@ impl Engine {
                 *budget -= claimed_next.len();
             }
         }
+        let new_steps = steps[original.len()..].to_vec();
         for step in &claimed_next {
             db::runs::insert_attempt(tx, &self.started_attempt(step, now)).await?;
         }

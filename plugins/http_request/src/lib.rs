@@ -4,6 +4,11 @@
 //! A 5xx answer or a transport failure is a retryable error, a 4xx answer a
 //! fatal one, unless the status is listed in `accept_status`. A JSON response
 //! body comes back as JSON, anything else as text.
+//!
+//! Every request except GET, HEAD and OPTIONS carries an `Idempotency-Key`
+//! header (unless the config sets one): the step's idempotency key, the
+//! same for every attempt of the step, so an API that honours the header
+//! (payment providers do) applies a retried request once.
 
 use weft_sdk::http::{self, Request};
 use weft_sdk::{Plugin, PluginInfo, StepContext, StepError, Value, export_plugin, host, json};
@@ -12,7 +17,7 @@ const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 
 struct HttpRequest;
 
-fn build(config: &Value) -> Result<Request, StepError> {
+fn build(config: &Value, idempotency_key: &str) -> Result<Request, StepError> {
     let url = config["url"]
         .as_str()
         .ok_or_else(|| StepError::invalid_input("url is required and must be a string"))?;
@@ -42,6 +47,15 @@ fn build(config: &Value) -> Result<Request, StepError> {
                 "headers must be an object of name to value, found {other}"
             )));
         }
+    }
+    let safe = matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    if !safe
+        && !request
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("idempotency-key"))
+    {
+        request = request.header("Idempotency-Key", idempotency_key);
     }
     match &config["body"] {
         Value::Null => {}
@@ -79,6 +93,7 @@ impl Plugin for HttpRequest {
             }
         }))
         .output_schema(json!({
+            "x-weft-role": "delivery",
             "type": "object",
             "properties": {
                 "status": {"type": "integer"},
@@ -89,8 +104,8 @@ impl Plugin for HttpRequest {
         .capability("http:*")
     }
 
-    fn run(_ctx: &StepContext, config: Value, _input: Value) -> Result<Value, StepError> {
-        let request = build(&config)?;
+    fn run(ctx: &StepContext, config: Value, _input: Value) -> Result<Value, StepError> {
+        let request = build(&config, &ctx.idempotency_key)?;
         host::info(&format!("{} {}", request.method, request.url));
         let response = http::send(&request)?;
         let accepted = config["accept_status"].as_array().is_some_and(|list| {
@@ -144,10 +159,14 @@ mod tests {
 
     #[test]
     fn build_validates_config() {
-        assert!(build(&json!({})).is_err());
-        assert!(build(&json!({"url": "https://x.y", "method": "BREW"})).is_err());
-        assert!(build(&json!({"url": "https://x.y", "headers": [1]})).is_err());
-        let r = build(&json!({"url": "https://x.y", "method": "post", "body": {"a": 1}})).unwrap();
+        assert!(build(&json!({}), "k").is_err());
+        assert!(build(&json!({"url": "https://x.y", "method": "BREW"}), "k").is_err());
+        assert!(build(&json!({"url": "https://x.y", "headers": [1]}), "k").is_err());
+        let r = build(
+            &json!({"url": "https://x.y", "method": "post", "body": {"a": 1}}),
+            "run/step",
+        )
+        .unwrap();
         assert_eq!(r.method, "POST");
         assert_eq!(r.body.as_deref(), Some(&b"{\"a\":1}"[..]));
         assert!(
@@ -155,5 +174,26 @@ mod tests {
                 .iter()
                 .any(|(k, v)| k == "content-type" && v == "application/json")
         );
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "Idempotency-Key" && v == "run/step")
+        );
+        let get = build(&json!({"url": "https://x.y"}), "run/step").unwrap();
+        assert!(get.headers.is_empty(), "{:?}", get.headers);
+        let own = build(
+            &json!({"url": "https://x.y", "method": "PUT", "headers": {"idempotency-key": "mine"}}),
+            "run/step",
+        )
+        .unwrap();
+        assert_eq!(own.headers.len(), 1);
+    }
+
+    #[test]
+    fn describe_declares_the_delivery_role() {
+        let info: weft_sdk::bindings::weft::plugin::types::PluginInfo =
+            HttpRequest::describe().into();
+        let schema: Value = serde_json::from_str(&info.output_schema).unwrap();
+        assert_eq!(schema["x-weft-role"], "delivery");
     }
 }

@@ -5,19 +5,13 @@
 //!
 //! Amounts are summed exactly as decimals (up to six fractional digits), not
 //! as floating point. An invoice that cannot be read is reported under
-//! `skipped` with the reason rather than failing the sweep.
+//! `skipped` with the reason rather than failing the sweep. The record
+//! layout and which statuses are owed are `weft_finance::invoice`'s.
 
-mod date;
-mod decimal;
-
-use decimal::Decimal;
+use weft_finance::invoice::{self, Invoice};
+use weft_finance::{Date, Decimal};
 use weft_sdk::kv::Bucket;
 use weft_sdk::{Plugin, PluginInfo, StepContext, StepError, Value, export_plugin, host, json};
-
-const PREFIX: &str = "invoices/";
-
-/// Statuses that mean nothing is owed or the invoice is already marked.
-const NOT_UNPAID: [&str; 5] = ["paid", "void", "cancelled", "draft", "overdue"];
 
 struct MarkInvoicesOverdue;
 
@@ -53,36 +47,23 @@ impl Plugin for MarkInvoicesOverdue {
     }
 
     fn run(_ctx: &StepContext, config: Value, input: Value) -> Result<Value, StepError> {
-        let as_of = match config.get("as_of").or_else(|| input.get("as_of")) {
-            None | Some(Value::Null) => date::today(),
-            Some(Value::String(s)) => date::parse(s).ok_or_else(|| {
-                StepError::invalid_input(format!("as_of {s:?} is not a date (YYYY-MM-DD)"))
-            })?,
-            Some(other) => {
-                return Err(StepError::invalid_input(format!(
-                    "as_of must be a date string, found {other}"
-                )));
-            }
-        };
-        let bucket = match config["bucket"].as_str() {
-            Some(name) => Bucket::open(name)?,
-            None => Bucket::default_bucket()?,
-        };
+        let as_of = weft_finance::date::as_of(&config, &input).map_err(StepError::invalid_input)?;
+        let bucket = Bucket::named_or_default(config["bucket"].as_str())?;
 
-        let keys = bucket.keys_with_prefix(PREFIX)?;
+        let keys = bucket.keys_with_prefix(invoice::PREFIX)?;
         let mut report = Report::default();
         for (i, key) in keys.iter().enumerate() {
             if i % 100 == 0 && !keys.is_empty() {
                 host::progress((i * 100 / keys.len()) as u8, "checking invoices");
             }
-            let id = &key[PREFIX.len()..];
+            let id = &key[invoice::PREFIX.len()..];
             let Some(mut invoice) = bucket.get_json::<Value>(key).unwrap_or_else(|e| {
                 report.skip(id, &e.to_string());
                 None
             }) else {
                 continue;
             };
-            match report.check(id, &mut invoice, &as_of) {
+            match report.check(id, &mut invoice, as_of) {
                 Ok(true) => bucket.set_json(key, &invoice)?,
                 Ok(false) => {}
                 Err(reason) => report.skip(id, &reason),
@@ -95,7 +76,7 @@ impl Plugin for MarkInvoicesOverdue {
             report.checked,
             report.marked.len()
         ));
-        Ok(report.into_json(&as_of))
+        Ok(report.into_json(as_of))
     }
 }
 
@@ -116,46 +97,33 @@ impl Report {
     }
 
     /// Updates the counts for one invoice; returns whether it was changed.
-    fn check(&mut self, id: &str, invoice: &mut Value, as_of: &date::Date) -> Result<bool, String> {
-        let status = invoice["status"]
-            .as_str()
-            .unwrap_or("open")
-            .to_ascii_lowercase();
-        let amount = match &invoice["amount"] {
-            Value::Number(n) => Decimal::parse(&n.to_string()),
-            Value::String(s) => Decimal::parse(s),
-            _ => None,
-        }
-        .ok_or_else(|| format!("amount {} is not a number", invoice["amount"]))?;
-        let due = invoice["due_date"]
-            .as_str()
-            .and_then(date::parse)
-            .ok_or_else(|| format!("due_date {} is not a date", invoice["due_date"]))?;
+    fn check(&mut self, id: &str, record: &mut Value, as_of: Date) -> Result<bool, String> {
+        let invoice = Invoice::from_json(record)?;
         self.checked += 1;
 
-        if status == "overdue" {
+        if invoice.status == "overdue" {
             self.overdue += 1;
-            self.overdue_amount += amount;
-            self.unpaid_amount += amount;
+            self.overdue_amount += invoice.amount;
+            self.unpaid_amount += invoice.amount;
             return Ok(false);
         }
-        if NOT_UNPAID.contains(&status.as_str()) {
+        if !invoice.is_owed() {
             return Ok(false);
         }
-        self.unpaid_amount += amount;
-        if due >= *as_of {
+        self.unpaid_amount += invoice.amount;
+        if invoice.due_date >= as_of {
             return Ok(false);
         }
-        invoice["status"] = json!("overdue");
-        invoice["overdue_since"] = json!(as_of.iso());
+        record["status"] = json!("overdue");
+        record["overdue_since"] = json!(as_of.iso());
         self.marked.push(id.to_owned());
-        self.newly_overdue_amount += amount;
+        self.newly_overdue_amount += invoice.amount;
         self.overdue += 1;
-        self.overdue_amount += amount;
+        self.overdue_amount += invoice.amount;
         Ok(true)
     }
 
-    fn into_json(self, as_of: &date::Date) -> Value {
+    fn into_json(self, as_of: Date) -> Value {
         json!({
             "as_of": as_of.iso(),
             "checked": self.checked,
@@ -178,7 +146,7 @@ mod tests {
 
     #[test]
     fn check_marks_only_unpaid_invoices_past_due() {
-        let as_of = date::parse("2026-03-10").unwrap();
+        let as_of = Date::parse("2026-03-10").unwrap();
         let mut report = Report::default();
         let cases = [
             (
@@ -200,12 +168,12 @@ mod tests {
         ];
         for (i, (mut invoice, changed)) in cases.into_iter().enumerate() {
             assert_eq!(
-                report.check(&i.to_string(), &mut invoice, &as_of),
+                report.check(&i.to_string(), &mut invoice, as_of),
                 Ok(changed),
                 "{i}"
             );
         }
-        let out = report.into_json(&as_of);
+        let out = report.into_json(as_of);
         assert_eq!(out["newly_overdue"], 1);
         assert_eq!(out["newly_overdue_amount"], "100.5");
         assert_eq!(out["overdue"], 2);
@@ -215,19 +183,19 @@ mod tests {
 
     #[test]
     fn check_rejects_unreadable_invoices() {
-        let as_of = date::parse("2026-03-10").unwrap();
+        let as_of = Date::parse("2026-03-10").unwrap();
         let mut report = Report::default();
         let mut bad = json!({"due_date": "soon", "amount": 1});
         assert!(
             report
-                .check("x", &mut bad, &as_of)
+                .check("x", &mut bad, as_of)
                 .unwrap_err()
                 .contains("due_date")
         );
         let mut bad = json!({"due_date": "2026-01-01", "amount": "lots"});
         assert!(
             report
-                .check("y", &mut bad, &as_of)
+                .check("y", &mut bad, as_of)
                 .unwrap_err()
                 .contains("amount")
         );

@@ -31,25 +31,13 @@ fn addresses(config: &Value, field: &str) -> Result<Vec<String>, StepError> {
         }
     };
     for address in &list {
-        if !is_plausible_address(address) {
+        if !host::is_plausible_address(address) {
             return Err(StepError::invalid_input(format!(
                 "{field} has {address:?}, which is not an email address"
             )));
         }
     }
     Ok(list)
-}
-
-/// `local@domain` with no spaces or angle brackets and a dot in the domain.
-fn is_plausible_address(address: &str) -> bool {
-    let Some((local, domain)) = address.rsplit_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !address.contains(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == ',')
 }
 
 fn text(config: &Value, field: &str) -> Result<String, StepError> {
@@ -78,6 +66,7 @@ impl Plugin for SendEmail {
             }
         }))
         .output_schema(json!({
+            "x-weft-role": "delivery",
             "type": "object",
             "required": ["message_id"],
             "properties": {
@@ -131,21 +120,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plausible_addresses() {
-        for ok in ["a@b.co", "first.last+tag@mail.example.org"] {
-            assert!(is_plausible_address(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "a",
-            "a@b",
-            "@b.co",
-            "a b@c.de",
-            "<a@b.co>",
-            "a@.co",
-            "a@b.co,c@d.ef",
-        ] {
-            assert!(!is_plausible_address(bad), "{bad}");
-        }
+    fn addresses_accept_one_or_many_and_name_the_field() {
+        assert_eq!(
+            addresses(&json!({"to": "a@b.co"}), "to").unwrap(),
+            ["a@b.co"]
+        );
+        assert_eq!(addresses(&json!({}), "cc").unwrap(), Vec::<String>::new());
+        let error = addresses(&json!({"cc": ["a@b.co", "nope"]}), "cc").unwrap_err();
+        assert!(error.to_string().contains("cc has \"nope\""), "{error}");
+    }
+
+    #[test]
+    fn describe_declares_the_delivery_role() {
+        let info: weft_sdk::bindings::weft::plugin::types::PluginInfo =
+            SendEmail::describe().into();
+        let schema: Value = serde_json::from_str(&info.output_schema).unwrap();
+        assert_eq!(schema["x-weft-role"], "delivery");
     }
 }

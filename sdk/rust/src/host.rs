@@ -1,8 +1,9 @@
-//! Host capabilities: log, progress, secrets, files and mail.
+//! Host capabilities: log, progress, secrets, files, mail and notifications.
 //!
 //! Each call is checked by the host against what the plugin was granted; a
 //! capability that was not granted answers as if the thing did not exist
-//! (`secret`) or with an error naming the problem (`read_file`, `send_mail`).
+//! (`secret`) or with an error naming the problem (`read_file`, `send_mail`,
+//! `notify`).
 
 use crate::bindings::weft::plugin::host as wit;
 
@@ -53,6 +54,20 @@ pub struct Mail {
     pub body: String,
 }
 
+/// Whether `address` looks like `local@domain`: no spaces, angle brackets or
+/// commas, and a dot inside the domain. A cheap check that catches typos
+/// and lists pasted into one field before the outbox refuses them.
+pub fn is_plausible_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !address.contains(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == ',')
+}
+
 /// Queues a message in the tenant's outbox and returns its message id.
 /// Retried attempts get the same id back and send nothing twice.
 pub fn send_mail(mail: &Mail) -> Result<String, String> {
@@ -88,4 +103,28 @@ pub fn notify(notification: &Notification) -> Result<String, String> {
         audience: notification.audience.clone(),
         link: notification.link.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausible_addresses() {
+        for ok in ["a@b.co", "first.last+tag@mail.example.org"] {
+            assert!(is_plausible_address(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.co",
+            "a b@c.de",
+            "<a@b.co>",
+            "a@.co",
+            "a@b.co,c@d.ef",
+        ] {
+            assert!(!is_plausible_address(bad), "{bad}");
+        }
+    }
 }

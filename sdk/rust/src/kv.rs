@@ -36,6 +36,9 @@ impl From<store::Error> for KvError {
     }
 }
 
+/// A key with its value parsed as JSON, or why it is not JSON.
+pub type JsonRecord = (String, Result<serde_json::Value, String>);
+
 impl From<KvError> for crate::StepError {
     fn from(e: KvError) -> Self {
         crate::StepError::retryable(e.to_string())
@@ -54,6 +57,14 @@ impl Bucket {
     /// A named bucket of the tenant's store.
     pub fn open(name: &str) -> Result<Self, KvError> {
         Ok(Self(store::open(name)?))
+    }
+
+    /// The bucket a step's optional `bucket` config names, or the default.
+    pub fn named_or_default(name: Option<&str>) -> Result<Self, KvError> {
+        match name {
+            Some(name) => Self::open(name),
+            None => Self::default_bucket(),
+        }
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
@@ -107,5 +118,23 @@ impl Bucket {
         let mut keys = self.keys()?;
         keys.retain(|k| k.starts_with(prefix));
         Ok(keys)
+    }
+
+    /// Every record under `prefix`, sorted by key: each key with its value
+    /// parsed as JSON, or with the reason it is not JSON so the caller can
+    /// report it and go on. A store failure fails the whole call; a key
+    /// deleted between listing and reading is left out.
+    pub fn json_with_prefix(&self, prefix: &str) -> Result<Vec<JsonRecord>, KvError> {
+        let mut keys = self.keys_with_prefix(prefix)?;
+        keys.sort();
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(bytes) = self.get(&key)? else {
+                continue;
+            };
+            let value = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"));
+            records.push((key, value));
+        }
+        Ok(records)
     }
 }

@@ -42,7 +42,8 @@
 //!
 //! - [`Plugin`], [`PluginInfo`], [`StepError`]: what an author implements
 //!   and returns.
-//! - [`host`]: log, progress, secrets, files and mail.
+//! - [`config`]: reading config fields with errors that name the field.
+//! - [`host`]: log, progress, secrets, files, mail and notifications.
 //! - [`kv`]: the tenant's key-value store (`wasi:keyvalue/store`).
 //! - [`http`]: outbound HTTP (`wasi:http/outgoing-handler`), only to hosts
 //!   the plugin is granted.
@@ -53,6 +54,7 @@ use std::marker::PhantomData;
 
 pub use serde_json::{self, Value, json};
 
+pub mod config;
 pub mod host;
 pub mod http;
 pub mod kv;
@@ -179,8 +181,8 @@ impl PluginInfo {
         self
     }
 
-    /// Asks for a capability: `http:<host>`, `secret:<NAME>`, `mail`, `kv`
-    /// or `files`.
+    /// Asks for a capability: `http:<host>`, `secret:<NAME>`, `mail`,
+    /// `notify`, `kv` or `files`.
     pub fn capability(mut self, capability: &str) -> Self {
         self.capabilities.push(capability.to_owned());
         self
