@@ -222,6 +222,24 @@ async fn main() {
         "engine per-step overhead (sync p50 / {STEPS} - invoke): {:.3} ms",
         ms(overhead)
     );
+
+    // What one statement costs through the single writer connection: the
+    // unit the engine's per-step overhead is made of.
+    let rounds = 2_000;
+    let mut conn = engine.db.writer().await.expect("writer");
+    let t = Instant::now();
+    for _ in 0..rounds {
+        sqlx::query("SELECT 1")
+            .execute(&mut *conn)
+            .await
+            .expect("select");
+    }
+    let round_trip = t.elapsed() / rounds;
+    drop(conn);
+    println!(
+        "one statement through the writer connection (sqlx round trip): {:.1} µs",
+        round_trip.as_secs_f64() * 1e6
+    );
     shutdown.cancel();
 }
 

@@ -269,6 +269,9 @@ async fn events(
     let mut changes = engine.subscribe();
     let stream = async_stream(move |tx| async move {
         let mut last = after;
+        // Set once the run is seen finished: one more read then sends the
+        // events committed between the last read and that check.
+        let mut draining = false;
         loop {
             let Ok(batch) = engine.events(&tenant, &id, last, 100).await else {
                 return;
@@ -288,13 +291,17 @@ async fn events(
             if batch.len() == 100 {
                 continue;
             }
+            if draining {
+                return;
+            }
             let finished = engine
                 .get_run(&tenant, &id)
                 .await
                 .map(|v| run_is_terminal(&v.run.status))
                 .unwrap_or(true);
             if finished {
-                return;
+                draining = true;
+                continue;
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
         }

@@ -134,6 +134,13 @@ impl Db {
         Ok(done.rows_affected())
     }
 
+    /// Whether this process is the database's only host: true for SQLite,
+    /// which `weft serve` locks to one process. Lets the engine count
+    /// running work in memory instead of asking the database.
+    pub fn exclusive(&self) -> bool {
+        true
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.read).await.is_ok()

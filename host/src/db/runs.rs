@@ -216,51 +216,6 @@ pub async fn list_runs(
     Ok(rows.iter().map(run).collect())
 }
 
-pub async fn insert_step(conn: &mut Conn, s: &StepRow) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&s.run_id)
-    .bind(&s.step_id)
-    .bind(s.position)
-    .bind(&s.kind)
-    .bind(&s.status)
-    .bind(s.attempts)
-    .bind(s.due_at)
-    .bind(&s.lease_owner)
-    .bind(s.lease_expires_at)
-    .bind(&s.output)
-    .bind(&s.error)
-    .bind(s.started_at)
-    .bind(s.ended_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Writes every mutable column of a step.
-pub async fn update_step(conn: &mut Conn, s: &StepRow) -> Result<(), DbError> {
-    sqlx::query(
-        "UPDATE steps SET status = ?, attempts = ?, due_at = ?, lease_owner = ?, lease_expires_at = ?, output = ?, error = ?, started_at = ?, ended_at = ?
-         WHERE run_id = ? AND step_id = ?",
-    )
-    .bind(&s.status)
-    .bind(s.attempts)
-    .bind(s.due_at)
-    .bind(&s.lease_owner)
-    .bind(s.lease_expires_at)
-    .bind(&s.output)
-    .bind(&s.error)
-    .bind(s.started_at)
-    .bind(s.ended_at)
-    .bind(&s.run_id)
-    .bind(&s.step_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbError> {
     let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ? ORDER BY position")
         .bind(run_id)
@@ -355,38 +310,6 @@ pub async fn overdue_runs(conn: &mut Conn, now: i64) -> Result<Vec<String>, DbEr
     .bind(now)
     .fetch_all(conn)
     .await?)
-}
-
-pub async fn insert_attempt(conn: &mut Conn, a: &AttemptRow) -> Result<(), DbError> {
-    // An earlier attempt left `running` by a dead host is marked interrupted
-    // (a first attempt has no earlier one: one statement saved on the hot path).
-    if a.attempt > 1 && a.status == "running" {
-        sqlx::query(
-            "UPDATE attempts SET status = 'interrupted', ended_at = ? WHERE run_id = ? AND step_id = ? AND status = 'running'",
-        )
-        .bind(a.started_at)
-        .bind(&a.run_id)
-        .bind(&a.step_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query(
-        "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&a.run_id)
-    .bind(&a.step_id)
-    .bind(a.attempt)
-    .bind(&a.status)
-    .bind(&a.host)
-    .bind(a.started_at)
-    .bind(a.ended_at)
-    .bind(&a.error_kind)
-    .bind(&a.error)
-    .bind(&a.logs)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 pub async fn attempts_of(conn: &mut Conn, run_id: &str) -> Result<Vec<AttemptRow>, DbError> {
@@ -530,5 +453,108 @@ pub async fn set_deadline(
         .bind(id)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Rows per multi-row statement: well under SQLite's bound-variable limit.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Writes steps in one statement per [`ROWS_PER_STATEMENT`]: new ones are
+/// inserted, existing ones get every mutable column. The hot path writes a
+/// finished step and the dependents it made ready together.
+pub async fn upsert_steps(conn: &mut Conn, steps: &[&StepRow]) -> Result<(), DbError> {
+    for chunk in steps.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at) ",
+        );
+        query.push_values(chunk, |mut row, s| {
+            row.push_bind(&s.run_id)
+                .push_bind(&s.step_id)
+                .push_bind(s.position)
+                .push_bind(&s.kind)
+                .push_bind(&s.status)
+                .push_bind(s.attempts)
+                .push_bind(s.due_at)
+                .push_bind(&s.lease_owner)
+                .push_bind(s.lease_expires_at)
+                .push_bind(&s.output)
+                .push_bind(&s.error)
+                .push_bind(s.started_at)
+                .push_bind(s.ended_at);
+        });
+        query.push(
+            " ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+               due_at = excluded.due_at, lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,
+               output = excluded.output, error = excluded.error, started_at = excluded.started_at, ended_at = excluded.ended_at",
+        );
+        query.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts (or replaces) attempt rows, one statement per
+/// [`ROWS_PER_STATEMENT`]. A started attempt after the first marks an
+/// earlier attempt a dead host left `running` as interrupted.
+pub async fn insert_attempts(conn: &mut Conn, attempts: &[AttemptRow]) -> Result<(), DbError> {
+    for a in attempts
+        .iter()
+        .filter(|a| a.attempt > 1 && a.status == "running")
+    {
+        sqlx::query(
+            "UPDATE attempts SET status = 'interrupted', ended_at = ? WHERE run_id = ? AND step_id = ? AND status = 'running'",
+        )
+        .bind(a.started_at)
+        .bind(&a.run_id)
+        .bind(&a.step_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs) ",
+        );
+        query.push_values(chunk, |mut row, a| {
+            row.push_bind(&a.run_id)
+                .push_bind(&a.step_id)
+                .push_bind(a.attempt)
+                .push_bind(&a.status)
+                .push_bind(&a.host)
+                .push_bind(a.started_at)
+                .push_bind(a.ended_at)
+                .push_bind(&a.error_kind)
+                .push_bind(&a.error)
+                .push_bind(&a.logs);
+        });
+        query.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// An event to append: type, step, data.
+pub type NewEvent<'a> = (&'a str, Option<&'a str>, &'a serde_json::Value);
+
+/// Appends a run's events in order, one statement per
+/// [`ROWS_PER_STATEMENT`].
+pub async fn append_events(
+    conn: &mut Conn,
+    tenant: &str,
+    run_id: &str,
+    events: &[NewEvent<'_>],
+    at: i64,
+) -> Result<(), DbError> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (tenant_id, run_id, type, step_id, data, at) ",
+        );
+        query.push_values(chunk, |mut row, (kind, step_id, data)| {
+            row.push_bind(tenant)
+                .push_bind(run_id)
+                .push_bind(*kind)
+                .push_bind(*step_id)
+                .push_bind(data.to_string())
+                .push_bind(at);
+        });
+        query.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }

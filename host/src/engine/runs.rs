@@ -231,9 +231,8 @@ impl Engine {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         }
         db::runs::insert_run(tx, &original_run).await?;
-        for step in &steps {
-            db::runs::insert_step(tx, step).await?;
-        }
+        let rows: Vec<&StepRow> = steps.iter().collect();
+        db::runs::upsert_steps(tx, &rows).await?;
         self.write_changes(tx, &original_run, &run, &steps, &steps, &[], &events, now)
             .await?;
         Ok(run)

@@ -530,18 +530,24 @@ impl Engine {
             if let Err(e) = self.fan_out_webhooks().await {
                 tracing::warn!(error = %e, "webhook fan-out");
             }
-            if !self.config.webhooks.hold {
+            // Read first, and take the single writer only when something is
+            // due: an idle subscription list must cost the engine nothing.
+            let next_due = || async {
+                match self.db.reader().await {
+                    Ok(mut conn) => db::webhooks::next_due(&mut conn).await.ok().flatten(),
+                    Err(_) => None,
+                }
+            };
+            let mut next = next_due().await;
+            if !self.config.webhooks.hold && next.is_some_and(|t| t <= db::now_ms()) {
                 match self.send_due_webhooks(&client).await {
                     // A full batch: more may be due right away.
                     Ok(32) => continue,
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "webhook delivery"),
                 }
+                next = next_due().await;
             }
-            let next = match self.db.reader().await {
-                Ok(mut conn) => db::webhooks::next_due(&mut conn).await.ok().flatten(),
-                Err(_) => None,
-            };
             let wait = next.map_or(1000, |t| (t - db::now_ms()).clamp(20, 1000));
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
