@@ -93,8 +93,13 @@ impl Engine {
                 .config
                 .max_parallel
                 .saturating_sub(self.in_flight.load(Ordering::SeqCst));
+            // Ask a reader whether anything is due before taking the single
+            // writer for a claim: most wake-ups (a recorded result, a freed
+            // slot) find nothing, because results claim their dependents.
+            let next = self.next_due_at().await;
+            let now = db::now_ms();
             let mut claimed = 0;
-            if free > 0 {
+            if free > 0 && next.is_some_and(|t| t <= now) {
                 match self.claim(free).await {
                     Ok(steps) => {
                         claimed = steps.len();
@@ -108,7 +113,14 @@ impl Engine {
             if claimed > 0 && claimed == free {
                 continue;
             }
-            let wait = self.until_next_due().await;
+            let poll = self.config.poll;
+            let wait = match next {
+                // Due but not claimable now (no free slot, tenant caps):
+                // wait for a wake-up, polling at the usual rate.
+                Some(t) if t <= now => poll,
+                Some(t) => Duration::from_millis((t - now) as u64).min(poll),
+                None => poll,
+            };
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
@@ -149,19 +161,13 @@ impl Engine {
         json!({"attempt": step.attempts, "host": self.config.host_id})
     }
 
-    /// How long the scheduler may sleep: until the next timer or lease
-    /// expiry, at most the poll interval.
-    async fn until_next_due(&self) -> Duration {
-        let poll = self.config.poll;
+    /// The next time a step is due or a lease expires, read without taking
+    /// the writer; `Some(0)` when the database cannot be read (claim anyway).
+    async fn next_due_at(&self) -> Option<i64> {
         let Ok(mut conn) = self.db.reader().await else {
-            return poll;
+            return Some(0);
         };
-        let now = db::now_ms();
-        match db::runs::next_wakeup(&mut conn).await.ok().flatten() {
-            Some(at) if at <= now => Duration::from_millis(1),
-            Some(at) => Duration::from_millis((at - now) as u64).min(poll),
-            None => poll,
-        }
+        db::runs::next_wakeup(&mut conn).await.unwrap_or(Some(0))
     }
 
     /// Claims due steps, records their attempts as started, and moves their
