@@ -127,10 +127,45 @@ fn two_steps(key: &str) -> Value {
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The receivers here listen on loopback, which a server refuses by default.
+const LOCAL: &str = "--webhook-allow-private-networks";
+
+#[tokio::test]
+async fn private_addresses_are_refused_by_default() {
+    let rx = receiver().await;
+    let s = Server::start();
+    s.publish(two_steps("private-hook")).await;
+    let (_, hook) = s
+        .post(
+            "/v1/webhooks",
+            json!({"url": rx.url, "events": ["run.completed"]}),
+        )
+        .await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    s.run_sync("private-hook", json!({})).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let attempt = loop {
+        let (_, log) = s.get(&format!("/v1/webhooks/{id}/deliveries")).await;
+        if let Some(a) = log["items"][0]["attempt_log"]
+            .as_array()
+            .and_then(|a| a.first())
+        {
+            break a.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = attempt["error"].as_str().unwrap();
+    assert!(error.contains("not a public address"), "{attempt}");
+    assert!(attempt["status_code"].is_null());
+    assert!(rx.seen.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn deliveries_are_signed_filtered_and_logged() {
     let rx = receiver().await;
-    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &[LOCAL]);
     s.publish(two_steps("hooked")).await;
     let (status, hook) = s
         .post(
@@ -228,6 +263,7 @@ async fn failures_are_retried_then_disable_the_subscription_and_redelivery_works
     let s = Server::start_in(
         dir.path(),
         &[
+            LOCAL,
             "--webhook-retry-base-ms",
             "200",
             "--webhook-disable-after",
@@ -309,7 +345,7 @@ async fn no_delivery_is_lost_when_the_host_dies_between_commit_and_delivery() {
     let rx = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     // Deliveries are queued with each transition but held back.
-    let mut s = Server::start_in(dir.path(), &["--hold-webhooks"]);
+    let mut s = Server::start_in(dir.path(), &[LOCAL, "--hold-webhooks"]);
     s.publish(two_steps("durable-hook")).await;
     let (_, hook) = s
         .post("/v1/webhooks", json!({"url": rx.url, "events": ["*"]}))
@@ -340,7 +376,7 @@ async fn no_delivery_is_lost_when_the_host_dies_between_commit_and_delivery() {
     assert!(rx.seen.lock().unwrap().is_empty());
 
     s.kill();
-    let _s = Server::start_in(dir.path(), &[]);
+    let _s = Server::start_in(dir.path(), &[LOCAL]);
     wait_for(&rx.seen, expected, 30).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = rx.seen.lock().unwrap().clone();

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// failed delivery attempts.
     #[arg(long, env = "WEFT_WEBHOOK_DISABLE_AFTER", default_value_t = crate::engine::webhooks::DEFAULT_DISABLE_AFTER)]
     webhook_disable_after: u32,
+    /// Deliver webhooks to loopback, private and link-local addresses too
+    /// (refused by default, so tenants cannot reach the host's network).
+    #[arg(long, env = "WEFT_WEBHOOK_ALLOW_PRIVATE_NETWORKS")]
+    webhook_allow_private_networks: bool,
     /// Queue webhook deliveries but do not send them (maintenance; they go
     /// out once a host runs without this flag).
     #[arg(long, env = "WEFT_HOLD_WEBHOOKS")]
@@ -203,6 +207,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(1)),
                 disable_after: args.webhook_disable_after.max(1),
                 hold: args.hold_webhooks,
+                allow_private_networks: args.webhook_allow_private_networks,
             },
             ..EngineConfig::default()
         },

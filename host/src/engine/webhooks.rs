@@ -65,6 +65,10 @@ pub struct WebhookConfig {
     pub disable_after: u32,
     /// Queue deliveries but send none.
     pub hold: bool,
+    /// Deliver to loopback, private, link-local and other non-public
+    /// addresses too. Off by default: a tenant's webhook URL must not make
+    /// the host call into its own network.
+    pub allow_private_networks: bool,
 }
 
 impl Default for WebhookConfig {
@@ -73,6 +77,7 @@ impl Default for WebhookConfig {
             retry_base: Duration::from_millis(DEFAULT_RETRY_BASE_MS),
             disable_after: DEFAULT_DISABLE_AFTER,
             hold: false,
+            allow_private_networks: false,
         }
     }
 }
@@ -439,8 +444,14 @@ impl Engine {
         };
         let started = Instant::now();
         let at = db::now_ms();
+        let checked = if self.config.webhooks.allow_private_networks {
+            Ok(())
+        } else {
+            check_public(&hook.url).await
+        };
         let outcome: Result<u16, String> = match self.open_webhook_secret(&hook) {
             Err(e) => Err(format!("cannot sign: {e}")),
+            Ok(_) if checked.is_err() => Err(checked.err().unwrap_or_default()),
             Ok(key) => {
                 let timestamp = at / 1000;
                 let signature = sign(&key, &delivery.id, timestamp, &delivery.payload);
@@ -561,6 +572,57 @@ impl Engine {
     }
 }
 
+/// Refuses a URL whose host resolves to a non-public address (loopback,
+/// private, link-local, unique-local, unspecified, multicast, CGNAT).
+async fn check_public(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']']);
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    match addrs.iter().find(|a| !is_public(a.ip())) {
+        Some(a) => Err(format!(
+            "refused: {host} resolves to {}, which is not a public address (the server allows those only with --webhook-allow-private-networks)",
+            a.ip()
+        )),
+        None => Ok(()),
+    }
+}
+
+fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || (a == 100 && (64..128).contains(&b))
+                || a == 0)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
 /// A send failure in words: timeouts and refused connections say so.
 fn describe_send_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
@@ -620,5 +682,27 @@ mod tests {
         assert!(secret_key("whsec_c2hvcnQ=").is_err());
         assert!(check_url("ftp://example.com").is_err());
         assert!(check_url("https://example.com/hook").is_ok());
+    }
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.4",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
     }
 }
