@@ -558,3 +558,61 @@ pub async fn append_events(
     }
     Ok(())
 }
+
+/// A run and its steps (in position order) in one round trip: what
+/// recording an attempt reads inside its transaction.
+pub async fn run_with_steps(
+    conn: &mut Conn,
+    id: &str,
+) -> Result<Option<(RunRow, Vec<StepRow>)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
+                r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
+                s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
+                s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at
+         FROM runs r LEFT JOIN steps s ON s.run_id = r.id
+         WHERE r.id = ? ORDER BY s.position",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let run = RunRow {
+        id: first.get(0),
+        tenant_id: first.get(1),
+        workflow_key: first.get(2),
+        workflow_version: first.get(3),
+        status: first.get(4),
+        input: first.get(5),
+        result: first.get(6),
+        error: first.get(7),
+        created_at: first.get(8),
+        started_at: first.get(9),
+        ended_at: first.get(10),
+        deadline_at: first.get(11),
+        queued: first.get::<i64, _>(12) != 0,
+        schedule_id: first.get(13),
+    };
+    let steps = rows
+        .iter()
+        .filter(|r| r.get::<Option<String>, _>(14).is_some())
+        .map(|r| StepRow {
+            run_id: r.get(14),
+            step_id: r.get(15),
+            position: r.get(16),
+            kind: r.get(17),
+            status: r.get(18),
+            attempts: r.get(19),
+            due_at: r.get(20),
+            lease_owner: r.get(21),
+            lease_expires_at: r.get(22),
+            output: r.get(23),
+            error: r.get(24),
+            started_at: r.get(25),
+            ended_at: r.get(26),
+        })
+        .collect();
+    Ok(Some((run, steps)))
+}

@@ -253,10 +253,9 @@ impl Engine {
             Some(snapshot) => snapshot,
             None => {
                 let mut conn = self.db.reader().await?;
-                let run = db::runs::get_run_unscoped(&mut conn, &step.run_id)
+                let (run, steps) = db::runs::run_with_steps(&mut conn, &step.run_id)
                     .await?
                     .ok_or_else(|| EngineError::NotFound(format!("run {}", step.run_id)))?;
-                let steps = db::runs::steps_of(&mut conn, &step.run_id).await?;
                 Arc::new(Snapshot { run, steps })
             }
         };
@@ -536,10 +535,9 @@ impl Engine {
         state: &mut BatchState,
     ) -> Result<Option<(String, Vec<StepRow>, Arc<Snapshot>)>, EngineError> {
         let now = db::now_ms();
-        let Some(mut run) = db::runs::get_run_unscoped(tx, &claimed.run_id).await? else {
+        let Some((mut run, original)) = db::runs::run_with_steps(tx, &claimed.run_id).await? else {
             return Ok(None);
         };
-        let original = db::runs::steps_of(tx, &run.id).await?;
         let mut steps = original.clone();
         let Some(index) = steps.iter().position(|s| s.step_id == claimed.step_id) else {
             return Ok(None);
