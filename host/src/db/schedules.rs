@@ -104,13 +104,21 @@ pub async fn list(
     Ok(rows.iter().map(schedule).collect())
 }
 
+/// Deletes a schedule and the record of its fired ticks (the runs stay).
 pub async fn delete(conn: &mut Conn, tenant: &str, id: &str) -> Result<bool, DbError> {
     let done = sqlx::query("DELETE FROM schedules WHERE id = ? AND tenant_id = ?")
         .bind(id)
         .bind(tenant)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM schedule_fires WHERE schedule_id = ?")
+        .bind(id)
         .execute(conn)
         .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(true)
 }
 
 /// Active schedules whose next tick is at or before `now`.
