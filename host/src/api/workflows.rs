@@ -13,7 +13,7 @@ use super::dto::{
     CloneWorkflow, DefinitionDoc, ProblemDoc, Publish, VersionList, VersionOut, WorkflowList,
     WorkflowOut,
 };
-use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit, paginate};
+use super::{ApiError, AppState, idempotent_create, page_limit, paginate};
 use crate::engine::Definition;
 use crate::engine::workflows::{Selector, WorkflowVersion};
 
@@ -63,35 +63,20 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require("workflows:write")?;
     let Json(body) = body?;
-    if let Some((status, value)) = idempotency_replay(
+    let tenant = principal.tenant_id.clone();
+    idempotent_create(
         &state,
-        &principal.tenant_id,
+        &tenant,
         &headers,
         "POST /v1/workflows",
-        &body,
+        body,
+        |body| async {
+            let (definition, _) = definition(body)?;
+            let created = state.engine.create_workflow(&tenant, definition).await?;
+            serde_json::to_value(out(&created)).map_err(|e| ApiError::Internal(e.to_string()))
+        },
     )
-    .await?
-    {
-        return Ok((status, Json(value)));
-    }
-    let (definition, _) = definition(body.clone())?;
-    let created = state
-        .engine
-        .create_workflow(&principal.tenant_id, definition)
-        .await?;
-    let response =
-        serde_json::to_value(out(&created)).map_err(|e| ApiError::Internal(e.to_string()))?;
-    idempotency_store(
-        &state,
-        &principal.tenant_id,
-        &headers,
-        "POST /v1/workflows",
-        &body,
-        StatusCode::CREATED,
-        &response,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(response)))
+    .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -278,30 +263,17 @@ async fn clone(
     principal.require("workflows:write")?;
     let Json(body) = body?;
     let route = format!("POST /v1/workflows/{key}/clone");
-    if let Some((status, value)) =
-        idempotency_replay(&state, &principal.tenant_id, &headers, &route, &body).await?
-    {
-        return Ok((status, Json(value)));
-    }
-    let request: CloneWorkflow =
-        serde_json::from_value(body.clone()).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let created = state
-        .engine
-        .clone_workflow(&principal.tenant_id, &key, &request.new_key)
-        .await?;
-    let response =
-        serde_json::to_value(out(&created)).map_err(|e| ApiError::Internal(e.to_string()))?;
-    idempotency_store(
-        &state,
-        &principal.tenant_id,
-        &headers,
-        &route,
-        &body,
-        StatusCode::CREATED,
-        &response,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(response)))
+    let tenant = principal.tenant_id.clone();
+    idempotent_create(&state, &tenant, &headers, &route, body, |body| async {
+        let request: CloneWorkflow =
+            serde_json::from_value(body).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        let created = state
+            .engine
+            .clone_workflow(&tenant, &key, &request.new_key)
+            .await?;
+        serde_json::to_value(out(&created)).map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await
 }
 
 /// The JSON Schema a run's input must meet (`{}` if the workflow has none).
