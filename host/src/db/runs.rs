@@ -158,12 +158,13 @@ pub async fn insert_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
 
 /// Writes every mutable column of a run.
 pub async fn update_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
-    sqlx::query("UPDATE runs SET status = ?, result = ?, error = ?, started_at = ?, ended_at = ?, queued = ? WHERE id = ?")
+    sqlx::query("UPDATE runs SET status = ?, result = ?, error = ?, started_at = ?, ended_at = ?, deadline_at = ?, queued = ? WHERE id = ?")
         .bind(&r.status)
         .bind(&r.result)
         .bind(&r.error)
         .bind(r.started_at)
         .bind(r.ended_at)
+        .bind(r.deadline_at)
         .bind(i64::from(r.queued))
         .bind(&r.id)
         .execute(conn)
@@ -440,20 +441,6 @@ pub async fn latest_of_workflow(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| (r.get("id"), r.get("created_at"))))
-}
-
-/// Sets a run's deadline (when a queued run starts).
-pub async fn set_deadline(
-    conn: &mut Conn,
-    id: &str,
-    deadline_at: Option<i64>,
-) -> Result<(), DbError> {
-    sqlx::query("UPDATE runs SET deadline_at = ? WHERE id = ?")
-        .bind(deadline_at)
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Rows per multi-row statement: well under SQLite's bound-variable limit.

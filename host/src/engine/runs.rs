@@ -231,9 +231,8 @@ impl Engine {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         }
         db::runs::insert_run(tx, &original_run).await?;
-        let rows: Vec<&StepRow> = steps.iter().collect();
-        db::runs::upsert_steps(tx, &rows).await?;
-        self.write_changes(tx, &original_run, &run, &steps, &steps, &[], &events, now)
+        // Every step is new: none in the "before" picture.
+        self.write_changes(tx, &original_run, &run, &[], &steps, &events, now)
             .await?;
         Ok(run)
     }
@@ -283,20 +282,8 @@ impl Engine {
         run.deadline_at = definition.max_duration_ms.map(|ms| now + ms as i64);
         let mut events = vec![Event::run("run.dequeued", json!({}))];
         events.extend(advance::advance(&definition, &mut run, &mut steps, now));
-        if run.deadline_at != original_run.deadline_at {
-            db::runs::set_deadline(tx, &run.id, run.deadline_at).await?;
-        }
-        self.write_rows(
-            tx,
-            &original_run,
-            &run,
-            &original,
-            &steps,
-            &[],
-            &events,
-            now,
-        )
-        .await?;
+        self.write_rows(tx, &original_run, &run, &original, &steps, &events, now)
+            .await?;
         Ok(Some(run))
     }
 
@@ -420,7 +407,6 @@ impl Engine {
             &run,
             &original,
             &steps,
-            &[],
             &events,
             now,
         )
@@ -587,7 +573,6 @@ impl Engine {
             &run,
             &original,
             &steps,
-            &[],
             &events,
             now,
         )

@@ -661,7 +661,7 @@ impl Engine {
                         existing.ended_at = None;
                     } else if has_catch {
                         // Appended to `steps` so that the state machine sees
-                        // the compensation pending; inserted as new below.
+                        // the compensation pending; written as a new step.
                         steps.push(StepRow {
                             run_id: run.id.clone(),
                             step_id: catch,
@@ -733,25 +733,16 @@ impl Engine {
                 }
             }
         }
-        let new_steps = steps[original.len()..].to_vec();
         attempt_rows.extend(claimed_next.iter().map(|s| self.started_attempt(s, now)));
         db::runs::insert_attempts(tx, &attempt_rows).await?;
-        self.write_changes(
-            tx,
-            &original_run,
-            &run,
-            &original,
-            &steps,
-            &new_steps,
-            &events,
-            now,
-        )
-        .await?;
+        self.write_changes(tx, &original_run, &run, &original, &steps, &events, now)
+            .await?;
         let id = run.id.clone();
         Ok(Some((id, claimed_next, Arc::new(Snapshot { run, steps }))))
     }
 
-    /// Writes the steps and run that changed, new steps and events.
+    /// Writes the steps and run that changed and the events. `steps` is
+    /// `original` after the change; steps past `original`'s length are new.
     #[allow(
         clippy::too_many_arguments,
         reason = "one transaction's worth of changes"
@@ -763,21 +754,11 @@ impl Engine {
         run: &RunRow,
         original: &[StepRow],
         steps: &[StepRow],
-        new_steps: &[StepRow],
         events: &[Event],
         now: i64,
     ) -> Result<(), EngineError> {
-        self.write_rows(
-            tx,
-            original_run,
-            run,
-            original,
-            steps,
-            new_steps,
-            events,
-            now,
-        )
-        .await?;
+        self.write_rows(tx, original_run, run, original, steps, events, now)
+            .await?;
         if run_is_terminal(&run.status) && !run_is_terminal(&original_run.status) {
             self.release_queued(tx, &run.tenant_id, &run.workflow_key, now)
                 .await?;
@@ -794,7 +775,6 @@ impl Engine {
         run: &RunRow,
         original: &[StepRow],
         steps: &[StepRow],
-        new_steps: &[StepRow],
         events: &[Event],
         now: i64,
     ) -> Result<(), EngineError> {
@@ -805,7 +785,7 @@ impl Engine {
             .zip(steps)
             .filter(|(before, after)| before != after)
             .map(|(_, after)| after)
-            .chain(new_steps)
+            .chain(&steps[original.len()..])
             .collect();
         if !written.is_empty() {
             db::runs::upsert_steps(tx, &written).await?;
