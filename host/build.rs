@@ -1,7 +1,8 @@
 //! Builds the guest workspace (`plugins/`: the SDK, the built-in plugins and
 //! the test fixtures) for `wasm32-wasip2` in one cargo invocation, then
 //! embeds the built-in plugins in the binary and tells tests where the
-//! fixtures are (`WEFT_GUEST_DIR`).
+//! fixtures are (`WEFT_GUEST_DIR`). Also builds the dashboard (`ui/`, with
+//! npm and Vite) into OUT_DIR and embeds its files.
 
 use std::env;
 use std::fmt::Write as _;
@@ -57,6 +58,107 @@ fn main() {
     generated.push_str("];\n");
     std::fs::write(out_dir.join("builtins.rs"), generated).expect("write builtins.rs");
     println!("cargo:rustc-env=WEFT_GUEST_DIR={}", artifacts.display());
+
+    build_dashboard(&root.join("ui"), &out_dir);
+}
+
+/// Installs the dashboard's npm packages when the lock file is newer than
+/// the install, builds it with Vite into `OUT_DIR/ui` and writes
+/// `ui_assets.rs`: every file with its content type, embedded so the binary
+/// serves the dashboard offline.
+fn build_dashboard(ui: &Path, out_dir: &Path) {
+    for watched in [
+        "src",
+        "index.html",
+        "package.json",
+        "package-lock.json",
+        "vite.config.js",
+    ] {
+        println!("cargo:rerun-if-changed={}", ui.join(watched).display());
+    }
+    let installed = ui.join("node_modules").join(".package-lock.json");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&installed) < modified(&ui.join("package-lock.json")) {
+        run_npm(
+            ui,
+            &["ci", "--no-audit", "--no-fund"],
+            "install the dashboard's packages",
+        );
+    }
+    let dist = out_dir.join("ui");
+    let vite = ui
+        .join("node_modules")
+        .join("vite")
+        .join("bin")
+        .join("vite.js");
+    let output = Command::new("node")
+        .arg(vite)
+        .args(["build", "--emptyOutDir", "--logLevel", "warn", "--outDir"])
+        .arg(&dist)
+        .current_dir(ui)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running node to build the dashboard (is Node.js 20.19+ installed?): {e}")
+        });
+    if !output.status.success() {
+        panic!(
+            "building the dashboard in ui/ failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut files = Vec::new();
+    collect_files(&dist, &mut files);
+    files.sort();
+    let mut generated = String::from(
+        "/// The dashboard's files: (path under /ui/, content type, bytes).\npub const UI_ASSETS: &[(&str, &str, &[u8])] = &[\n",
+    );
+    for file in files {
+        let relative = file.strip_prefix(&dist).expect("under dist");
+        let relative = relative.to_string_lossy().replace('\\', "/");
+        let content_type = match file.extension().and_then(|e| e.to_str()) {
+            Some("html") => "text/html; charset=utf-8",
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            Some("png") => "image/png",
+            Some("json") => "application/json",
+            _ => "application/octet-stream",
+        };
+        writeln!(
+            generated,
+            "    ({relative:?}, {content_type:?}, include_bytes!({:?})),",
+            file.display().to_string()
+        )
+        .expect("write to string");
+    }
+    generated.push_str("];\n");
+    std::fs::write(out_dir.join("ui_assets.rs"), generated).expect("write ui_assets.rs");
+}
+
+fn run_npm(dir: &Path, args: &[&str], what: &str) {
+    let status = Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap_or_else(|e| panic!("running npm to {what} (is npm installed?): {e}"));
+    assert!(
+        status.success(),
+        "npm {} failed in {}",
+        args.join(" "),
+        dir.display()
+    );
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read the dashboard build") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            collect_files(&path, files);
+        } else {
+            files.push(path);
+        }
+    }
 }
 
 /// `<target-dir>/guest`, found from OUT_DIR (`<target-dir>/<profile>/build/<pkg>/out`),

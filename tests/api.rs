@@ -707,6 +707,8 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/runs/{id}", "get"),
         ("/v1/runs/{id}/status", "get"),
         ("/v1/runs/{id}/events", "get"),
+        ("/v1/events", "get"),
+        ("/v1/me", "get"),
         ("/v1/runs/{id}/cancel", "post"),
         ("/v1/runs/{id}/terminate", "post"),
         ("/v1/runs/{id}/resume", "post"),
@@ -852,6 +854,120 @@ async fn events_stream_live_and_metrics_count() {
     }
     let (status, _) = s.get("/readyz").await;
     assert_eq!(status, 200);
+}
+
+/// `GET /v1/events` pages every run's events of the caller's tenant and
+/// streams new ones live; `GET /v1/me` names the caller's tenant and scopes.
+#[tokio::test]
+async fn the_tenant_event_feed_pages_and_streams_only_this_tenants_runs() {
+    let s = shared();
+    let (_, tenant) = s.post("/v1/tenants", json!({"name": "feed-other"})).await;
+    let other = tenant["admin_key"].as_str().unwrap().to_owned();
+    let as_other = |method: Method, path: &str| {
+        s.client
+            .request(method, format!("{}{path}", s.url))
+            .bearer_auth(&other)
+    };
+
+    let me: Value = as_other(Method::GET, "/v1/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["tenant_name"], "feed-other");
+    assert_eq!(me["scopes"], json!(["admin"]));
+    assert_eq!(me["operator"], false);
+    let (status, me) = s.get("/v1/me").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (me["tenant_name"].as_str(), me["operator"].as_bool()),
+        (Some("default"), Some(true))
+    );
+
+    // The other tenant opens its live feed before anything happens in it.
+    let stream = as_other(Method::GET, "/v1/events")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
+
+    s.publish(
+        json!({"key": "feed", "name": "Feed", "steps": [testkit("a", json!({"mode": "echo"}))]}),
+    )
+    .await;
+    let (_, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "feed", "input": {}, "wait_ms": 5000}),
+        )
+        .await;
+    let id = run["id"].as_str().unwrap();
+    // Paged as JSON from the start, with workflow and run status.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = s.get(&format!("/v1/events?limit=5{cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        for e in page["items"].as_array().unwrap() {
+            if e["run_id"] == id {
+                assert_eq!(e["workflow"], "feed");
+                assert_eq!(e["run_status"], "completed");
+                seen.push(e["type"].as_str().unwrap().to_owned());
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("run.created"));
+    assert_eq!(seen.last().map(String::as_str), Some("run.completed"));
+
+    // The other tenant's feed saw none of it, and does see its own run.
+    let (_, other_feed) = {
+        let response = as_other(Method::GET, "/v1/events").send().await.unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(other_feed["items"], json!([]));
+    let published = as_other(Method::POST, "/v1/workflows")
+        .json(&json!({"key": "mine", "name": "Mine", "steps": [testkit("a", json!({"mode": "echo"}))]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+    let started: Value = as_other(Method::POST, "/v1/runs")
+        .json(&json!({"workflow": "mine", "version": "0.1.0", "input": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine = started["id"].as_str().expect("started").to_owned();
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        use futures::StreamExt as _;
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains("event: run.completed") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the live feed did not deliver run.completed: {text}"
+    );
+    assert!(text.contains(&mine), "{text}");
+    assert!(
+        !text.contains(id),
+        "another tenant's run leaked into the feed: {text}"
+    );
 }
 
 #[tokio::test]
@@ -1221,6 +1337,7 @@ async fn every_route_checks_its_scope_and_tenant() {
             "runs:read",
             None,
         ),
+        (Method::GET, "/v1/events".into(), "runs:read", None),
         (
             Method::POST,
             format!("/v1/runs/{run_id}/cancel"),

@@ -225,7 +225,9 @@ async fn private_plugins_stay_private_and_public_ones_are_listed_as_publisher_na
     assert_eq!(status, 201, "{body}");
     let foreign = format!("{}/testkit", a.name);
 
-    let (_, list) = b.call(&s, Method::GET, "/v1/plugins", None).await;
+    let (_, list) = b
+        .call(&s, Method::GET, "/v1/plugins?q=testkit&limit=100", None)
+        .await;
     assert!(
         !list["items"]
             .as_array()
@@ -294,7 +296,9 @@ async fn private_plugins_stay_private_and_public_ones_are_listed_as_publisher_na
     let (status, body) = c.upload(&s, guest("testkit.wasm"), Some("public")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["visibility"], "public");
-    let (_, list) = b.call(&s, Method::GET, "/v1/plugins", None).await;
+    let (_, list) = b
+        .call(&s, Method::GET, "/v1/plugins?q=testkit&limit=100", None)
+        .await;
     assert!(
         list["items"]
             .as_array()

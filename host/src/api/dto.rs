@@ -171,6 +171,10 @@ pub struct AttemptOut {
     pub error: Option<String>,
     #[schema(value_type = Object)]
     pub logs: Value,
+    /// The step's config as this attempt saw it, templates rendered (null
+    /// for steps without a plugin, or if it could not be rendered).
+    #[schema(value_type = Object)]
+    pub input: Value,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -202,6 +206,7 @@ fn attempt_out(a: &AttemptRow) -> AttemptOut {
         error_kind: a.error_kind.clone(),
         error: a.error.clone(),
         logs: parse(&a.logs),
+        input: parse(&a.input),
     }
 }
 
@@ -333,6 +338,45 @@ impl From<&EventRow> for EventOut {
             at: rfc3339(e.at),
         }
     }
+}
+
+/// An event of any run of the tenant, with the run's workflow and current
+/// status (`GET /v1/events`).
+#[derive(Serialize, ToSchema)]
+pub struct TenantEventOut {
+    pub id: i64,
+    pub r#type: String,
+    pub run_id: String,
+    pub step_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub at: String,
+    pub workflow: Option<String>,
+    pub workflow_version: Option<String>,
+    /// The run's status when the event was read (not when it happened).
+    pub run_status: Option<String>,
+}
+
+impl From<&crate::db::webhooks::EventForDelivery> for TenantEventOut {
+    fn from(e: &crate::db::webhooks::EventForDelivery) -> Self {
+        Self {
+            id: e.id,
+            r#type: e.kind.clone(),
+            run_id: e.run_id.clone(),
+            step_id: e.step_id.clone(),
+            data: serde_json::from_str(&e.data).unwrap_or(Value::Null),
+            at: rfc3339(e.at),
+            workflow: e.workflow_key.clone(),
+            workflow_version: e.workflow_version.clone(),
+            run_status: e.run_status.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantEventList {
+    pub items: Vec<TenantEventOut>,
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

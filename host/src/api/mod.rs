@@ -8,6 +8,7 @@
 //! - [`dto`]: request and response bodies.
 
 pub mod auth;
+pub mod dashboard;
 pub mod dto;
 pub mod error;
 pub mod files;
@@ -106,6 +107,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
                 async move { axum::Json(document) }
             }),
         )
+        .merge(dashboard::router())
         .fallback(|| async { ApiError::NotFound("this path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -90,6 +90,10 @@ fn visibility(text: &str) -> Result<Visibility, ApiError> {
 struct ListQuery {
     /// Matches name and description.
     q: Option<String>,
+    /// Page size, 1–100 (default 25).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
 /// The catalog this tenant can use, newest version of each plugin first.
@@ -101,23 +105,32 @@ async fn list(
 ) -> Result<Json<PluginList>, ApiError> {
     principal.require("plugins:read")?;
     let Query(query) = query?;
+    let limit = super::page_limit(query.limit)?;
     let q = query.q.map(|q| q.to_lowercase());
-    let items = state
-        .engine
-        .plugins
-        .catalog(&principal.tenant_id)
-        .iter()
-        .filter(|e| {
-            q.as_ref().is_none_or(|q| {
-                e.name.to_lowercase().contains(q)
-                    || e.plugin.info.description.to_lowercase().contains(q)
-            })
+    let catalog = state.engine.plugins.catalog(&principal.tenant_id);
+    let matching = catalog.iter().filter(|e| {
+        q.as_ref().is_none_or(|q| {
+            e.name.to_lowercase().contains(q)
+                || e.plugin.info.description.to_lowercase().contains(q)
         })
-        .map(out)
-        .collect();
+    });
+    // The cursor is `name@version` of the last entry sent; the catalog's
+    // order is stable, so the page resumes right after it.
+    let key = |e: &&Entry| format!("{}@{}", e.name, e.plugin.info.version);
+    let rest: Vec<_> = match &query.cursor {
+        None => matching.collect(),
+        Some(after) => {
+            let all: Vec<_> = matching.collect();
+            let position = all.iter().position(|e| &key(e) == after).ok_or_else(|| {
+                ApiError::BadRequest(format!("cursor {after:?} is not a plugin of this catalog"))
+            })?;
+            all.into_iter().skip(position + 1).collect()
+        }
+    };
+    let (page, next_cursor) = super::paginate(rest, limit, key);
     Ok(Json(PluginList {
-        items,
-        next_cursor: None,
+        items: page.into_iter().map(out).collect(),
+        next_cursor,
     }))
 }
 

@@ -15,7 +15,8 @@ use utoipa_axum::routes;
 
 use super::auth::Principal;
 use super::dto::{
-    EventList, EventOut, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus, StartRun, Terminate,
+    EventList, EventOut, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus, StartRun,
+    TenantEventList, TenantEventOut, Terminate,
 };
 use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit, paginate};
 use crate::engine::advance::run_is_terminal;
@@ -37,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get))
         .routes(routes!(status))
         .routes(routes!(events))
+        .routes(routes!(tenant_events))
         .routes(routes!(cancel))
         .routes(routes!(terminate))
         .routes(routes!(resume))
@@ -279,12 +281,7 @@ async fn events(
             for event in &batch {
                 last = event.id;
                 let out = EventOut::from(event);
-                let sse = SseEvent::default()
-                    .id(out.id.to_string())
-                    .event(out.r#type.clone())
-                    .json_data(&out)
-                    .unwrap_or_default();
-                if tx.send(Ok(sse)).await.is_err() {
+                if !send_event(&tx, out.id, &out.r#type, &out).await {
                     return;
                 }
             }
@@ -309,6 +306,98 @@ async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Every run's events in the caller's tenant, oldest first: the feed a
+/// dashboard follows to keep run lists current. As JSON it pages from
+/// `cursor` (default: the beginning). With `Accept: text/event-stream` it
+/// streams live from `cursor`, the `Last-Event-ID` header, or (with
+/// neither) the newest event, until the client disconnects.
+#[utoipa::path(get, path = "/v1/events", tag = "runs", params(EventsQuery),
+    responses((status = 200, body = TenantEventList, description = "JSON, or a live text/event-stream with Accept: text/event-stream")))]
+async fn tenant_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    principal.require("runs:read")?;
+    let Query(query) = query?;
+    let resume_from = query.cursor.clone().or_else(|| {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let after = match resume_from.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("cursor {c:?} is not an event id")))?,
+        ),
+    };
+    let wants_stream = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let tenant = principal.tenant_id.clone();
+    if !wants_stream {
+        let limit = page_limit(query.limit.or(Some(100)))?;
+        let found = state
+            .engine
+            .tenant_events(&tenant, after.unwrap_or(0), limit + 1)
+            .await?;
+        let (found, next_cursor) = paginate(found, limit, |e| e.id.to_string());
+        let items = found.iter().map(TenantEventOut::from).collect();
+        return Ok(Json(TenantEventList { items, next_cursor }).into_response());
+    }
+    let after = match after {
+        Some(after) => after,
+        None => state.engine.last_event_id(&tenant).await?,
+    };
+    let engine = state.engine.clone();
+    let mut changes = engine.subscribe();
+    let stream = async_stream(move |tx| async move {
+        let mut last = after;
+        loop {
+            let Ok(batch) = engine.tenant_events(&tenant, last, 100).await else {
+                return;
+            };
+            for event in &batch {
+                last = event.id;
+                let out = TenantEventOut::from(event);
+                if !send_event(&tx, out.id, &out.r#type, &out).await {
+                    return;
+                }
+            }
+            if batch.len() == 100 {
+                continue;
+            }
+            if tx.is_closed() {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Sends one event of a log as a server-sent event (`id`, `event` = its
+/// type, JSON data); false once the client has gone.
+async fn send_event(
+    tx: &tokio::sync::mpsc::Sender<Result<SseEvent, Infallible>>,
+    id: i64,
+    kind: &str,
+    body: &impl serde::Serialize,
+) -> bool {
+    let sse = SseEvent::default()
+        .id(id.to_string())
+        .event(kind)
+        .json_data(body)
+        .unwrap_or_default();
+    tx.send(Ok(sse)).await.is_ok()
 }
 
 /// A stream fed by a task, ending when the task returns.

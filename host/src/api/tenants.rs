@@ -19,6 +19,36 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_tenant, list_tenants))
         .routes(routes!(create_key, list_keys))
         .routes(routes!(revoke_key))
+        .routes(routes!(me))
+}
+
+/// Who the presented credentials are: tenant, key and scopes. Clients (the
+/// dashboard among them) use it to show only what the key may do.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub key_id: String,
+    /// The key's scopes; `admin` implies all of them.
+    pub scopes: Vec<String>,
+    /// True for the operator's key, which alone manages tenants.
+    pub operator: bool,
+}
+
+/// The caller's identity and scopes. Any valid key may ask.
+#[utoipa::path(get, path = "/v1/me", tag = "tenants", responses((status = 200, body = Me), (status = 401, body = ProblemDoc)))]
+async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<Me>, ApiError> {
+    let mut conn = state.engine.db.reader().await?;
+    let tenant = db::auth::tenant_by_id(&mut conn, &principal.tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("this tenant".into()))?;
+    Ok(Json(Me {
+        tenant_id: principal.tenant_id,
+        tenant_name: tenant.name,
+        key_id: principal.key_id,
+        scopes: principal.scopes,
+        operator: principal.operator,
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]

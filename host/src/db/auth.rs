@@ -48,10 +48,25 @@ pub async fn tenant_count(conn: &mut Conn) -> Result<i64, DbError> {
 }
 
 pub async fn tenant_by_name(conn: &mut Conn, name: &str) -> Result<Option<Tenant>, DbError> {
-    let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE name = ?")
-        .bind(name)
-        .fetch_optional(conn)
-        .await?;
+    tenant_where(conn, "name", name).await
+}
+
+pub async fn tenant_by_id(conn: &mut Conn, id: &str) -> Result<Option<Tenant>, DbError> {
+    tenant_where(conn, "id", id).await
+}
+
+/// The tenant whose `column` (a fixed name, never user input) is `value`.
+async fn tenant_where(
+    conn: &mut Conn,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<Tenant>, DbError> {
+    let row = sqlx::query(&format!(
+        "SELECT id, name, created_at FROM tenants WHERE {column} = ?"
+    ))
+    .bind(value)
+    .fetch_optional(conn)
+    .await?;
     Ok(row.map(|r| Tenant {
         id: r.get("id"),
         name: r.get("name"),

@@ -55,6 +55,8 @@ pub struct AttemptRow {
     pub error_kind: Option<String>,
     pub error: Option<String>,
     pub logs: Option<String>,
+    /// The config the attempt ran with, rendered (JSON text).
+    pub input: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +119,7 @@ fn attempt(r: &SqliteRow) -> AttemptRow {
         error_kind: r.get("error_kind"),
         error: r.get("error"),
         logs: r.get("logs"),
+        input: r.get("input"),
     }
 }
 
@@ -498,7 +501,7 @@ pub async fn insert_attempts(conn: &mut Conn, attempts: &[AttemptRow]) -> Result
     }
     for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs) ",
+            "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs, input) ",
         );
         query.push_values(chunk, |mut row, a| {
             row.push_bind(&a.run_id)
@@ -510,7 +513,8 @@ pub async fn insert_attempts(conn: &mut Conn, attempts: &[AttemptRow]) -> Result
                 .push_bind(a.ended_at)
                 .push_bind(&a.error_kind)
                 .push_bind(&a.error)
-                .push_bind(&a.logs);
+                .push_bind(&a.logs)
+                .push_bind(&a.input);
         });
         query.build().execute(&mut *conn).await?;
     }

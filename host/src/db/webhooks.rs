@@ -186,6 +186,15 @@ pub struct EventForDelivery {
     pub run_status: Option<String>,
 }
 
+/// The id of a tenant's newest event, 0 if it has none.
+pub async fn last_event_id(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
+    let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE tenant_id = ?")
+        .bind(tenant)
+        .fetch_one(conn)
+        .await?;
+    Ok(id.unwrap_or(0))
+}
+
 /// A tenant's events after `cursor`, oldest first.
 pub async fn events_after(
     conn: &mut Conn,

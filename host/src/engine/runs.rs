@@ -596,6 +596,24 @@ impl Engine {
         }
         Ok(db::runs::events_after(&mut conn, id, after, limit).await?)
     }
+
+    /// A tenant's events (every run) after event id `after`, oldest first.
+    pub async fn tenant_events(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<db::webhooks::EventForDelivery>, EngineError> {
+        let mut conn = self.db.reader().await?;
+        Ok(db::webhooks::events_after(&mut conn, tenant, after, limit).await?)
+    }
+
+    /// The id of a tenant's newest event (0 if none): where a live stream
+    /// without a cursor starts.
+    pub async fn last_event_id(&self, tenant: &str) -> Result<i64, EngineError> {
+        let mut conn = self.db.reader().await?;
+        Ok(db::webhooks::last_event_id(&mut conn, tenant).await?)
+    }
 }
 
 fn complete(step: &mut StepRow, output: &Value, now: i64) {

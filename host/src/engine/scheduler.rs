@@ -28,7 +28,9 @@ use crate::runtime::{Attempt, AttemptError, Invocation, Limits, StepContext};
 const RECORD_BATCH: usize = 64;
 
 /// A claimed step and how its attempt ended, waiting to be recorded.
-pub(crate) type Finished = (StepRow, (Outcome, Option<Attempt>));
+/// A finished attempt: the step as claimed, the outcome, what the runtime
+/// reported, and the config the step saw (rendered, as JSON text).
+pub(crate) type Finished = (StepRow, (Outcome, Option<Attempt>), Option<String>);
 
 /// A run as a recording transaction left it: handed to the dependents it
 /// claimed, so they render their config without reading the run again.
@@ -153,6 +155,7 @@ impl Engine {
             error_kind: None,
             error: None,
             logs: None,
+            input: None,
         }
     }
 
@@ -230,14 +233,15 @@ impl Engine {
 
     #[tracing::instrument(skip_all, fields(run_id = %step.run_id, step_id = %step.step_id, attempt = step.attempts))]
     async fn execute(self: &Arc<Self>, step: StepRow, snapshot: Option<Arc<Snapshot>>) {
-        let outcome = match self.prepare_and_run(&step, snapshot).await {
+        let mut rendered = None;
+        let outcome = match self.prepare_and_run(&step, snapshot, &mut rendered).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(error = %e, "could not run the step; it will be retried after its lease expires");
                 return;
             }
         };
-        if self.finished.send((step, outcome)).is_err() {
+        if self.finished.send((step, outcome, rendered)).is_err() {
             tracing::error!(
                 "the recorder stopped; the attempt will be retried after its lease expires"
             );
@@ -248,6 +252,7 @@ impl Engine {
         self: &Arc<Self>,
         step: &StepRow,
         snapshot: Option<Arc<Snapshot>>,
+        rendered: &mut Option<String>,
     ) -> Result<(Outcome, Option<Attempt>), EngineError> {
         let snapshot = match snapshot {
             Some(snapshot) => snapshot,
@@ -295,7 +300,11 @@ impl Engine {
             .map(|c| template::render(c, &scope))
             .transpose()
         {
-            Ok(config) => config.unwrap_or(Value::Object(Default::default())),
+            Ok(config) => {
+                let config = config.unwrap_or(Value::Object(Default::default()));
+                *rendered = Some(config.to_string());
+                config
+            }
             Err(e) => {
                 return Ok((
                     Outcome::Failed(AttemptError::InvalidInput(format!("config: {e}"))),
@@ -489,8 +498,11 @@ impl Engine {
             };
             let result: Result<(), EngineError> = async {
                 let mut tx = self.db.begin().await?;
-                for (claimed, outcome) in batch {
-                    match self.record_in(&mut tx, &claimed, outcome, &mut state).await {
+                for (claimed, outcome, rendered) in batch {
+                    match self
+                        .record_in(&mut tx, &claimed, outcome, rendered, &mut state)
+                        .await
+                    {
                         Ok(Some((run_id, claimed_next, snapshot))) => {
                             changed.push(run_id);
                             direct.extend(claimed_next.into_iter().map(|s| (s, snapshot.clone())));
@@ -532,6 +544,7 @@ impl Engine {
         tx: &mut db::Tx,
         claimed: &StepRow,
         (outcome, attempt): (Outcome, Option<Attempt>),
+        rendered: Option<String>,
         state: &mut BatchState,
     ) -> Result<Option<(String, Vec<StepRow>, Arc<Snapshot>)>, EngineError> {
         let now = db::now_ms();
@@ -586,6 +599,7 @@ impl Engine {
             error_kind,
             error: error_text,
             logs,
+            input: rendered,
         }];
 
         let step = &mut steps[index];

@@ -1,0 +1,313 @@
+// End-to-end tests of the dashboard in headless Chromium (Debian's, driven
+// by playwright-core) against a real `weft serve`. Started by
+// tests/dashboard.rs, which passes:
+//   WEFT_URL           the server's address
+//   WEFT_ADMIN_KEY     the operator key of tenant `default`
+//   WEFT_TESTKIT       path of the testkit component to upload
+//   WEFT_SCREENSHOTS   where to save screenshots of the main screens
+//   WEFT_CHROMIUM      the Chromium executable (default /usr/bin/chromium)
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const URL = process.env.WEFT_URL;
+const ADMIN = process.env.WEFT_ADMIN_KEY;
+const SHOTS = process.env.WEFT_SCREENSHOTS;
+const TESTKIT = process.env.WEFT_TESTKIT;
+assert.ok(URL && ADMIN && SHOTS && TESTKIT, "WEFT_URL, WEFT_ADMIN_KEY, WEFT_SCREENSHOTS and WEFT_TESTKIT are set");
+mkdirSync(SHOTS, { recursive: true });
+
+let browser;
+let page;
+// Console errors and uncaught exceptions, with the HTTP errors the tests
+// provoke on purpose listed in `expected` and removed at the end.
+const consoleErrors = [];
+const offOrigin = [];
+
+async function call(method, path, body, key = ADMIN) {
+  const response = await fetch(`${URL}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
+}
+
+async function publish(definition) {
+  const created = await call("POST", "/v1/workflows", definition);
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const published = await call("POST", `/v1/workflows/${definition.key}/publish`, { version: "0.1.0" });
+  assert.equal(published.status, 200, JSON.stringify(published.body));
+}
+
+async function startRun(workflow, input = {}) {
+  const run = await call("POST", "/v1/runs", { workflow, input });
+  assert.equal(run.status, 202, JSON.stringify(run.body));
+  return run.body.id;
+}
+
+async function waitForStatus(id, wanted) {
+  for (let i = 0; i < 200; i++) {
+    const run = await call("GET", `/v1/runs/${id}`);
+    if (run.body.status === wanted) return run.body;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`run ${id} never reached ${wanted}`);
+}
+
+async function shot(name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** A section link in the top navigation. */
+function nav(name) {
+  return page.getByRole("navigation", { name: "Sections" }).getByRole("link", { name, exact: true });
+}
+
+async function signIn(key) {
+  await page.goto(`${URL}/`);
+  await page.getByLabel("API key").fill(key);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("navigation", { name: "Sections" }).waitFor();
+}
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.WEFT_CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+  page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  page.setDefaultTimeout(15_000);
+  page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
+  page.on("pageerror", (e) => consoleErrors.push(`uncaught: ${e.message}`));
+  page.on("request", (r) => {
+    if (!r.url().startsWith(URL) && !r.url().startsWith("data:")) offOrigin.push(r.url());
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test("a wrong key is refused and the right one signs in", async () => {
+  await page.goto(`${URL}/`);
+  assert.match(page.url(), /\/ui\/$/);
+  await shot("sign-in");
+  await page.getByLabel("API key").fill("wft_live_not_a_key");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "401" }).waitFor();
+  await signIn(ADMIN);
+  await page.getByRole("heading", { name: "Runs" }).waitFor();
+});
+
+test("uploading a bad file shows the API's validation error; a component uploads", async () => {
+  await nav("Plugins").click();
+  await page.getByRole("heading", { name: "Plugins", level: 1 }).waitFor();
+  // A file that is not WebAssembly, dropped on the drop zone.
+  const dropped = await page.evaluateHandle(() => {
+    const data = new DataTransfer();
+    data.items.add(new File(["definitely not wasm"], "notes.wasm", { type: "application/wasm" }));
+    return data;
+  });
+  await page.locator(".dropzone").dispatchEvent("drop", { dataTransfer: dropped });
+  const problem = page.getByRole("alert").filter({ hasText: "400" });
+  await problem.waitFor();
+  assert.match(await problem.innerText(), /magic bytes/);
+  await shot("plugin-upload-error");
+  // A real component through the file chooser.
+  await page.setInputFiles("#component-file", TESTKIT);
+  await page.getByRole("status").filter({ hasText: "Uploaded testkit@" }).waitFor();
+  await page.getByRole("link", { name: "testkit", exact: true }).first().waitFor();
+  await page.getByRole("searchbox").fill("send");
+  await page.getByRole("link", { name: "send_email" }).waitFor();
+  await shot("plugins");
+});
+
+test("a run started from the UI's input form completes and the graph shows it", async () => {
+  await publish({
+    key: "greet",
+    name: "Greet someone",
+    input_schema: {
+      type: "object",
+      required: ["name"],
+      properties: { name: { type: "string", title: "Name" }, times: { type: "integer" } },
+    },
+    steps: [
+      { id: "hello", uses: "testkit@0", config: { mode: "echo" } },
+      { id: "log", uses: "testkit@0", config: { mode: "log", lines: 2 }, depends_on: ["hello"] },
+      { id: "reply", uses: "testkit@0", config: { mode: "echo" }, depends_on: ["hello"] },
+      { id: "done", uses: "testkit@0", config: { mode: "echo" }, depends_on: ["log", "reply"] },
+    ],
+  });
+  await nav("Workflows").click();
+  await page.getByRole("link", { name: "greet" }).click();
+  await page.getByRole("heading", { name: "Greet someone" }).waitFor();
+  await page.getByLabel("Name").fill("Ada");
+  await page.getByRole("spinbutton", { name: "times" }).fill("3");
+  await shot("workflow");
+  await page.getByRole("button", { name: "Start run" }).click();
+  await page.waitForURL(/#\/runs\/[0-9a-f-]+$/);
+  // Live: the page follows the run's events until it ends.
+  await page.locator(".heading .status.s-completed").waitFor();
+  for (const step of ["hello", "log", "reply", "done"]) {
+    await page.locator(`.dag [data-step="${step}"].n-completed`).waitFor();
+  }
+  const id = page.url().split("/").pop();
+  const run = await call("GET", `/v1/runs/${id}`);
+  assert.deepEqual(run.body.input, { name: "Ada", times: 3 });
+  // Keyboard: focus a node and press Enter to open the step.
+  await page.locator('.dag [data-step="log"]').focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: /Step log/ }).waitFor();
+  assert.match(await page.locator(".logs").first().innerText(), /line 0/);
+  await shot("run-completed");
+});
+
+test("the run list filters by status and workflow and updates live", async () => {
+  await nav("Runs").click();
+  await page.locator("table.runs tbody tr").first().waitFor();
+  await page.getByLabel("Workflow").selectOption("greet");
+  await page.getByLabel("Status").selectOption("completed");
+  await page.waitForURL(/status=completed/);
+  const before = await page.locator("table.runs tbody tr").count();
+  // A run started elsewhere appears without a reload.
+  const id = await startRun("greet", { name: "Grace" });
+  await page.locator(`tr[data-run="${id}"][data-status="completed"]`).waitFor();
+  assert.equal(await page.locator("table.runs tbody tr").count(), before + 1);
+  await page.getByLabel("Status").selectOption("failed");
+  await page.getByText("No runs match these filters").waitFor();
+  await page.getByLabel("Status").selectOption("");
+  await shot("runs");
+});
+
+test("a paused run is resumed through the form generated from its schema", async () => {
+  await publish({
+    key: "approve-spend",
+    name: "Approve spend",
+    steps: [
+      {
+        id: "details",
+        uses: "collect_inputs",
+        config: {
+          schema: {
+            type: "object",
+            required: ["amount", "approver"],
+            properties: { amount: { type: "integer", minimum: 1 }, approver: { type: "string" }, urgent: { type: "boolean" } },
+          },
+        },
+      },
+      { id: "record", uses: "testkit@0", config: { mode: "echo" }, depends_on: ["details"] },
+    ],
+  });
+  const id = await startRun("approve-spend");
+  await waitForStatus(id, "paused");
+  await page.goto(`${URL}/ui/#/runs/${id}`);
+  await page.getByRole("heading", { name: "Provide the input this step waits for" }).waitFor();
+  await page.getByLabel("amount").fill("0");
+  await page.getByLabel("approver").fill("Lin");
+  await shot("run-paused");
+  await page.getByRole("button", { name: "Submit" }).click();
+  // The server checks the data against the schema; its answer is shown as is.
+  await page.getByRole("alert").filter({ hasText: "minimum" }).waitFor();
+  await page.getByLabel("amount").fill("120");
+  await page.getByLabel("urgent").check();
+  await page.getByRole("button", { name: "Submit" }).click();
+  await page.locator(".heading .status.s-completed").waitFor();
+  const run = await call("GET", `/v1/runs/${id}`);
+  assert.deepEqual(run.body.steps.find((s) => s.id === "details").output, { amount: 120, approver: "Lin", urgent: true });
+});
+
+test("a failed step shows its error and is retried from the UI", async () => {
+  await publish({
+    key: "charge-card",
+    name: "Charge a card",
+    steps: [
+      { id: "charge", uses: "testkit@0", config: { mode: "flaky", times: 1 } },
+      { id: "receipt", uses: "testkit@0", config: { mode: "echo" }, depends_on: ["charge"] },
+    ],
+  });
+  const id = await startRun("charge-card");
+  await waitForStatus(id, "failed");
+  await page.goto(`${URL}/ui/#/runs/${id}`);
+  await page.locator(".heading .status.s-failed").waitFor();
+  await page.locator('.dag [data-step="charge"].n-failed').waitFor();
+  const failure = page.locator(".step-detail .card.failure");
+  await failure.waitFor();
+  assert.match(await failure.innerText(), /attempt 1 fails/);
+  await shot("run-failed");
+  await page.getByRole("button", { name: "Retry step" }).click();
+  await page.locator(".heading .status.s-completed").waitFor();
+  await page.locator('.dag [data-step="receipt"].n-completed').waitFor();
+  const run = await call("GET", `/v1/runs/${id}`);
+  assert.equal(run.body.steps.find((s) => s.id === "charge").attempts, 2);
+});
+
+test("a key without runs:control sees no controls, and the API refuses it", async () => {
+  const key = await call("POST", "/v1/api-keys", { name: "viewer", scopes: ["runs:read", "workflows:read", "plugins:read"] });
+  assert.equal(key.status, 201);
+  const id = await startRun("approve-spend");
+  await waitForStatus(id, "paused");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await signIn(key.body.key);
+  await page.goto(`${URL}/ui/#/runs/${id}`);
+  await page.getByText("This key cannot resume runs").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Cancel run" }).count(), 0);
+  assert.equal(await page.getByRole("button", { name: "Submit" }).count(), 0);
+  const refused = await call("POST", `/v1/runs/${id}/cancel`, undefined, key.body.key);
+  assert.equal(refused.status, 403);
+  await nav("Workflows").click();
+  await page.getByRole("link", { name: "greet" }).click();
+  await page.getByRole("heading", { name: "Greet someone" }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Start run" }).count(), 0);
+  assert.equal(await page.getByRole("button", { name: /Archive|Publish/ }).count(), 0);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await signIn(ADMIN);
+});
+
+test("schedules show their next fire time; webhooks their deliveries", async () => {
+  const schedule = await call("POST", "/v1/schedules", { workflow: "greet", cron: "0 9 * * 1-5", timezone: "Europe/Oslo", input: { name: "team" } });
+  assert.equal(schedule.status, 201, JSON.stringify(schedule.body));
+  await nav("Schedules").click();
+  await page.getByRole("cell", { name: "0 9 * * 1-5" }).waitFor();
+  assert.match(await page.locator("table").innerText(), /Europe\/Oslo/);
+  await shot("schedules");
+  const hook = await call("POST", "/v1/webhooks", { url: "http://127.0.0.1:9/hook", events: ["run.completed"] });
+  assert.equal(hook.status, 201, JSON.stringify(hook.body));
+  await startRun("greet", { name: "hook" });
+  // Nothing listens on port 9: the delivery fails and waits for a retry.
+  for (let i = 0; ; i++) {
+    const log = await call("GET", `/v1/webhooks/${hook.body.id}/deliveries`);
+    if (log.body.items.some((d) => d.attempts > 0)) break;
+    assert.ok(i < 100, "no delivery attempt within 10 s");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await nav("Webhooks").click();
+  await page.getByRole("link", { name: "http://127.0.0.1:9/hook" }).click();
+  await page.locator(".attempts strong", { hasText: "run.completed" }).waitFor();
+  await page.getByRole("button", { name: "Redeliver" }).first().click();
+  await shot("webhook");
+});
+
+test("screens read at a phone's width", async () => {
+  await page.setViewportSize({ width: 390, height: 800 });
+  await nav("Runs").click();
+  await page.locator("table.runs tbody tr").first().waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `the page scrolls sideways by ${overflow}px at 390px`);
+  await shot("runs-narrow");
+  await page.setViewportSize({ width: 1280, height: 860 });
+});
+
+test("no console errors and nothing fetched from another origin", () => {
+  // The only errors allowed are the browser's notes on the HTTP errors the
+  // tests provoke on purpose (the wrong key, the bad upload, the invalid
+  // resume data).
+  const unexpected = consoleErrors.filter(
+    (e) => !/Failed to load resource: the server responded with a status of (401|400|422)/.test(e),
+  );
+  assert.deepEqual(unexpected, []);
+  assert.deepEqual(offOrigin, []);
+});
