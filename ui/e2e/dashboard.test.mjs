@@ -6,9 +6,13 @@
 //   WEFT_TESTKIT       path of the testkit component to upload
 //   WEFT_SCREENSHOTS   where to save screenshots of the main screens
 //   WEFT_CHROMIUM      the Chromium executable (default /usr/bin/chromium)
+// Every screenshotted screen is also checked with axe-core; the last test
+// fails on console errors, requests to other origins, and serious or
+// critical accessibility findings.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -18,6 +22,8 @@ const SHOTS = process.env.WEFT_SCREENSHOTS;
 const TESTKIT = process.env.WEFT_TESTKIT;
 assert.ok(URL && ADMIN && SHOTS && TESTKIT, "WEFT_URL, WEFT_ADMIN_KEY, WEFT_SCREENSHOTS and WEFT_TESTKIT are set");
 mkdirSync(SHOTS, { recursive: true });
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 let browser;
 let page;
@@ -58,8 +64,24 @@ async function waitForStatus(id, wanted) {
   throw new Error(`run ${id} never reached ${wanted}`);
 }
 
+// Accessibility problems axe-core finds on each screenshotted screen
+// (serious and critical ones fail the last test).
+const violations = [];
+let screensChecked = 0;
+
 async function shot(name) {
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+  // Evaluated through the debugging protocol, so the page's CSP still
+  // forbids any script the page itself did not load.
+  const found = await page.evaluate(async (source) => {
+    if (!window.axe) (0, eval)(source);
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+  }, AXE);
+  violations.push(...found.map((v) => `${name}: ${v}`));
+  screensChecked += 1;
 }
 
 /** A section link in the top navigation. */
@@ -291,6 +313,71 @@ test("schedules show their next fire time; webhooks their deliveries", async () 
   await shot("webhook");
 });
 
+test("publish, clone and archive from the workflow page", async () => {
+  const created = await call("POST", "/v1/workflows", {
+    key: "draft-flow",
+    name: "Draft flow",
+    steps: [{ id: "only", uses: "testkit@0", config: { mode: "echo" } }],
+  });
+  assert.equal(created.status, 201);
+  await nav("Workflows").click();
+  await page.getByRole("link", { name: "draft-flow" }).click();
+  await page.getByRole("button", { name: "Publish 0.1.0" }).click();
+  await page.locator(".heading .status.s-published").waitFor();
+  await page.getByLabel("Clone as").fill("draft-flow-copy");
+  await page.getByRole("button", { name: "Clone", exact: true }).click();
+  await page.getByRole("heading", { name: "Draft flow" }).waitFor();
+  await page.waitForURL(/#\/workflows\/draft-flow-copy$/);
+  await page.getByRole("button", { name: "Archive" }).click();
+  await page.getByRole("button", { name: "Unarchive" }).waitFor();
+  const copy = await call("GET", "/v1/workflows/draft-flow-copy");
+  assert.equal(copy.body.archived, true);
+  const original = await call("GET", "/v1/workflows/draft-flow?version=published");
+  assert.equal(original.body.version, "0.1.0");
+});
+
+test("a person approves through the action buttons; a run is terminated with a reason", async () => {
+  await publish({
+    key: "sign-off",
+    name: "Sign off",
+    steps: [
+      { id: "decide", uses: "request_user_action", config: { actions: ["approve", "decline"], decline: ["decline"] } },
+      { id: "after", uses: "testkit@0", config: { mode: "echo" }, depends_on: ["decide"] },
+    ],
+  });
+  const approved = await startRun("sign-off");
+  await waitForStatus(approved, "paused");
+  await page.goto(`${URL}/ui/#/runs/${approved}`);
+  await page.getByRole("heading", { name: "Choose an action" }).waitFor();
+  await page.getByRole("button", { name: "approve" }).click();
+  await page.locator(".heading .status.s-completed").waitFor();
+  const run = await call("GET", `/v1/runs/${approved}`);
+  assert.equal(run.body.steps.find((s) => s.id === "decide").output.action, "approve");
+
+  const stopped = await startRun("sign-off");
+  await waitForStatus(stopped, "paused");
+  await page.goto(`${URL}/ui/#/runs/${stopped}`);
+  await page.getByRole("button", { name: "Terminate…" }).click();
+  await page.getByLabel("Reason").fill("duplicate request");
+  await page.getByRole("button", { name: "Terminate now" }).click();
+  await page.locator(".heading .status.s-terminated").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Cancel run" }).count(), 0);
+});
+
+test("grants are edited on the plugin's page", async () => {
+  await nav("Plugins").click();
+  await page.getByRole("link", { name: "testkit", exact: true }).first().click();
+  await page.getByRole("heading", { name: "Grants" }).waitFor();
+  await page.getByLabel("Allowed hosts").fill("api.example.com, hooks.example.org");
+  await page.getByLabel("kv").check();
+  await page.getByRole("button", { name: "Save grants" }).click();
+  await page.getByRole("button", { name: "Save grants" }).and(page.locator(":disabled")).waitFor();
+  const grants = await call("GET", "/v1/plugins/testkit/grants");
+  assert.deepEqual(grants.body.granted.allowed_hosts, ["api.example.com", "hooks.example.org"]);
+  assert.equal(grants.body.granted.kv, true);
+  await shot("plugin");
+});
+
 test("screens read at a phone's width", async () => {
   await page.setViewportSize({ width: 390, height: 800 });
   await nav("Runs").click();
@@ -310,4 +397,6 @@ test("no console errors and nothing fetched from another origin", () => {
   );
   assert.deepEqual(unexpected, []);
   assert.deepEqual(offOrigin, []);
+  assert.deepEqual(violations, []);
+  assert.ok(screensChecked >= 10, `axe checked only ${screensChecked} screens`);
 });

@@ -3,6 +3,10 @@ import { api, can, enc } from "../api.js";
 import { navigate } from "../router.js";
 import { Action, Json, Loading, Problem, useLoad } from "../components.jsx";
 
+/** Another tenant's public plugin is named `publisher/name`. */
+const foreign = (p) => p.name.includes("/");
+const source = (p) => (p.builtin ? "built-in" : foreign(p) ? `${p.publisher} (public)` : `this tenant (${p.visibility})`);
+
 function Upload({ onUploaded }) {
   const [dragging, setDragging] = useState(false);
   const [visibility, setVisibility] = useState("private");
@@ -80,11 +84,11 @@ export function PluginsPage({ me }) {
             <tbody>
               {list.value?.items.map((p) => (
                 <tr>
-                  <td><a href={`#/plugins/${enc(p.publisher ? `${p.publisher}/${p.name}` : p.name)}`}><code>{p.name}</code></a></td>
+                  <td><a href={`#/plugins/${enc(p.name)}`}><code>{p.name}</code></a></td>
                   <td>{p.version}{p.yanked ? <span class="muted"> yanked</span> : null}</td>
                   <td>{p.description}</td>
                   <td>{p.capabilities.join(", ") || "—"}</td>
-                  <td>{p.builtin ? "built-in" : p.publisher ? `${p.publisher} (public)` : p.visibility}</td>
+                  <td>{source(p)}</td>
                 </tr>
               ))}
             </tbody>
@@ -156,12 +160,12 @@ export function PluginPage({ name, me }) {
         </label>
       </div>
       <dl class="facts">
-        <dt>Source</dt><dd>{p.builtin ? "built-in" : p.publisher || p.visibility}</dd>
+        <dt>Source</dt><dd>{source(p)}</dd>
         <dt>Capabilities</dt><dd>{p.capabilities.join(", ") || "none"}</dd>
         <dt>Size</dt><dd>{(p.size_bytes / 1024).toFixed(0)} KiB</dd>
         <dt>SHA-256</dt><dd><code class="hash">{p.sha256}</code></dd>
       </dl>
-      {!p.builtin && !p.publisher && can(me, "plugins:publish") && !p.yanked && (
+      {!p.builtin && !foreign(p) && can(me, "plugins:publish") && !p.yanked && (
         <Action label={`Yank ${p.version}`} kind="danger"
           run={() => api(`/v1/plugins/${enc(p.name)}/${enc(p.version)}`, { method: "DELETE" })}
           onDone={() => (items.length > 1 ? versions.reload() : navigate("/plugins"))} />
@@ -172,7 +176,7 @@ export function PluginPage({ name, me }) {
       </div>
       <h2>Input schema</h2>
       <Json value={p.input_schema} label="Input schema" />
-      {!p.builtin && !p.publisher && <Grants name={p.name} me={me} />}
+      {!p.builtin && <Grants name={p.name} me={me} />}
     </section>
   );
 }

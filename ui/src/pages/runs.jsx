@@ -29,6 +29,11 @@ export function RunsPage({ me, query }) {
   const workflows = useLoad(() => all("/v1/workflows"), []);
   const [live, setLive] = useState(false);
   const refresh = useThrottled(runs.reload, 400);
+  // Older pages, fetched on request; the live reload refreshes the newest.
+  const [older, setOlder] = useState({ items: [], cursor: undefined });
+  useEffect(() => setOlder({ items: [], cursor: undefined }), [params]);
+  const cursor = older.cursor === undefined ? runs.value?.next_cursor : older.cursor;
+  const shown = [...(runs.value?.items || []), ...older.items.filter((o) => !runs.value?.items.some((r) => r.id === o.id))];
 
   useEffect(() => {
     setLive(true);
@@ -72,21 +77,25 @@ export function RunsPage({ me, query }) {
         <div class="table-wrap">
           <table class="runs">
             <thead>
-              <tr><th>Run</th><th>Workflow</th><th>Status</th><th>Started</th><th>Duration</th></tr>
+              <tr><th>Run</th><th>Workflow</th><th>Status</th><th>Started</th><th class="wide-only">Duration</th></tr>
             </thead>
             <tbody>
-              {runs.value?.items.map((r) => (
+              {shown.map((r) => (
                 <tr data-run={r.id} data-status={r.status}>
                   <td><a href={`#/runs/${r.id}`}><code>{r.id.slice(-12)}</code></a></td>
                   <td>{r.workflow} <span class="muted">{r.version}</span></td>
                   <td><Status status={r.status} />{r.queued ? <span class="muted"> queued</span> : null}</td>
-                  <td>{when(r.created_at)}</td>
-                  <td>{duration(r.duration_ms)}</td>
+                  <td class="when">{when(r.created_at)}</td>
+                  <td class="wide-only">{duration(r.duration_ms)}</td>
                 </tr>
               ))}
             </tbody>
           </table>
         </div>
+      )}
+      {cursor && (
+        <Action label="Show older runs" run={() => api(`/v1/runs?limit=50&cursor=${enc(cursor)}${params ? `&${params}` : ""}`)}
+          onDone={(page) => setOlder((o) => ({ items: [...o.items, ...page.items], cursor: page.next_cursor }))} />
       )}
       {!can(me, "runs:read") && <p class="muted">This key lacks runs:read.</p>}
     </section>

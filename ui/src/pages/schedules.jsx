@@ -15,7 +15,7 @@ export function SchedulesPage({ me }) {
       ) : (
         <div class="table-wrap">
           <table>
-            <thead><tr><th>Workflow</th><th>Cron</th><th>Zone</th><th>Status</th><th>Next fire</th><th>Last fired</th><th></th></tr></thead>
+            <thead><tr><th>Workflow</th><th>Cron</th><th>Zone</th><th>Status</th><th>Next fire</th><th>Last fired</th><th><span class="sr">Actions</span></th></tr></thead>
             <tbody>
               {list.value?.items.map((s) => (
                 <tr>
