@@ -533,13 +533,27 @@ pub async fn append_events(
     events: &[NewEvent<'_>],
     at: i64,
 ) -> Result<(), DbError> {
+    let rows: Vec<RunEvent<'_>> = events.iter().map(|e| (tenant, run_id, *e)).collect();
+    append_run_events(conn, &rows, at).await
+}
+
+/// An event of some run: tenant, run id, the event.
+pub type RunEvent<'a> = (&'a str, &'a str, NewEvent<'a>);
+
+/// Appends events of several runs in order, one statement per
+/// [`ROWS_PER_STATEMENT`].
+pub async fn append_run_events(
+    conn: &mut Conn,
+    events: &[RunEvent<'_>],
+    at: i64,
+) -> Result<(), DbError> {
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO events (tenant_id, run_id, type, step_id, data, at) ",
         );
-        query.push_values(chunk, |mut row, (kind, step_id, data)| {
-            row.push_bind(tenant)
-                .push_bind(run_id)
+        query.push_values(chunk, |mut row, (tenant, run_id, (kind, step_id, data))| {
+            row.push_bind(*tenant)
+                .push_bind(*run_id)
                 .push_bind(*kind)
                 .push_bind(*step_id)
                 .push_bind(data.to_string())
@@ -550,60 +564,79 @@ pub async fn append_events(
     Ok(())
 }
 
-/// A run and its steps (in position order) in one round trip: what
-/// recording an attempt reads inside its transaction.
+/// A run and its steps (in position order) in one round trip.
 pub async fn run_with_steps(
     conn: &mut Conn,
     id: &str,
 ) -> Result<Option<(RunRow, Vec<StepRow>)>, DbError> {
-    let rows = sqlx::query(
-        "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
-                r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
-                s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
-                s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at
-         FROM runs r LEFT JOIN steps s ON s.run_id = r.id
-         WHERE r.id = ? ORDER BY s.position",
-    )
-    .bind(id)
-    .fetch_all(conn)
-    .await?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let run = RunRow {
-        id: first.get(0),
-        tenant_id: first.get(1),
-        workflow_key: first.get(2),
-        workflow_version: first.get(3),
-        status: first.get(4),
-        input: first.get(5),
-        result: first.get(6),
-        error: first.get(7),
-        created_at: first.get(8),
-        started_at: first.get(9),
-        ended_at: first.get(10),
-        deadline_at: first.get(11),
-        queued: first.get::<i64, _>(12) != 0,
-        schedule_id: first.get(13),
-    };
-    let steps = rows
-        .iter()
-        .filter(|r| r.get::<Option<String>, _>(14).is_some())
-        .map(|r| StepRow {
-            run_id: r.get(14),
-            step_id: r.get(15),
-            position: r.get(16),
-            kind: r.get(17),
-            status: r.get(18),
-            attempts: r.get(19),
-            due_at: r.get(20),
-            lease_owner: r.get(21),
-            lease_expires_at: r.get(22),
-            output: r.get(23),
-            error: r.get(24),
-            started_at: r.get(25),
-            ended_at: r.get(26),
-        })
-        .collect();
-    Ok(Some((run, steps)))
+    Ok(runs_with_steps(conn, &[id]).await?.pop())
+}
+
+/// Runs and their steps (in position order) in one round trip: what
+/// recording a batch of attempts reads inside its transaction. Runs that do
+/// not exist are left out.
+pub async fn runs_with_steps(
+    conn: &mut Conn,
+    ids: &[&str],
+) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
+    let mut found: Vec<(RunRow, Vec<StepRow>)> = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
+                    r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
+                    s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
+                    s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at
+             FROM runs r LEFT JOIN steps s ON s.run_id = r.id
+             WHERE r.id IN (",
+        );
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(") ORDER BY r.id, s.position");
+        let rows = query.build().fetch_all(&mut *conn).await?;
+        for r in &rows {
+            let id: String = r.get(0);
+            if found.last().is_none_or(|(run, _)| run.id != id) {
+                found.push((
+                    RunRow {
+                        id,
+                        tenant_id: r.get(1),
+                        workflow_key: r.get(2),
+                        workflow_version: r.get(3),
+                        status: r.get(4),
+                        input: r.get(5),
+                        result: r.get(6),
+                        error: r.get(7),
+                        created_at: r.get(8),
+                        started_at: r.get(9),
+                        ended_at: r.get(10),
+                        deadline_at: r.get(11),
+                        queued: r.get::<i64, _>(12) != 0,
+                        schedule_id: r.get(13),
+                    },
+                    Vec::new(),
+                ));
+            }
+            if r.get::<Option<String>, _>(14).is_some() {
+                let (_, steps) = found.last_mut().expect("pushed above");
+                steps.push(StepRow {
+                    run_id: r.get(14),
+                    step_id: r.get(15),
+                    position: r.get(16),
+                    kind: r.get(17),
+                    status: r.get(18),
+                    attempts: r.get(19),
+                    due_at: r.get(20),
+                    lease_owner: r.get(21),
+                    lease_expires_at: r.get(22),
+                    output: r.get(23),
+                    error: r.get(24),
+                    started_at: r.get(25),
+                    ended_at: r.get(26),
+                });
+            }
+        }
+    }
+    Ok(found)
 }

@@ -27,7 +27,6 @@ use crate::runtime::{Attempt, AttemptError, Invocation, Limits, StepContext};
 /// Most attempt results committed in one transaction.
 const RECORD_BATCH: usize = 64;
 
-/// A claimed step and how its attempt ended, waiting to be recorded.
 /// A finished attempt: the step as claimed, the outcome, what the runtime
 /// reported, and the config the step saw (rendered, as JSON text).
 pub(crate) type Finished = (StepRow, (Outcome, Option<Attempt>), Option<String>);
@@ -46,6 +45,10 @@ struct BatchState {
     /// Running steps per tenant: counted once per transaction, then kept
     /// up to date as attempts finish and dependents are claimed.
     running: HashMap<String, i64>,
+    /// Per tenant, running steps gained (claims) less those lost (finished
+    /// attempts) in this batch: its writes come at the end, so a count
+    /// read from the database mid-batch is corrected by this.
+    unwritten: HashMap<String, i64>,
     /// Steps claimed so far in this transaction.
     claimed: usize,
 }
@@ -486,45 +489,67 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            let mut changed = Vec::new();
-            let mut direct = Vec::new();
             let mut state = BatchState {
                 budget: self
                     .config
                     .max_parallel
                     .saturating_sub(self.in_flight.load(Ordering::SeqCst)),
                 running: HashMap::new(),
+                unwritten: HashMap::new(),
                 claimed: 0,
             };
-            let result: Result<(), EngineError> = async {
+            let result: Result<Vec<RunChange>, EngineError> = async {
                 let mut tx = self.db.begin().await?;
+                // Every run of the batch in one read; each attempt then
+                // changes its run in memory, and the batch is written in a
+                // handful of statements.
+                let mut ids: Vec<&str> = batch.iter().map(|(s, _, _)| s.run_id.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut runs: Vec<RunChange> = db::runs::runs_with_steps(&mut tx, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|(run, steps)| RunChange::new(run, steps))
+                    .collect();
+                let mut attempts = Vec::new();
                 for (claimed, outcome, rendered) in batch {
-                    match self
-                        .record_in(&mut tx, &claimed, outcome, rendered, &mut state)
+                    let Some(change) = runs.iter_mut().find(|c| c.run.id == claimed.run_id) else {
+                        continue;
+                    };
+                    if let Err(e) = self
+                        .record_in(&mut tx, change, &claimed, (outcome, rendered), &mut attempts, &mut state)
                         .await
                     {
-                        Ok(Some((run_id, claimed_next, snapshot))) => {
-                            changed.push(run_id);
-                            direct.extend(claimed_next.into_iter().map(|s| (s, snapshot.clone())));
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::error!(run_id = %claimed.run_id, step_id = %claimed.step_id, error = %e,
-                            "could not record an attempt; it will be retried after its lease expires"),
+                        tracing::error!(run_id = %claimed.run_id, step_id = %claimed.step_id, error = %e,
+                            "could not record an attempt; it will be retried after its lease expires");
                     }
                 }
+                runs.retain(RunChange::changed);
+                db::runs::insert_attempts(&mut tx, &attempts).await?;
+                self.write_batch(&mut tx, &runs, db::now_ms()).await?;
                 tx.commit().await.map_err(DbError::from)?;
-                Ok(())
+                Ok(runs)
             }
             .await;
             match result {
-                Ok(()) => {
-                    for run_id in changed {
-                        self.changed(&run_id);
-                    }
-                    // Dependents claimed in the same transaction start now,
-                    // without a round through the scheduler.
-                    for (step, snapshot) in direct {
-                        self.dispatch(step, Some(snapshot));
+                Ok(runs) => {
+                    for change in runs {
+                        self.changed(&change.run.id);
+                        // Dependents claimed in the same transaction start
+                        // now, without a round through the scheduler.
+                        let RunChange {
+                            run,
+                            steps,
+                            claimed_next,
+                            ..
+                        } = change;
+                        if claimed_next.is_empty() {
+                            continue;
+                        }
+                        let snapshot = Arc::new(Snapshot { run, steps });
+                        for step in claimed_next {
+                            self.dispatch(step, Some(snapshot.clone()));
+                        }
                     }
                 }
                 Err(e) => {
@@ -535,25 +560,25 @@ impl Engine {
         }
     }
 
-    /// Records one attempt's outcome and moves its run on, within `tx`;
-    /// returns the run's id if anything was written, and the steps it made
+    /// Records one attempt's outcome and moves its run on, in memory:
+    /// `change` gets the new state, the events and the steps this made
     /// ready that this host claimed at once (at most `budget`, within the
-    /// tenant's cap).
+    /// tenant's cap); `attempts` gets the attempt rows. On an error
+    /// `change` is left as it was.
     async fn record_in(
         &self,
         tx: &mut db::Tx,
+        change: &mut RunChange,
         claimed: &StepRow,
-        (outcome, attempt): (Outcome, Option<Attempt>),
-        rendered: Option<String>,
+        ((outcome, attempt), rendered): ((Outcome, Option<Attempt>), Option<String>),
+        attempts: &mut Vec<AttemptRow>,
         state: &mut BatchState,
-    ) -> Result<Option<(String, Vec<StepRow>, Arc<Snapshot>)>, EngineError> {
+    ) -> Result<(), EngineError> {
         let now = db::now_ms();
-        let Some((mut run, original)) = db::runs::run_with_steps(tx, &claimed.run_id).await? else {
-            return Ok(None);
-        };
-        let mut steps = original.clone();
+        let mut run = change.run.clone();
+        let mut steps = change.steps.clone();
         let Some(index) = steps.iter().position(|s| s.step_id == claimed.step_id) else {
-            return Ok(None);
+            return Ok(());
         };
         {
             let current = &steps[index];
@@ -562,11 +587,10 @@ impl Engine {
                 || current.attempts != claimed.attempts
             {
                 tracing::warn!("the lease was lost before the result was recorded; dropping it");
-                return Ok(None);
+                return Ok(());
             }
         }
         let definition = self.definition_for_run(&run).await?;
-        let original_run = run.clone();
         let mut events = Vec::new();
         let logs = attempt
             .as_ref()
@@ -585,6 +609,7 @@ impl Engine {
         if let Some(n) = state.running.get_mut(&run.tenant_id) {
             *n -= 1;
         }
+        *state.unwritten.entry(run.tenant_id.clone()).or_default() -= 1;
         let mut attempt_rows = vec![AttemptRow {
             run_id: run.id.clone(),
             step_id: claimed.step_id.clone(),
@@ -715,8 +740,10 @@ impl Engine {
                         local as i64
                     }
                     None => {
-                        // Still counts this step, whose update is written below.
-                        let n = db::runs::running_for_tenant(tx, &run.tenant_id).await? - 1;
+                        // The database still counts this batch's finished
+                        // steps and not its claims: both are written later.
+                        let n = db::runs::running_for_tenant(tx, &run.tenant_id).await?
+                            + state.unwritten.get(&run.tenant_id).copied().unwrap_or(0);
                         state.running.insert(run.tenant_id.clone(), n);
                         n
                     }
@@ -745,14 +772,58 @@ impl Engine {
                 if let Some(n) = state.running.get_mut(&run.tenant_id) {
                     *n += claimed_next.len() as i64;
                 }
+                *state.unwritten.entry(run.tenant_id.clone()).or_default() +=
+                    claimed_next.len() as i64;
             }
         }
         attempt_rows.extend(claimed_next.iter().map(|s| self.started_attempt(s, now)));
-        db::runs::insert_attempts(tx, &attempt_rows).await?;
-        self.write_changes(tx, &original_run, &run, &original, &steps, &events, now)
-            .await?;
-        let id = run.id.clone();
-        Ok(Some((id, claimed_next, Arc::new(Snapshot { run, steps }))))
+        attempts.extend(attempt_rows);
+        change.run = run;
+        change.steps = steps;
+        change.events.extend(events);
+        change.claimed_next.extend(claimed_next);
+        Ok(())
+    }
+
+    /// Writes a recording batch: every changed or new step of every run in
+    /// one statement, each changed run, every event in one statement; then
+    /// releases queued runs of workflows whose run just ended.
+    async fn write_batch(
+        &self,
+        tx: &mut db::Tx,
+        runs: &[RunChange],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let written: Vec<&StepRow> = runs.iter().flat_map(RunChange::written_steps).collect();
+        if !written.is_empty() {
+            db::runs::upsert_steps(tx, &written).await?;
+        }
+        for change in runs.iter().filter(|c| c.original_run != c.run) {
+            db::runs::update_run(tx, &change.run).await?;
+        }
+        let events: Vec<db::runs::RunEvent<'_>> = runs
+            .iter()
+            .flat_map(|c| {
+                c.events.iter().map(|e| {
+                    (
+                        c.run.tenant_id.as_str(),
+                        c.run.id.as_str(),
+                        (e.kind, e.step_id.as_deref(), &e.data),
+                    )
+                })
+            })
+            .collect();
+        if !events.is_empty() {
+            db::runs::append_run_events(tx, &events, now).await?;
+        }
+        for change in runs {
+            if run_is_terminal(&change.run.status) && !run_is_terminal(&change.original_run.status)
+            {
+                self.release_queued(tx, &change.run.tenant_id, &change.run.workflow_key, now)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the steps and run that changed and the events. `steps` is
@@ -794,13 +865,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         // Changed and new steps in one statement, the run, then the events
         // in one: the fewer round trips per step, the faster the engine.
-        let written: Vec<&StepRow> = original
-            .iter()
-            .zip(steps)
-            .filter(|(before, after)| before != after)
-            .map(|(_, after)| after)
-            .chain(&steps[original.len()..])
-            .collect();
+        let written: Vec<&StepRow> = changed_steps(original, steps).collect();
         if !written.is_empty() {
             db::runs::upsert_steps(tx, &written).await?;
         }
@@ -824,6 +889,52 @@ impl Engine {
                 token.cancel();
             }
         }
+    }
+}
+
+/// The steps of `steps` that differ from `original` or are new (past its
+/// length).
+fn changed_steps<'a>(
+    original: &'a [StepRow],
+    steps: &'a [StepRow],
+) -> impl Iterator<Item = &'a StepRow> {
+    original
+        .iter()
+        .zip(steps)
+        .filter(|(before, after)| before != after)
+        .map(|(_, after)| after)
+        .chain(&steps[original.len().min(steps.len())..])
+}
+
+/// A run through a recording batch: as read, as changed so far, the events
+/// to append and the steps claimed to start once the batch commits.
+struct RunChange {
+    original_run: RunRow,
+    run: RunRow,
+    original: Vec<StepRow>,
+    steps: Vec<StepRow>,
+    events: Vec<Event>,
+    claimed_next: Vec<StepRow>,
+}
+
+impl RunChange {
+    fn new(run: RunRow, steps: Vec<StepRow>) -> Self {
+        Self {
+            original_run: run.clone(),
+            run,
+            original: steps.clone(),
+            steps,
+            events: Vec::new(),
+            claimed_next: Vec::new(),
+        }
+    }
+
+    fn changed(&self) -> bool {
+        !self.events.is_empty() || self.original_run != self.run || self.original != self.steps
+    }
+
+    fn written_steps(&self) -> impl Iterator<Item = &StepRow> {
+        changed_steps(&self.original, &self.steps)
     }
 }
 
