@@ -161,18 +161,7 @@ pub async fn insert_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
 
 /// Writes every mutable column of a run.
 pub async fn update_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
-    sqlx::query("UPDATE runs SET status = ?, result = ?, error = ?, started_at = ?, ended_at = ?, deadline_at = ?, queued = ? WHERE id = ?")
-        .bind(&r.status)
-        .bind(&r.result)
-        .bind(&r.error)
-        .bind(r.started_at)
-        .bind(r.ended_at)
-        .bind(r.deadline_at)
-        .bind(i64::from(r.queued))
-        .bind(&r.id)
-        .execute(conn)
-        .await?;
-    Ok(())
+    Writes::default().update_run(r).execute(conn).await
 }
 
 /// The run if it belongs to `tenant` (`None` for another tenant's run).
@@ -449,83 +438,164 @@ pub async fn latest_of_workflow(
 /// Rows per multi-row statement: well under SQLite's bound-variable limit.
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// Writes steps in one statement per [`ROWS_PER_STATEMENT`]: new ones are
-/// inserted, existing ones get every mutable column. The hot path writes a
-/// finished step and the dependents it made ready together.
-pub async fn upsert_steps(conn: &mut Conn, steps: &[&StepRow]) -> Result<(), DbError> {
-    for chunk in steps.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at) ",
-        );
-        query.push_values(chunk, |mut row, s| {
-            row.push_bind(&s.run_id)
-                .push_bind(&s.step_id)
-                .push_bind(s.position)
-                .push_bind(&s.kind)
-                .push_bind(&s.status)
-                .push_bind(s.attempts)
-                .push_bind(s.due_at)
-                .push_bind(&s.lease_owner)
-                .push_bind(s.lease_expires_at)
-                .push_bind(&s.output)
-                .push_bind(&s.error)
-                .push_bind(s.started_at)
-                .push_bind(s.ended_at);
-        });
-        query.push(
-            " ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
-               due_at = excluded.due_at, lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,
-               output = excluded.output, error = excluded.error, started_at = excluded.started_at, ended_at = excluded.ended_at",
-        );
-        query.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+/// Statements gathered into one multi-statement query: SQLite runs them in
+/// order in a single round trip to the connection's thread, each binding
+/// its own arguments in turn. Multi-row statements hold at most
+/// [`ROWS_PER_STATEMENT`] rows.
+pub struct Writes<'a> {
+    query: sqlx::QueryBuilder<'a, sqlx::Sqlite>,
+    statements: usize,
 }
 
-/// Inserts (or replaces) attempt rows, one statement per
-/// [`ROWS_PER_STATEMENT`]. A started attempt after the first marks an
-/// earlier attempt a dead host left `running` as interrupted.
+impl Default for Writes<'_> {
+    fn default() -> Self {
+        Self {
+            query: sqlx::QueryBuilder::new(""),
+            statements: 0,
+        }
+    }
+}
+
+impl<'a> Writes<'a> {
+    fn statement(&mut self, sql: &str) -> &mut sqlx::QueryBuilder<'a, sqlx::Sqlite> {
+        if self.statements > 0 {
+            self.query.push(";\n");
+        }
+        self.statements += 1;
+        self.query.push(sql)
+    }
+
+    /// New steps are inserted, existing ones get every mutable column.
+    pub fn upsert_steps(&mut self, steps: &[&'a StepRow]) -> &mut Self {
+        for chunk in steps.chunks(ROWS_PER_STATEMENT) {
+            self.statement(
+                "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at) ",
+            )
+            .push_values(chunk, |mut row, s| {
+                row.push_bind(&s.run_id)
+                    .push_bind(&s.step_id)
+                    .push_bind(s.position)
+                    .push_bind(&s.kind)
+                    .push_bind(&s.status)
+                    .push_bind(s.attempts)
+                    .push_bind(s.due_at)
+                    .push_bind(&s.lease_owner)
+                    .push_bind(s.lease_expires_at)
+                    .push_bind(&s.output)
+                    .push_bind(&s.error)
+                    .push_bind(s.started_at)
+                    .push_bind(s.ended_at);
+            })
+            .push(
+                " ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+                   due_at = excluded.due_at, lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,
+                   output = excluded.output, error = excluded.error, started_at = excluded.started_at, ended_at = excluded.ended_at",
+            );
+        }
+        self
+    }
+
+    /// Inserts (or replaces) attempt rows. A started attempt after the first
+    /// marks an earlier attempt a dead host left `running` as interrupted.
+    pub fn insert_attempts(&mut self, attempts: &'a [AttemptRow]) -> &mut Self {
+        for a in attempts
+            .iter()
+            .filter(|a| a.attempt > 1 && a.status == "running")
+        {
+            let query = self.statement("UPDATE attempts SET status = 'interrupted', ended_at = ");
+            query.push_bind(a.started_at);
+            query.push(" WHERE run_id = ");
+            query.push_bind(&a.run_id);
+            query.push(" AND step_id = ");
+            query.push_bind(&a.step_id);
+            query.push(" AND status = 'running'");
+        }
+        for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
+            self.statement(
+                "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs, input) ",
+            )
+            .push_values(chunk, |mut row, a| {
+                row.push_bind(&a.run_id)
+                    .push_bind(&a.step_id)
+                    .push_bind(a.attempt)
+                    .push_bind(&a.status)
+                    .push_bind(&a.host)
+                    .push_bind(a.started_at)
+                    .push_bind(a.ended_at)
+                    .push_bind(&a.error_kind)
+                    .push_bind(&a.error)
+                    .push_bind(&a.logs)
+                    .push_bind(&a.input);
+            });
+        }
+        self
+    }
+
+    /// Every mutable column of a run.
+    pub fn update_run(&mut self, r: &'a RunRow) -> &mut Self {
+        let query = self.statement("UPDATE runs SET status = ");
+        query.push_bind(&r.status);
+        query.push(", result = ");
+        query.push_bind(&r.result);
+        query.push(", error = ");
+        query.push_bind(&r.error);
+        query.push(", started_at = ");
+        query.push_bind(r.started_at);
+        query.push(", ended_at = ");
+        query.push_bind(r.ended_at);
+        query.push(", deadline_at = ");
+        query.push_bind(r.deadline_at);
+        query.push(", queued = ");
+        query.push_bind(i64::from(r.queued));
+        query.push(" WHERE id = ");
+        query.push_bind(&r.id);
+        self
+    }
+
+    /// Events of any runs, appended in order.
+    pub fn append_events(&mut self, events: &[RunEvent<'a>], at: i64) -> &mut Self {
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            self.statement("INSERT INTO events (tenant_id, run_id, type, step_id, data, at) ")
+                .push_values(chunk, |mut row, (tenant, run_id, (kind, step_id, data))| {
+                    row.push_bind(*tenant)
+                        .push_bind(*run_id)
+                        .push_bind(*kind)
+                        .push_bind(*step_id)
+                        .push_bind(data.to_string())
+                        .push_bind(at);
+                });
+        }
+        self
+    }
+
+    /// Runs every gathered statement in one round trip.
+    pub async fn execute(&mut self, conn: &mut Conn) -> Result<(), DbError> {
+        if self.statements > 0 {
+            self.query.build().execute(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes steps: new ones are inserted, existing ones get every mutable
+/// column. The hot path writes a finished step and the dependents it made
+/// ready together.
+pub async fn upsert_steps(conn: &mut Conn, steps: &[&StepRow]) -> Result<(), DbError> {
+    Writes::default().upsert_steps(steps).execute(conn).await
+}
+
+/// Inserts (or replaces) attempt rows; see [`Writes::insert_attempts`].
 pub async fn insert_attempts(conn: &mut Conn, attempts: &[AttemptRow]) -> Result<(), DbError> {
-    for a in attempts
-        .iter()
-        .filter(|a| a.attempt > 1 && a.status == "running")
-    {
-        sqlx::query(
-            "UPDATE attempts SET status = 'interrupted', ended_at = ? WHERE run_id = ? AND step_id = ? AND status = 'running'",
-        )
-        .bind(a.started_at)
-        .bind(&a.run_id)
-        .bind(&a.step_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs, input) ",
-        );
-        query.push_values(chunk, |mut row, a| {
-            row.push_bind(&a.run_id)
-                .push_bind(&a.step_id)
-                .push_bind(a.attempt)
-                .push_bind(&a.status)
-                .push_bind(&a.host)
-                .push_bind(a.started_at)
-                .push_bind(a.ended_at)
-                .push_bind(&a.error_kind)
-                .push_bind(&a.error)
-                .push_bind(&a.logs)
-                .push_bind(&a.input);
-        });
-        query.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+    Writes::default()
+        .insert_attempts(attempts)
+        .execute(conn)
+        .await
 }
 
 /// An event to append: type, step, data.
 pub type NewEvent<'a> = (&'a str, Option<&'a str>, &'a serde_json::Value);
 
-/// Appends a run's events in order, one statement per
-/// [`ROWS_PER_STATEMENT`].
+/// Appends a run's events in order.
 pub async fn append_events(
     conn: &mut Conn,
     tenant: &str,
@@ -534,35 +604,14 @@ pub async fn append_events(
     at: i64,
 ) -> Result<(), DbError> {
     let rows: Vec<RunEvent<'_>> = events.iter().map(|e| (tenant, run_id, *e)).collect();
-    append_run_events(conn, &rows, at).await
+    Writes::default()
+        .append_events(&rows, at)
+        .execute(conn)
+        .await
 }
 
 /// An event of some run: tenant, run id, the event.
 pub type RunEvent<'a> = (&'a str, &'a str, NewEvent<'a>);
-
-/// Appends events of several runs in order, one statement per
-/// [`ROWS_PER_STATEMENT`].
-pub async fn append_run_events(
-    conn: &mut Conn,
-    events: &[RunEvent<'_>],
-    at: i64,
-) -> Result<(), DbError> {
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO events (tenant_id, run_id, type, step_id, data, at) ",
-        );
-        query.push_values(chunk, |mut row, (tenant, run_id, (kind, step_id, data))| {
-            row.push_bind(*tenant)
-                .push_bind(*run_id)
-                .push_bind(*kind)
-                .push_bind(*step_id)
-                .push_bind(data.to_string())
-                .push_bind(at);
-        });
-        query.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
 
 /// A run and its steps (in position order) in one round trip.
 pub async fn run_with_steps(

@@ -525,8 +525,7 @@ impl Engine {
                     }
                 }
                 runs.retain(RunChange::changed);
-                db::runs::insert_attempts(&mut tx, &attempts).await?;
-                self.write_batch(&mut tx, &runs, db::now_ms()).await?;
+                self.write_batch(&mut tx, &attempts, &runs, db::now_ms()).await?;
                 tx.commit().await.map_err(DbError::from)?;
                 Ok(runs)
             }
@@ -785,22 +784,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes a recording batch: every changed or new step of every run in
-    /// one statement, each changed run, every event in one statement; then
-    /// releases queued runs of workflows whose run just ended.
+    /// Writes a recording batch in one round trip (one multi-statement
+    /// query: the attempts, every changed or new step, each changed run,
+    /// the events); then releases queued runs of workflows whose run just
+    /// ended.
     async fn write_batch(
         &self,
         tx: &mut db::Tx,
+        attempts: &[AttemptRow],
         runs: &[RunChange],
         now: i64,
     ) -> Result<(), EngineError> {
         let written: Vec<&StepRow> = runs.iter().flat_map(RunChange::written_steps).collect();
-        if !written.is_empty() {
-            db::runs::upsert_steps(tx, &written).await?;
-        }
-        for change in runs.iter().filter(|c| c.original_run != c.run) {
-            db::runs::update_run(tx, &change.run).await?;
-        }
         let events: Vec<db::runs::RunEvent<'_>> = runs
             .iter()
             .flat_map(|c| {
@@ -813,9 +808,14 @@ impl Engine {
                 })
             })
             .collect();
-        if !events.is_empty() {
-            db::runs::append_run_events(tx, &events, now).await?;
+        // One round trip for all of it.
+        let mut writes = db::runs::Writes::default();
+        writes.insert_attempts(attempts).upsert_steps(&written);
+        for change in runs.iter().filter(|c| c.original_run != c.run) {
+            writes.update_run(&change.run);
         }
+        writes.append_events(&events, now);
+        writes.execute(tx).await?;
         for change in runs {
             if run_is_terminal(&change.run.status) && !run_is_terminal(&change.original_run.status)
             {
@@ -863,22 +863,26 @@ impl Engine {
         events: &[Event],
         now: i64,
     ) -> Result<(), EngineError> {
-        // Changed and new steps in one statement, the run, then the events
-        // in one: the fewer round trips per step, the faster the engine.
+        // Changed and new steps, the run and the events in one round trip:
+        // the fewer round trips per step, the faster the engine.
         let written: Vec<&StepRow> = changed_steps(original, steps).collect();
-        if !written.is_empty() {
-            db::runs::upsert_steps(tx, &written).await?;
-        }
+        let rows: Vec<db::runs::RunEvent<'_>> = events
+            .iter()
+            .map(|e| {
+                (
+                    run.tenant_id.as_str(),
+                    run.id.as_str(),
+                    (e.kind, e.step_id.as_deref(), &e.data),
+                )
+            })
+            .collect();
+        let mut writes = db::runs::Writes::default();
+        writes.upsert_steps(&written);
         if original_run != run {
-            db::runs::update_run(tx, run).await?;
+            writes.update_run(run);
         }
-        if !events.is_empty() {
-            let rows: Vec<db::runs::NewEvent<'_>> = events
-                .iter()
-                .map(|e| (e.kind, e.step_id.as_deref(), &e.data))
-                .collect();
-            db::runs::append_events(tx, &run.tenant_id, &run.id, &rows, now).await?;
-        }
+        writes.append_events(&rows, now);
+        writes.execute(tx).await?;
         Ok(())
     }
 
