@@ -194,6 +194,7 @@ test("the run list filters by status and workflow and updates live", async () =>
   await page.getByLabel("Workflow").selectOption("greet");
   await page.getByLabel("Status").selectOption("completed");
   await page.waitForURL(/status=completed/);
+  await page.locator(".live.on").waitFor();
   const before = await page.locator("table.runs tbody tr").count();
   // A run started elsewhere appears without a reload.
   const id = await startRun("greet", { name: "Grace" });

@@ -64,15 +64,24 @@ export async function all(path, max = 500) {
 
 /**
  * Follows a server-sent event stream of the API (with the key in a header,
- * which EventSource cannot send) and calls `onEvent(parsed data)`.
- * Reconnects on errors; returns a function that stops it.
+ * which EventSource cannot send) and calls `onEvent(parsed data)`;
+ * `onOpen()` runs each time the stream is (re)connected, so a caller can
+ * reload what may have changed while it was not listening. Reconnects on
+ * errors; returns a function that stops it.
  */
-export function follow(path, onEvent) {
+export function follow(path, onEvent, onOpen = () => {}) {
   const controller = new AbortController();
   fetchEventSource(path, {
     headers: headers({ accept: "text/event-stream" }),
     signal: controller.signal,
     openWhenHidden: true,
+    async onopen(response) {
+      const type = response.headers.get("content-type") || "";
+      if (!response.ok || !type.startsWith("text/event-stream")) {
+        throw new ApiError(response.status, null);
+      }
+      onOpen();
+    },
     onmessage(message) {
       if (!message.data) return;
       try {
@@ -82,7 +91,7 @@ export function follow(path, onEvent) {
       }
     },
     onerror() {
-      // fetch-event-source retries with its own backoff.
+      // Retry after 2 s (fetch-event-source keeps the last event id).
       return 2000;
     },
   }).catch(() => {});

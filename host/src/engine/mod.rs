@@ -146,6 +146,10 @@ pub struct Engine {
     /// Attempts running here, by (run id, step id), to interrupt them.
     running: Mutex<HashMap<(String, String), CancellationToken>>,
     in_flight: AtomicUsize,
+    /// Set while the scheduler's last pass found steps due: a recorded
+    /// batch then wakes it (freed slots may let it claim them); otherwise
+    /// only a batch that leaves steps ready or ends a run does.
+    backlog: std::sync::atomic::AtomicBool,
     /// Parsed definitions by (tenant, key, version): versions are immutable.
     definitions: Mutex<HashMap<(String, String, String), Arc<Definition>>>,
     /// Finished attempts on their way to the recorder.
@@ -173,6 +177,7 @@ impl Engine {
             changes,
             running: Mutex::default(),
             in_flight: AtomicUsize::new(0),
+            backlog: std::sync::atomic::AtomicBool::new(true),
             definitions: Mutex::default(),
             validators: Mutex::default(),
             finished,

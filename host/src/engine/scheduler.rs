@@ -103,6 +103,8 @@ impl Engine {
             // slot) find nothing, because results claim their dependents.
             let next = self.next_due_at().await;
             let now = db::now_ms();
+            self.backlog
+                .store(next.is_some_and(|t| t <= now), Ordering::SeqCst);
             let mut claimed = 0;
             if free > 0 && next.is_some_and(|t| t <= now) {
                 match self.claim(free).await {
@@ -530,6 +532,19 @@ impl Engine {
                 Ok(runs)
             }
             .await;
+            // The scheduler only needs this batch if it left steps ready
+            // (retries, timers, no room to claim), ended a run (queued runs
+            // start) or freed slots for work the scheduler saw due.
+            let wake = match &result {
+                Ok(runs) => {
+                    self.backlog.load(Ordering::SeqCst)
+                        || runs.iter().any(|c| {
+                            c.steps.iter().any(|s| s.status == "ready")
+                                || run_is_terminal(&c.run.status)
+                        })
+                }
+                Err(_) => true,
+            };
             match result {
                 Ok(runs) => {
                     for change in runs {
@@ -555,7 +570,9 @@ impl Engine {
                     tracing::error!(error = %e, "could not commit attempt results; they will be retried after their leases expire")
                 }
             }
-            self.wake.notify_one();
+            if wake {
+                self.wake.notify_one();
+            }
         }
     }
 

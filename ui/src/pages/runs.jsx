@@ -36,8 +36,12 @@ export function RunsPage({ me, query }) {
   const shown = [...(runs.value?.items || []), ...older.items.filter((o) => !runs.value?.items.some((r) => r.id === o.id))];
 
   useEffect(() => {
-    setLive(true);
-    const stop = follow("/v1/events", () => refresh());
+    // Reload once connected: covers what happened between the first load
+    // and the subscription.
+    const stop = follow("/v1/events", () => refresh(), () => {
+      setLive(true);
+      refresh();
+    });
     return () => {
       setLive(false);
       stop();
@@ -243,7 +247,7 @@ export function RunPage({ id, me }) {
 
   useEffect(() => {
     if (!r || TERMINAL.has(r.status)) return undefined;
-    return follow(`/v1/runs/${enc(id)}/events`, () => refresh());
+    return follow(`/v1/runs/${enc(id)}/events`, () => refresh(), () => refresh());
   }, [id, r && TERMINAL.has(r.status)]);
 
   const steps = definition.value?.steps || [];
