@@ -571,7 +571,9 @@ impl<'a> Writes<'a> {
     /// Runs every gathered statement in one round trip.
     pub async fn execute(&mut self, conn: &mut Conn) -> Result<(), DbError> {
         if self.statements > 0 {
-            self.query.build().execute(conn).await?;
+            // Its text varies with the row counts: kept out of the
+            // connection's statement cache, which holds the fixed queries.
+            self.query.build().persistent(false).execute(conn).await?;
         }
         Ok(())
     }
@@ -643,7 +645,11 @@ pub async fn runs_with_steps(
             list.push_bind(*id);
         }
         query.push(") ORDER BY r.id, s.position");
-        let rows = query.build().fetch_all(&mut *conn).await?;
+        let rows = query
+            .build()
+            .persistent(false)
+            .fetch_all(&mut *conn)
+            .await?;
         for r in &rows {
             let id: String = r.get(0);
             if found.last().is_none_or(|(run, _)| run.id != id) {
