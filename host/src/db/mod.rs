@@ -151,3 +151,13 @@ impl Db {
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// Rolls back a transaction begun by hand (`BEGIN IMMEDIATE` sent as SQL);
+/// harmless when none is open.
+pub async fn rollback(conn: &mut Conn) -> Result<(), DbError> {
+    match sqlx::query("ROLLBACK").execute(conn).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.message().contains("no transaction is active") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -568,6 +568,13 @@ impl<'a> Writes<'a> {
         self
     }
 
+    /// Ends the gathered statements with `COMMIT`, for a transaction begun
+    /// by [`begin_and_read_runs`].
+    pub fn commit(&mut self) -> &mut Self {
+        self.statement("COMMIT");
+        self
+    }
+
     /// Runs every gathered statement in one round trip.
     pub async fn execute(&mut self, conn: &mut Conn) -> Result<(), DbError> {
         if self.statements > 0 {
@@ -623,16 +630,35 @@ pub async fn run_with_steps(
     Ok(runs_with_steps(conn, &[id]).await?.pop())
 }
 
-/// Runs and their steps (in position order) in one round trip: what
-/// recording a batch of attempts reads inside its transaction. Runs that do
-/// not exist are left out.
+/// Runs and their steps (in position order) in one round trip. Runs that
+/// do not exist are left out.
 pub async fn runs_with_steps(
     conn: &mut Conn,
     ids: &[&str],
 ) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
+    read_runs(conn, ids, "").await
+}
+
+/// `BEGIN IMMEDIATE` and [`runs_with_steps`] in one round trip: what
+/// recording a batch of attempts starts with. The caller ends the
+/// transaction (`Writes::commit`, or [`rollback`](super::rollback) on any
+/// error, this one included).
+pub async fn begin_and_read_runs(
+    conn: &mut Conn,
+    ids: &[&str],
+) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
+    read_runs(conn, ids, "BEGIN IMMEDIATE;\n").await
+}
+
+async fn read_runs(
+    conn: &mut Conn,
+    ids: &[&str],
+    mut prefix: &str,
+) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
     let mut found: Vec<(RunRow, Vec<StepRow>)> = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(std::mem::take(&mut prefix));
+        query.push(
             "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
                     r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
                     s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
@@ -694,4 +720,93 @@ pub async fn runs_with_steps(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Db, Synchronous, auth};
+
+    async fn status(db: &Db, id: &str) -> String {
+        let mut conn = db.reader().await.expect("reader");
+        get_run_unscoped(&mut conn, id)
+            .await
+            .expect("read")
+            .expect("run")
+            .status
+    }
+
+    /// The recorder's hand-managed transaction: begun with its read, ended
+    /// by the writes' `COMMIT`, or rolled back, after which the connection
+    /// begins again cleanly.
+    #[tokio::test]
+    async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(
+            &format!("sqlite://{}/weft.db", dir.path().display()),
+            Synchronous::Normal,
+        )
+        .await
+        .expect("open");
+        let mut conn = db.writer().await.expect("writer");
+        auth::insert_tenant(
+            &mut conn,
+            &auth::Tenant {
+                id: "t1".into(),
+                name: "t1".into(),
+                created_at: 0,
+            },
+        )
+        .await
+        .expect("tenant");
+        let mut run = RunRow {
+            id: "r1".into(),
+            tenant_id: "t1".into(),
+            workflow_key: "w".into(),
+            workflow_version: "0.1.0".into(),
+            status: "pending".into(),
+            input: "{}".into(),
+            result: None,
+            error: None,
+            created_at: 0,
+            started_at: None,
+            ended_at: None,
+            deadline_at: None,
+            queued: false,
+            schedule_id: None,
+        };
+        insert_run(&mut conn, &run).await.expect("insert");
+
+        let read = begin_and_read_runs(&mut conn, &["r1", "missing"])
+            .await
+            .expect("begin and read");
+        assert_eq!(read.len(), 1, "a missing run is left out");
+        run.status = "running".into();
+        Writes::default()
+            .update_run(&run)
+            .commit()
+            .execute(&mut conn)
+            .await
+            .expect("write and commit");
+        assert_eq!(status(&db, "r1").await, "running");
+
+        begin_and_read_runs(&mut conn, &["r1"])
+            .await
+            .expect("again");
+        run.status = "failed".into();
+        Writes::default()
+            .update_run(&run)
+            .execute(&mut conn)
+            .await
+            .expect("write");
+        crate::db::rollback(&mut conn).await.expect("rollback");
+        assert_eq!(status(&db, "r1").await, "running", "rolled back");
+        crate::db::rollback(&mut conn)
+            .await
+            .expect("a rollback without a transaction is harmless");
+        begin_and_read_runs(&mut conn, &["r1"])
+            .await
+            .expect("the connection begins cleanly after a rollback");
+        crate::db::rollback(&mut conn).await.expect("rollback");
+    }
 }

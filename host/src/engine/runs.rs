@@ -241,7 +241,7 @@ impl Engine {
     /// workflow, oldest first, while the limit allows.
     pub(crate) async fn release_queued(
         &self,
-        tx: &mut db::Tx,
+        tx: &mut db::Conn,
         tenant: &str,
         workflow: &str,
         now: i64,
@@ -258,7 +258,7 @@ impl Engine {
 
     async fn release_one(
         &self,
-        tx: &mut db::Tx,
+        tx: &mut db::Conn,
         tenant: &str,
         workflow: &str,
         now: i64,

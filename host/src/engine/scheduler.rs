@@ -500,38 +500,7 @@ impl Engine {
                 unwritten: HashMap::new(),
                 claimed: 0,
             };
-            let result: Result<Vec<RunChange>, EngineError> = async {
-                let mut tx = self.db.begin().await?;
-                // Every run of the batch in one read; each attempt then
-                // changes its run in memory, and the batch is written in a
-                // handful of statements.
-                let mut ids: Vec<&str> = batch.iter().map(|(s, _, _)| s.run_id.as_str()).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                let mut runs: Vec<RunChange> = db::runs::runs_with_steps(&mut tx, &ids)
-                    .await?
-                    .into_iter()
-                    .map(|(run, steps)| RunChange::new(run, steps))
-                    .collect();
-                let mut attempts = Vec::new();
-                for (claimed, outcome, rendered) in batch {
-                    let Some(change) = runs.iter_mut().find(|c| c.run.id == claimed.run_id) else {
-                        continue;
-                    };
-                    if let Err(e) = self
-                        .record_in(&mut tx, change, &claimed, (outcome, rendered), &mut attempts, &mut state)
-                        .await
-                    {
-                        tracing::error!(run_id = %claimed.run_id, step_id = %claimed.step_id, error = %e,
-                            "could not record an attempt; it will be retried after its lease expires");
-                    }
-                }
-                runs.retain(RunChange::changed);
-                self.write_batch(&mut tx, &attempts, &runs, db::now_ms()).await?;
-                tx.commit().await.map_err(DbError::from)?;
-                Ok(runs)
-            }
-            .await;
+            let result = self.record_batch(batch, &mut state).await;
             // The scheduler only needs this batch if it left steps ready
             // (retries, timers, no room to claim), ended a run (queued runs
             // start) or freed slots for work the scheduler saw due.
@@ -576,6 +545,54 @@ impl Engine {
         }
     }
 
+    /// One recording transaction in as few round trips to the writer's
+    /// thread as SQLite allows: `BEGIN IMMEDIATE` and the read of every run
+    /// of the batch in one, the writes and `COMMIT` in another (a third
+    /// only when a run ended and queued runs are released). The transaction
+    /// is managed by hand for that: any error rolls it back, and a
+    /// connection that cannot roll back is closed rather than reused.
+    async fn record_batch(
+        &self,
+        batch: Vec<Finished>,
+        state: &mut BatchState,
+    ) -> Result<Vec<RunChange>, EngineError> {
+        let mut conn = self.db.writer().await?;
+        let mut ids: Vec<&str> = batch.iter().map(|(s, _, _)| s.run_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let read = db::runs::begin_and_read_runs(&mut conn, &ids).await;
+        let result: Result<Vec<RunChange>, EngineError> = async {
+            // Each attempt changes its run in memory; the batch is written
+            // at the end.
+            let mut runs: Vec<RunChange> = read?
+                .into_iter()
+                .map(|(run, steps)| RunChange::new(run, steps))
+                .collect();
+            let mut attempts = Vec::new();
+            for (claimed, outcome, rendered) in batch {
+                let Some(change) = runs.iter_mut().find(|c| c.run.id == claimed.run_id) else {
+                    continue;
+                };
+                if let Err(e) = self
+                    .record_in(&mut conn, change, &claimed, (outcome, rendered), &mut attempts, state)
+                    .await
+                {
+                    tracing::error!(run_id = %claimed.run_id, step_id = %claimed.step_id, error = %e,
+                        "could not record an attempt; it will be retried after its lease expires");
+                }
+            }
+            runs.retain(RunChange::changed);
+            self.write_batch(&mut conn, &attempts, &runs, db::now_ms())
+                .await?;
+            Ok(runs)
+        }
+        .await;
+        if result.is_err() && db::rollback(&mut conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        result
+    }
+
     /// Records one attempt's outcome and moves its run on, in memory:
     /// `change` gets the new state, the events and the steps this made
     /// ready that this host claimed at once (at most `budget`, within the
@@ -583,7 +600,7 @@ impl Engine {
     /// `change` is left as it was.
     async fn record_in(
         &self,
-        tx: &mut db::Tx,
+        tx: &mut db::Conn,
         change: &mut RunChange,
         claimed: &StepRow,
         ((outcome, attempt), rendered): ((Outcome, Option<Attempt>), Option<String>),
@@ -801,13 +818,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes a recording batch in one round trip (one multi-statement
-    /// query: the attempts, every changed or new step, each changed run,
-    /// the events); then releases queued runs of workflows whose run just
-    /// ended.
+    /// Writes a recording batch and commits it, in one round trip (one
+    /// multi-statement query: the attempts, every changed or new step, each
+    /// changed run, the events, `COMMIT`); when a run ended, releases queued
+    /// runs of its workflow before committing.
     async fn write_batch(
         &self,
-        tx: &mut db::Tx,
+        tx: &mut db::Conn,
         attempts: &[AttemptRow],
         runs: &[RunChange],
         now: i64,
@@ -832,14 +849,21 @@ impl Engine {
             writes.update_run(&change.run);
         }
         writes.append_events(&events, now);
-        writes.execute(tx).await?;
-        for change in runs {
-            if run_is_terminal(&change.run.status) && !run_is_terminal(&change.original_run.status)
-            {
-                self.release_queued(tx, &change.run.tenant_id, &change.run.workflow_key, now)
-                    .await?;
-            }
+        let ended: Vec<&RunChange> = runs
+            .iter()
+            .filter(|c| run_is_terminal(&c.run.status) && !run_is_terminal(&c.original_run.status))
+            .collect();
+        if ended.is_empty() {
+            writes.commit();
+            writes.execute(tx).await?;
+            return Ok(());
         }
+        writes.execute(tx).await?;
+        for change in ended {
+            self.release_queued(tx, &change.run.tenant_id, &change.run.workflow_key, now)
+                .await?;
+        }
+        db::runs::Writes::default().commit().execute(tx).await?;
         Ok(())
     }
 
@@ -851,7 +875,7 @@ impl Engine {
     )]
     pub(crate) async fn write_changes(
         &self,
-        tx: &mut db::Tx,
+        tx: &mut db::Conn,
         original_run: &RunRow,
         run: &RunRow,
         original: &[StepRow],
@@ -872,7 +896,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments, reason = "the parts of one change")]
     pub(crate) async fn write_rows(
         &self,
-        tx: &mut db::Tx,
+        tx: &mut db::Conn,
         original_run: &RunRow,
         run: &RunRow,
         original: &[StepRow],
