@@ -136,27 +136,7 @@ fn event(r: &SqliteRow) -> EventRow {
 }
 
 pub async fn insert_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&r.id)
-    .bind(&r.tenant_id)
-    .bind(&r.workflow_key)
-    .bind(&r.workflow_version)
-    .bind(&r.status)
-    .bind(&r.input)
-    .bind(&r.result)
-    .bind(&r.error)
-    .bind(r.created_at)
-    .bind(r.started_at)
-    .bind(r.ended_at)
-    .bind(r.deadline_at)
-    .bind(i64::from(r.queued))
-    .bind(&r.schedule_id)
-    .execute(conn)
-    .await?;
-    Ok(())
+    Writes::default().insert_run(r).execute(conn).await
 }
 
 /// Writes every mutable column of a run.
@@ -463,6 +443,30 @@ impl<'a> Writes<'a> {
         }
         self.statements += 1;
         self.query.push(sql)
+    }
+
+    /// A new run.
+    pub fn insert_run(&mut self, r: &'a RunRow) -> &mut Self {
+        let query = self.statement(
+            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id) ",
+        );
+        query.push_values([r], |mut row, r| {
+            row.push_bind(&r.id)
+                .push_bind(&r.tenant_id)
+                .push_bind(&r.workflow_key)
+                .push_bind(&r.workflow_version)
+                .push_bind(&r.status)
+                .push_bind(&r.input)
+                .push_bind(&r.result)
+                .push_bind(&r.error)
+                .push_bind(r.created_at)
+                .push_bind(r.started_at)
+                .push_bind(r.ended_at)
+                .push_bind(r.deadline_at)
+                .push_bind(i64::from(r.queued))
+                .push_bind(&r.schedule_id);
+        });
+        self
     }
 
     /// New steps are inserted, existing ones get every mutable column.

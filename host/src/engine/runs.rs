@@ -221,7 +221,6 @@ impl Engine {
         if !queued {
             run.deadline_at = definition.max_duration_ms.map(|ms| now + ms as i64);
         }
-        let original_run = run.clone();
         if queued {
             events.push(Event::run(
                 "run.queued",
@@ -230,10 +229,20 @@ impl Engine {
         } else {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         }
-        db::runs::insert_run(tx, &original_run).await?;
-        // Every step is new: none in the "before" picture.
-        self.write_changes(tx, &original_run, &run, &[], &steps, &events, now)
+        // The run as advanced, its steps and events in one round trip.
+        let all: Vec<&StepRow> = steps.iter().collect();
+        let rows = super::scheduler::event_rows(&run, &events);
+        db::runs::Writes::default()
+            .insert_run(&run)
+            .upsert_steps(&all)
+            .append_events(&rows, now)
+            .execute(tx)
             .await?;
+        if run_is_terminal(&run.status) {
+            // Every step was skipped: queued runs of the workflow may start.
+            self.release_queued(tx, &run.tenant_id, &run.workflow_key, now)
+                .await?;
+        }
         Ok(run)
     }
 

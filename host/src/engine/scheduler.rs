@@ -832,15 +832,7 @@ impl Engine {
         let written: Vec<&StepRow> = runs.iter().flat_map(RunChange::written_steps).collect();
         let events: Vec<db::runs::RunEvent<'_>> = runs
             .iter()
-            .flat_map(|c| {
-                c.events.iter().map(|e| {
-                    (
-                        c.run.tenant_id.as_str(),
-                        c.run.id.as_str(),
-                        (e.kind, e.step_id.as_deref(), &e.data),
-                    )
-                })
-            })
+            .flat_map(|c| event_rows(&c.run, &c.events))
             .collect();
         // One round trip for all of it.
         let mut writes = db::runs::Writes::default();
@@ -907,16 +899,7 @@ impl Engine {
         // Changed and new steps, the run and the events in one round trip:
         // the fewer round trips per step, the faster the engine.
         let written: Vec<&StepRow> = changed_steps(original, steps).collect();
-        let rows: Vec<db::runs::RunEvent<'_>> = events
-            .iter()
-            .map(|e| {
-                (
-                    run.tenant_id.as_str(),
-                    run.id.as_str(),
-                    (e.kind, e.step_id.as_deref(), &e.data),
-                )
-            })
-            .collect();
+        let rows = event_rows(run, events);
         let mut writes = db::runs::Writes::default();
         writes.upsert_steps(&written);
         if original_run != run {
@@ -935,6 +918,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// A run's events as rows to append.
+pub(crate) fn event_rows<'a>(run: &'a RunRow, events: &'a [Event]) -> Vec<db::runs::RunEvent<'a>> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                run.tenant_id.as_str(),
+                run.id.as_str(),
+                (e.kind, e.step_id.as_deref(), &e.data),
+            )
+        })
+        .collect()
 }
 
 /// The steps of `steps` that differ from `original` or are new (past its
