@@ -572,8 +572,15 @@ impl<'a> Writes<'a> {
         self
     }
 
+    /// `BEGIN IMMEDIATE`, for a transaction managed by hand (the first
+    /// statement gathered, or sent alone).
+    pub fn begin(&mut self) -> &mut Self {
+        self.statement("BEGIN IMMEDIATE");
+        self
+    }
+
     /// Ends the gathered statements with `COMMIT`, for a transaction begun
-    /// by [`begin_and_read_runs`].
+    /// by hand ([`Self::begin`], [`begin_and_read_runs`]).
     pub fn commit(&mut self) -> &mut Self {
         self.statement("COMMIT");
         self

@@ -70,11 +70,21 @@ impl Engine {
         input: Value,
     ) -> Result<RunRow, EngineError> {
         let prepared = self.prepare_run(tenant, workflow, version, input).await?;
-        let mut tx = self.db.begin().await?;
-        let run = self
-            .insert_run(&mut tx, tenant, workflow, prepared, Origin::Manual)
-            .await?;
-        tx.commit().await.map_err(DbError::from)?;
+        // A transaction by hand: without overlap control, BEGIN, the writes
+        // and COMMIT go to the writer's thread in one round trip.
+        let mut conn = self.db.writer().await?;
+        let inserted = self
+            .insert_run(&mut conn, tenant, workflow, prepared, Origin::Manual, true)
+            .await;
+        let run = match inserted {
+            Ok(run) => run,
+            Err(e) => {
+                if db::rollback(&mut conn).await.is_err() {
+                    conn.close_on_drop();
+                }
+                return Err(e);
+            }
+        };
         self.changed(&run.id);
         self.wake.notify_one();
         Ok(run)
@@ -123,13 +133,17 @@ impl Engine {
     /// Inserts a prepared run in `tx`, applying the workflow's overlap
     /// control: a start over `concurrency.limit` is queued or refused, a
     /// manual start within `min_interval_ms` of the last one is refused.
+    /// With `own_transaction`, `tx` is outside any transaction and this
+    /// begins and commits one itself, in as few round trips as it can; on
+    /// an error the caller rolls it back (`db::rollback`).
     pub(crate) async fn insert_run(
         &self,
-        tx: &mut db::Tx,
+        tx: &mut db::Conn,
         tenant: &str,
         workflow: &str,
         prepared: Prepared,
         origin: Origin<'_>,
+        own_transaction: bool,
     ) -> Result<RunRow, EngineError> {
         let Prepared {
             definition,
@@ -137,6 +151,12 @@ impl Engine {
             input,
         } = prepared;
         let now = db::now_ms();
+        let reads = matches!(origin, Origin::Manual) && definition.min_interval_ms.is_some()
+            || definition.concurrency.is_some();
+        // Overlap control reads inside the transaction: begin it first.
+        if own_transaction && reads {
+            db::runs::Writes::default().begin().execute(tx).await?;
+        }
         if let (Some(min), Origin::Manual) = (definition.min_interval_ms, origin)
             && let Some((last, at)) = db::runs::latest_of_workflow(tx, tenant, workflow).await?
             && now - at < min as i64
@@ -232,16 +252,26 @@ impl Engine {
         // The run as advanced, its steps and events in one round trip.
         let all: Vec<&StepRow> = steps.iter().collect();
         let rows = super::scheduler::event_rows(&run, &events);
-        db::runs::Writes::default()
+        let mut writes = db::runs::Writes::default();
+        if own_transaction && !reads {
+            writes.begin();
+        }
+        writes
             .insert_run(&run)
             .upsert_steps(&all)
-            .append_events(&rows, now)
-            .execute(tx)
-            .await?;
-        if run_is_terminal(&run.status) {
-            // Every step was skipped: queued runs of the workflow may start.
+            .append_events(&rows, now);
+        // Every step skipped: queued runs of the workflow may start.
+        let ended = run_is_terminal(&run.status);
+        if own_transaction && !ended {
+            writes.commit();
+        }
+        writes.execute(tx).await?;
+        if ended {
             self.release_queued(tx, &run.tenant_id, &run.workflow_key, now)
                 .await?;
+            if own_transaction {
+                db::runs::Writes::default().commit().execute(tx).await?;
+            }
         }
         Ok(run)
     }

@@ -264,6 +264,7 @@ impl Engine {
                         id: &schedule.id,
                         tick,
                     },
+                    false,
                 )
                 .await
             }
