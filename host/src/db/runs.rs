@@ -641,6 +641,26 @@ pub async fn run_with_steps(
     Ok(runs_with_steps(conn, &[id]).await?.pop())
 }
 
+/// Runs by id in one round trip (runs that do not exist are left out).
+pub async fn runs_by_ids(conn: &mut Conn, ids: &[&str]) -> Result<Vec<RunRow>, DbError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM runs WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        let rows = query
+            .build()
+            .persistent(false)
+            .fetch_all(&mut *conn)
+            .await?;
+        found.extend(rows.iter().map(run));
+    }
+    Ok(found)
+}
+
 /// Runs and their steps (in position order) in one round trip. Runs that
 /// do not exist are left out.
 pub async fn runs_with_steps(

@@ -193,42 +193,50 @@ impl Engine {
             self.config.tenant_max_running as i64,
         )
         .await?;
-        let mut touched = Vec::new();
         let attempts: Vec<AttemptRow> =
             steps.iter().map(|s| self.started_attempt(s, now)).collect();
-        db::runs::insert_attempts(&mut tx, &attempts).await?;
+        // Every run of the claimed steps in one read; the attempts, the
+        // runs that start and the events in one write.
+        let mut ids: Vec<&str> = steps.iter().map(|s| s.run_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut runs = db::runs::runs_by_ids(&mut tx, &ids).await?;
+        let mut started = vec![false; runs.len()];
+        let mut events: Vec<(usize, Event)> = Vec::new();
+        let mut touched = Vec::new();
         for step in &steps {
-            let Some(mut run) = db::runs::get_run_unscoped(&mut tx, &step.run_id).await? else {
+            let Some(i) = runs.iter().position(|r| r.id == step.run_id) else {
                 continue;
             };
-            if run.status == "pending" {
-                run.status = "running".into();
-                run.started_at = Some(now);
-                db::runs::update_run(&mut tx, &run).await?;
-                db::runs::append_event(
-                    &mut tx,
-                    &run.tenant_id,
-                    &run.id,
-                    "run.started",
-                    None,
-                    &json!({}),
-                    now,
-                )
-                .await?;
+            if runs[i].status == "pending" {
+                runs[i].status = "running".into();
+                runs[i].started_at = Some(now);
+                started[i] = true;
+                events.push((i, Event::run("run.started", json!({}))));
             }
-            let data = self.started_data(step);
-            db::runs::append_event(
-                &mut tx,
-                &run.tenant_id,
-                &run.id,
-                "step.started",
-                Some(&step.step_id),
-                &data,
-                now,
-            )
-            .await?;
-            touched.push(run.id);
+            events.push((
+                i,
+                Event::step("step.started", &step.step_id, self.started_data(step)),
+            ));
+            touched.push(runs[i].id.clone());
         }
+        let rows: Vec<db::runs::RunEvent<'_>> = events
+            .iter()
+            .map(|(i, e)| {
+                (
+                    runs[*i].tenant_id.as_str(),
+                    runs[*i].id.as_str(),
+                    (e.kind, e.step_id.as_deref(), &e.data),
+                )
+            })
+            .collect();
+        let mut writes = db::runs::Writes::default();
+        writes.insert_attempts(&attempts);
+        for (run, _) in runs.iter().zip(&started).filter(|(_, s)| **s) {
+            writes.update_run(run);
+        }
+        writes.append_events(&rows, now);
+        writes.execute(&mut tx).await?;
         tx.commit().await.map_err(DbError::from)?;
         for run_id in touched {
             self.changed(&run_id);
