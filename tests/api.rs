@@ -863,19 +863,9 @@ async fn the_tenant_event_feed_pages_and_streams_only_this_tenants_runs() {
     let s = shared();
     let (_, tenant) = s.post("/v1/tenants", json!({"name": "feed-other"})).await;
     let other = tenant["admin_key"].as_str().unwrap().to_owned();
-    let as_other = |method: Method, path: &str| {
-        s.client
-            .request(method, format!("{}{path}", s.url))
-            .bearer_auth(&other)
-    };
 
-    let me: Value = as_other(Method::GET, "/v1/me")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, me) = s.call_as(&other, Method::GET, "/v1/me", None).await;
+    assert_eq!(status, 200, "{me}");
     assert_eq!(me["tenant_name"], "feed-other");
     assert_eq!(me["scopes"], json!(["admin"]));
     assert_eq!(me["operator"], false);
@@ -887,7 +877,10 @@ async fn the_tenant_event_feed_pages_and_streams_only_this_tenants_runs() {
     );
 
     // The other tenant opens its live feed before anything happens in it.
-    let stream = as_other(Method::GET, "/v1/events")
+    let stream = s
+        .client
+        .get(format!("{}/v1/events", s.url))
+        .bearer_auth(&other)
         .header("accept", "text/event-stream")
         .send()
         .await
@@ -928,25 +921,27 @@ async fn the_tenant_event_feed_pages_and_streams_only_this_tenants_runs() {
     assert_eq!(seen.last().map(String::as_str), Some("run.completed"));
 
     // The other tenant's feed saw none of it, and does see its own run.
-    let (_, other_feed) = {
-        let response = as_other(Method::GET, "/v1/events").send().await.unwrap();
-        (response.status(), response.json::<Value>().await.unwrap())
-    };
+    let (status, other_feed) = s.call_as(&other, Method::GET, "/v1/events", None).await;
+    assert_eq!(status, 200, "{other_feed}");
     assert_eq!(other_feed["items"], json!([]));
-    let published = as_other(Method::POST, "/v1/workflows")
-        .json(&json!({"key": "mine", "name": "Mine", "steps": [testkit("a", json!({"mode": "echo"}))]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(published.status(), 201);
-    let started: Value = as_other(Method::POST, "/v1/runs")
-        .json(&json!({"workflow": "mine", "version": "0.1.0", "input": {}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, published) = s
+        .call_as(
+            &other,
+            Method::POST,
+            "/v1/workflows",
+            Some(json!({"key": "mine", "name": "Mine", "steps": [testkit("a", json!({"mode": "echo"}))]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{published}");
+    let (status, started) = s
+        .call_as(
+            &other,
+            Method::POST,
+            "/v1/runs",
+            Some(json!({"workflow": "mine", "version": "0.1.0", "input": {}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
     let mine = started["id"].as_str().expect("started").to_owned();
     let mut text = String::new();
     let read = tokio::time::timeout(Duration::from_secs(20), async {

@@ -101,7 +101,21 @@ impl Server {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.req(method, path);
+        self.call_as(ADMIN_KEY, method, path, body).await
+    }
+
+    /// [`Self::call`] with another key.
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(key);
         if let Some(body) = body {
             request = request.json(&body);
         }

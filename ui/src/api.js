@@ -100,6 +100,11 @@ export function follow(path, onEvent, onOpen = () => {}) {
 
 export const enc = encodeURIComponent;
 
+/** A comma-separated field as a list, blanks dropped. */
+export function splitList(text) {
+  return text.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
 export function can(me, scope) {
   return !!me && (me.scopes.includes("admin") || me.scopes.includes(scope));
 }

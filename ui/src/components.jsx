@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
 import dagre from "@dagrejs/dagre";
+import { splitList } from "./api.js";
 
 /** Loads with `load()` on mount and whenever `deps` change. */
 export function useLoad(load, deps) {
@@ -237,7 +238,7 @@ export function SchemaForm({ schema, submitLabel, onSubmit, idPrefix = "f" }) {
         <div class="field">
           {label}
           <input id={id} name={name} placeholder="comma, separated" required={required.has(name)}
-            onInput={(e) => set(e.currentTarget.value.split(",").map((s) => s.trim()).filter(Boolean))} />
+            onInput={(e) => set(splitList(e.currentTarget.value))} />
           {help}
         </div>
       );

@@ -241,17 +241,8 @@ async fn events(
 ) -> Result<Response, ApiError> {
     principal.require("runs:read")?;
     let Query(query) = query?;
-    let after = match query.cursor.as_deref() {
-        None => 0,
-        Some(c) => c
-            .parse::<i64>()
-            .map_err(|_| ApiError::BadRequest(format!("cursor {c:?} is not an event id")))?,
-    };
-    let wants_stream = headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/event-stream"));
-    if !wants_stream {
+    let after = event_cursor(query.cursor.as_deref())?.unwrap_or(0);
+    if !wants_stream(&headers) {
         let limit = page_limit(query.limit.or(Some(100)))?;
         let found = state
             .engine
@@ -329,19 +320,9 @@ async fn tenant_events(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
-    let after = match resume_from.as_deref() {
-        None => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| ApiError::BadRequest(format!("cursor {c:?} is not an event id")))?,
-        ),
-    };
-    let wants_stream = headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/event-stream"));
+    let after = event_cursor(resume_from.as_deref())?;
     let tenant = principal.tenant_id.clone();
-    if !wants_stream {
+    if !wants_stream(&headers) {
         let limit = page_limit(query.limit.or(Some(100)))?;
         let found = state
             .engine
@@ -382,6 +363,24 @@ async fn tenant_events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// An event id given as a cursor (`?cursor=` or `Last-Event-ID`).
+fn event_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("cursor {c:?} is not an event id")))
+        })
+        .transpose()
+}
+
+/// Whether the client asked for a live `text/event-stream`.
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"))
 }
 
 /// Sends one event of a log as a server-sent event (`id`, `event` = its

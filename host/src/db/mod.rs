@@ -161,3 +161,11 @@ pub async fn rollback(conn: &mut Conn) -> Result<(), DbError> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// Ends a hand-begun transaction after an error: rolls it back, or, if
+/// that fails, closes the connection so no one reuses it mid-transaction.
+pub async fn abandon(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+    if rollback(conn).await.is_err() {
+        conn.close_on_drop();
+    }
+}

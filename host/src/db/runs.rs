@@ -135,15 +135,6 @@ fn event(r: &SqliteRow) -> EventRow {
     }
 }
 
-pub async fn insert_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
-    Writes::default().insert_run(r).execute(conn).await
-}
-
-/// Writes every mutable column of a run.
-pub async fn update_run(conn: &mut Conn, r: &RunRow) -> Result<(), DbError> {
-    Writes::default().update_run(r).execute(conn).await
-}
-
 /// The run if it belongs to `tenant` (`None` for another tenant's run).
 pub async fn get_run(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<RunRow>, DbError> {
     let row = sqlx::query("SELECT * FROM runs WHERE id = ? AND tenant_id = ?")
@@ -597,38 +588,8 @@ impl<'a> Writes<'a> {
     }
 }
 
-/// Writes steps: new ones are inserted, existing ones get every mutable
-/// column. The hot path writes a finished step and the dependents it made
-/// ready together.
-pub async fn upsert_steps(conn: &mut Conn, steps: &[&StepRow]) -> Result<(), DbError> {
-    Writes::default().upsert_steps(steps).execute(conn).await
-}
-
-/// Inserts (or replaces) attempt rows; see [`Writes::insert_attempts`].
-pub async fn insert_attempts(conn: &mut Conn, attempts: &[AttemptRow]) -> Result<(), DbError> {
-    Writes::default()
-        .insert_attempts(attempts)
-        .execute(conn)
-        .await
-}
-
 /// An event to append: type, step, data.
 pub type NewEvent<'a> = (&'a str, Option<&'a str>, &'a serde_json::Value);
-
-/// Appends a run's events in order.
-pub async fn append_events(
-    conn: &mut Conn,
-    tenant: &str,
-    run_id: &str,
-    events: &[NewEvent<'_>],
-    at: i64,
-) -> Result<(), DbError> {
-    let rows: Vec<RunEvent<'_>> = events.iter().map(|e| (tenant, run_id, *e)).collect();
-    Writes::default()
-        .append_events(&rows, at)
-        .execute(conn)
-        .await
-}
 
 /// An event of some run: tenant, run id, the event.
 pub type RunEvent<'a> = (&'a str, &'a str, NewEvent<'a>);
@@ -638,7 +599,7 @@ pub async fn run_with_steps(
     conn: &mut Conn,
     id: &str,
 ) -> Result<Option<(RunRow, Vec<StepRow>)>, DbError> {
-    Ok(runs_with_steps(conn, &[id]).await?.pop())
+    Ok(read_runs(conn, &[id], "").await?.pop())
 }
 
 /// Runs by id in one round trip (runs that do not exist are left out).
@@ -661,16 +622,8 @@ pub async fn runs_by_ids(conn: &mut Conn, ids: &[&str]) -> Result<Vec<RunRow>, D
     Ok(found)
 }
 
-/// Runs and their steps (in position order) in one round trip. Runs that
-/// do not exist are left out.
-pub async fn runs_with_steps(
-    conn: &mut Conn,
-    ids: &[&str],
-) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
-    read_runs(conn, ids, "").await
-}
-
-/// `BEGIN IMMEDIATE` and [`runs_with_steps`] in one round trip: what
+/// `BEGIN IMMEDIATE` and a read of runs with their steps (in position
+/// order; runs that do not exist are left out), in one round trip: what
 /// recording a batch of attempts starts with. The caller ends the
 /// transaction (`Writes::commit`, or [`rollback`](super::rollback) on any
 /// error, this one included).
@@ -806,7 +759,11 @@ mod tests {
             queued: false,
             schedule_id: None,
         };
-        insert_run(&mut conn, &run).await.expect("insert");
+        Writes::default()
+            .insert_run(&run)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
 
         let read = begin_and_read_runs(&mut conn, &["r1", "missing"])
             .await

@@ -79,9 +79,7 @@ impl Engine {
         let run = match inserted {
             Ok(run) => run,
             Err(e) => {
-                if db::rollback(&mut conn).await.is_err() {
-                    conn.close_on_drop();
-                }
+                db::abandon(&mut conn).await;
                 return Err(e);
             }
         };

@@ -201,9 +201,9 @@ impl Engine {
         ids.sort_unstable();
         ids.dedup();
         let mut runs = db::runs::runs_by_ids(&mut tx, &ids).await?;
-        let mut started = vec![false; runs.len()];
-        let mut events: Vec<(usize, Event)> = Vec::new();
-        let mut touched = Vec::new();
+        // Runs still pending start with their first claimed step.
+        let starting: Vec<bool> = runs.iter().map(|r| r.status == "pending").collect();
+        let mut events: Vec<Vec<Event>> = runs.iter().map(|_| Vec::new()).collect();
         for step in &steps {
             let Some(i) = runs.iter().position(|r| r.id == step.run_id) else {
                 continue;
@@ -211,35 +211,29 @@ impl Engine {
             if runs[i].status == "pending" {
                 runs[i].status = "running".into();
                 runs[i].started_at = Some(now);
-                started[i] = true;
-                events.push((i, Event::run("run.started", json!({}))));
+                events[i].push(Event::run("run.started", json!({})));
             }
-            events.push((
-                i,
-                Event::step("step.started", &step.step_id, self.started_data(step)),
+            events[i].push(Event::step(
+                "step.started",
+                &step.step_id,
+                self.started_data(step),
             ));
-            touched.push(runs[i].id.clone());
         }
-        let rows: Vec<db::runs::RunEvent<'_>> = events
+        let rows: Vec<db::runs::RunEvent<'_>> = runs
             .iter()
-            .map(|(i, e)| {
-                (
-                    runs[*i].tenant_id.as_str(),
-                    runs[*i].id.as_str(),
-                    (e.kind, e.step_id.as_deref(), &e.data),
-                )
-            })
+            .zip(&events)
+            .flat_map(|(run, events)| event_rows(run, events))
             .collect();
         let mut writes = db::runs::Writes::default();
         writes.insert_attempts(&attempts);
-        for (run, _) in runs.iter().zip(&started).filter(|(_, s)| **s) {
+        for (run, _) in runs.iter().zip(&starting).filter(|(_, s)| **s) {
             writes.update_run(run);
         }
         writes.append_events(&rows, now);
         writes.execute(&mut tx).await?;
         tx.commit().await.map_err(DbError::from)?;
-        for run_id in touched {
-            self.changed(&run_id);
+        for run in &runs {
+            self.changed(&run.id);
         }
         Ok(steps)
     }
@@ -595,8 +589,8 @@ impl Engine {
             Ok(runs)
         }
         .await;
-        if result.is_err() && db::rollback(&mut conn).await.is_err() {
-            conn.close_on_drop();
+        if result.is_err() {
+            db::abandon(&mut conn).await;
         }
         result
     }

@@ -1,5 +1,5 @@
 import { useRef, useState } from "preact/hooks";
-import { api, can, enc } from "../api.js";
+import { api, can, enc, splitList } from "../api.js";
 import { navigate } from "../router.js";
 import { Action, Json, Loading, Problem, useLoad } from "../components.jsx";
 
@@ -116,12 +116,12 @@ function Grants({ name, me }) {
         <div class="field">
           <label for="grant-hosts">Allowed hosts</label>
           <input id="grant-hosts" disabled={!edit} value={g.allowed_hosts.join(", ")}
-            onInput={(e) => set({ allowed_hosts: e.currentTarget.value.split(",").map((s) => s.trim()).filter(Boolean) })} />
+            onInput={(e) => set({ allowed_hosts: splitList(e.currentTarget.value) })} />
         </div>
         <div class="field">
           <label for="grant-secrets">Secrets</label>
           <input id="grant-secrets" disabled={!edit} value={g.secrets.join(", ")}
-            onInput={(e) => set({ secrets: e.currentTarget.value.split(",").map((s) => s.trim()).filter(Boolean) })} />
+            onInput={(e) => set({ secrets: splitList(e.currentTarget.value) })} />
         </div>
         {["mail", "kv", "files", "notify"].map((c) => (
           <div class="field check">

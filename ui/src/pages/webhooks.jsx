@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import { api, can, duration, enc, when } from "../api.js";
+import { api, can, duration, enc, splitList, when } from "../api.js";
 import { Action, Json, Loading, Problem, Status, useLoad } from "../components.jsx";
 
 export function WebhooksPage({ me }) {
@@ -36,7 +36,7 @@ export function WebhooksPage({ me }) {
           <div class="field"><label for="webhook-url">URL</label><input id="webhook-url" type="url" value={url} onInput={(e) => setUrl(e.currentTarget.value)} /></div>
           <div class="field"><label for="webhook-events">Events (comma separated, or *)</label><input id="webhook-events" value={events} onInput={(e) => setEvents(e.currentTarget.value)} /></div>
           <Action label="Create webhook" kind="primary"
-            run={() => api("/v1/webhooks", { method: "POST", body: { url, events: events.split(",").map((s) => s.trim()).filter(Boolean) } })}
+            run={() => api("/v1/webhooks", { method: "POST", body: { url, events: splitList(events) } })}
             onDone={(w) => { setCreated(w); list.reload(); }} />
         </form>
         {created?.secret && <p class="notice" role="status">Signing secret (shown once): <code>{created.secret}</code></p>}
