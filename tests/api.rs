@@ -1189,9 +1189,25 @@ async fn secrets_are_write_only_and_encrypted_at_rest() {
         .await;
     assert_eq!(status, 422);
 
-    let database = std::fs::read(s.data_dir.join("weft.db")).unwrap();
-    let wal = std::fs::read(s.data_dir.join("weft.db-wal")).unwrap_or_default();
-    for bytes in [&database, &wal] {
+    let stored: Vec<Vec<u8>> = if common::postgres() {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&common::database_url(&s.data_dir))
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT CAST(row_to_json(s) AS TEXT) FROM secrets s")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(String::into_bytes)
+            .collect()
+    } else {
+        vec![
+            std::fs::read(s.data_dir.join("weft.db")).unwrap(),
+            std::fs::read(s.data_dir.join("weft.db-wal")).unwrap_or_default(),
+        ]
+    };
+    for bytes in &stored {
         assert!(
             !bytes.windows(17).any(|w| w == b"hunter2-plaintext"),
             "the secret is stored in clear"

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use weft::api::{self, AppState};
-use weft::db::{Db, Synchronous};
+use weft::db::{Db, Options};
 use weft::engine::plugins::Plugins;
 use weft::engine::{Engine, EngineConfig};
 use weft::runtime::services::MemoryServices;
@@ -31,7 +31,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(
         &format!("sqlite://{}/weft.db", dir.path().display()),
-        Synchronous::Normal,
+        Options::default(),
     )
     .await
     .expect("db");

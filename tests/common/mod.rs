@@ -1,5 +1,9 @@
 //! A real `weft serve` process on an ephemeral port with a temporary data
 //! directory, the built-in plugins and the test fixtures (`--plugin-dir`).
+//!
+//! The database is SQLite in the data directory, or, with
+//! `WEFT_TEST_BACKEND=postgres`, a Postgres database of its own per data
+//! directory (see [`pg`]), so the same tests run against both.
 
 #![allow(dead_code, reason = "each test file uses a different part")]
 
@@ -11,6 +15,22 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub const ADMIN_KEY: &str = "wft_test_operator_key_for_tests";
+
+pub mod pg;
+
+/// Whether the servers of this test run use Postgres.
+pub fn postgres() -> bool {
+    std::env::var("WEFT_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The database URL of the server on `data_dir`.
+pub fn database_url(data_dir: &Path) -> String {
+    if postgres() {
+        pg::database_for(data_dir)
+    } else {
+        format!("sqlite://{}/weft.db", data_dir.display())
+    }
+}
 
 pub struct Server {
     pub url: String,
@@ -45,6 +65,9 @@ impl Server {
             .arg(data_dir);
         if plugin_dir {
             command.arg("--plugin-dir").arg(env!("WEFT_GUEST_DIR"));
+        }
+        if postgres() && !extra.contains(&"--database") {
+            command.arg("--database").arg(database_url(data_dir));
         }
         let mut child = command
             .args(extra)

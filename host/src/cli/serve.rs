@@ -1,4 +1,5 @@
-//! `weft serve`: the server on SQLite (default) with the built-in plugins.
+//! `weft serve`: the server on SQLite (default) or Postgres (several hosts
+//! sharing one database), with the built-in plugins.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::builtins;
-use crate::db::{Db, Synchronous};
+use crate::db::{Db, Options as DbOptions, Synchronous};
 use crate::engine::marketplace;
 use crate::engine::plugins::Plugins;
 use crate::engine::{Engine, EngineConfig};
@@ -26,9 +27,13 @@ pub struct ServeArgs {
     /// Where the database, compiled-component cache and admin key live.
     #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
     data_dir: PathBuf,
-    /// Database URL; default `sqlite://<data-dir>/weft.db`.
+    /// Database URL; default `sqlite://<data-dir>/weft.db`. With
+    /// `postgres://user@host/database` several hosts share the work.
     #[arg(long, env = "WEFT_DATABASE_URL")]
     database: Option<String>,
+    /// Postgres only: connections this host keeps to the database.
+    #[arg(long, env = "WEFT_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    db_max_connections: u32,
     /// Extra plugins (`*.wasm`) every tenant can use, like the built-ins.
     #[arg(long, env = "WEFT_PLUGIN_DIR")]
     plugin_dir: Option<PathBuf>,
@@ -113,10 +118,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // SQLite serves one host: a lock file next to the database keeps a
     // second `weft serve` off it, which also makes it safe to take over the
     // leases a killed predecessor left behind at once.
-    let _lock = lock_database(&url)?;
-    let db = Db::open(&url, args.sqlite_synchronous)
-        .await
-        .with_context(|| format!("opening {url}"))?;
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let _lock = if postgres {
+        None
+    } else {
+        Some(lock_database(&url)?)
+    };
+    let db = Db::open(
+        &url,
+        DbOptions {
+            synchronous: args.sqlite_synchronous,
+            max_connections: args.db_max_connections,
+        },
+    )
+    .await
+    .with_context(|| format!("opening {}", redact(&url)))?;
     let released = db.release_leases().await?;
     if released > 0 {
         tracing::info!(
@@ -180,6 +196,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = match &args.secrets_key {
         Some(hex) => crate::engine::secrets::SecretBox::from_hex(hex)?,
         None => {
+            if postgres {
+                tracing::warn!(
+                    "no --secrets-key: secrets are sealed with {}; every host sharing this database needs the same key",
+                    args.data_dir.join("secrets.key").display()
+                );
+            }
             crate::engine::secrets::SecretBox::load_or_create(&args.data_dir.join("secrets.key"))?
         }
     };
@@ -262,13 +284,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Takes an exclusive lock on `<database>.lock`; fails if another process
 /// holds it.
 fn lock_database(url: &str) -> anyhow::Result<std::fs::File> {
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .with_context(|| format!("unsupported database URL {url:?}: use sqlite://path"))?;
+        .with_context(|| {
+            format!("unsupported database URL {url:?}: use sqlite://path or postgres://…")
+        })?;
     if let Some(parent) = std::path::Path::new(path).parent()
         && !parent.as_os_str().is_empty()
     {

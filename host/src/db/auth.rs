@@ -26,14 +26,14 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
 }
 
-fn api_key(r: &sqlx::sqlite::SqliteRow) -> Result<ApiKey, DbError> {
+fn api_key(r: &sqlx::any::AnyRow) -> Result<ApiKey, DbError> {
     Ok(ApiKey {
         id: r.get("id"),
         tenant_id: r.get("tenant_id"),
         name: r.get("name"),
         prefix: r.get("prefix"),
         scopes: serde_json::from_str(r.get::<&str, _>("scopes"))?,
-        operator: r.get("operator"),
+        operator: r.get::<i64, _>("operator") != 0,
         created_at: r.get("created_at"),
         expires_at: r.get("expires_at"),
         revoked_at: r.get("revoked_at"),
@@ -62,7 +62,7 @@ async fn tenant_where(
     value: &str,
 ) -> Result<Option<Tenant>, DbError> {
     let row = sqlx::query(&format!(
-        "SELECT id, name, created_at FROM tenants WHERE {column} = ?"
+        "SELECT id, name, created_at FROM tenants WHERE {column} = $1"
     ))
     .bind(value)
     .fetch_optional(conn)
@@ -75,7 +75,7 @@ async fn tenant_where(
 }
 
 pub async fn insert_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<(), DbError> {
-    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(&tenant.id)
         .bind(&tenant.name)
         .bind(tenant.created_at)
@@ -87,7 +87,7 @@ pub async fn insert_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<(), DbErr
 pub async fn insert_key(conn: &mut Conn, key: &ApiKey, key_hash: &str) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, scopes, operator, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&key.id)
     .bind(&key.tenant_id)
@@ -95,7 +95,7 @@ pub async fn insert_key(conn: &mut Conn, key: &ApiKey, key_hash: &str) -> Result
     .bind(&key.prefix)
     .bind(key_hash)
     .bind(serde_json::to_string(&key.scopes)?)
-    .bind(key.operator)
+    .bind(i64::from(key.operator))
     .bind(key.created_at)
     .bind(key.expires_at)
     .execute(conn)
@@ -108,7 +108,7 @@ pub async fn insert_key(conn: &mut Conn, key: &ApiKey, key_hash: &str) -> Result
 pub async fn key_by_hash(conn: &mut Conn, key_hash: &str) -> Result<Option<ApiKey>, DbError> {
     let row = sqlx::query(
         "SELECT id, tenant_id, name, prefix, scopes, operator, created_at, expires_at, revoked_at, last_used_at
-         FROM api_keys WHERE key_hash = ?",
+         FROM api_keys WHERE key_hash = $1",
     )
     .bind(key_hash)
     .fetch_optional(conn)
@@ -117,7 +117,7 @@ pub async fn key_by_hash(conn: &mut Conn, key_hash: &str) -> Result<Option<ApiKe
 }
 
 pub async fn touch_key(conn: &mut Conn, id: &str, at: i64) -> Result<(), DbError> {
-    sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+    sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
         .bind(at)
         .bind(id)
         .execute(conn)
@@ -152,7 +152,7 @@ pub async fn list_tenants(conn: &mut Conn) -> Result<Vec<Tenant>, DbError> {
 pub async fn list_keys(conn: &mut Conn, tenant: &str) -> Result<Vec<ApiKey>, DbError> {
     let rows = sqlx::query(
         "SELECT id, tenant_id, name, prefix, scopes, operator, created_at, expires_at, revoked_at, last_used_at
-         FROM api_keys WHERE tenant_id = ? ORDER BY id DESC",
+         FROM api_keys WHERE tenant_id = $1 ORDER BY id DESC",
     )
     .bind(tenant)
     .fetch_all(conn)
@@ -163,7 +163,7 @@ pub async fn list_keys(conn: &mut Conn, tenant: &str) -> Result<Vec<ApiKey>, DbE
 /// Revokes a key of `tenant`; false if there is no such unrevoked key.
 pub async fn revoke_key(conn: &mut Conn, tenant: &str, id: &str, at: i64) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+        "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
     )
     .bind(at)
     .bind(tenant)
@@ -174,7 +174,7 @@ pub async fn revoke_key(conn: &mut Conn, tenant: &str, id: &str, at: i64) -> Res
 }
 
 pub async fn set_jwt_secret(conn: &mut Conn, tenant: &str, sealed: &[u8]) -> Result<(), DbError> {
-    sqlx::query("UPDATE tenants SET jwt_secret = ? WHERE id = ?")
+    sqlx::query("UPDATE tenants SET jwt_secret = $1 WHERE id = $2")
         .bind(sealed)
         .bind(tenant)
         .execute(conn)
@@ -184,7 +184,7 @@ pub async fn set_jwt_secret(conn: &mut Conn, tenant: &str, sealed: &[u8]) -> Res
 
 pub async fn jwt_secret(conn: &mut Conn, tenant: &str) -> Result<Option<Vec<u8>>, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT jwt_secret FROM tenants WHERE id = ?")
+        sqlx::query_scalar("SELECT jwt_secret FROM tenants WHERE id = $1")
             .bind(tenant)
             .fetch_optional(conn)
             .await?

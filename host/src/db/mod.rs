@@ -1,9 +1,14 @@
 //! Persistence: the only module that holds SQL.
 //!
-//! SQLite (WAL) is the embedded default. Writes go through one connection
+//! SQLite (WAL) is the embedded default: writes go through one connection
 //! (SQLite has one writer anyway; queuing in-process avoids `SQLITE_BUSY`
-//! on lock upgrades), reads through a small pool. Every query is a function
-//! taking a connection, so callers can run several in one transaction.
+//! on lock upgrades), reads through a small pool. Postgres lets several
+//! hosts share one database: one pool, and every write transaction takes
+//! one advisory lock first, so writes commit in the order SQLite's single
+//! writer gives. Every query is a function taking a connection (sqlx's
+//! `Any` driver: the same SQL, `$N` placeholders, on both), so callers can
+//! run several in one transaction; the few statements that differ ask
+//! [`Backend::of`] the connection.
 //!
 //! # Layout
 //! - [`auth`]: tenants and API keys.
@@ -12,6 +17,7 @@
 //! - [`schedules`]: schedules and the ticks they fired.
 //! - [`webhooks`]: webhook subscriptions, deliveries and attempts.
 //! - [`plugins`]: uploaded plugins, their bytes and tenants' grants.
+//! - [`sql`]: statements built at run time (multi-row writes, id lists).
 //! - [`state`]: what plugins persist through host services: key-value
 //!   entries, the mail outbox, files; and idempotency records of the API.
 
@@ -19,22 +25,38 @@ pub mod auth;
 pub mod plugins;
 pub mod runs;
 pub mod schedules;
+mod sql;
 pub mod state;
+#[cfg(test)]
+mod tests;
 pub mod webhooks;
 pub mod workflows;
 
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 
-pub use sqlx::SqliteConnection as Conn;
+pub use sql::{Arg, Statement};
+pub use sqlx::AnyConnection as Conn;
 
 /// A write transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// A connection taken from a pool.
+pub type Pooled = sqlx::pool::PoolConnection<sqlx::Any>;
+
+/// The advisory lock every Postgres write transaction takes first: writers
+/// commit one at a time, so event ids grow in commit order (feed cursors
+/// and webhook fan-out rely on that) and a read-modify-write never races
+/// another host's.
+/// (migrations/postgres holds the same number, in a trigger on `events`).
+const WRITE_LOCK: i64 = 0x7765_6674; // "weft"
+
+/// The advisory lock of the mail sender: one host sends at a time.
+pub const MAIL_LOCK: i64 = 0x7765_6675;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -42,7 +64,7 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: use sqlite://path")]
+    #[error("unsupported database URL {0:?}: use sqlite://path or postgres://user@host/database")]
     UnsupportedUrl(String),
     #[error("stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
@@ -65,69 +87,174 @@ pub enum Synchronous {
     Full,
 }
 
+/// Which database a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(conn: &Conn) -> Self {
+        if conn.backend_name() == "PostgreSQL" {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+/// How `weft serve` connects.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// SQLite only.
+    pub synchronous: Synchronous,
+    /// Postgres only: the pool's size.
+    pub max_connections: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            max_connections: 16,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Db {
-    write: SqlitePool,
-    read: SqlitePool,
+    write: AnyPool,
+    read: AnyPool,
+    backend: Backend,
+    url: Arc<str>,
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `url` (`sqlite://path`,
-    /// `sqlite::memory:` is not supported: the pools need one shared file)
-    /// and applies migrations.
-    pub async fn open(url: &str, synchronous: Synchronous) -> Result<Self, DbError> {
+    /// Opens (creating if needed) the database at `url` and applies
+    /// migrations: `sqlite://path` (`sqlite::memory:` is not supported: the
+    /// pools need one shared file) or `postgres://…` (the database must
+    /// exist).
+    pub async fn open(url: &str, options: Options) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Self::open_postgres(url, options).await;
+        }
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
             .ok_or_else(|| DbError::UnsupportedUrl(url.to_owned()))?;
+        if path.is_empty() || path.starts_with(":memory:") || path.contains('?') {
+            return Err(DbError::UnsupportedUrl(url.to_owned()));
+        }
         if let Some(parent) = Path::new(path).parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match synchronous {
-                Synchronous::Normal => SqliteSynchronous::Normal,
-                Synchronous::Full => SqliteSynchronous::Full,
-            })
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        // No ping before every acquire: the pools are local files, and a
-        // ping is a round trip to the connection's thread per query.
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options.clone())
+        let synchronous = match options.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        let pragmas: Arc<[String]> = [
+            "PRAGMA busy_timeout = 10000".to_owned(),
+            "PRAGMA foreign_keys = ON".to_owned(),
+            format!("PRAGMA synchronous = {synchronous}"),
+        ]
+        .into();
+        let sqlite_pool = |max: u32, mode: &'static str| {
+            let pragmas = pragmas.clone();
+            let url = format!("sqlite://{path}?mode={mode}");
+            async move {
+                AnyPoolOptions::new()
+                    .max_connections(max)
+                    // No ping before every acquire: the pools are local
+                    // files, and a ping is a round trip to the connection's
+                    // thread.
+                    .test_before_acquire(false)
+                    .after_connect(move |conn, _| {
+                        let pragmas = pragmas.clone();
+                        Box::pin(async move {
+                            for pragma in pragmas.iter() {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await
+            }
+        };
+        // Writes go through one connection (SQLite has one writer anyway;
+        // queuing in-process avoids `SQLITE_BUSY` on lock upgrades).
+        let write = sqlite_pool(1, "rwc").await?;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&write)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(Self { write, read })
+        let read = sqlite_pool(4, "ro").await?;
+        Ok(Self {
+            write,
+            read,
+            backend: Backend::Sqlite,
+            url: url.into(),
+        })
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE`: takes the write lock up front).
+    async fn open_postgres(url: &str, options: Options) -> Result<Self, DbError> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            write: pool.clone(),
+            read: pool,
+            backend: Backend::Postgres,
+            url: url.into(),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL the database was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A write transaction: on SQLite `BEGIN IMMEDIATE` (takes the write
+    /// lock up front), on Postgres `BEGIN` and the writers' advisory lock.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+        match self.backend {
+            Backend::Sqlite => Ok(self.write.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx: Tx = self.write.begin().await?;
+                lock_writers(&mut tx).await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// A connection for reads.
-    pub async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, DbError> {
+    pub async fn reader(&self) -> Result<Pooled, DbError> {
         Ok(self.read.acquire().await?)
     }
 
     /// A connection for a single write outside a transaction.
-    pub async fn writer(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, DbError> {
+    pub async fn writer(&self) -> Result<Pooled, DbError> {
         Ok(self.write.acquire().await?)
     }
 
     /// Makes every step still marked running claimable at once: for a host
     /// that owns the database alone, those were left by a stopped process.
+    /// Does nothing on Postgres, where other hosts may hold those leases.
     pub async fn release_leases(&self) -> Result<u64, DbError> {
+        if !self.exclusive() {
+            return Ok(0);
+        }
         let done = sqlx::query("UPDATE steps SET lease_expires_at = 0 WHERE status = 'running'")
             .execute(&self.write)
             .await?;
@@ -138,13 +265,80 @@ impl Db {
     /// which `weft serve` locks to one process. Lets the engine count
     /// running work in memory instead of asking the database.
     pub fn exclusive(&self) -> bool {
-        true
+        self.backend == Backend::Sqlite
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
     }
+}
+
+/// Work one host does at a time ([`Db::solo`]): holds a session advisory
+/// lock on Postgres until released or dropped; nothing on SQLite.
+pub struct Solo(Option<Pooled>);
+
+impl Solo {
+    /// Lets another host take the work.
+    pub async fn release(mut self, key: i64) {
+        if let Some(mut conn) = self.0.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for Solo {
+    fn drop(&mut self) {
+        // Released without unlocking: closing the connection unlocks.
+        if let Some(conn) = &mut self.0 {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Db {
+    /// Takes the work that `key` names if no other host is doing it.
+    pub async fn solo(&self, key: i64) -> Result<Option<Solo>, DbError> {
+        if self.exclusive() {
+            return Ok(Some(Solo(None)));
+        }
+        let mut conn = self.writer().await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(taken.then_some(Solo(Some(conn))))
+    }
+}
+
+/// Takes the writers' lock in a Postgres transaction (until it ends).
+async fn lock_writers(conn: &mut Conn) -> Result<(), DbError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITE_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Begins a transaction by hand (ended by `COMMIT` or [`rollback`]): what
+/// [`Db::begin`] does, for code that sends its own `COMMIT`.
+pub async fn begin_by_hand(conn: &mut Conn) -> Result<(), DbError> {
+    match Backend::of(conn) {
+        Backend::Sqlite => {
+            sqlx::query("BEGIN IMMEDIATE").execute(conn).await?;
+        }
+        Backend::Postgres => {
+            sqlx::query("BEGIN").execute(&mut *conn).await?;
+            lock_writers(conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -164,7 +358,7 @@ pub async fn rollback(conn: &mut Conn) -> Result<(), DbError> {
 
 /// Ends a hand-begun transaction after an error: rolls it back, or, if
 /// that fails, closes the connection so no one reuses it mid-transaction.
-pub async fn abandon(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+pub async fn abandon(conn: &mut Pooled) {
     if rollback(conn).await.is_err() {
         conn.close_on_drop();
     }

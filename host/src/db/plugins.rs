@@ -34,7 +34,7 @@ pub struct GrantRow {
 }
 
 pub async fn tenant_name(conn: &mut Conn, tenant: &str) -> Result<Option<String>, DbError> {
-    Ok(sqlx::query_scalar("SELECT name FROM tenants WHERE id = ?")
+    Ok(sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
         .bind(tenant)
         .fetch_optional(conn)
         .await?)
@@ -42,7 +42,7 @@ pub async fn tenant_name(conn: &mut Conn, tenant: &str) -> Result<Option<String>
 
 /// Stores component bytes under their hash (a no-op if already there).
 pub async fn put_blob(conn: &mut Conn, sha256: &str, bytes: &[u8]) -> Result<(), DbError> {
-    sqlx::query("INSERT OR IGNORE INTO plugin_blobs (sha256, bytes) VALUES (?, ?)")
+    sqlx::query("INSERT INTO plugin_blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(sha256)
         .bind(bytes)
         .execute(conn)
@@ -52,7 +52,7 @@ pub async fn put_blob(conn: &mut Conn, sha256: &str, bytes: &[u8]) -> Result<(),
 
 pub async fn blob(conn: &mut Conn, sha256: &str) -> Result<Option<Vec<u8>>, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE sha256 = ?")
+        sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE sha256 = $1")
             .bind(sha256)
             .fetch_optional(conn)
             .await?,
@@ -64,7 +64,7 @@ pub async fn blob(conn: &mut Conn, sha256: &str) -> Result<Option<Vec<u8>>, DbEr
 pub async fn insert(conn: &mut Conn, p: &PluginRow) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO plugins (tenant_id, name, version, sha256, size, visibility, info, created_at, yanked_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&p.tenant_id)
     .bind(&p.name)
@@ -117,8 +117,8 @@ pub async fn yank(
     at: i64,
 ) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE plugins SET yanked_at = COALESCE(yanked_at, ?)
-         WHERE tenant_id = ? AND name = ? AND version = ?",
+        "UPDATE plugins SET yanked_at = COALESCE(yanked_at, $1)
+         WHERE tenant_id = $2 AND name = $3 AND version = $4",
     )
     .bind(at)
     .bind(tenant)
@@ -139,7 +139,7 @@ pub async fn set_visibility(
     visibility: &str,
 ) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE plugins SET visibility = ? WHERE tenant_id = ? AND name = ? AND version = ?",
+        "UPDATE plugins SET visibility = $1 WHERE tenant_id = $2 AND name = $3 AND version = $4",
     )
     .bind(visibility)
     .bind(tenant)
@@ -158,7 +158,7 @@ pub async fn put_grants(
     at: i64,
 ) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO plugin_grants (tenant_id, plugin, grants, updated_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO plugin_grants (tenant_id, plugin, grants, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id, plugin) DO UPDATE SET grants = excluded.grants, updated_at = excluded.updated_at",
     )
     .bind(tenant)
@@ -187,10 +187,10 @@ pub async fn all_grants(conn: &mut Conn) -> Result<Vec<GrantRow>, DbError> {
 
 /// Bytes of plugin components a tenant has uploaded (yanked ones included).
 pub async fn storage_used(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM plugins WHERE tenant_id = ?")
-            .bind(tenant)
-            .fetch_one(conn)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM plugins WHERE tenant_id = $1",
     )
+    .bind(tenant)
+    .fetch_one(conn)
+    .await?)
 }

@@ -1,9 +1,10 @@
 //! Runs, their steps and attempts, and the append-only event log.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use super::{Conn, DbError};
+use super::sql::{self, Arg, Statement};
+use super::{Backend, Conn, DbError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -43,6 +44,56 @@ pub struct StepRow {
     pub ended_at: Option<i64>,
 }
 
+impl RunRow {
+    /// A new pending run, created at `created_at`.
+    pub fn pending(
+        id: String,
+        tenant_id: &str,
+        workflow_key: &str,
+        workflow_version: String,
+        input: String,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            id,
+            tenant_id: tenant_id.to_owned(),
+            workflow_key: workflow_key.to_owned(),
+            workflow_version,
+            status: "pending".into(),
+            input,
+            result: None,
+            error: None,
+            created_at,
+            started_at: None,
+            ended_at: None,
+            deadline_at: None,
+            queued: false,
+            schedule_id: None,
+        }
+    }
+}
+
+impl StepRow {
+    /// A step not yet attempted, with no lease, output or error.
+    pub fn new(run_id: &str, step_id: String, position: i64, kind: &str, status: &str) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            step_id,
+            position,
+            kind: kind.to_owned(),
+            status: status.to_owned(),
+            attempts: 0,
+            due_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            output: None,
+            error: None,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRow {
     pub run_id: String,
@@ -70,7 +121,7 @@ pub struct EventRow {
     pub at: i64,
 }
 
-fn run(r: &SqliteRow) -> RunRow {
+fn run(r: &AnyRow) -> RunRow {
     RunRow {
         id: r.get("id"),
         tenant_id: r.get("tenant_id"),
@@ -89,7 +140,7 @@ fn run(r: &SqliteRow) -> RunRow {
     }
 }
 
-fn step(r: &SqliteRow) -> StepRow {
+fn step(r: &AnyRow) -> StepRow {
     StepRow {
         run_id: r.get("run_id"),
         step_id: r.get("step_id"),
@@ -107,7 +158,7 @@ fn step(r: &SqliteRow) -> StepRow {
     }
 }
 
-fn attempt(r: &SqliteRow) -> AttemptRow {
+fn attempt(r: &AnyRow) -> AttemptRow {
     AttemptRow {
         run_id: r.get("run_id"),
         step_id: r.get("step_id"),
@@ -123,7 +174,7 @@ fn attempt(r: &SqliteRow) -> AttemptRow {
     }
 }
 
-fn event(r: &SqliteRow) -> EventRow {
+fn event(r: &AnyRow) -> EventRow {
     EventRow {
         id: r.get("id"),
         tenant_id: r.get("tenant_id"),
@@ -137,7 +188,7 @@ fn event(r: &SqliteRow) -> EventRow {
 
 /// The run if it belongs to `tenant` (`None` for another tenant's run).
 pub async fn get_run(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<RunRow>, DbError> {
-    let row = sqlx::query("SELECT * FROM runs WHERE id = ? AND tenant_id = ?")
+    let row = sqlx::query("SELECT * FROM runs WHERE id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant)
         .fetch_optional(conn)
@@ -147,7 +198,7 @@ pub async fn get_run(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<R
 
 /// The run whatever its tenant: for the engine, never for the API.
 pub async fn get_run_unscoped(conn: &mut Conn, id: &str) -> Result<Option<RunRow>, DbError> {
-    let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+    let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
         .await?;
@@ -164,11 +215,11 @@ pub async fn list_runs(
     limit: i64,
 ) -> Result<Vec<RunRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM runs WHERE tenant_id = ?1
-           AND (?2 IS NULL OR workflow_key = ?2)
-           AND (?3 IS NULL OR status = ?3)
-           AND (?4 IS NULL OR id < ?4)
-         ORDER BY id DESC LIMIT ?5",
+        "SELECT * FROM runs WHERE tenant_id = $1
+           AND ($2 IS NULL OR workflow_key = $2)
+           AND ($3 IS NULL OR status = $3)
+           AND ($4 IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5",
     )
     .bind(tenant)
     .bind(workflow)
@@ -181,12 +232,61 @@ pub async fn list_runs(
 }
 
 pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbError> {
-    let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ? ORDER BY position")
+    let rows = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position")
         .bind(run_id)
         .fetch_all(conn)
         .await?;
     Ok(rows.iter().map(step).collect())
 }
+
+/// The claim on SQLite: CROSS JOIN keeps it on the small partial index of
+/// running steps.
+const CLAIM_SQLITE: &str = "WITH running AS (
+         SELECT r.tenant_id, COUNT(*) AS c FROM steps s CROSS JOIN runs r ON r.id = s.run_id
+         WHERE s.status = 'running' GROUP BY r.tenant_id),
+     due AS (
+         SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
+                ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY s.due_at) AS n
+         FROM steps s CROSS JOIN runs r ON r.id = s.run_id
+         WHERE s.status = 'ready' AND s.due_at <= $3),
+     picked AS (
+         SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
+         WHERE status = 'running' AND lease_expires_at < $3
+         UNION ALL
+         SELECT due.run_id, due.step_id, due.n, due.t FROM due LEFT JOIN running USING (tenant_id)
+         WHERE due.n + COALESCE(running.c, 0) <= $5)
+     UPDATE steps SET status = 'running', lease_owner = $1, lease_expires_at = $2,
+            attempts = attempts + 1, started_at = COALESCE(started_at, $3)
+     WHERE (run_id, step_id) IN (SELECT run_id, step_id FROM picked ORDER BY n, t LIMIT $4)
+     RETURNING *";
+
+/// The claim on Postgres: the picked steps are locked `FOR UPDATE SKIP
+/// LOCKED`, so hosts claiming at once never take the same step, and each
+/// row is checked again once locked.
+const CLAIM_POSTGRES: &str = "WITH running AS (
+         SELECT r.tenant_id, COUNT(*) AS c FROM steps s JOIN runs r ON r.id = s.run_id
+         WHERE s.status = 'running' GROUP BY r.tenant_id),
+     due AS (
+         SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
+                ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY s.due_at) AS n
+         FROM steps s JOIN runs r ON r.id = s.run_id
+         WHERE s.status = 'ready' AND s.due_at <= $3),
+     picked AS (
+         SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
+         WHERE status = 'running' AND lease_expires_at < $3
+         UNION ALL
+         SELECT due.run_id, due.step_id, due.n, due.t FROM due LEFT JOIN running USING (tenant_id)
+         WHERE due.n + COALESCE(running.c, 0) <= $5),
+     locked AS (
+         SELECT s.run_id, s.step_id FROM steps s
+         JOIN (SELECT run_id, step_id, n, t FROM picked ORDER BY n, t LIMIT $4) p
+           ON p.run_id = s.run_id AND p.step_id = s.step_id
+         WHERE (s.status = 'ready' AND s.due_at <= $3) OR (s.status = 'running' AND s.lease_expires_at < $3)
+         FOR UPDATE OF s SKIP LOCKED)
+     UPDATE steps SET status = 'running', lease_owner = $1, lease_expires_at = $2,
+            attempts = steps.attempts + 1, started_at = COALESCE(steps.started_at, $3)
+     FROM locked WHERE steps.run_id = locked.run_id AND steps.step_id = locked.step_id
+     RETURNING steps.*";
 
 /// Claims up to `limit` steps that are due, or whose lease expired (their
 /// host died mid-attempt), for `host` until `lease_until`; each claim
@@ -203,33 +303,18 @@ pub async fn claim(
     limit: i64,
     tenant_cap: i64,
 ) -> Result<Vec<StepRow>, DbError> {
-    let rows = sqlx::query(
-        "WITH running AS (
-             SELECT r.tenant_id, COUNT(*) AS c FROM steps s CROSS JOIN runs r ON r.id = s.run_id
-             WHERE s.status = 'running' GROUP BY r.tenant_id),
-         due AS (
-             SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
-                    ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY s.due_at) AS n
-             FROM steps s CROSS JOIN runs r ON r.id = s.run_id
-             WHERE s.status = 'ready' AND s.due_at <= ?3),
-         picked AS (
-             SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
-             WHERE status = 'running' AND lease_expires_at < ?3
-             UNION ALL
-             SELECT due.run_id, due.step_id, due.n, due.t FROM due LEFT JOIN running USING (tenant_id)
-             WHERE due.n + COALESCE(running.c, 0) <= ?5)
-         UPDATE steps SET status = 'running', lease_owner = ?1, lease_expires_at = ?2,
-                attempts = attempts + 1, started_at = COALESCE(started_at, ?3)
-         WHERE (run_id, step_id) IN (SELECT run_id, step_id FROM picked ORDER BY n, t LIMIT ?4)
-         RETURNING *",
-    )
-    .bind(host)
-    .bind(lease_until)
-    .bind(now)
-    .bind(limit)
-    .bind(tenant_cap)
-    .fetch_all(conn)
-    .await?;
+    let sql = match Backend::of(conn) {
+        Backend::Sqlite => CLAIM_SQLITE,
+        Backend::Postgres => CLAIM_POSTGRES,
+    };
+    let rows = sqlx::query(sql)
+        .bind(host)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .bind(tenant_cap)
+        .fetch_all(conn)
+        .await?;
     Ok(rows.iter().map(step).collect())
 }
 
@@ -242,7 +327,7 @@ pub async fn renew_lease(
     until: i64,
 ) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE steps SET lease_expires_at = ? WHERE run_id = ? AND step_id = ? AND lease_owner = ? AND status = 'running'",
+        "UPDATE steps SET lease_expires_at = $1 WHERE run_id = $2 AND step_id = $3 AND lease_owner = $4 AND status = 'running'",
     )
     .bind(until)
     .bind(run_id)
@@ -260,7 +345,7 @@ pub async fn next_wakeup(conn: &mut Conn) -> Result<Option<i64>, DbError> {
         "SELECT MIN(t) FROM (
              SELECT MIN(due_at) AS t FROM steps WHERE status = 'ready'
              UNION ALL
-             SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running')",
+             SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w",
     )
     .fetch_one(conn)
     .await?)
@@ -269,7 +354,7 @@ pub async fn next_wakeup(conn: &mut Conn) -> Result<Option<i64>, DbError> {
 /// Unfinished runs past their deadline.
 pub async fn overdue_runs(conn: &mut Conn, now: i64) -> Result<Vec<String>, DbError> {
     Ok(sqlx::query_scalar(
-        "SELECT id FROM runs WHERE status IN ('pending', 'running', 'paused') AND deadline_at IS NOT NULL AND deadline_at < ?",
+        "SELECT id FROM runs WHERE status IN ('pending', 'running', 'paused') AND deadline_at IS NOT NULL AND deadline_at < $1",
     )
     .bind(now)
     .fetch_all(conn)
@@ -277,7 +362,7 @@ pub async fn overdue_runs(conn: &mut Conn, now: i64) -> Result<Vec<String>, DbEr
 }
 
 pub async fn attempts_of(conn: &mut Conn, run_id: &str) -> Result<Vec<AttemptRow>, DbError> {
-    let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY step_id, attempt")
+    let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = $1 ORDER BY step_id, attempt")
         .bind(run_id)
         .fetch_all(conn)
         .await?;
@@ -294,7 +379,7 @@ pub async fn append_event(
     at: i64,
 ) -> Result<i64, DbError> {
     let id = sqlx::query_scalar(
-        "INSERT INTO events (tenant_id, run_id, type, step_id, data, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO events (tenant_id, run_id, type, step_id, data, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(tenant)
     .bind(run_id)
@@ -314,12 +399,13 @@ pub async fn events_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<EventRow>, DbError> {
-    let rows = sqlx::query("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?")
-        .bind(run_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(run_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(conn)
+            .await?;
     Ok(rows.iter().map(event).collect())
 }
 
@@ -334,7 +420,7 @@ pub async fn run_counts(conn: &mut Conn) -> Result<Vec<(String, i64)>, DbError> 
 /// Steps ready to run now, for metrics.
 pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE status = 'ready' AND due_at <= ?")
+        sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE status = 'ready' AND due_at <= $1")
             .bind(now)
             .fetch_one(conn)
             .await?,
@@ -343,14 +429,18 @@ pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
 
 /// Steps of a tenant running now (on any host).
 pub async fn running_for_tenant(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
-    Ok(sqlx::query_scalar(
-        // CROSS JOIN keeps SQLite on the small partial index of running steps
-        // instead of walking every run of the tenant.
-        "SELECT COUNT(*) FROM steps s CROSS JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = ?",
-    )
-    .bind(tenant)
-    .fetch_one(conn)
-    .await?)
+    // CROSS JOIN keeps SQLite on the small partial index of running steps
+    // instead of walking every run of the tenant (Postgres has no CROSS
+    // JOIN … ON).
+    let sql = match Backend::of(conn) {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM steps s CROSS JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = $1"
+        }
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = $1"
+        }
+    };
+    Ok(sqlx::query_scalar(sql).bind(tenant).fetch_one(conn).await?)
 }
 
 /// An unfinished run of a workflow that counts against its concurrency
@@ -362,7 +452,7 @@ pub async fn active_of_workflow(
 ) -> Result<(i64, Option<String>), DbError> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, MIN(id) AS oldest FROM runs
-         WHERE tenant_id = ? AND workflow_key = ? AND status IN ('pending', 'running', 'paused') AND queued = 0",
+         WHERE tenant_id = $1 AND workflow_key = $2 AND status IN ('pending', 'running', 'paused') AND queued = 0",
     )
     .bind(tenant)
     .bind(workflow)
@@ -379,7 +469,7 @@ pub async fn oldest_queued(
 ) -> Result<Option<RunRow>, DbError> {
     let row = sqlx::query(
         "SELECT * FROM runs
-         WHERE tenant_id = ? AND workflow_key = ? AND status = 'pending' AND queued = 1
+         WHERE tenant_id = $1 AND workflow_key = $2 AND status = 'pending' AND queued = 1
          ORDER BY created_at, id LIMIT 1",
     )
     .bind(tenant)
@@ -396,7 +486,7 @@ pub async fn latest_of_workflow(
     workflow: &str,
 ) -> Result<Option<(String, i64)>, DbError> {
     let row = sqlx::query(
-        "SELECT id, created_at FROM runs WHERE tenant_id = ? AND workflow_key = ?
+        "SELECT id, created_at FROM runs WHERE tenant_id = $1 AND workflow_key = $2
          ORDER BY created_at DESC LIMIT 1",
     )
     .bind(tenant)
@@ -409,53 +499,44 @@ pub async fn latest_of_workflow(
 /// Rows per multi-row statement: well under SQLite's bound-variable limit.
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// Statements gathered into one multi-statement query: SQLite runs them in
-/// order in a single round trip to the connection's thread, each binding
-/// its own arguments in turn. Multi-row statements hold at most
-/// [`ROWS_PER_STATEMENT`] rows.
+/// Statements gathered to run together ([`sql::execute_all`]): on SQLite
+/// one multi-statement query, a single round trip to the connection's
+/// thread. Multi-row statements hold at most [`ROWS_PER_STATEMENT`] rows.
+#[derive(Default)]
 pub struct Writes<'a> {
-    query: sqlx::QueryBuilder<'a, sqlx::Sqlite>,
-    statements: usize,
-}
-
-impl Default for Writes<'_> {
-    fn default() -> Self {
-        Self {
-            query: sqlx::QueryBuilder::new(""),
-            statements: 0,
-        }
-    }
+    statements: Vec<Statement<'a>>,
+    /// Begins a transaction by hand before the statements.
+    begin: bool,
 }
 
 impl<'a> Writes<'a> {
-    fn statement(&mut self, sql: &str) -> &mut sqlx::QueryBuilder<'a, sqlx::Sqlite> {
-        if self.statements > 0 {
-            self.query.push(";\n");
-        }
-        self.statements += 1;
-        self.query.push(sql)
+    fn statement(&mut self, sql: &str) -> &mut Statement<'a> {
+        self.statements.push(Statement::new(sql));
+        self.statements.last_mut().expect("pushed")
     }
 
     /// A new run.
     pub fn insert_run(&mut self, r: &'a RunRow) -> &mut Self {
-        let query = self.statement(
+        self.statement(
             "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id) ",
-        );
-        query.push_values([r], |mut row, r| {
-            row.push_bind(&r.id)
-                .push_bind(&r.tenant_id)
-                .push_bind(&r.workflow_key)
-                .push_bind(&r.workflow_version)
-                .push_bind(&r.status)
-                .push_bind(&r.input)
-                .push_bind(&r.result)
-                .push_bind(&r.error)
-                .push_bind(r.created_at)
-                .push_bind(r.started_at)
-                .push_bind(r.ended_at)
-                .push_bind(r.deadline_at)
-                .push_bind(i64::from(r.queued))
-                .push_bind(&r.schedule_id);
+        )
+        .values([r], |r| {
+            [
+                Arg::from(&r.id),
+                Arg::from(&r.tenant_id),
+                Arg::from(&r.workflow_key),
+                Arg::from(&r.workflow_version),
+                Arg::from(&r.status),
+                Arg::from(&r.input),
+                Arg::from(&r.result),
+                Arg::from(&r.error),
+                Arg::from(r.created_at),
+                Arg::from(r.started_at),
+                Arg::from(r.ended_at),
+                Arg::from(r.deadline_at),
+                Arg::from(i64::from(r.queued)),
+                Arg::from(&r.schedule_id),
+            ]
         });
         self
     }
@@ -466,20 +547,22 @@ impl<'a> Writes<'a> {
             self.statement(
                 "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at) ",
             )
-            .push_values(chunk, |mut row, s| {
-                row.push_bind(&s.run_id)
-                    .push_bind(&s.step_id)
-                    .push_bind(s.position)
-                    .push_bind(&s.kind)
-                    .push_bind(&s.status)
-                    .push_bind(s.attempts)
-                    .push_bind(s.due_at)
-                    .push_bind(&s.lease_owner)
-                    .push_bind(s.lease_expires_at)
-                    .push_bind(&s.output)
-                    .push_bind(&s.error)
-                    .push_bind(s.started_at)
-                    .push_bind(s.ended_at);
+            .values(chunk, |s| {
+                [
+                    Arg::from(&s.run_id),
+                    Arg::from(&s.step_id),
+                    Arg::from(s.position),
+                    Arg::from(&s.kind),
+                    Arg::from(&s.status),
+                    Arg::from(s.attempts),
+                    Arg::from(s.due_at),
+                    Arg::from(&s.lease_owner),
+                    Arg::from(s.lease_expires_at),
+                    Arg::from(&s.output),
+                    Arg::from(&s.error),
+                    Arg::from(s.started_at),
+                    Arg::from(s.ended_at),
+                ]
             })
             .push(
                 " ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
@@ -497,53 +580,60 @@ impl<'a> Writes<'a> {
             .iter()
             .filter(|a| a.attempt > 1 && a.status == "running")
         {
-            let query = self.statement("UPDATE attempts SET status = 'interrupted', ended_at = ");
-            query.push_bind(a.started_at);
-            query.push(" WHERE run_id = ");
-            query.push_bind(&a.run_id);
-            query.push(" AND step_id = ");
-            query.push_bind(&a.step_id);
-            query.push(" AND status = 'running'");
+            self.statement("UPDATE attempts SET status = 'interrupted', ended_at = ")
+                .bind(a.started_at)
+                .push(" WHERE run_id = ")
+                .bind(&a.run_id)
+                .push(" AND step_id = ")
+                .bind(&a.step_id)
+                .push(" AND status = 'running'");
         }
         for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
             self.statement(
-                "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs, input) ",
+                "INSERT INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error, logs, input) ",
             )
-            .push_values(chunk, |mut row, a| {
-                row.push_bind(&a.run_id)
-                    .push_bind(&a.step_id)
-                    .push_bind(a.attempt)
-                    .push_bind(&a.status)
-                    .push_bind(&a.host)
-                    .push_bind(a.started_at)
-                    .push_bind(a.ended_at)
-                    .push_bind(&a.error_kind)
-                    .push_bind(&a.error)
-                    .push_bind(&a.logs)
-                    .push_bind(&a.input);
-            });
+            .values(chunk, |a| {
+                [
+                    Arg::from(&a.run_id),
+                    Arg::from(&a.step_id),
+                    Arg::from(a.attempt),
+                    Arg::from(&a.status),
+                    Arg::from(&a.host),
+                    Arg::from(a.started_at),
+                    Arg::from(a.ended_at),
+                    Arg::from(&a.error_kind),
+                    Arg::from(&a.error),
+                    Arg::from(&a.logs),
+                    Arg::from(&a.input),
+                ]
+            })
+            .push(
+                " ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET status = excluded.status, host = excluded.host,
+                   started_at = excluded.started_at, ended_at = excluded.ended_at, error_kind = excluded.error_kind,
+                   error = excluded.error, logs = excluded.logs, input = excluded.input",
+            );
         }
         self
     }
 
     /// Every mutable column of a run.
     pub fn update_run(&mut self, r: &'a RunRow) -> &mut Self {
-        let query = self.statement("UPDATE runs SET status = ");
-        query.push_bind(&r.status);
-        query.push(", result = ");
-        query.push_bind(&r.result);
-        query.push(", error = ");
-        query.push_bind(&r.error);
-        query.push(", started_at = ");
-        query.push_bind(r.started_at);
-        query.push(", ended_at = ");
-        query.push_bind(r.ended_at);
-        query.push(", deadline_at = ");
-        query.push_bind(r.deadline_at);
-        query.push(", queued = ");
-        query.push_bind(i64::from(r.queued));
-        query.push(" WHERE id = ");
-        query.push_bind(&r.id);
+        self.statement("UPDATE runs SET status = ")
+            .bind(&r.status)
+            .push(", result = ")
+            .bind(&r.result)
+            .push(", error = ")
+            .bind(&r.error)
+            .push(", started_at = ")
+            .bind(r.started_at)
+            .push(", ended_at = ")
+            .bind(r.ended_at)
+            .push(", deadline_at = ")
+            .bind(r.deadline_at)
+            .push(", queued = ")
+            .bind(i64::from(r.queued))
+            .push(" WHERE id = ")
+            .bind(&r.id);
         self
     }
 
@@ -551,22 +641,24 @@ impl<'a> Writes<'a> {
     pub fn append_events(&mut self, events: &[RunEvent<'a>], at: i64) -> &mut Self {
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             self.statement("INSERT INTO events (tenant_id, run_id, type, step_id, data, at) ")
-                .push_values(chunk, |mut row, (tenant, run_id, (kind, step_id, data))| {
-                    row.push_bind(*tenant)
-                        .push_bind(*run_id)
-                        .push_bind(*kind)
-                        .push_bind(*step_id)
-                        .push_bind(data.to_string())
-                        .push_bind(at);
+                .values(chunk, |(tenant, run_id, (kind, step_id, data))| {
+                    [
+                        Arg::from(*tenant),
+                        Arg::from(*run_id),
+                        Arg::from(*kind),
+                        Arg::from(*step_id),
+                        Arg::Owned(Some(data.to_string())),
+                        Arg::from(at),
+                    ]
                 });
         }
         self
     }
 
-    /// `BEGIN IMMEDIATE`, for a transaction managed by hand (the first
-    /// statement gathered, or sent alone).
+    /// Begins a transaction by hand before the gathered statements (on
+    /// SQLite in the same round trip).
     pub fn begin(&mut self) -> &mut Self {
-        self.statement("BEGIN IMMEDIATE");
+        self.begin = true;
         self
     }
 
@@ -577,14 +669,16 @@ impl<'a> Writes<'a> {
         self
     }
 
-    /// Runs every gathered statement in one round trip.
+    /// Runs every gathered statement.
     pub async fn execute(&mut self, conn: &mut Conn) -> Result<(), DbError> {
-        if self.statements > 0 {
-            // Its text varies with the row counts: kept out of the
-            // connection's statement cache, which holds the fixed queries.
-            self.query.build().persistent(false).execute(conn).await?;
+        if self.begin {
+            match Backend::of(conn) {
+                Backend::Sqlite => self.statements.insert(0, Statement::new("BEGIN IMMEDIATE")),
+                Backend::Postgres => super::begin_by_hand(conn).await?,
+            }
+            self.begin = false;
         }
-        Ok(())
+        sql::execute_all(conn, &self.statements).await
     }
 }
 
@@ -599,22 +693,15 @@ pub async fn run_with_steps(
     conn: &mut Conn,
     id: &str,
 ) -> Result<Option<(RunRow, Vec<StepRow>)>, DbError> {
-    Ok(read_runs(conn, &[id], "").await?.pop())
+    Ok(read_runs(conn, &[id], false).await?.pop())
 }
 
 /// Runs by id in one round trip (runs that do not exist are left out).
 pub async fn runs_by_ids(conn: &mut Conn, ids: &[&str]) -> Result<Vec<RunRow>, DbError> {
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM runs WHERE id IN (");
-        let mut list = query.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        query.push(")");
-        let rows = query
-            .build()
-            .persistent(false)
+        let rows = Statement::new("SELECT * FROM runs WHERE id IN ")
+            .tuple(chunk.iter().map(|id| Arg::from(*id)))
             .fetch_all(&mut *conn)
             .await?;
         found.extend(rows.iter().map(run));
@@ -622,44 +709,47 @@ pub async fn runs_by_ids(conn: &mut Conn, ids: &[&str]) -> Result<Vec<RunRow>, D
     Ok(found)
 }
 
-/// `BEGIN IMMEDIATE` and a read of runs with their steps (in position
-/// order; runs that do not exist are left out), in one round trip: what
-/// recording a batch of attempts starts with. The caller ends the
-/// transaction (`Writes::commit`, or [`rollback`](super::rollback) on any
-/// error, this one included).
+/// Begins a write transaction by hand and reads runs with their steps (in
+/// position order; runs that do not exist are left out), on SQLite in one
+/// round trip: what recording a batch of attempts starts with. The caller
+/// ends the transaction (`Writes::commit`, or [`rollback`](super::rollback)
+/// on any error, this one included).
 pub async fn begin_and_read_runs(
     conn: &mut Conn,
     ids: &[&str],
 ) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
-    read_runs(conn, ids, "BEGIN IMMEDIATE;\n").await
+    read_runs(conn, ids, true).await
 }
 
 async fn read_runs(
     conn: &mut Conn,
     ids: &[&str],
-    mut prefix: &str,
+    mut begin: bool,
 ) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
+    let backend = Backend::of(conn);
+    if begin && backend == Backend::Postgres {
+        super::begin_by_hand(conn).await?;
+        begin = false;
+    }
     let mut found: Vec<(RunRow, Vec<StepRow>)> = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(std::mem::take(&mut prefix));
-        query.push(
-            "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
+        let mut query = Statement::new(if std::mem::take(&mut begin) {
+            "BEGIN IMMEDIATE;\n"
+        } else {
+            ""
+        });
+        query
+            .push(
+                "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
                     r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
                     s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
                     s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at
              FROM runs r LEFT JOIN steps s ON s.run_id = r.id
-             WHERE r.id IN (",
-        );
-        let mut list = query.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        query.push(") ORDER BY r.id, s.position");
-        let rows = query
-            .build()
-            .persistent(false)
-            .fetch_all(&mut *conn)
-            .await?;
+             WHERE r.id IN ",
+            )
+            .tuple(chunk.iter().map(|id| Arg::from(*id)))
+            .push(" ORDER BY r.id, s.position");
+        let rows = query.fetch_all(&mut *conn).await?;
         for r in &rows {
             let id: String = r.get(0);
             if found.last().is_none_or(|(run, _)| run.id != id) {
@@ -704,97 +794,4 @@ async fn read_runs(
         }
     }
     Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::db::{Db, Synchronous, auth};
-
-    async fn status(db: &Db, id: &str) -> String {
-        let mut conn = db.reader().await.expect("reader");
-        get_run_unscoped(&mut conn, id)
-            .await
-            .expect("read")
-            .expect("run")
-            .status
-    }
-
-    /// The recorder's hand-managed transaction: begun with its read, ended
-    /// by the writes' `COMMIT`, or rolled back, after which the connection
-    /// begins again cleanly.
-    #[tokio::test]
-    async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(
-            &format!("sqlite://{}/weft.db", dir.path().display()),
-            Synchronous::Normal,
-        )
-        .await
-        .expect("open");
-        let mut conn = db.writer().await.expect("writer");
-        auth::insert_tenant(
-            &mut conn,
-            &auth::Tenant {
-                id: "t1".into(),
-                name: "t1".into(),
-                created_at: 0,
-            },
-        )
-        .await
-        .expect("tenant");
-        let mut run = RunRow {
-            id: "r1".into(),
-            tenant_id: "t1".into(),
-            workflow_key: "w".into(),
-            workflow_version: "0.1.0".into(),
-            status: "pending".into(),
-            input: "{}".into(),
-            result: None,
-            error: None,
-            created_at: 0,
-            started_at: None,
-            ended_at: None,
-            deadline_at: None,
-            queued: false,
-            schedule_id: None,
-        };
-        Writes::default()
-            .insert_run(&run)
-            .execute(&mut conn)
-            .await
-            .expect("insert");
-
-        let read = begin_and_read_runs(&mut conn, &["r1", "missing"])
-            .await
-            .expect("begin and read");
-        assert_eq!(read.len(), 1, "a missing run is left out");
-        run.status = "running".into();
-        Writes::default()
-            .update_run(&run)
-            .commit()
-            .execute(&mut conn)
-            .await
-            .expect("write and commit");
-        assert_eq!(status(&db, "r1").await, "running");
-
-        begin_and_read_runs(&mut conn, &["r1"])
-            .await
-            .expect("again");
-        run.status = "failed".into();
-        Writes::default()
-            .update_run(&run)
-            .execute(&mut conn)
-            .await
-            .expect("write");
-        crate::db::rollback(&mut conn).await.expect("rollback");
-        assert_eq!(status(&db, "r1").await, "running", "rolled back");
-        crate::db::rollback(&mut conn)
-            .await
-            .expect("a rollback without a transaction is harmless");
-        begin_and_read_runs(&mut conn, &["r1"])
-            .await
-            .expect("the connection begins cleanly after a rollback");
-        crate::db::rollback(&mut conn).await.expect("rollback");
-    }
 }

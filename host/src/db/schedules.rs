@@ -1,7 +1,7 @@
 //! Schedules and the ticks they fired.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Conn, DbError};
 
@@ -22,7 +22,7 @@ pub struct ScheduleRow {
     pub updated_at: i64,
 }
 
-fn schedule(r: &SqliteRow) -> ScheduleRow {
+fn schedule(r: &AnyRow) -> ScheduleRow {
     ScheduleRow {
         id: r.get("id"),
         tenant_id: r.get("tenant_id"),
@@ -43,7 +43,7 @@ fn schedule(r: &SqliteRow) -> ScheduleRow {
 pub async fn insert(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO schedules (id, tenant_id, workflow_key, cron, timezone, input, status, next_run_at, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&s.id)
     .bind(&s.tenant_id)
@@ -63,8 +63,8 @@ pub async fn insert(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
 /// Writes the settings a PATCH may change and the next tick.
 pub async fn update(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE schedules SET cron = ?, timezone = ?, input = ?, status = ?, next_run_at = ?, updated_at = ?
-         WHERE id = ? AND tenant_id = ?",
+        "UPDATE schedules SET cron = $1, timezone = $2, input = $3, status = $4, next_run_at = $5, updated_at = $6
+         WHERE id = $7 AND tenant_id = $8",
     )
     .bind(&s.cron)
     .bind(&s.timezone)
@@ -80,7 +80,7 @@ pub async fn update(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
 }
 
 pub async fn get(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<ScheduleRow>, DbError> {
-    let row = sqlx::query("SELECT * FROM schedules WHERE id = ? AND tenant_id = ?")
+    let row = sqlx::query("SELECT * FROM schedules WHERE id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant)
         .fetch_optional(conn)
@@ -95,7 +95,7 @@ pub async fn list(
     workflow: Option<&str>,
 ) -> Result<Vec<ScheduleRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM schedules WHERE tenant_id = ?1 AND (?2 IS NULL OR workflow_key = ?2) ORDER BY id",
+        "SELECT * FROM schedules WHERE tenant_id = $1 AND ($2 IS NULL OR workflow_key = $2) ORDER BY id",
     )
     .bind(tenant)
     .bind(workflow)
@@ -106,7 +106,7 @@ pub async fn list(
 
 /// Deletes a schedule and the record of its fired ticks (the runs stay).
 pub async fn delete(conn: &mut Conn, tenant: &str, id: &str) -> Result<bool, DbError> {
-    let done = sqlx::query("DELETE FROM schedules WHERE id = ? AND tenant_id = ?")
+    let done = sqlx::query("DELETE FROM schedules WHERE id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant)
         .execute(&mut *conn)
@@ -114,7 +114,7 @@ pub async fn delete(conn: &mut Conn, tenant: &str, id: &str) -> Result<bool, DbE
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query("DELETE FROM schedule_fires WHERE schedule_id = ?")
+    sqlx::query("DELETE FROM schedule_fires WHERE schedule_id = $1")
         .bind(id)
         .execute(conn)
         .await?;
@@ -124,7 +124,7 @@ pub async fn delete(conn: &mut Conn, tenant: &str, id: &str) -> Result<bool, DbE
 /// Active schedules whose next tick is at or before `now`.
 pub async fn due(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<ScheduleRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM schedules WHERE status = 'active' AND next_run_at <= ? ORDER BY next_run_at LIMIT ?",
+        "SELECT * FROM schedules WHERE status = 'active' AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2",
     )
     .bind(now)
     .bind(limit)
@@ -149,7 +149,7 @@ pub async fn claim_tick(
     now: i64,
 ) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "INSERT INTO schedule_fires (schedule_id, tick, fired_at) VALUES (?, ?, ?)
+        "INSERT INTO schedule_fires (schedule_id, tick, fired_at) VALUES ($1, $2, $3)
          ON CONFLICT (schedule_id, tick) DO NOTHING",
     )
     .bind(schedule_id)
@@ -172,7 +172,7 @@ pub async fn record_fire(
     now: i64,
 ) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE schedule_fires SET run_id = ?, error = ? WHERE schedule_id = ? AND tick = ?",
+        "UPDATE schedule_fires SET run_id = $1, error = $2 WHERE schedule_id = $3 AND tick = $4",
     )
     .bind(run_id)
     .bind(error)
@@ -181,9 +181,9 @@ pub async fn record_fire(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE schedules SET next_run_at = ?, last_fired_at = ?, last_run_id = COALESCE(?, last_run_id),
-             last_error = ?, updated_at = ?
-         WHERE id = ?",
+        "UPDATE schedules SET next_run_at = $1, last_fired_at = $2, last_run_id = COALESCE($3, last_run_id),
+             last_error = $4, updated_at = $5
+         WHERE id = $6",
     )
     .bind(next_run_at)
     .bind(tick)
@@ -202,7 +202,7 @@ pub async fn set_next(
     schedule_id: &str,
     next_run_at: Option<i64>,
 ) -> Result<(), DbError> {
-    sqlx::query("UPDATE schedules SET next_run_at = ? WHERE id = ?")
+    sqlx::query("UPDATE schedules SET next_run_at = $1 WHERE id = $2")
         .bind(next_run_at)
         .bind(schedule_id)
         .execute(conn)
@@ -226,7 +226,7 @@ pub async fn fires(
     limit: i64,
 ) -> Result<Vec<FireRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT tick, run_id, error, fired_at FROM schedule_fires WHERE schedule_id = ? ORDER BY tick DESC LIMIT ?",
+        "SELECT tick, run_id, error, fired_at FROM schedule_fires WHERE schedule_id = $1 ORDER BY tick DESC LIMIT $2",
     )
     .bind(schedule_id)
     .bind(limit)

@@ -13,12 +13,14 @@ pub async fn kv_get(
     key: &str,
 ) -> Result<Option<Vec<u8>>, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT value FROM kv WHERE tenant_id = ? AND bucket = ? AND key = ?")
-            .bind(tenant)
-            .bind(bucket)
-            .bind(key)
-            .fetch_optional(conn)
-            .await?,
+        sqlx::query_scalar(
+            "SELECT value FROM kv WHERE tenant_id = $1 AND bucket = $2 AND key = $3",
+        )
+        .bind(tenant)
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?,
     )
 }
 
@@ -31,7 +33,7 @@ pub async fn kv_set(
     at: i64,
 ) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO kv (tenant_id, bucket, key, value, updated_at) VALUES (?, ?, ?, ?, ?)
+        "INSERT INTO kv (tenant_id, bucket, key, value, updated_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (tenant_id, bucket, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
     )
     .bind(tenant)
@@ -50,7 +52,7 @@ pub async fn kv_delete(
     bucket: &str,
     key: &str,
 ) -> Result<(), DbError> {
-    sqlx::query("DELETE FROM kv WHERE tenant_id = ? AND bucket = ? AND key = ?")
+    sqlx::query("DELETE FROM kv WHERE tenant_id = $1 AND bucket = $2 AND key = $3")
         .bind(tenant)
         .bind(bucket)
         .bind(key)
@@ -67,7 +69,7 @@ pub async fn kv_keys(
     limit: i64,
 ) -> Result<Vec<String>, DbError> {
     Ok(sqlx::query_scalar(
-        "SELECT key FROM kv WHERE tenant_id = ? AND bucket = ? ORDER BY key LIMIT ? OFFSET ?",
+        "SELECT key FROM kv WHERE tenant_id = $1 AND bucket = $2 ORDER BY key LIMIT $3 OFFSET $4",
     )
     .bind(tenant)
     .bind(bucket)
@@ -102,7 +104,7 @@ pub async fn outbox_put(conn: &mut Conn, m: &OutboxMessage) -> Result<String, Db
     let recipients = serde_json::json!({"to": m.to, "cc": m.cc}).to_string();
     sqlx::query(
         "INSERT INTO outbox (tenant_id, key, message_id, run_id, step_id, recipients, subject, body, status, attempts, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9)
          ON CONFLICT (tenant_id, key) DO NOTHING",
     )
     .bind(&m.tenant_id)
@@ -117,7 +119,7 @@ pub async fn outbox_put(conn: &mut Conn, m: &OutboxMessage) -> Result<String, Db
     .execute(&mut *conn)
     .await?;
     Ok(
-        sqlx::query_scalar("SELECT message_id FROM outbox WHERE tenant_id = ? AND key = ?")
+        sqlx::query_scalar("SELECT message_id FROM outbox WHERE tenant_id = $1 AND key = $2")
             .bind(&m.tenant_id)
             .bind(&m.key)
             .fetch_one(conn)
@@ -125,7 +127,7 @@ pub async fn outbox_put(conn: &mut Conn, m: &OutboxMessage) -> Result<String, Db
     )
 }
 
-fn outbox_message(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxMessage, DbError> {
+fn outbox_message(r: &sqlx::any::AnyRow) -> Result<OutboxMessage, DbError> {
     let recipients: serde_json::Value = serde_json::from_str(r.get::<&str, _>("recipients"))?;
     let list = |field: &str| -> Vec<String> {
         recipients[field]
@@ -163,7 +165,7 @@ pub async fn outbox_list(
     limit: i64,
 ) -> Result<Vec<OutboxMessage>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM outbox WHERE tenant_id = ?1 AND (?2 IS NULL OR run_id = ?2) ORDER BY created_at DESC, message_id DESC LIMIT ?3",
+        "SELECT * FROM outbox WHERE tenant_id = $1 AND ($2 IS NULL OR run_id = $2) ORDER BY created_at DESC, message_id DESC LIMIT $3",
     )
     .bind(tenant)
     .bind(run_id)
@@ -176,7 +178,7 @@ pub async fn outbox_list(
 /// Queued messages for the SMTP sender, oldest first.
 pub async fn outbox_queued(conn: &mut Conn, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
     let rows =
-        sqlx::query("SELECT * FROM outbox WHERE status = 'queued' ORDER BY created_at LIMIT ?")
+        sqlx::query("SELECT * FROM outbox WHERE status = 'queued' ORDER BY created_at LIMIT $1")
             .bind(limit)
             .fetch_all(conn)
             .await?;
@@ -191,9 +193,9 @@ pub async fn outbox_mark(
     at: i64,
 ) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE outbox SET status = ?, last_error = ?, attempts = attempts + 1,
-                sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END
-         WHERE message_id = ?",
+        "UPDATE outbox SET status = $1, last_error = $2, attempts = attempts + 1,
+                sent_at = CASE WHEN $3 = 'sent' THEN $4 ELSE sent_at END
+         WHERE message_id = $5",
     )
     .bind(status)
     .bind(error)
@@ -219,7 +221,7 @@ pub struct FileRow {
 
 pub async fn file_put(conn: &mut Conn, f: &FileRow, content: &[u8]) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO files (tenant_id, id, name, content_type, size, sha256, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO files (tenant_id, id, name, content_type, size, sha256, content, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&f.tenant_id)
     .bind(&f.id)
@@ -242,7 +244,7 @@ pub async fn file_content(
     max_bytes: i64,
 ) -> Result<Option<(i64, Option<Vec<u8>>)>, DbError> {
     let row = sqlx::query(
-        "SELECT size, CASE WHEN size <= ? THEN content END AS content FROM files WHERE tenant_id = ? AND id = ?",
+        "SELECT size, CASE WHEN size <= $1 THEN content END AS content FROM files WHERE tenant_id = $2 AND id = $3",
     )
     .bind(max_bytes)
     .bind(tenant)
@@ -266,7 +268,7 @@ pub async fn idempotency_get(
     key: &str,
     route: &str,
 ) -> Result<Option<IdempotentResponse>, DbError> {
-    let row = sqlx::query("SELECT request_hash, status, response FROM idempotency WHERE tenant_id = ? AND key = ? AND route = ?")
+    let row = sqlx::query("SELECT request_hash, status, response FROM idempotency WHERE tenant_id = $1 AND key = $2 AND route = $3")
         .bind(tenant)
         .bind(key)
         .bind(route)
@@ -288,7 +290,7 @@ pub async fn idempotency_put(
     at: i64,
 ) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO idempotency (tenant_id, key, route, request_hash, status, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+        "INSERT INTO idempotency (tenant_id, key, route, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT DO NOTHING",
     )
     .bind(tenant)
@@ -311,7 +313,7 @@ pub async fn secret_put(
     at: i64,
 ) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO secrets (tenant_id, name, sealed, updated_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO secrets (tenant_id, name, sealed, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
     )
     .bind(tenant)
@@ -329,7 +331,7 @@ pub async fn secret_get(
     name: &str,
 ) -> Result<Option<Vec<u8>>, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT sealed FROM secrets WHERE tenant_id = ? AND name = ?")
+        sqlx::query_scalar("SELECT sealed FROM secrets WHERE tenant_id = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
             .fetch_optional(conn)
@@ -340,7 +342,7 @@ pub async fn secret_get(
 /// Names and update times of a tenant's secrets (never the values).
 pub async fn secret_names(conn: &mut Conn, tenant: &str) -> Result<Vec<(String, i64)>, DbError> {
     let rows =
-        sqlx::query("SELECT name, updated_at FROM secrets WHERE tenant_id = ? ORDER BY name")
+        sqlx::query("SELECT name, updated_at FROM secrets WHERE tenant_id = $1 ORDER BY name")
             .bind(tenant)
             .fetch_all(conn)
             .await?;
@@ -351,7 +353,7 @@ pub async fn secret_names(conn: &mut Conn, tenant: &str) -> Result<Vec<(String, 
 }
 
 pub async fn secret_delete(conn: &mut Conn, tenant: &str, name: &str) -> Result<bool, DbError> {
-    let done = sqlx::query("DELETE FROM secrets WHERE tenant_id = ? AND name = ?")
+    let done = sqlx::query("DELETE FROM secrets WHERE tenant_id = $1 AND name = $2")
         .bind(tenant)
         .bind(name)
         .execute(conn)
@@ -364,7 +366,7 @@ pub async fn file_meta(
     tenant: &str,
     id: &str,
 ) -> Result<Option<FileRow>, DbError> {
-    let row = sqlx::query("SELECT tenant_id, id, name, content_type, size, sha256, created_at FROM files WHERE tenant_id = ? AND id = ?")
+    let row = sqlx::query("SELECT tenant_id, id, name, content_type, size, sha256, created_at FROM files WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .fetch_optional(conn)
@@ -405,7 +407,7 @@ pub async fn notification_put(
 ) -> Result<String, DbError> {
     sqlx::query(
         "INSERT INTO notifications (id, tenant_id, idempotency_key, run_id, step_id, title, body, level, audience, link, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
     )
     .bind(&n.id)
@@ -422,7 +424,7 @@ pub async fn notification_put(
     .execute(&mut *conn)
     .await?;
     Ok(sqlx::query_scalar(
-        "SELECT id FROM notifications WHERE tenant_id = ? AND idempotency_key = ?",
+        "SELECT id FROM notifications WHERE tenant_id = $1 AND idempotency_key = $2",
     )
     .bind(&n.tenant_id)
     .bind(key)
@@ -440,9 +442,9 @@ pub async fn notifications(
     limit: i64,
 ) -> Result<Vec<NotificationRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM notifications WHERE tenant_id = ?1
-           AND (?2 IS NULL OR run_id = ?2) AND (NOT ?3 OR read_at IS NULL) AND (?4 IS NULL OR id < ?4)
-         ORDER BY id DESC LIMIT ?5",
+        "SELECT * FROM notifications WHERE tenant_id = $1
+           AND ($2 IS NULL OR run_id = $2) AND (NOT $3 OR read_at IS NULL) AND ($4 IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5",
     )
     .bind(tenant)
     .bind(run_id)
@@ -477,7 +479,7 @@ pub async fn notification_read(
     now: i64,
 ) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE notifications SET read_at = COALESCE(read_at, ?) WHERE tenant_id = ? AND id = ?",
+        "UPDATE notifications SET read_at = COALESCE(read_at, $1) WHERE tenant_id = $2 AND id = $3",
     )
     .bind(now)
     .bind(tenant)
@@ -499,8 +501,8 @@ pub async fn kv_entries(
 ) -> Result<Vec<(String, Vec<u8>, i64)>, DbError> {
     let rows = sqlx::query(
         "SELECT key, value, updated_at FROM kv
-         WHERE tenant_id = ?1 AND bucket = ?2 AND substr(key, 1, length(?3)) = ?3 AND (?4 IS NULL OR key > ?4)
-         ORDER BY key LIMIT ?5",
+         WHERE tenant_id = $1 AND bucket = $2 AND substr(key, 1, length($3)) = $3 AND ($4 IS NULL OR key > $4)
+         ORDER BY key LIMIT $5",
     )
     .bind(tenant)
     .bind(bucket)

@@ -1,9 +1,9 @@
 //! Webhook subscriptions, their deliveries and every delivery attempt.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use super::{Conn, DbError};
+use super::{Arg, Backend, Conn, DbError, Statement};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookRow {
@@ -22,7 +22,7 @@ pub struct WebhookRow {
     pub updated_at: i64,
 }
 
-fn webhook(r: &SqliteRow) -> WebhookRow {
+fn webhook(r: &AnyRow) -> WebhookRow {
     WebhookRow {
         id: r.get("id"),
         tenant_id: r.get("tenant_id"),
@@ -54,7 +54,7 @@ pub struct DeliveryRow {
     pub created_at: i64,
 }
 
-fn delivery(r: &SqliteRow) -> DeliveryRow {
+fn delivery(r: &AnyRow) -> DeliveryRow {
     DeliveryRow {
         id: r.get("id"),
         webhook_id: r.get("webhook_id"),
@@ -84,7 +84,7 @@ pub struct AttemptRow {
 pub async fn insert(conn: &mut Conn, w: &WebhookRow) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO webhooks (id, tenant_id, url, events, secret, status, cursor, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = ?), ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = $7), $8, $9)",
     )
     .bind(&w.id)
     .bind(&w.tenant_id)
@@ -104,17 +104,17 @@ pub async fn insert(conn: &mut Conn, w: &WebhookRow) -> Result<(), DbError> {
 /// event: what happened while disabled is not delivered.
 pub async fn update(conn: &mut Conn, w: &WebhookRow, reenabled: bool) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE webhooks SET url = ?, events = ?, status = ?, disabled_reason = ?, consecutive_failures = ?,
-             cursor = CASE WHEN ? THEN (SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = ?) ELSE cursor END,
-             updated_at = ?
-         WHERE id = ? AND tenant_id = ?",
+        "UPDATE webhooks SET url = $1, events = $2, status = $3, disabled_reason = $4, consecutive_failures = $5,
+             cursor = CASE WHEN $6 = 1 THEN (SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = $7) ELSE cursor END,
+             updated_at = $8
+         WHERE id = $9 AND tenant_id = $10",
     )
     .bind(&w.url)
     .bind(&w.events)
     .bind(&w.status)
     .bind(&w.disabled_reason)
     .bind(w.consecutive_failures)
-    .bind(reenabled)
+    .bind(i64::from(reenabled))
     .bind(&w.tenant_id)
     .bind(w.updated_at)
     .bind(&w.id)
@@ -125,7 +125,7 @@ pub async fn update(conn: &mut Conn, w: &WebhookRow, reenabled: bool) -> Result<
 }
 
 pub async fn get(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<WebhookRow>, DbError> {
-    let row = sqlx::query("SELECT * FROM webhooks WHERE id = ? AND tenant_id = ?")
+    let row = sqlx::query("SELECT * FROM webhooks WHERE id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant)
         .fetch_optional(conn)
@@ -134,7 +134,7 @@ pub async fn get(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<Webho
 }
 
 pub async fn list(conn: &mut Conn, tenant: &str) -> Result<Vec<WebhookRow>, DbError> {
-    let rows = sqlx::query("SELECT * FROM webhooks WHERE tenant_id = ? ORDER BY id")
+    let rows = sqlx::query("SELECT * FROM webhooks WHERE tenant_id = $1 ORDER BY id")
         .bind(tenant)
         .fetch_all(conn)
         .await?;
@@ -143,7 +143,7 @@ pub async fn list(conn: &mut Conn, tenant: &str) -> Result<Vec<WebhookRow>, DbEr
 
 /// Deletes a subscription with its deliveries and their attempts.
 pub async fn delete(conn: &mut Conn, tenant: &str, id: &str) -> Result<bool, DbError> {
-    let done = sqlx::query("DELETE FROM webhooks WHERE id = ? AND tenant_id = ?")
+    let done = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant)
         .execute(&mut *conn)
@@ -152,12 +152,12 @@ pub async fn delete(conn: &mut Conn, tenant: &str, id: &str) -> Result<bool, DbE
         return Ok(false);
     }
     sqlx::query(
-        "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE webhook_id = ?)",
+        "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE webhook_id = $1)",
     )
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = ?")
+    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
         .bind(id)
         .execute(conn)
         .await?;
@@ -188,7 +188,7 @@ pub struct EventForDelivery {
 
 /// The id of a tenant's newest event, 0 if it has none.
 pub async fn last_event_id(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE tenant_id = ?")
+    let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_one(conn)
         .await?;
@@ -206,7 +206,7 @@ pub async fn events_after(
         "SELECT e.id, e.run_id, e.type, e.step_id, e.data, e.at,
                 r.workflow_key, r.workflow_version, r.status AS run_status
          FROM events e LEFT JOIN runs r ON r.id = e.run_id
-         WHERE e.tenant_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
+         WHERE e.tenant_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
     )
     .bind(tenant)
     .bind(cursor)
@@ -232,7 +232,7 @@ pub async fn events_after(
 pub async fn insert_delivery(conn: &mut Conn, d: &DeliveryRow) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, webhook_id, tenant_id, event_id, event_type, payload, status, next_attempt_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)
          ON CONFLICT (webhook_id, event_id) DO NOTHING",
     )
     .bind(&d.id)
@@ -249,7 +249,7 @@ pub async fn insert_delivery(conn: &mut Conn, d: &DeliveryRow) -> Result<(), DbE
 }
 
 pub async fn set_cursor(conn: &mut Conn, webhook_id: &str, cursor: i64) -> Result<(), DbError> {
-    sqlx::query("UPDATE webhooks SET cursor = ? WHERE id = ? AND cursor < ?")
+    sqlx::query("UPDATE webhooks SET cursor = $1 WHERE id = $2 AND cursor < $3")
         .bind(cursor)
         .bind(webhook_id)
         .bind(cursor)
@@ -267,14 +267,19 @@ pub async fn claim_due(
     lease_ms: i64,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, DbError> {
-    let rows = sqlx::query(
-        "UPDATE webhook_deliveries SET next_attempt_at = ?1 + ?2
+    // On Postgres, hosts claiming at once skip each other's rows.
+    let lock = match Backend::of(conn) {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE OF d SKIP LOCKED",
+    };
+    let rows = sqlx::query(&format!(
+        "UPDATE webhook_deliveries SET next_attempt_at = $1 + $2
          WHERE id IN (
              SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND w.status = 'active'
-             ORDER BY d.next_attempt_at LIMIT ?3)
-         RETURNING *",
-    )
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND w.status = 'active'
+             ORDER BY d.next_attempt_at LIMIT $3{lock})
+         RETURNING *"
+    ))
     .bind(now)
     .bind(lease_ms)
     .bind(limit)
@@ -296,7 +301,7 @@ pub async fn next_due(conn: &mut Conn) -> Result<Option<i64>, DbError> {
 pub async fn insert_attempt(conn: &mut Conn, a: &AttemptRow) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
-         VALUES (?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&a.delivery_id)
     .bind(a.attempt)
@@ -312,8 +317,8 @@ pub async fn insert_attempt(conn: &mut Conn, a: &AttemptRow) -> Result<(), DbErr
 /// Writes a delivery's state after an attempt or a redelivery request.
 pub async fn update_delivery(conn: &mut Conn, d: &DeliveryRow) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE webhook_deliveries SET status = ?, attempts = ?, retry_index = ?, next_attempt_at = ?, delivered_at = ?
-         WHERE id = ?",
+        "UPDATE webhook_deliveries SET status = $1, attempts = $2, retry_index = $3, next_attempt_at = $4, delivered_at = $5
+         WHERE id = $6",
     )
     .bind(&d.status)
     .bind(d.attempts)
@@ -339,12 +344,12 @@ pub async fn record_outcome(
 ) -> Result<bool, DbError> {
     let row = sqlx::query(
         "UPDATE webhooks SET
-             consecutive_failures = CASE WHEN ?1 THEN 0 ELSE consecutive_failures + 1 END,
-             status = CASE WHEN NOT ?1 AND (?2 IS NOT NULL OR consecutive_failures + 1 >= ?3) THEN 'disabled' ELSE status END,
-             disabled_reason = CASE WHEN NOT ?1 AND (?2 IS NOT NULL OR consecutive_failures + 1 >= ?3)
-                 THEN COALESCE(?2, 'disabled after ' || ?3 || ' consecutive failed delivery attempts') ELSE disabled_reason END,
-             updated_at = ?4
-         WHERE id = ?5
+             consecutive_failures = CASE WHEN $1 THEN 0 ELSE consecutive_failures + 1 END,
+             status = CASE WHEN NOT $1 AND ($2 IS NOT NULL OR consecutive_failures + 1 >= $3) THEN 'disabled' ELSE status END,
+             disabled_reason = CASE WHEN NOT $1 AND ($2 IS NOT NULL OR consecutive_failures + 1 >= $3)
+                 THEN COALESCE($2, 'disabled after ' || $3 || ' consecutive failed delivery attempts') ELSE disabled_reason END,
+             updated_at = $4
+         WHERE id = $5
          RETURNING status",
     )
     .bind(success)
@@ -366,9 +371,9 @@ pub async fn deliveries(
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM webhook_deliveries WHERE webhook_id = ?1
-           AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
-         ORDER BY id DESC LIMIT ?4",
+        "SELECT * FROM webhook_deliveries WHERE webhook_id = $1
+           AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4",
     )
     .bind(webhook_id)
     .bind(status)
@@ -384,7 +389,7 @@ pub async fn get_delivery(
     webhook_id: &str,
     id: &str,
 ) -> Result<Option<DeliveryRow>, DbError> {
-    let row = sqlx::query("SELECT * FROM webhook_deliveries WHERE webhook_id = ? AND id = ?")
+    let row = sqlx::query("SELECT * FROM webhook_deliveries WHERE webhook_id = $1 AND id = $2")
         .bind(webhook_id)
         .bind(id)
         .fetch_optional(conn)
@@ -400,14 +405,16 @@ pub async fn attempts_of(
     if delivery_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = serde_json::to_string(delivery_ids)?;
-    let rows = sqlx::query(
-        "SELECT * FROM webhook_attempts WHERE delivery_id IN (SELECT value FROM json_each(?))
-         ORDER BY delivery_id, attempt",
-    )
-    .bind(ids)
-    .fetch_all(conn)
-    .await?;
+    let mut rows = Vec::new();
+    for chunk in delivery_ids.chunks(200) {
+        rows.extend(
+            Statement::new("SELECT * FROM webhook_attempts WHERE delivery_id IN ")
+                .tuple(chunk.iter().map(Arg::from))
+                .push(" ORDER BY delivery_id, attempt")
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
     Ok(rows
         .iter()
         .map(|r| AttemptRow {

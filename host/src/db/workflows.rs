@@ -2,7 +2,7 @@
 //! `workflow_versions` row per semver version.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Conn, DbError};
 
@@ -29,7 +29,7 @@ pub struct Version {
     pub published_at: Option<i64>,
 }
 
-fn workflow(r: &SqliteRow) -> Workflow {
+fn workflow(r: &AnyRow) -> Workflow {
     Workflow {
         tenant_id: r.get("tenant_id"),
         key: r.get("key"),
@@ -41,7 +41,7 @@ fn workflow(r: &SqliteRow) -> Workflow {
     }
 }
 
-fn version(r: &SqliteRow) -> Version {
+fn version(r: &AnyRow) -> Version {
     let text: String = r.get("version");
     Version {
         key: r.get("key"),
@@ -54,7 +54,7 @@ fn version(r: &SqliteRow) -> Version {
 }
 
 pub async fn get(conn: &mut Conn, tenant: &str, key: &str) -> Result<Option<Workflow>, DbError> {
-    let row = sqlx::query("SELECT * FROM workflows WHERE tenant_id = ? AND key = ?")
+    let row = sqlx::query("SELECT * FROM workflows WHERE tenant_id = $1 AND key = $2")
         .bind(tenant)
         .bind(key)
         .fetch_optional(conn)
@@ -65,7 +65,7 @@ pub async fn get(conn: &mut Conn, tenant: &str, key: &str) -> Result<Option<Work
 pub async fn insert(conn: &mut Conn, w: &Workflow) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO workflows (tenant_id, key, name, description, archived_at, created_at, updated_at)
-         VALUES (?, ?, ?, ?, NULL, ?, ?)",
+         VALUES ($1, $2, $3, $4, NULL, $5, $6)",
     )
     .bind(&w.tenant_id)
     .bind(&w.key)
@@ -86,7 +86,7 @@ pub async fn update_meta(
     description: Option<&str>,
     at: i64,
 ) -> Result<(), DbError> {
-    sqlx::query("UPDATE workflows SET name = ?, description = ?, updated_at = ? WHERE tenant_id = ? AND key = ?")
+    sqlx::query("UPDATE workflows SET name = $1, description = $2, updated_at = $3 WHERE tenant_id = $4 AND key = $5")
         .bind(name)
         .bind(description)
         .bind(at)
@@ -103,7 +103,7 @@ pub async fn set_archived(
     key: &str,
     at: Option<i64>,
 ) -> Result<(), DbError> {
-    sqlx::query("UPDATE workflows SET archived_at = ?, updated_at = COALESCE(?, updated_at) WHERE tenant_id = ? AND key = ?")
+    sqlx::query("UPDATE workflows SET archived_at = $1, updated_at = COALESCE($2, updated_at) WHERE tenant_id = $3 AND key = $4")
         .bind(at)
         .bind(at)
         .bind(tenant)
@@ -116,7 +116,7 @@ pub async fn set_archived(
 pub async fn insert_version(conn: &mut Conn, tenant: &str, v: &Version) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO workflow_versions (tenant_id, key, version, major, minor, patch, status, definition, created_at, published_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(tenant)
     .bind(&v.key)
@@ -136,7 +136,7 @@ pub async fn insert_version(conn: &mut Conn, tenant: &str, v: &Version) -> Resul
 /// Every version of a workflow, newest first.
 pub async fn versions(conn: &mut Conn, tenant: &str, key: &str) -> Result<Vec<Version>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM workflow_versions WHERE tenant_id = ? AND key = ?
+        "SELECT * FROM workflow_versions WHERE tenant_id = $1 AND key = $2
          ORDER BY major DESC, minor DESC, patch DESC",
     )
     .bind(tenant)
@@ -154,8 +154,8 @@ pub async fn publish(
     at: i64,
 ) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE workflow_versions SET status = 'published', published_at = ?
-         WHERE tenant_id = ? AND key = ? AND version = ? AND status = 'draft'",
+        "UPDATE workflow_versions SET status = 'published', published_at = $1
+         WHERE tenant_id = $2 AND key = $3 AND version = $4 AND status = 'draft'",
     )
     .bind(at)
     .bind(tenant)
@@ -180,14 +180,14 @@ pub async fn list(
     let pattern = q.map(|q| format!("%{}%", q.replace('%', "\\%").replace('_', "\\_")));
     let rows = sqlx::query(
         "SELECT w.* FROM workflows w
-         WHERE w.tenant_id = ?1
-           AND (?2 IS NULL OR w.key LIKE ?2 ESCAPE '\\' OR w.name LIKE ?2 ESCAPE '\\' OR COALESCE(w.description, '') LIKE ?2 ESCAPE '\\')
-           AND (?3 IS NULL
-                OR (?3 = 'archived' AND w.archived_at IS NOT NULL)
-                OR (?3 <> 'archived' AND w.archived_at IS NULL AND EXISTS (
-                      SELECT 1 FROM workflow_versions v WHERE v.tenant_id = w.tenant_id AND v.key = w.key AND v.status = ?3)))
-           AND (?4 IS NULL OR w.key > ?4)
-         ORDER BY w.key LIMIT ?5",
+         WHERE w.tenant_id = $1
+           AND ($2 IS NULL OR LOWER(w.key) LIKE LOWER($2) ESCAPE '\\' OR LOWER(w.name) LIKE LOWER($2) ESCAPE '\\' OR LOWER(COALESCE(w.description, '')) LIKE LOWER($2) ESCAPE '\\')
+           AND ($3 IS NULL
+                OR ($3 = 'archived' AND w.archived_at IS NOT NULL)
+                OR ($3 <> 'archived' AND w.archived_at IS NULL AND EXISTS (
+                      SELECT 1 FROM workflow_versions v WHERE v.tenant_id = w.tenant_id AND v.key = w.key AND v.status = $3)))
+           AND ($4 IS NULL OR w.key > $4)
+         ORDER BY w.key LIMIT $5",
     )
     .bind(tenant)
     .bind(pattern)

@@ -364,40 +364,11 @@ mod tests {
     }
 
     fn row(id: &str, status: &str) -> StepRow {
-        StepRow {
-            run_id: "r".into(),
-            step_id: id.into(),
-            position: 0,
-            kind: "plugin".into(),
-            status: status.into(),
-            attempts: 0,
-            due_at: None,
-            lease_owner: None,
-            lease_expires_at: None,
-            output: None,
-            error: None,
-            started_at: None,
-            ended_at: None,
-        }
+        StepRow::new("r", id.into(), 0, "plugin", status)
     }
 
     fn run(input: Value) -> RunRow {
-        RunRow {
-            id: "r".into(),
-            tenant_id: "t".into(),
-            workflow_key: "k".into(),
-            workflow_version: "0.1.0".into(),
-            status: "pending".into(),
-            input: input.to_string(),
-            result: None,
-            error: None,
-            created_at: 0,
-            started_at: None,
-            ended_at: None,
-            deadline_at: None,
-            queued: false,
-            schedule_id: None,
-        }
+        RunRow::pending("r".into(), "t", "k", "0.1.0".into(), input.to_string(), 0)
     }
 
     fn statuses(steps: &[StepRow]) -> Vec<(&str, &str)> {

@@ -42,6 +42,11 @@ impl Engine {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 () = shutdown.cancelled() => return,
             }
+            // Several hosts on Postgres: one sends at a time, so a message
+            // is never sent twice.
+            let Ok(Some(solo)) = self.db.solo(db::MAIL_LOCK).await else {
+                continue;
+            };
             let queued = match self.db.reader().await {
                 Ok(mut conn) => db::state::outbox_queued(&mut conn, 50)
                     .await
@@ -73,6 +78,7 @@ impl Engine {
                     .await;
                 }
             }
+            solo.release(db::MAIL_LOCK).await;
         }
     }
 }

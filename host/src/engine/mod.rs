@@ -18,12 +18,14 @@
 //! - [`plugins`]: the plugins a tenant can use and their grants.
 //! - [`marketplace`]: uploading, yanking, listing and granting plugins.
 //! - [`services`]: host services backed by the database.
+//! - `peers`: hosts sharing a Postgres database notify each other of changes.
 
 pub mod advance;
 mod background;
 pub mod cron;
 pub mod definition;
 pub mod marketplace;
+mod peers;
 pub mod plugins;
 pub mod runs;
 pub mod scheduler;
@@ -156,6 +158,10 @@ pub struct Engine {
     finished: tokio::sync::mpsc::UnboundedSender<scheduler::Finished>,
     /// The recorder's end, taken when the engine starts.
     finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<scheduler::Finished>>>,
+    /// Runs changed here, to tell other hosts (Postgres only).
+    peers: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The publisher's end, taken when the engine starts.
+    peers_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     /// Compiled JSON Schema validators by sha256 of the schema's text:
     /// plugin config schemas, workflow input schemas, collect_inputs schemas.
     validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
@@ -165,6 +171,12 @@ impl Engine {
     pub fn new(db: Db, runtime: Arc<Runtime>, plugins: Plugins, config: EngineConfig) -> Arc<Self> {
         let (changes, _) = broadcast::channel(1024);
         let (finished, finished_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (peers, peers_rx) = if db.exclusive() {
+            (None, None)
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        };
         Arc::new(Self {
             db,
             runtime,
@@ -182,6 +194,8 @@ impl Engine {
             validators: Mutex::default(),
             finished,
             finished_rx: Mutex::new(Some(finished_rx)),
+            peers,
+            peers_rx: Mutex::new(peers_rx),
         })
     }
 
@@ -220,6 +234,9 @@ impl Engine {
 
     fn changed(&self, run_id: &str) {
         let _ = self.changes.send(run_id.to_owned());
+        if let Some(peers) = &self.peers {
+            let _ = peers.send(run_id.to_owned());
+        }
         self.webhook_wake.notify_one();
     }
 }

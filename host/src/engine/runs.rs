@@ -186,48 +186,31 @@ impl Engine {
                 }
             }
         }
-        let mut run = RunRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            tenant_id: tenant.to_owned(),
-            workflow_key: workflow.to_owned(),
-            workflow_version: version,
-            status: "pending".into(),
-            input: input.to_string(),
-            result: None,
-            error: None,
-            created_at: now,
-            started_at: None,
-            ended_at: None,
-            deadline_at: None,
-            queued,
-            schedule_id: match origin {
-                Origin::Schedule { id, .. } => Some(id.to_owned()),
-                Origin::Manual => None,
-            },
+        let mut run = RunRow::pending(
+            uuid::Uuid::now_v7().to_string(),
+            tenant,
+            workflow,
+            version,
+            input.to_string(),
+            now,
+        );
+        run.queued = queued;
+        run.schedule_id = match origin {
+            Origin::Schedule { id, .. } => Some(id.to_owned()),
+            Origin::Manual => None,
         };
         let mut steps: Vec<StepRow> = definition
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| StepRow {
-                run_id: run.id.clone(),
-                step_id: s.id.clone(),
-                position: i as i64,
-                kind: match s.uses.as_str() {
-                    definition::WAIT => "wait".into(),
-                    COLLECT_INPUTS => COLLECT_INPUTS.into(),
-                    REQUEST_USER_ACTION => REQUEST_USER_ACTION.into(),
-                    _ => "plugin".into(),
-                },
-                status: "pending".into(),
-                attempts: 0,
-                due_at: None,
-                lease_owner: None,
-                lease_expires_at: None,
-                output: None,
-                error: None,
-                started_at: None,
-                ended_at: None,
+            .map(|(i, s)| {
+                let kind = match s.uses.as_str() {
+                    definition::WAIT => "wait",
+                    COLLECT_INPUTS => COLLECT_INPUTS,
+                    REQUEST_USER_ACTION => REQUEST_USER_ACTION,
+                    _ => "plugin",
+                };
+                StepRow::new(&run.id, s.id.clone(), i as i64, kind, "pending")
             })
             .collect();
         let mut created = json!({"workflow": workflow, "version": run.workflow_version});
@@ -359,8 +342,12 @@ impl Engine {
                 return self.get_run(tenant, id).await;
             }
             loop {
-                match tokio::time::timeout_at(deadline, changes.recv()).await {
-                    Err(_) => return self.get_run(tenant, id).await,
+                // Looks again every second even without news: on Postgres
+                // another host's notification may have been lost.
+                let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+                match tokio::time::timeout_at(until, changes.recv()).await {
+                    Err(_) if until == deadline => return self.get_run(tenant, id).await,
+                    Err(_) => break,
                     Ok(Ok(changed)) if changed != id => continue,
                     Ok(_) => break,
                 }

@@ -66,6 +66,7 @@ impl Engine {
     /// outbox sender until
     /// `shutdown` is cancelled.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
+        self.start_peers(&shutdown);
         if let Some(finished) = lock(&self.finished_rx).take() {
             let engine = self.clone();
             tokio::spawn(async move { engine.record_finished(finished).await });
@@ -736,21 +737,10 @@ impl Engine {
                     } else if has_catch {
                         // Appended to `steps` so that the state machine sees
                         // the compensation pending; written as a new step.
-                        steps.push(StepRow {
-                            run_id: run.id.clone(),
-                            step_id: catch,
-                            position: steps[index].position,
-                            kind: "catch".into(),
-                            status: "ready".into(),
-                            attempts: 0,
-                            due_at: Some(now),
-                            lease_owner: None,
-                            lease_expires_at: None,
-                            output: None,
-                            error: None,
-                            started_at: None,
-                            ended_at: None,
-                        });
+                        let mut step =
+                            StepRow::new(&run.id, catch, steps[index].position, "catch", "ready");
+                        step.due_at = Some(now);
+                        steps.push(step);
                     }
                 }
             }

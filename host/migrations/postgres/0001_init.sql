@@ -1,0 +1,341 @@
+-- Weft schema for Postgres: the SQLite schema (migrations/sqlite, 0001–0006)
+-- in one step, with the same tables, columns and indexes. Times are
+-- milliseconds since the Unix epoch (UTC); flags are 0/1 BIGINTs and JSON is
+-- TEXT, as on SQLite, so one set of queries serves both. Text sorts by code
+-- point (COLLATE "C"), as on SQLite, whatever the database's locale: ids
+-- and keys page by comparison.
+-- Never edit an applied migration: add a new one (to both directories).
+
+-- From 0001_init.sql
+-- Weft schema for SQLite. Times are milliseconds since the Unix epoch (UTC).
+-- Never edit an applied migration: add a new one.
+
+CREATE TABLE tenants (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    name        TEXT COLLATE "C" NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL
+);
+
+CREATE TABLE api_keys (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id     TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    name          TEXT COLLATE "C" NOT NULL,
+    prefix        TEXT COLLATE "C" NOT NULL,           -- first characters, to recognise a key
+    key_hash      TEXT COLLATE "C" NOT NULL UNIQUE,    -- sha256 of the whole key; the key itself is never stored
+    scopes        TEXT COLLATE "C" NOT NULL,           -- JSON array
+    operator      BIGINT NOT NULL DEFAULT 0,
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT,
+    revoked_at    BIGINT,
+    last_used_at  BIGINT
+);
+
+CREATE TABLE workflows (
+    tenant_id    TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    key          TEXT COLLATE "C" NOT NULL,
+    name         TEXT COLLATE "C" NOT NULL,
+    description  TEXT COLLATE "C",
+    archived_at  BIGINT,
+    created_at   BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+
+CREATE TABLE workflow_versions (
+    tenant_id     TEXT COLLATE "C" NOT NULL,
+    key           TEXT COLLATE "C" NOT NULL,
+    version       TEXT COLLATE "C" NOT NULL,
+    major         BIGINT NOT NULL,
+    minor         BIGINT NOT NULL,
+    patch         BIGINT NOT NULL,
+    status        TEXT COLLATE "C" NOT NULL CHECK (status IN ('draft', 'published')),
+    definition    TEXT COLLATE "C" NOT NULL,           -- JSON, validated
+    created_at    BIGINT NOT NULL,
+    published_at  BIGINT,
+    PRIMARY KEY (tenant_id, key, version),
+    FOREIGN KEY (tenant_id, key) REFERENCES workflows(tenant_id, key)
+);
+
+CREATE TABLE runs (
+    id                TEXT COLLATE "C" PRIMARY KEY,    -- UUIDv7: sorts by creation
+    tenant_id         TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    workflow_key      TEXT COLLATE "C" NOT NULL,
+    workflow_version  TEXT COLLATE "C" NOT NULL,
+    status            TEXT COLLATE "C" NOT NULL,
+    input             TEXT COLLATE "C" NOT NULL,
+    result            TEXT COLLATE "C",
+    error             TEXT COLLATE "C",                -- JSON {kind, message, step_id?}
+    created_at        BIGINT NOT NULL,
+    started_at        BIGINT,
+    ended_at          BIGINT,
+    deadline_at       BIGINT              -- max_duration_ms, as a time
+);
+CREATE INDEX runs_by_tenant ON runs (tenant_id, id);
+-- Unfinished runs only: stays small however much history accumulates.
+CREATE INDEX runs_unfinished ON runs (deadline_at) WHERE status IN ('pending', 'running', 'paused');
+
+CREATE TABLE steps (
+    run_id            TEXT COLLATE "C" NOT NULL REFERENCES runs(id),
+    step_id           TEXT COLLATE "C" NOT NULL,
+    position          BIGINT NOT NULL,    -- order in the definition
+    kind              TEXT COLLATE "C" NOT NULL,       -- 'plugin', 'wait', 'collect_inputs', 'request_user_action', 'catch'
+    status            TEXT COLLATE "C" NOT NULL,       -- pending, ready, running, paused, completed, skipped, failed, cancelled
+    attempts          BIGINT NOT NULL DEFAULT 0,
+    due_at            BIGINT,             -- ready steps: not before this time (retry backoff, wait)
+    lease_owner       TEXT COLLATE "C",
+    lease_expires_at  BIGINT,
+    output            TEXT COLLATE "C",
+    error             TEXT COLLATE "C",
+    started_at        BIGINT,
+    ended_at          BIGINT,
+    PRIMARY KEY (run_id, step_id)
+);
+-- The scheduler's hot queries touch only unfinished steps.
+CREATE INDEX steps_ready ON steps (due_at) WHERE status = 'ready';
+CREATE INDEX steps_leased ON steps (lease_expires_at) WHERE status = 'running';
+
+CREATE TABLE attempts (
+    run_id       TEXT COLLATE "C" NOT NULL,
+    step_id      TEXT COLLATE "C" NOT NULL,
+    attempt      BIGINT NOT NULL,
+    status       TEXT COLLATE "C" NOT NULL,            -- running, completed, failed, interrupted
+    host         TEXT COLLATE "C",
+    started_at   BIGINT NOT NULL,
+    ended_at     BIGINT,
+    error_kind   TEXT COLLATE "C",
+    error        TEXT COLLATE "C",
+    logs         TEXT COLLATE "C",                     -- JSON array of {level, message, at}
+    PRIMARY KEY (run_id, step_id, attempt)
+);
+
+CREATE TABLE events (
+    id         BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    tenant_id  TEXT COLLATE "C" NOT NULL,
+    run_id     TEXT COLLATE "C" NOT NULL,
+    type       TEXT COLLATE "C" NOT NULL,
+    step_id    TEXT COLLATE "C",
+    data       TEXT COLLATE "C" NOT NULL,
+    at         BIGINT NOT NULL
+);
+CREATE INDEX events_by_run ON events (run_id, id);
+
+CREATE TABLE kv (
+    tenant_id   TEXT COLLATE "C" NOT NULL,
+    bucket      TEXT COLLATE "C" NOT NULL,
+    key         TEXT COLLATE "C" NOT NULL,
+    value       BYTEA NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, bucket, key)
+);
+
+CREATE TABLE outbox (
+    tenant_id   TEXT COLLATE "C" NOT NULL,
+    key         TEXT COLLATE "C" NOT NULL,             -- idempotency key of the attempt and call
+    message_id  TEXT COLLATE "C" NOT NULL UNIQUE,
+    run_id      TEXT COLLATE "C",
+    step_id     TEXT COLLATE "C",
+    recipients  TEXT COLLATE "C" NOT NULL,             -- JSON {to, cc}
+    subject     TEXT COLLATE "C" NOT NULL,
+    body        TEXT COLLATE "C" NOT NULL,
+    status      TEXT COLLATE "C" NOT NULL,             -- queued, sent, failed
+    attempts    BIGINT NOT NULL DEFAULT 0,
+    last_error  TEXT COLLATE "C",
+    created_at  BIGINT NOT NULL,
+    sent_at     BIGINT,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX outbox_queued ON outbox (created_at) WHERE status = 'queued';
+
+CREATE TABLE files (
+    tenant_id     TEXT COLLATE "C" NOT NULL,
+    id            TEXT COLLATE "C" NOT NULL,
+    name          TEXT COLLATE "C",
+    content_type  TEXT COLLATE "C",
+    size          BIGINT NOT NULL,
+    sha256        TEXT COLLATE "C" NOT NULL,
+    content       BYTEA NOT NULL,
+    created_at    BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+
+CREATE TABLE idempotency (
+    tenant_id     TEXT COLLATE "C" NOT NULL,
+    key           TEXT COLLATE "C" NOT NULL,
+    route         TEXT COLLATE "C" NOT NULL,
+    request_hash  TEXT COLLATE "C" NOT NULL,
+    status        BIGINT NOT NULL,
+    response      TEXT COLLATE "C" NOT NULL,
+    created_at    BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, key, route)
+);
+
+-- From 0002_plugins.sql
+-- Plugins uploaded by tenants, the marketplace and capability grants.
+
+-- Component bytes by content hash: shared across tenants, stored once.
+CREATE TABLE plugin_blobs (
+    sha256  TEXT COLLATE "C" PRIMARY KEY,
+    bytes   BYTEA NOT NULL
+);
+
+CREATE TABLE plugins (
+    tenant_id   TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    name        TEXT COLLATE "C" NOT NULL,
+    version     TEXT COLLATE "C" NOT NULL,
+    sha256      TEXT COLLATE "C" NOT NULL REFERENCES plugin_blobs(sha256),
+    size        BIGINT NOT NULL,
+    visibility  TEXT COLLATE "C" NOT NULL CHECK (visibility IN ('private', 'public')),
+    info        TEXT COLLATE "C" NOT NULL,            -- JSON: what describe() returned at upload
+    created_at  BIGINT NOT NULL,
+    yanked_at   BIGINT,                  -- pinned runs keep it; new definitions cannot resolve it
+    PRIMARY KEY (tenant_id, name, version)
+);
+
+-- A tenant's decision on what a plugin may use; `plugin` is `name` (a
+-- built-in or the tenant's own) or `publisher/name`.
+CREATE TABLE plugin_grants (
+    tenant_id   TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    plugin      TEXT COLLATE "C" NOT NULL,
+    grants      TEXT COLLATE "C" NOT NULL,            -- JSON: {allowed_hosts, secrets, mail, kv, files}
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, plugin)
+);
+
+-- From 0003_secrets.sql
+-- Tenant secrets, encrypted at rest (ChaCha20-Poly1305; the key is the
+-- operator's, outside the database). The ciphertext is bound to its tenant
+-- and name, so rows cannot be swapped between tenants.
+CREATE TABLE secrets (
+    tenant_id   TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    name        TEXT COLLATE "C" NOT NULL,
+    sealed      BYTEA NOT NULL,             -- nonce (12 bytes) || ciphertext
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+
+-- From 0004_tenant_jwt.sql
+-- A tenant's HS256 signing secret for JWT bearer tokens, sealed like other
+-- secrets; NULL until the tenant creates one.
+ALTER TABLE tenants ADD COLUMN jwt_secret BYTEA;
+
+-- From 0005_schedules_webhooks.sql
+-- Schedules, overlap control, outbound webhooks and in-app notifications.
+
+CREATE TABLE schedules (
+    id           TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id    TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    workflow_key TEXT COLLATE "C" NOT NULL,
+    cron         TEXT COLLATE "C" NOT NULL,
+    timezone     TEXT COLLATE "C" NOT NULL,
+    input        TEXT COLLATE "C" NOT NULL,          -- JSON
+    status       TEXT COLLATE "C" NOT NULL,          -- active | paused
+    next_run_at  BIGINT,                -- ms; NULL while paused
+    last_run_id  TEXT COLLATE "C",
+    last_fired_at BIGINT,               -- the tick last fired, ms
+    last_error   TEXT COLLATE "C",                   -- why the last tick started no run
+    created_at   BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL
+);
+CREATE INDEX schedules_by_tenant ON schedules (tenant_id, id);
+CREATE INDEX schedules_due ON schedules (next_run_at) WHERE status = 'active';
+
+-- One row per fired tick: the primary key makes a second firing of the same
+-- tick impossible, whatever restarts happen in between.
+CREATE TABLE schedule_fires (
+    schedule_id TEXT COLLATE "C" NOT NULL,
+    tick        BIGINT NOT NULL,
+    run_id      TEXT COLLATE "C",
+    error       TEXT COLLATE "C",
+    fired_at    BIGINT NOT NULL,
+    PRIMARY KEY (schedule_id, tick)
+);
+
+-- Overlap control: a queued run waits (pending, no steps scheduled) until a
+-- run of its workflow ends.
+ALTER TABLE runs ADD COLUMN queued BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN schedule_id TEXT COLLATE "C";
+CREATE INDEX runs_active_by_workflow ON runs (tenant_id, workflow_key, created_at)
+    WHERE status IN ('pending', 'running', 'paused');
+CREATE INDEX runs_by_workflow ON runs (tenant_id, workflow_key, created_at);
+
+-- Webhook fan-out reads each tenant's events in order.
+CREATE INDEX events_by_tenant ON events (tenant_id, id);
+
+CREATE TABLE webhooks (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id     TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    url           TEXT COLLATE "C" NOT NULL,
+    events        TEXT COLLATE "C" NOT NULL,         -- JSON array of event types
+    secret        BYTEA NOT NULL,         -- whsec_<base64>, sealed
+    status        TEXT COLLATE "C" NOT NULL,         -- active | disabled
+    disabled_reason TEXT COLLATE "C",
+    consecutive_failures BIGINT NOT NULL DEFAULT 0,
+    cursor        BIGINT NOT NULL,      -- last event id fanned out
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL
+);
+CREATE INDEX webhooks_by_tenant ON webhooks (tenant_id, id);
+
+CREATE TABLE webhook_deliveries (
+    id              TEXT COLLATE "C" PRIMARY KEY,    -- msg_<uuid>: the webhook-id header
+    webhook_id      TEXT COLLATE "C" NOT NULL,
+    tenant_id       TEXT COLLATE "C" NOT NULL,
+    event_id        BIGINT NOT NULL,
+    event_type      TEXT COLLATE "C" NOT NULL,
+    payload         TEXT COLLATE "C" NOT NULL,
+    status          TEXT COLLATE "C" NOT NULL,       -- pending | delivered | failed
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    retry_index     BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT,
+    delivered_at    BIGINT,
+    created_at      BIGINT NOT NULL,
+    UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+
+CREATE TABLE webhook_attempts (
+    delivery_id TEXT COLLATE "C" NOT NULL,
+    attempt     BIGINT NOT NULL,
+    at          BIGINT NOT NULL,
+    status_code BIGINT,
+    error       TEXT COLLATE "C",
+    duration_ms BIGINT NOT NULL,
+    PRIMARY KEY (delivery_id, attempt)
+);
+
+CREATE TABLE notifications (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id   TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+    idempotency_key TEXT COLLATE "C" NOT NULL,
+    run_id      TEXT COLLATE "C",
+    step_id     TEXT COLLATE "C",
+    title       TEXT COLLATE "C" NOT NULL,
+    body        TEXT COLLATE "C" NOT NULL,
+    level       TEXT COLLATE "C" NOT NULL,
+    audience    TEXT COLLATE "C" NOT NULL,
+    link        TEXT COLLATE "C" NOT NULL,
+    created_at  BIGINT NOT NULL,
+    read_at     BIGINT,
+    UNIQUE (tenant_id, idempotency_key)
+);
+CREATE INDEX notifications_by_tenant ON notifications (tenant_id, id);
+
+-- From 0006_attempt_input.sql
+-- The config each attempt ran with, templates rendered (JSON text), so a
+-- run's page can show what a step was given.
+ALTER TABLE attempts ADD COLUMN input TEXT COLLATE "C";
+
+-- Event ids must grow in commit order: feed cursors and webhook fan-out
+-- read "everything after id N". Every write transaction of the engine takes
+-- the writers' advisory lock first (see src/db/mod.rs); this trigger makes
+-- any other insert into events take it too, before its ids are drawn, and
+-- hold it until it commits.
+CREATE FUNCTION weft_lock_writers() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(2003134068); -- 0x77656674, "weft"
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER events_in_commit_order BEFORE INSERT ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION weft_lock_writers();

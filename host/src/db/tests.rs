@@ -1,0 +1,423 @@
+//! The store's suite, run against every backend: SQLite in a temporary
+//! file, and Postgres in a fresh database when a server answers at
+//! `WEFT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`).
+//! Without one the Postgres half is skipped with a notice, unless
+//! `WEFT_REQUIRE_POSTGRES` is set (CI), where it fails.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sqlx::Connection as _;
+
+use super::runs::{self, RunRow, StepRow, Writes};
+use super::{Db, Options, auth, plugins, state, workflows};
+
+/// Each backend, opened fresh (the temporary directory lives as long as
+/// the returned handle).
+async fn backends() -> Vec<(&'static str, Db, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Db::open(
+        &format!("sqlite://{}/weft.db", dir.path().display()),
+        Options::default(),
+    )
+    .await
+    .expect("open sqlite");
+    let mut out = vec![("sqlite", sqlite, dir)];
+    if let Some(url) = fresh_postgres().await {
+        let db = Db::open(&url, Options::default())
+            .await
+            .expect("open postgres");
+        out.push(("postgres", db, tempfile::tempdir().expect("tempdir")));
+    }
+    out
+}
+
+async fn fresh_postgres() -> Option<String> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let server = std::env::var("WEFT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    let mut admin = match sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("WEFT_REQUIRE_POSTGRES").is_none(),
+                "WEFT_REQUIRE_POSTGRES is set but Postgres at {server} does not answer: {e}"
+            );
+            eprintln!("NOTICE: no Postgres at {server} ({e}); the store suite runs on SQLite only");
+            return None;
+        }
+    };
+    // Databases earlier runs left behind (not this process's, and not those
+    // in use: DROP refuses them).
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let mut stale = Vec::new();
+    if !SWEPT.is_completed() {
+        SWEPT.call_once(|| {});
+        stale = sqlx::query_scalar::<_, String>(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'weft\\_s\\_%'",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap_or_default();
+    }
+    let ours = format!("weft_s_{}_", std::process::id());
+    for name in stale.iter().filter(|n| !n.starts_with(&ours)) {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut admin)
+            .await;
+    }
+    let name = format!(
+        "weft_s_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create");
+    Some(format!("{server}/{name}"))
+}
+
+async fn tenant(db: &Db, id: &str) {
+    let mut conn = db.writer().await.expect("writer");
+    auth::insert_tenant(
+        &mut conn,
+        &auth::Tenant {
+            id: id.into(),
+            name: id.into(),
+            created_at: 0,
+        },
+    )
+    .await
+    .expect("tenant");
+}
+
+fn run_row(id: &str, tenant: &str) -> RunRow {
+    RunRow::pending(id.into(), tenant, "w", "0.1.0".into(), "{}".into(), 0)
+}
+
+fn ready_step(run: &str, id: &str, position: i64, due_at: i64) -> StepRow {
+    let mut step = StepRow::new(run, id.into(), position, "plugin", "ready");
+    step.due_at = Some(due_at);
+    step
+}
+
+/// A run with `n` ready steps, due at 0.
+async fn run_with_ready_steps(db: &Db, id: &str, tenant: &str, n: i64) {
+    let run = run_row(id, tenant);
+    let steps: Vec<StepRow> = (0..n)
+        .map(|i| ready_step(id, &format!("s{i}"), i, 0))
+        .collect();
+    let refs: Vec<&StepRow> = steps.iter().collect();
+    let mut conn = db.writer().await.expect("writer");
+    Writes::default()
+        .begin()
+        .insert_run(&run)
+        .upsert_steps(&refs)
+        .commit()
+        .execute(&mut conn)
+        .await
+        .expect("insert run");
+}
+
+async fn status(db: &Db, id: &str) -> String {
+    let mut conn = db.reader().await.expect("reader");
+    runs::get_run_unscoped(&mut conn, id)
+        .await
+        .expect("read")
+        .expect("run")
+        .status
+}
+
+/// The recorder's hand-managed transaction: begun with its read, ended by
+/// the writes' `COMMIT`, or rolled back, after which the connection begins
+/// again cleanly.
+#[tokio::test]
+async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        let mut run = run_row("r1", "t1");
+        let mut conn = db.writer().await.expect("writer");
+        Writes::default()
+            .insert_run(&run)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+
+        let read = runs::begin_and_read_runs(&mut conn, &["r1", "missing"])
+            .await
+            .expect("begin and read");
+        assert_eq!(read.len(), 1, "{backend}: a missing run is left out");
+        run.status = "running".into();
+        Writes::default()
+            .update_run(&run)
+            .commit()
+            .execute(&mut conn)
+            .await
+            .expect("write and commit");
+        assert_eq!(status(&db, "r1").await, "running", "{backend}");
+
+        runs::begin_and_read_runs(&mut conn, &["r1"])
+            .await
+            .expect("again");
+        run.status = "failed".into();
+        Writes::default()
+            .update_run(&run)
+            .execute(&mut conn)
+            .await
+            .expect("write");
+        super::rollback(&mut conn).await.expect("rollback");
+        assert_eq!(status(&db, "r1").await, "running", "{backend}: rolled back");
+        super::rollback(&mut conn)
+            .await
+            .expect("a rollback without a transaction is harmless");
+        runs::begin_and_read_runs(&mut conn, &["r1"])
+            .await
+            .expect("the connection begins cleanly after a rollback");
+        super::rollback(&mut conn).await.expect("rollback");
+    }
+}
+
+/// A claim takes due steps under a lease once; an expired lease makes the
+/// step claimable again, by any host, as a new attempt; the tenant cap
+/// holds.
+#[tokio::test]
+async fn claims_lease_due_steps_and_take_over_expired_leases() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        run_with_ready_steps(&db, "r1", "t1", 5).await;
+        let claim = |host: &'static str, now: i64, cap: i64| {
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin().await.expect("begin");
+                let steps = runs::claim(&mut tx, host, now, now + 1_000, 10, cap)
+                    .await
+                    .expect("claim");
+                tx.commit().await.expect("commit");
+                steps
+            }
+        };
+        let first = claim("a", 100, 3).await;
+        assert_eq!(first.len(), 3, "{backend}: the tenant cap is 3");
+        assert!(first.iter().all(|s| s.status == "running"
+            && s.lease_owner.as_deref() == Some("a")
+            && s.attempts == 1
+            && s.lease_expires_at == Some(1_100)));
+        assert!(
+            claim("b", 200, 3).await.is_empty(),
+            "{backend}: the cap is reached while the leases hold"
+        );
+        let more = claim("b", 200, 10).await;
+        assert_eq!(more.len(), 2, "{backend}: the other two steps");
+        assert!(
+            claim("b", 300, 10).await.is_empty(),
+            "{backend}: nothing left"
+        );
+
+        // Host a dies: its leases expire at 1100, b takes the steps over.
+        let taken = claim("b", 1_101, 10).await;
+        let mut ids: Vec<&str> = taken.iter().map(|s| s.step_id.as_str()).collect();
+        ids.sort_unstable();
+        let mut expected: Vec<&str> = first.iter().map(|s| s.step_id.as_str()).collect();
+        expected.sort_unstable();
+        assert_eq!(ids, expected, "{backend}");
+        assert!(
+            taken
+                .iter()
+                .all(|s| s.attempts == 2 && s.lease_owner.as_deref() == Some("b")),
+            "{backend}: {taken:?}"
+        );
+
+        // Renewal keeps a lease; only its owner may renew.
+        let mut conn = db.writer().await.expect("writer");
+        assert!(
+            runs::renew_lease(&mut conn, "r1", ids[0], "b", 5_000)
+                .await
+                .expect("renew")
+        );
+        assert!(
+            !runs::renew_lease(&mut conn, "r1", ids[0], "a", 9_000)
+                .await
+                .expect("renew")
+        );
+    }
+}
+
+/// Hosts claiming at the same moment never take the same step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_never_share_a_step() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        for r in 0..10 {
+            run_with_ready_steps(&db, &format!("r{r}"), "t1", 10).await;
+        }
+        let mut tasks = Vec::new();
+        for host in ["a", "b", "c", "d"] {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let mut tx = db.begin().await.expect("begin");
+                    let steps = runs::claim(&mut tx, host, 10, 10_000, 7, 1_000)
+                        .await
+                        .expect("claim");
+                    tx.commit().await.expect("commit");
+                    if steps.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(steps.into_iter().map(|s| (s.run_id, s.step_id)));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("task"));
+        }
+        let total = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), total, "{backend}: a step was claimed twice");
+        assert_eq!(total, 100, "{backend}: every step claimed");
+    }
+}
+
+/// Event ids grow in commit order, so "everything after id N" never skips
+/// an event that commits late: an append outside any transaction waits for
+/// a write transaction that began earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_ids_follow_commit_order() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        run_with_ready_steps(&db, "r1", "t1", 1).await;
+        let data = serde_json::json!({});
+        let mut tx = db.begin().await.expect("begin");
+        let first = runs::append_event(&mut tx, "t1", "r1", "first", None, &data, 1)
+            .await
+            .expect("append");
+        let db2 = db.clone();
+        let later = tokio::spawn(async move {
+            let mut conn = db2.writer().await.expect("writer");
+            runs::append_event(
+                &mut conn,
+                "t1",
+                "r1",
+                "second",
+                None,
+                &serde_json::json!({}),
+                2,
+            )
+            .await
+            .expect("append")
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !later.is_finished(),
+            "{backend}: an append ran while an earlier transaction was open"
+        );
+        tx.commit().await.expect("commit");
+        let second = later.await.expect("task");
+        assert!(second > first, "{backend}: {second} after {first}");
+        let mut conn = db.reader().await.expect("reader");
+        let events = runs::events_after(&mut conn, "r1", 0, 10)
+            .await
+            .expect("events");
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["first", "second"], "{backend}");
+    }
+}
+
+/// Search matches key, name and description whatever the case, treats `%`
+/// and `_` literally, and pages by key in code-point order.
+#[tokio::test]
+async fn workflow_search_ignores_case_and_pages_by_key() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        let mut conn = db.writer().await.expect("writer");
+        for (key, name, description) in [
+            ("B-invoices", "Invoices", Some("Marks OVERDUE ones")),
+            ("a_reports", "Reports 100%", None),
+            ("Zeta", "zeta", Some("overdue too")),
+        ] {
+            workflows::insert(
+                &mut conn,
+                &workflows::Workflow {
+                    tenant_id: "t1".into(),
+                    key: key.into(),
+                    name: name.into(),
+                    description: description.map(Into::into),
+                    archived_at: None,
+                    created_at: 0,
+                    updated_at: 0,
+                },
+            )
+            .await
+            .expect("insert");
+        }
+        let keys = |found: Vec<workflows::Workflow>| -> Vec<String> {
+            found.into_iter().map(|w| w.key).collect()
+        };
+        let all = workflows::list(&mut conn, "t1", None, None, None, 10)
+            .await
+            .expect("list");
+        assert_eq!(
+            keys(all),
+            ["B-invoices", "Zeta", "a_reports"],
+            "{backend}: code-point order"
+        );
+        let overdue = workflows::list(&mut conn, "t1", Some("Overdue"), None, None, 10)
+            .await
+            .expect("search");
+        assert_eq!(keys(overdue), ["B-invoices", "Zeta"], "{backend}");
+        let percent = workflows::list(&mut conn, "t1", Some("0%"), None, None, 10)
+            .await
+            .expect("search");
+        assert_eq!(keys(percent), ["a_reports"], "{backend}");
+        let underscore = workflows::list(&mut conn, "t1", Some("_"), None, None, 10)
+            .await
+            .expect("search");
+        assert_eq!(keys(underscore), ["a_reports"], "{backend}: `_` is literal");
+        let page = workflows::list(&mut conn, "t1", None, None, Some("B-invoices"), 1)
+            .await
+            .expect("page");
+        assert_eq!(keys(page), ["Zeta"], "{backend}");
+    }
+}
+
+/// Bytes, large integers and sums come back as stored.
+#[tokio::test]
+async fn values_round_trip() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        let mut conn = db.writer().await.expect("writer");
+        let bytes: Vec<u8> = (0..=255).collect();
+        state::kv_set(&mut conn, "t1", "b", "k", &bytes, i64::MAX)
+            .await
+            .expect("set");
+        assert_eq!(
+            state::kv_get(&mut conn, "t1", "b", "k").await.expect("get"),
+            Some(bytes.clone()),
+            "{backend}"
+        );
+        plugins::put_blob(&mut conn, "abc", &bytes)
+            .await
+            .expect("blob");
+        plugins::put_blob(&mut conn, "abc", &bytes)
+            .await
+            .expect("the same blob twice is fine");
+        assert_eq!(
+            plugins::blob(&mut conn, "abc").await.expect("blob"),
+            Some(bytes),
+            "{backend}"
+        );
+        assert_eq!(
+            plugins::storage_used(&mut conn, "t1").await.expect("sum"),
+            0,
+            "{backend}"
+        );
+        assert!(!auth::operator_key_exists(&mut conn).await.expect("keys"));
+    }
+}
