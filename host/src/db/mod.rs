@@ -356,10 +356,54 @@ pub async fn rollback(conn: &mut Conn) -> Result<(), DbError> {
     }
 }
 
-/// Ends a hand-begun transaction after an error: rolls it back, or, if
-/// that fails, closes the connection so no one reuses it mid-transaction.
-pub async fn abandon(conn: &mut Pooled) {
-    if rollback(conn).await.is_err() {
-        conn.close_on_drop();
+/// A pooled connection for a transaction begun by hand (`BEGIN` sent as
+/// SQL, ended by a `COMMIT` among its writes). Dropped while the
+/// transaction may be open — an error not yet handled, or its task
+/// cancelled mid-transaction (an HTTP client that hung up) — the connection
+/// is closed, which ends the transaction, instead of going back to the pool
+/// with it open (on Postgres, holding the writers' lock).
+pub struct HandTx {
+    conn: Pooled,
+    open: bool,
+}
+
+impl HandTx {
+    pub fn new(conn: Pooled) -> Self {
+        Self { conn, open: true }
+    }
+
+    /// The transaction committed: the connection goes back to the pool.
+    pub fn committed(mut self) {
+        self.open = false;
+    }
+
+    /// Ends the transaction after an error: rolls it back (the connection
+    /// goes back to the pool) or, if that fails, closes the connection.
+    pub async fn abandon(mut self) {
+        if rollback(&mut self.conn).await.is_ok() {
+            self.open = false;
+        }
+    }
+}
+
+impl std::ops::Deref for HandTx {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for HandTx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+impl Drop for HandTx {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
     }
 }

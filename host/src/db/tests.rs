@@ -421,3 +421,41 @@ async fn values_round_trip() {
         assert!(!auth::operator_key_exists(&mut conn).await.expect("keys"));
     }
 }
+
+/// A hand-begun transaction whose task is dropped midway (an HTTP client
+/// that hung up) leaves nothing behind: its writes are gone, and the next
+/// writer is not stuck behind it or inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_hand_transaction_leaves_nothing_open() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        let run = run_row("r1", "t1");
+        {
+            let mut conn = super::HandTx::new(db.writer().await.expect("writer"));
+            Writes::default()
+                .begin()
+                .insert_run(&run)
+                .execute(&mut conn)
+                .await
+                .expect("begin and insert");
+            // Dropped here without COMMIT.
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let mut tx = db.begin().await.expect("begin");
+            state::kv_set(&mut tx, "t1", "b", "k", b"v", 0)
+                .await
+                .expect("write");
+            tx.commit().await.expect("commit");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{backend}: the next writer waited on the dropped one"));
+        let mut conn = db.reader().await.expect("reader");
+        assert!(
+            runs::get_run_unscoped(&mut conn, "r1")
+                .await
+                .expect("read")
+                .is_none(),
+            "{backend}: the dropped transaction's run is gone"
+        );
+    }
+}

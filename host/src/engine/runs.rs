@@ -72,14 +72,17 @@ impl Engine {
         let prepared = self.prepare_run(tenant, workflow, version, input).await?;
         // A transaction by hand: without overlap control, BEGIN, the writes
         // and COMMIT go to the writer's thread in one round trip.
-        let mut conn = self.db.writer().await?;
+        let mut conn = db::HandTx::new(self.db.writer().await?);
         let inserted = self
             .insert_run(&mut conn, tenant, workflow, prepared, Origin::Manual, true)
             .await;
         let run = match inserted {
-            Ok(run) => run,
+            Ok(run) => {
+                conn.committed();
+                run
+            }
             Err(e) => {
-                db::abandon(&mut conn).await;
+                conn.abandon().await;
                 return Err(e);
             }
         };
@@ -133,7 +136,7 @@ impl Engine {
     /// manual start within `min_interval_ms` of the last one is refused.
     /// With `own_transaction`, `tx` is outside any transaction and this
     /// begins and commits one itself, in as few round trips as it can; on
-    /// an error the caller rolls it back (`db::rollback`).
+    /// an error the caller rolls it back (`db::HandTx::abandon`).
     pub(crate) async fn insert_run(
         &self,
         tx: &mut db::Conn,

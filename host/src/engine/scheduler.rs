@@ -559,7 +559,7 @@ impl Engine {
         batch: Vec<Finished>,
         state: &mut BatchState,
     ) -> Result<Vec<RunChange>, EngineError> {
-        let mut conn = self.db.writer().await?;
+        let mut conn = db::HandTx::new(self.db.writer().await?);
         let mut ids: Vec<&str> = batch.iter().map(|(s, _, _)| s.run_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -590,8 +590,9 @@ impl Engine {
             Ok(runs)
         }
         .await;
-        if result.is_err() {
-            db::abandon(&mut conn).await;
+        match result {
+            Ok(_) => conn.committed(),
+            Err(_) => conn.abandon().await,
         }
         result
     }
