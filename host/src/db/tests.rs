@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::Connection as _;
 
 use super::runs::{self, RunRow, StepRow, Writes};
-use super::{Db, Options, auth, plugins, state, workflows};
+use super::{Db, Options, auth, plugins, schedules, state, webhooks, workflows};
 
 /// Each backend, opened fresh (the temporary directory lives as long as
 /// the returned handle).
@@ -457,5 +457,111 @@ async fn a_dropped_hand_transaction_leaves_nothing_open() {
                 .is_none(),
             "{backend}: the dropped transaction's run is gone"
         );
+    }
+}
+
+/// Hosts firing a schedule at once fire each tick once; hosts sending
+/// webhooks at once never take the same delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_ticks_and_webhook_deliveries_are_taken_once() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        let mut conn = db.writer().await.expect("writer");
+        schedules::insert(
+            &mut conn,
+            &schedules::ScheduleRow {
+                id: "s1".into(),
+                tenant_id: "t1".into(),
+                workflow_key: "w".into(),
+                cron: "* * * * *".into(),
+                timezone: "UTC".into(),
+                input: "{}".into(),
+                status: "active".into(),
+                next_run_at: Some(60_000),
+                last_run_id: None,
+                last_fired_at: None,
+                last_error: None,
+                created_at: 0,
+                updated_at: 0,
+            },
+        )
+        .await
+        .expect("schedule");
+        webhooks::insert(
+            &mut conn,
+            &webhooks::WebhookRow {
+                id: "wh1".into(),
+                tenant_id: "t1".into(),
+                url: "https://example.com/hook".into(),
+                events: "[\"*\"]".into(),
+                secret: vec![1, 2, 3],
+                status: "active".into(),
+                disabled_reason: None,
+                consecutive_failures: 0,
+                cursor: 0,
+                created_at: 0,
+                updated_at: 0,
+            },
+        )
+        .await
+        .expect("webhook");
+        for event_id in 1..=40 {
+            webhooks::insert_delivery(
+                &mut conn,
+                &webhooks::DeliveryRow {
+                    id: format!("msg_{event_id}"),
+                    webhook_id: "wh1".into(),
+                    tenant_id: "t1".into(),
+                    event_id,
+                    event_type: "run.completed".into(),
+                    payload: "{}".into(),
+                    status: "pending".into(),
+                    attempts: 0,
+                    retry_index: 0,
+                    next_attempt_at: Some(0),
+                    delivered_at: None,
+                    created_at: 0,
+                },
+            )
+            .await
+            .expect("delivery");
+        }
+        drop(conn);
+
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin().await.expect("begin");
+                let fired = schedules::claim_tick(&mut tx, "s1", 60_000, 61_000)
+                    .await
+                    .expect("claim tick");
+                tx.commit().await.expect("commit");
+                let mut conn = db.writer().await.expect("writer");
+                let mut sent = Vec::new();
+                loop {
+                    let due = webhooks::claim_due(&mut conn, 1_000, 30_000, 3)
+                        .await
+                        .expect("claim deliveries");
+                    if due.is_empty() {
+                        return (fired, sent);
+                    }
+                    sent.extend(due.into_iter().map(|d| d.id));
+                }
+            }));
+        }
+        let mut fired = 0;
+        let mut sent = Vec::new();
+        for task in tasks {
+            let (f, s) = task.await.expect("task");
+            fired += usize::from(f);
+            sent.extend(s);
+        }
+        assert_eq!(fired, 1, "{backend}: a tick fired {fired} times");
+        let total = sent.len();
+        sent.sort();
+        sent.dedup();
+        assert_eq!(sent.len(), total, "{backend}: a delivery was taken twice");
+        assert_eq!(total, 40, "{backend}");
     }
 }
