@@ -48,12 +48,13 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 /// A connection taken from a pool.
 pub type Pooled = sqlx::pool::PoolConnection<sqlx::Any>;
 
-/// The advisory lock every Postgres write transaction takes first: writers
-/// commit one at a time, so event ids grow in commit order (feed cursors
-/// and webhook fan-out rely on that) and a read-modify-write never races
-/// another host's.
-/// (migrations/postgres holds the same number, in a trigger on `events`).
-const WRITE_LOCK: i64 = 0x7765_6674; // "weft"
+/// `BEGIN` and the writers' advisory lock (0x77656674, "weft"), in one
+/// round trip (a simple query). Every Postgres write transaction begins
+/// so: writers commit one at a time, so event ids grow in commit order
+/// (feed cursors and webhook fan-out rely on that) and a read-modify-write
+/// never races another host's. (migrations/postgres takes the same lock in
+/// a trigger on `events`.)
+const PG_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(2003134068)";
 
 /// The advisory lock of the mail sender: one host sends at a time.
 pub const MAIL_LOCK: i64 = 0x7765_6675;
@@ -230,11 +231,7 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, DbError> {
         match self.backend {
             Backend::Sqlite => Ok(self.write.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres => {
-                let mut tx: Tx = self.write.begin().await?;
-                lock_writers(&mut tx).await?;
-                Ok(tx)
-            }
+            Backend::Postgres => Ok(self.write.begin_with(PG_BEGIN).await?),
         }
     }
 
@@ -317,15 +314,6 @@ impl Db {
     }
 }
 
-/// Takes the writers' lock in a Postgres transaction (until it ends).
-async fn lock_writers(conn: &mut Conn) -> Result<(), DbError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(WRITE_LOCK)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Begins a transaction by hand (ended by `COMMIT` or [`rollback`]): what
 /// [`Db::begin`] does, for code that sends its own `COMMIT`.
 pub async fn begin_by_hand(conn: &mut Conn) -> Result<(), DbError> {
@@ -334,8 +322,7 @@ pub async fn begin_by_hand(conn: &mut Conn) -> Result<(), DbError> {
             sqlx::query("BEGIN IMMEDIATE").execute(conn).await?;
         }
         Backend::Postgres => {
-            sqlx::query("BEGIN").execute(&mut *conn).await?;
-            lock_writers(conn).await?;
+            sqlx::Executor::execute(conn, PG_BEGIN).await?;
         }
     }
     Ok(())

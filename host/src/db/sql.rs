@@ -4,7 +4,8 @@
 //! two backends want them joined differently: SQLite runs several
 //! statements in one query (one round trip to its connection thread), with
 //! `?` placeholders bound in order across them; Postgres prepares one
-//! statement at a time, with `$1…` numbered in each.
+//! statement at a time, with `$1…` numbered in it, so there several writes
+//! become one statement of data-modifying `WITH` clauses.
 
 use sqlx::Arguments;
 use sqlx::any::{AnyArguments, AnyRow};
@@ -112,25 +113,41 @@ impl<'a> Statement<'a> {
         self
     }
 
-    /// The text for `backend`: placeholders numbered on Postgres (`$1`,
-    /// `$2`, …), left as `?` on SQLite.
+    /// The text for `backend`: placeholders left as `?` on SQLite,
+    /// numbered on Postgres (`$1`, `$2`, …).
     fn text(&self, backend: Backend) -> String {
         match backend {
             Backend::Sqlite => self.sql.clone(),
             Backend::Postgres => {
                 let mut out = String::with_capacity(self.sql.len() + 2 * self.args.len());
-                let mut n = 0;
-                for c in self.sql.chars() {
-                    if c == '?' {
-                        n += 1;
-                        out.push('$');
-                        out.push_str(&n.to_string());
-                    } else {
-                        out.push(c);
-                    }
-                }
+                self.number_into(&mut out, 0);
                 out
             }
+        }
+    }
+
+    /// Appends the text with placeholders numbered after `before`
+    /// arguments (`$<before + 1>`, …).
+    fn number_into(&self, out: &mut String, before: usize) {
+        let mut n = before;
+        for c in self.sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+    }
+
+    /// What the statement writes: (`INSERT` or `UPDATE`, table).
+    fn target(&self) -> Option<(&str, &str)> {
+        let mut words = self.sql.split_whitespace();
+        match words.next()? {
+            "INSERT" => Some(("INSERT", words.nth(1)?)),
+            "UPDATE" => Some(("UPDATE", words.next()?)),
+            _ => None,
         }
     }
 
@@ -153,8 +170,9 @@ impl<'a> Statement<'a> {
 }
 
 /// Runs statements in order: on SQLite all in one query (one round trip);
-/// on Postgres one at a time. Their text varies with the row counts, so it
-/// is kept out of the connection's statement cache.
+/// on Postgres as few statements as [`groups`] allows, then `COMMIT` if
+/// last. Their text varies with the row counts, so it is kept out of the
+/// connection's statement cache.
 pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Result<(), DbError> {
     match Backend::of(conn) {
         Backend::Sqlite => {
@@ -172,12 +190,68 @@ pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Resul
                 .await?;
         }
         Backend::Postgres => {
-            for s in statements {
-                s.execute(conn).await?;
+            let (commit, writes) = match statements.split_last() {
+                Some((last, rest)) if last.sql == "COMMIT" => (true, rest),
+                _ => (false, statements),
+            };
+            for group in groups(writes) {
+                match group {
+                    [one] => one.execute(conn).await?,
+                    many => {
+                        let mut sql = String::from("WITH ");
+                        let mut before = 0;
+                        for (i, s) in many.iter().enumerate() {
+                            if i > 0 {
+                                sql.push_str(", ");
+                            }
+                            sql.push_str(&format!("w{i} AS ("));
+                            s.number_into(&mut sql, before);
+                            sql.push(')');
+                            before += s.args.len();
+                        }
+                        sql.push_str(" SELECT 1");
+                        sqlx::query_with(&sql, arguments(many)?)
+                            .persistent(false)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+            }
+            if commit {
+                sqlx::query("COMMIT").execute(conn).await?;
             }
         }
     }
     Ok(())
+}
+
+/// Consecutive statements Postgres can run as one (data-modifying `WITH`
+/// clauses of one statement): they all see the same snapshot, so a group
+/// never holds two statements of different kinds on one table (an
+/// `UPDATE` and an `INSERT … ON CONFLICT` could touch the same row, and
+/// which wins is undefined). Statements of one kind on one table write
+/// different rows by construction ([`super::runs::Writes`]): one row each.
+fn groups<'s, 'a>(statements: &'s [Statement<'a>]) -> Vec<&'s [Statement<'a>]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, s) in statements.iter().enumerate() {
+        let clash = match s.target() {
+            None => true,
+            Some((verb, table)) => statements[start..i].iter().any(|earlier| {
+                earlier
+                    .target()
+                    .is_none_or(|(v, t)| t == table && v != verb)
+            }),
+        };
+        if clash && i > start {
+            out.push(&statements[start..i]);
+            start = i;
+        }
+    }
+    if start < statements.len() {
+        out.push(&statements[start..]);
+    }
+    out
 }
 
 fn arguments<'s>(
@@ -200,6 +274,22 @@ fn arguments<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_groups_writes_unless_two_kinds_meet_on_a_table() {
+        let sql = [
+            "UPDATE attempts SET status = ?",
+            "INSERT INTO attempts (a) VALUES (?)",
+            "INSERT INTO steps (a) VALUES (?)",
+            "UPDATE runs SET a = ? WHERE id = ?",
+            "UPDATE runs SET a = ? WHERE id = ?",
+            "INSERT INTO events (a) VALUES (?)",
+            "INSERT INTO runs (a) VALUES (?)",
+        ];
+        let statements: Vec<Statement<'_>> = sql.iter().map(|s| Statement::new(s)).collect();
+        let sizes: Vec<usize> = groups(&statements).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, [1, 5, 1]);
+    }
 
     #[test]
     fn postgres_numbers_placeholders_sqlite_keeps_them() {

@@ -12,6 +12,16 @@ use sqlx::Connection as _;
 use super::runs::{self, RunRow, StepRow, Writes};
 use super::{Db, Options, auth, plugins, schedules, state, webhooks, workflows};
 
+/// Writers and the trigger on `events` take one and the same lock.
+#[test]
+fn the_postgres_begin_and_the_events_trigger_take_one_lock() {
+    let lock = "pg_advisory_xact_lock(2003134068)";
+    assert_eq!(0x7765_6674, 2_003_134_068, "\"weft\"");
+    assert!(super::PG_BEGIN.ends_with(lock));
+    let migration = include_str!("../../migrations/postgres/0001_init.sql");
+    assert!(migration.contains(&format!("PERFORM {lock}")));
+}
+
 /// Each backend, opened fresh (the temporary directory lives as long as
 /// the returned handle).
 async fn backends() -> Vec<(&'static str, Db, tempfile::TempDir)> {
