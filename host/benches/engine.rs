@@ -4,7 +4,8 @@
 //!
 //! Prints: steps per second for 1,000 runs started at once; p50/p99 of a
 //! synchronous run (`wait_ms`); and the engine's per-step overhead above the
-//! runtime's invoke cost.
+//! runtime's invoke cost. Twice: with the default settings, and as a
+//! one-tenant host (the tenant may use every slot).
 //!
 //! Run: `cargo bench --bench engine`
 
@@ -28,6 +29,21 @@ const SYNC_RUNS: usize = 200;
 
 #[tokio::main]
 async fn main() {
+    // The defaults; then a one-tenant host, whose tenant may use every
+    // slot (`--tenant-max-running` = `--max-parallel`): this bench has one
+    // tenant, so under the default cap it measures the cap.
+    let defaults = EngineConfig::default();
+    let one_tenant = EngineConfig {
+        tenant_max_running: defaults.max_parallel,
+        ..EngineConfig::default()
+    };
+    for config in [defaults, one_tenant] {
+        measure(config).await;
+        println!();
+    }
+}
+
+async fn measure(config: EngineConfig) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(
         &format!("sqlite://{}/weft.db", dir.path().display()),
@@ -46,7 +62,11 @@ async fn main() {
         .add_shared(&runtime, &testkit)
         .await
         .expect("load testkit");
-    let engine = Engine::new(db, runtime.clone(), plugins, EngineConfig::default());
+    println!(
+        "engine: --max-parallel {}, --tenant-max-running {}",
+        config.max_parallel, config.tenant_max_running
+    );
+    let engine = Engine::new(db, runtime.clone(), plugins, config);
     let shutdown = tokio_util::sync::CancellationToken::new();
     engine.start(shutdown.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
