@@ -1,8 +1,10 @@
 //! Builds the guest workspace (`plugins/`: the SDK, the built-in plugins and
 //! the test fixtures) for `wasm32-wasip2` in one cargo invocation, then
 //! embeds the built-in plugins in the binary and tells tests where the
-//! fixtures are (`WEFT_GUEST_DIR`). Also builds the dashboard (`ui/`, with
-//! npm and Vite) into OUT_DIR and embeds its files.
+//! fixtures are (`WEFT_GUEST_DIR`). Builds the Python guests
+//! (`tests/fixtures/python/*`) with componentize-py when it is installed
+//! (`WEFT_PYTHON_GUEST_DIR`, empty when it is not). Also builds the
+//! dashboard (`ui/`, with npm and Vite) into OUT_DIR and embeds its files.
 
 use std::env;
 use std::fmt::Write as _;
@@ -59,7 +61,162 @@ fn main() {
     std::fs::write(out_dir.join("builtins.rs"), generated).expect("write builtins.rs");
     println!("cargo:rustc-env=WEFT_GUEST_DIR={}", artifacts.display());
 
+    let python = build_python_guests(&root, &guest_target.join("python"));
+    println!(
+        "cargo:rustc-env=WEFT_PYTHON_GUEST_DIR={}",
+        python.map(|d| d.display().to_string()).unwrap_or_default()
+    );
+
+    write_scaffold_files(&root, &out_dir);
     build_dashboard(&root.join("ui"), &out_dir);
+}
+
+/// `scaffold_files.rs`: what `weft plugin new` writes, per language, as
+/// (path in the new project, contents): the template, the SDK and the WIT.
+fn write_scaffold_files(root: &Path, out_dir: &Path) {
+    let mut wit = Vec::new();
+    collect_files(&root.join("wit"), &mut wit);
+    wit.sort();
+    let mut rust_sdk = Vec::new();
+    collect_files(&root.join("sdk").join("rust").join("src"), &mut rust_sdk);
+    rust_sdk.sort();
+    let entry = |generated: &mut String, to: &str, from: &Path| {
+        writeln!(
+            generated,
+            "    ({to:?}, include_str!({:?})),",
+            from.display().to_string()
+        )
+        .expect("write to string");
+    };
+    let relative = |base: &Path, file: &Path| {
+        file.strip_prefix(base)
+            .expect("under its directory")
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    let mut generated = String::from(
+        "/// The WIT package every plugin builds against: (path under wit/, text).\npub const WIT: &[(&str, &str)] = &[\n",
+    );
+    for file in &wit {
+        entry(&mut generated, &relative(&root.join("wit"), file), file);
+    }
+    generated.push_str("];\n/// A Python plugin: its template and the SDK.\npub const PYTHON: &[(&str, &str)] = &[\n");
+    let python = root.join("sdk").join("python");
+    entry(
+        &mut generated,
+        "app.py",
+        &python.join("template").join("app.py"),
+    );
+    entry(
+        &mut generated,
+        "weft_sdk/__init__.py",
+        &python.join("weft_sdk").join("__init__.py"),
+    );
+    generated.push_str("];\n/// A Rust plugin: its template and the SDK's sources.\npub const RUST: &[(&str, &str)] = &[\n");
+    let rust = root.join("sdk").join("rust");
+    entry(
+        &mut generated,
+        "Cargo.toml",
+        &rust.join("template").join("Cargo.toml"),
+    );
+    entry(
+        &mut generated,
+        "src/lib.rs",
+        &rust.join("template").join("src").join("lib.rs"),
+    );
+    for file in &rust_sdk {
+        let to = format!("weft-sdk/src/{}", relative(&rust.join("src"), file));
+        entry(&mut generated, &to, file);
+    }
+    generated.push_str("];\n");
+    std::fs::write(out_dir.join("scaffold_files.rs"), generated).expect("write scaffold_files.rs");
+}
+
+/// componentize-py: `WEFT_COMPONENTIZE_PY`, or on the PATH.
+fn componentize_py() -> Option<(PathBuf, String)> {
+    println!("cargo:rerun-if-env-changed=WEFT_COMPONENTIZE_PY");
+    let program = env::var_os("WEFT_COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("componentize-py"));
+    let output = Command::new(&program).arg("--version").output().ok()?;
+    output.status.success().then(|| {
+        (
+            program,
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        )
+    })
+}
+
+/// Builds every `tests/fixtures/python/<name>/app.py` into `<out>/<name>.wasm`
+/// with the Python SDK, unless its inputs are unchanged since the last
+/// build (a Python component takes seconds). `None` without componentize-py.
+fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
+    let Some((program, version)) = componentize_py() else {
+        println!(
+            "cargo:warning=componentize-py not found (scripts/test installs it): the Python plugins are not built and their tests skip"
+        );
+        return None;
+    };
+    std::fs::create_dir_all(out).expect("create the Python guest dir");
+    let sdk = root.join("sdk").join("python");
+    let wit = root.join("wit");
+    let mut shared = Vec::new();
+    collect_files(&sdk.join("weft_sdk"), &mut shared);
+    collect_files(&wit, &mut shared);
+    let apps = root.join("tests").join("fixtures").join("python");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&apps)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.retain(|d| d.join("app.py").exists());
+    dirs.sort();
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .expect("named")
+            .to_string_lossy()
+            .into_owned();
+        let mut inputs = shared.clone();
+        collect_files(&dir, &mut inputs);
+        inputs.retain(|p| !p.components().any(|c| c.as_os_str() == "__pycache__"));
+        inputs.sort();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&version, &mut hasher);
+        for input in &inputs {
+            std::hash::Hash::hash(&input, &mut hasher);
+            std::hash::Hash::hash(
+                &std::fs::read(input).expect("read a Python input"),
+                &mut hasher,
+            );
+        }
+        let stamp = format!("{:016x}", std::hash::Hasher::finish(&hasher));
+        let wasm = out.join(format!("{name}.wasm"));
+        let stamp_path = out.join(format!("{name}.inputs"));
+        if wasm.exists() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
+            continue;
+        }
+        let output = Command::new(&program)
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "step-plugin", "componentize", "app", "-p"])
+            .arg(&dir)
+            .arg("-p")
+            .arg(&sdk)
+            .arg("-o")
+            .arg(&wasm)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .expect("run componentize-py");
+        if !output.status.success() {
+            panic!(
+                "building the Python plugin {} failed:\n{}{}",
+                dir.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::fs::write(&stamp_path, stamp).expect("write the build stamp");
+    }
+    Some(out.to_path_buf())
 }
 
 /// Installs the dashboard's npm packages when the lock file is newer than
@@ -151,7 +308,9 @@ fn run_npm(dir: &Path, args: &[&str], what: &str) {
 }
 
 fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read the dashboard build") {
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+    for entry in entries {
         let path = entry.expect("directory entry").path();
         if path.is_dir() {
             collect_files(&path, files);

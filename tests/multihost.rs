@@ -24,7 +24,7 @@ async fn three_hosts_share_the_work_and_survive_a_killed_one() {
     if !pg::available() {
         return;
     }
-    let url = pg::fresh("multihost");
+    let url = pg::fresh(&format!("multihost_{}", std::process::id()));
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let args = [
         "--database",
@@ -36,10 +36,33 @@ async fn three_hosts_share_the_work_and_survive_a_killed_one() {
         "--secrets-key",
         SECRETS_KEY,
     ];
+    // Built-ins only: the testkit is uploaded through host 0 as the
+    // tenant's own plugin, so the other hosts must learn of the upload and
+    // the grants from the database.
     let mut hosts: Vec<Server> = dirs
         .iter()
-        .map(|d| Server::start_in(d.path(), &args))
+        .map(|d| Server::start_with(d.path(), false, &args))
         .collect();
+    let testkit = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "component",
+        reqwest::multipart::Part::bytes(testkit).file_name("testkit.wasm"),
+    );
+    let uploaded = hosts[0]
+        .req(reqwest::Method::POST, "/v1/plugins")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let (status, grants) = hosts[0]
+        .call(
+            reqwest::Method::PUT,
+            "/v1/plugins/testkit/grants",
+            Some(json!({"kv": true, "mail": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{grants}");
 
     hosts[0]
         .publish(json!({"key": "fanout", "name": "Fan out", "steps": [
@@ -70,7 +93,7 @@ async fn three_hosts_share_the_work_and_survive_a_killed_one() {
     }
     // Runs started on the others keep going; restart the dead host later.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    hosts[1] = Server::start_in(dirs[1].path(), &args);
+    hosts[1] = Server::start_with(dirs[1].path(), false, &args);
 
     let mut interrupted = 0;
     let mut hosts_seen = BTreeMap::<String, usize>::new();
@@ -104,9 +127,37 @@ async fn three_hosts_share_the_work_and_survive_a_killed_one() {
     );
     assert!(interrupted > 0, "the killed host had nothing in flight");
 
-    // Exactly one mail per step, whatever the retries and takeovers.
+    // No attempt ran twice: each attempt of a step bumps the step's counter
+    // in the key-value store once (an interrupted one may not have got that
+    // far), so a step's counter never exceeds its attempts.
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let counters: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT key, value FROM kv WHERE key LIKE 'effects/%'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(counters.len(), RUNS * STEPS.len(), "every step counted");
+    let mut attempts_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate().step_by(7) {
+        let (_, run) = hosts[i % 3].get(&format!("/v1/runs/{id}")).await;
+        for step_id in STEPS {
+            let n = step(&run, step_id)["attempt_log"].as_array().unwrap().len();
+            attempts_of.insert(format!("effects/{id}/{step_id}"), n);
+        }
+    }
+    for (key, value) in &counters {
+        let ran: usize = String::from_utf8_lossy(value).parse().unwrap();
+        assert!(ran >= 1, "{key} never ran");
+        if let Some(attempts) = attempts_of.get(key) {
+            assert!(
+                ran <= *attempts,
+                "{key} ran {ran} times in {attempts} attempts"
+            );
+        }
+    }
+
+    // Exactly one mail per step, whatever the retries and takeovers.
     let outbox: Vec<(String, String)> = sqlx::query_as("SELECT run_id, step_id FROM outbox")
         .fetch_all(&pool)
         .await
@@ -132,6 +183,35 @@ async fn three_hosts_share_the_work_and_survive_a_killed_one() {
     assert!(lists.iter().all(|l| *l == lists[0]));
     let events: Vec<Value> = get_from_all(&hosts, "/v1/events?limit=100").await;
     assert!(events.iter().all(|e| *e == events[0]));
+
+    // Grants revoked on host 0 hold on every host at once.
+    hosts[0]
+        .publish(json!({"key": "probe", "name": "Probe", "steps": [
+            {"id": "read", "uses": "testkit@0", "config": {"mode": "kv_get", "key": "k"}}
+        ]}))
+        .await;
+    for host in &hosts {
+        assert_eq!(
+            host.run_sync("probe", json!({})).await["status"],
+            "completed"
+        );
+    }
+    let (status, _) = hosts[0]
+        .call(
+            reqwest::Method::PUT,
+            "/v1/plugins/testkit/grants",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for host in &hosts {
+        for _ in 0..3 {
+            let run = host.run_sync("probe", json!({})).await;
+            assert_eq!(run["status"], "failed", "{run}");
+            assert!(run.to_string().contains("access denied"), "{run}");
+        }
+    }
 }
 
 async fn get_from_all(hosts: &[Server], path: &str) -> Vec<Value> {

@@ -8,6 +8,7 @@
 mod client;
 mod plugin;
 mod plugin_client;
+mod scaffold;
 mod serve;
 
 use std::process::ExitCode;

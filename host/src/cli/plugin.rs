@@ -1,5 +1,6 @@
 //! `weft plugin run` and `weft plugin inspect`: the plugin author's local
 //! loop, with in-memory key-value store, outbox, files and secrets.
+//! `new` scaffolds a project (see [`super::scaffold`]).
 //! `push`, `list` and `grant` talk to a server (see [`super::plugin_client`]).
 
 use std::path::PathBuf;
@@ -18,6 +19,9 @@ use crate::runtime::{Grants, Invocation, Limits, Runtime, RuntimeConfig, StepCon
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Create a plugin project (template, SDK and WIT) that builds with one
+    /// command.
+    New(super::scaffold::NewArgs),
     /// Run one attempt of a component outside any workflow and print its
     /// output or its typed error; then the key-value store and outbox.
     Run(Box<RunArgs>),
@@ -107,6 +111,7 @@ fn pair(value: &str, what: &str) -> anyhow::Result<(String, String)> {
 
 pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
+        PluginCommand::New(args) => super::scaffold::new(args),
         PluginCommand::Inspect { component } => inspect(&component).await,
         PluginCommand::Run(args) => run_attempt(*args).await,
         PluginCommand::Push(args) => plugin_client::push(args).await,

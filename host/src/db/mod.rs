@@ -48,13 +48,17 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 /// A connection taken from a pool.
 pub type Pooled = sqlx::pool::PoolConnection<sqlx::Any>;
 
-/// `BEGIN` and the writers' advisory lock (0x77656674, "weft"), in one
-/// round trip (a simple query). Every Postgres write transaction begins
-/// so: writers commit one at a time, so event ids grow in commit order
-/// (feed cursors and webhook fan-out rely on that) and a read-modify-write
-/// never races another host's. (migrations/postgres takes the same lock in
-/// a trigger on `events`.)
-const PG_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(2003134068)";
+/// The writers' advisory lock (0x77656674, "weft"). Every Postgres write
+/// transaction takes it first: writers commit one at a time, so event ids
+/// grow in commit order (feed cursors and webhook fan-out rely on that)
+/// and a read-modify-write never races another host's. (migrations/postgres
+/// takes the same lock in a trigger on `events`.)
+const PG_LOCK: &str = "SELECT pg_advisory_xact_lock(2003134068)";
+
+/// How a Postgres write transaction begins: READ COMMITTED whatever the
+/// database's default, so every statement after the lock sees what the
+/// previous holder committed.
+const PG_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 /// The advisory lock of the mail sender: one host sends at a time.
 pub const MAIL_LOCK: i64 = 0x7765_6675;
@@ -203,15 +207,32 @@ impl Db {
     }
 
     async fn open_postgres(url: &str, options: Options) -> Result<Self, DbError> {
-        let pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        // Two pools, as on SQLite: tasks waiting for the writers' lock hold
+        // write connections, so the lock holder's own reads (a definition
+        // not cached yet) must not queue behind them. A session stuck in a
+        // transaction (a frozen host) is ended by Postgres after 30 s,
+        // releasing the lock; the engine's transactions last milliseconds.
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::query("SET idle_in_transaction_session_timeout = '30s'")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+        };
+        let total = options.max_connections.max(4);
+        let write = pool(total / 2).await?;
+        sqlx::migrate!("./migrations/postgres").run(&write).await?;
+        let read = pool(total - total / 2).await?;
         Ok(Self {
-            write: pool.clone(),
-            read: pool,
+            write,
+            read,
             backend: Backend::Postgres,
             url: url.into(),
         })
@@ -231,7 +252,14 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, DbError> {
         match self.backend {
             Backend::Sqlite => Ok(self.write.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres => Ok(self.write.begin_with(PG_BEGIN).await?),
+            // BEGIN first, the lock second: a task cancelled while it
+            // waits for the lock drops a Transaction sqlx knows is open, so
+            // it is rolled back before the connection is used again.
+            Backend::Postgres => {
+                let mut tx: Tx = self.write.begin_with(PG_BEGIN).await?;
+                sqlx::query(PG_LOCK).execute(&mut *tx).await?;
+                Ok(tx)
+            }
         }
     }
 
@@ -321,8 +349,10 @@ pub async fn begin_by_hand(conn: &mut Conn) -> Result<(), DbError> {
         Backend::Sqlite => {
             sqlx::query("BEGIN IMMEDIATE").execute(conn).await?;
         }
+        // One round trip (a simple query); cancelled midway, the caller's
+        // `HandTx` closes the connection.
         Backend::Postgres => {
-            sqlx::Executor::execute(conn, PG_BEGIN).await?;
+            sqlx::Executor::execute(conn, format!("{PG_BEGIN}; {PG_LOCK}").as_str()).await?;
         }
     }
     Ok(())

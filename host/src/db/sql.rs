@@ -225,12 +225,17 @@ pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Resul
     Ok(())
 }
 
+/// Most arguments in one merged Postgres statement (the protocol allows
+/// 65,535).
+const MAX_ARGUMENTS: usize = 30_000;
+
 /// Consecutive statements Postgres can run as one (data-modifying `WITH`
 /// clauses of one statement): they all see the same snapshot, so a group
 /// never holds two statements of different kinds on one table (an
 /// `UPDATE` and an `INSERT … ON CONFLICT` could touch the same row, and
-/// which wins is undefined). Statements of one kind on one table write
-/// different rows by construction ([`super::runs::Writes`]): one row each.
+/// which wins is undefined), nor more than [`MAX_ARGUMENTS`] arguments.
+/// Statements of one kind on one table write different rows by
+/// construction ([`super::runs::Writes`]): one row each.
 fn groups<'s, 'a>(statements: &'s [Statement<'a>]) -> Vec<&'s [Statement<'a>]> {
     let mut out = Vec::new();
     let mut start = 0;
@@ -243,7 +248,8 @@ fn groups<'s, 'a>(statements: &'s [Statement<'a>]) -> Vec<&'s [Statement<'a>]> {
                     .is_none_or(|(v, t)| t == table && v != verb)
             }),
         };
-        if clash && i > start {
+        let arguments: usize = statements[start..=i].iter().map(|s| s.args.len()).sum();
+        if (clash || arguments > MAX_ARGUMENTS) && i > start {
             out.push(&statements[start..i]);
             start = i;
         }
@@ -289,6 +295,14 @@ mod tests {
         let statements: Vec<Statement<'_>> = sql.iter().map(|s| Statement::new(s)).collect();
         let sizes: Vec<usize> = groups(&statements).iter().map(|g| g.len()).collect();
         assert_eq!(sizes, [1, 5, 1]);
+
+        // Many rows: split before the protocol's argument limit.
+        let mut big = Statement::new("INSERT INTO steps (a) ");
+        big.values(0..20_000_i64, |n| [Arg::from(n)]);
+        let mut again = Statement::new("INSERT INTO steps (a) ");
+        again.values(0..20_000_i64, |n| [Arg::from(n)]);
+        let sizes: Vec<usize> = groups(&[big, again]).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, [1, 1]);
     }
 
     #[test]

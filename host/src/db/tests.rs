@@ -14,12 +14,11 @@ use super::{Db, Options, auth, plugins, schedules, state, webhooks, workflows};
 
 /// Writers and the trigger on `events` take one and the same lock.
 #[test]
-fn the_postgres_begin_and_the_events_trigger_take_one_lock() {
-    let lock = "pg_advisory_xact_lock(2003134068)";
+fn the_postgres_writers_and_the_events_trigger_take_one_lock() {
     assert_eq!(0x7765_6674, 2_003_134_068, "\"weft\"");
-    assert!(super::PG_BEGIN.ends_with(lock));
+    assert_eq!(super::PG_LOCK, "SELECT pg_advisory_xact_lock(2003134068)");
     let migration = include_str!("../../migrations/postgres/0001_init.sql");
-    assert!(migration.contains(&format!("PERFORM {lock}")));
+    assert!(migration.contains("PERFORM pg_advisory_xact_lock(2003134068)"));
 }
 
 /// Each backend, opened fresh (the temporary directory lives as long as
@@ -573,5 +572,54 @@ async fn schedule_ticks_and_webhook_deliveries_are_taken_once() {
         sent.dedup();
         assert_eq!(sent.len(), total, "{backend}: a delivery was taken twice");
         assert_eq!(total, 40, "{backend}");
+    }
+}
+
+/// On Postgres the claim itself skips rows another transaction holds
+/// (`FOR UPDATE SKIP LOCKED`): shown without the writers' lock, which
+/// otherwise serialises claims anyway. (SQLite has one writer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_skip_locked_steps() {
+    for (backend, db, _dir) in backends().await {
+        if backend != "postgres" {
+            continue;
+        }
+        tenant(&db, "t1").await;
+        run_with_ready_steps(&db, "r1", "t1", 6).await;
+        let mut a = db.writer().await.expect("writer");
+        let mut b = db.writer().await.expect("writer");
+        sqlx::query("BEGIN")
+            .execute(&mut *a)
+            .await
+            .expect("begin a");
+        sqlx::query("BEGIN")
+            .execute(&mut *b)
+            .await
+            .expect("begin b");
+        let first = runs::claim(&mut a, "a", 10, 10_000, 3, 100)
+            .await
+            .expect("claim a");
+        let second = tokio::time::timeout(
+            Duration::from_secs(5),
+            runs::claim(&mut b, "b", 10, 10_000, 10, 100),
+        )
+        .await
+        .expect("the second claim waited for the first instead of skipping its rows")
+        .expect("claim b");
+        assert_eq!(first.len(), 3);
+        assert_eq!(second.len(), 3, "the three rows a does not hold");
+        assert!(
+            second
+                .iter()
+                .all(|s| first.iter().all(|f| f.step_id != s.step_id))
+        );
+        sqlx::query("COMMIT")
+            .execute(&mut *a)
+            .await
+            .expect("commit a");
+        sqlx::query("COMMIT")
+            .execute(&mut *b)
+            .await
+            .expect("commit b");
     }
 }

@@ -131,6 +131,7 @@ impl Engine {
             created_at,
         };
         self.plugins.add_uploaded(listing.clone());
+        self.plugins_changed();
         tracing::info!(tenant, name = %name, version = %version, visibility = visibility.as_str(), "plugin uploaded");
         Ok(Entry {
             plugin: plugin.clone(),
@@ -152,6 +153,7 @@ impl Engine {
         if !db::plugins::yank(&mut conn, tenant, name, version, db::now_ms()).await? {
             return Err(PluginError::NotFound(format!("plugin {name}@{version}")));
         }
+        self.plugins_changed();
         self.plugins
             .update_uploaded(tenant, name, &parsed, |l| l.yanked = true)
             .ok_or_else(|| PluginError::NotFound(format!("plugin {name}@{version}")))
@@ -172,6 +174,7 @@ impl Engine {
         {
             return Err(PluginError::NotFound(format!("plugin {name}@{version}")));
         }
+        self.plugins_changed();
         self.plugins
             .update_uploaded(tenant, name, &parsed, |l| l.visibility = visibility)
             .ok_or_else(|| PluginError::NotFound(format!("plugin {name}@{version}")))
@@ -219,6 +222,7 @@ impl Engine {
         let mut conn = self.db.writer().await?;
         db::plugins::put_grants(&mut conn, tenant, &key, &text, db::now_ms()).await?;
         self.plugins.set_grants(tenant, &key, grants);
+        self.plugins_changed();
         tracing::info!(tenant, plugin = %key, "plugin grants updated");
         self.plugin_grants(tenant, &key)
     }
@@ -235,13 +239,27 @@ fn own_version(name: &str, version: &str) -> Result<semver::Version, PluginError
 }
 
 /// Loads every stored plugin and grant into the registry, so uploads
-/// survive restarts. A stored component that no longer loads is skipped
+/// survive restarts; again when another host changed them (Postgres). A stored component that no longer loads is skipped
 /// with a warning (runs pinned to it fail with "not available").
 pub async fn load_stored(db: &Db, runtime: &Runtime, plugins: &Plugins) -> Result<usize, DbError> {
     let mut conn = db.reader().await?;
     let rows = db::plugins::all(&mut conn).await?;
     let mut loaded = 0;
     for row in rows {
+        // Known already (a reload on another host's change): only what may
+        // change — yanked, visibility — without reading the bytes again.
+        if let Ok(version) = semver::Version::parse(&row.version)
+            && plugins
+                .update_uploaded(&row.tenant_id, &row.name, &version, |l| {
+                    l.visibility =
+                        Visibility::parse(&row.visibility).unwrap_or(Visibility::Private);
+                    l.yanked = row.yanked_at.is_some();
+                })
+                .is_some()
+        {
+            loaded += 1;
+            continue;
+        }
         let Some(bytes) = db::plugins::blob(&mut conn, &row.sha256).await? else {
             tracing::warn!(name = %row.name, version = %row.version, "stored plugin has no bytes; skipped");
             continue;

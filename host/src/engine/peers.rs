@@ -8,6 +8,11 @@
 //! arriving: the scheduler polls every `poll` interval, event streams every
 //! second, so a notification lost (a dropped connection) only costs time.
 //!
+//! Uploaded plugins and grants live in each host's memory too: a change on
+//! one host is published as [`PLUGINS`], and the others reload the catalog
+//! from the database (only what changed is read; every minute anyway, in
+//! case a notification was lost).
+//!
 //! SQLite has one host, so there is nothing to tell.
 
 use std::collections::BTreeSet;
@@ -23,10 +28,31 @@ use super::{Engine, lock};
 /// The notification channel.
 const CHANNEL: &str = "weft_changes";
 
+/// Published in place of a run id: uploaded plugins or grants changed.
+const PLUGINS: &str = "#plugins";
+
+/// How often a host reloads the plugin catalog without being told.
+const CATALOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Longest payload sent: Postgres allows just under 8000 bytes.
 const MAX_PAYLOAD: usize = 7_000;
 
 impl Engine {
+    /// Tells other hosts that uploaded plugins or grants changed.
+    pub(crate) fn plugins_changed(&self) {
+        if let Some(peers) = &self.peers {
+            let _ = peers.send(PLUGINS.to_owned());
+        }
+    }
+
+    /// Reloads uploaded plugins and grants from the database.
+    async fn reload_catalog(&self) {
+        match super::marketplace::load_stored(&self.db, &self.runtime, &self.plugins).await {
+            Ok(n) => tracing::debug!(plugins = n, "plugin catalog reloaded"),
+            Err(e) => tracing::warn!(error = %e, "could not reload the plugin catalog"),
+        }
+    }
+
     /// Starts publishing this host's changes and listening for the others'
     /// (Postgres only).
     pub(crate) fn start_peers(self: &Arc<Self>, shutdown: &CancellationToken) {
@@ -96,13 +122,24 @@ impl Engine {
             // Whatever happened while not listening: look again now.
             self.wake.notify_one();
             self.webhook_wake.notify_one();
+            self.reload_catalog().await;
+            let mut catalog = tokio::time::interval(CATALOG_EVERY);
+            catalog.tick().await;
             loop {
                 let notification = tokio::select! {
                     n = listener.recv() => n,
+                    _ = catalog.tick() => {
+                        self.reload_catalog().await;
+                        continue;
+                    }
                     () = stop.cancelled() => return,
                 };
                 match notification {
-                    Ok(n) => self.heard(n.payload()),
+                    Ok(n) => {
+                        if self.heard(n.payload()) {
+                            self.reload_catalog().await;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "lost the notification connection; reconnecting");
                         break;
@@ -112,17 +149,24 @@ impl Engine {
         }
     }
 
-    /// A notification: `<host id> <run id>,<run id>,…`.
-    fn heard(&self, payload: &str) {
+    /// A notification: `<host id> <run id>,<run id>,…`. Returns whether
+    /// it says the plugin catalog changed.
+    fn heard(&self, payload: &str) -> bool {
         let (host, ids) = payload.split_once(' ').unwrap_or((payload, ""));
         if host == self.config.host_id {
-            return;
+            return false;
         }
+        let mut catalog = false;
         for id in ids.split(',').filter(|id| !id.is_empty()) {
-            let _ = self.changes.send(id.to_owned());
+            if id == PLUGINS {
+                catalog = true;
+            } else {
+                let _ = self.changes.send(id.to_owned());
+            }
         }
         self.wake.notify_one();
         self.webhook_wake.notify_one();
+        catalog
     }
 }
 

@@ -320,7 +320,13 @@ impl Engine {
                 ));
             }
         };
-        let Some(plugin) = self.plugins.exact(&run.tenant_id, &uses) else {
+        let mut found = self.plugins.exact(&run.tenant_id, &uses);
+        if found.is_none() && !self.db.exclusive() {
+            // Uploaded on another host moments ago: read the catalog again.
+            super::marketplace::load_stored(&self.db, &self.runtime, &self.plugins).await?;
+            found = self.plugins.exact(&run.tenant_id, &uses);
+        }
+        let Some(plugin) = found else {
             return Ok((
                 Outcome::Failed(AttemptError::Fatal(format!(
                     "plugin {uses} is not available on this host"

@@ -1,0 +1,182 @@
+"""Weft step plugins in Python: a thin layer over the bindings
+componentize-py generates for the `weft:plugin/step-plugin` world.
+
+Config, input and output are Python values (parsed from and serialised to
+JSON); a step fails by raising `Retryable`, `Fatal` or `InvalidInput` (any
+other exception is a fatal error naming it); the host's capabilities are
+plain functions.
+
+    import weft_sdk as weft
+
+    def run(ctx, config, input):
+        weft.log("info", f"hello {config['name']}")
+        return {"greeting": f"Hello, {config['name']}!"}
+
+    Step = weft.plugin(name="hello", version="0.1.0", description="Greets.",
+                       config_schema={"type": "object"}, run=run)
+
+Build: `componentize-py -d wit -w step-plugin componentize app -o hello.wasm`
+(with this package on the path: `-p <dir holding weft_sdk>`).
+"""
+
+import json
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import host, store
+from wit_world.imports import weft_plugin_types as types
+
+
+class StepError(Exception):
+    """Base of the errors a step raises to fail its attempt."""
+
+
+class Retryable(StepError):
+    """A transient failure: the host retries if the step's policy allows."""
+
+
+class Fatal(StepError):
+    """A permanent failure: not retried."""
+
+
+class InvalidInput(StepError):
+    """The config or input makes no sense for this plugin: not retried."""
+
+
+_LEVELS = {
+    "trace": host.LogLevel.TRACE,
+    "debug": host.LogLevel.DEBUG,
+    "info": host.LogLevel.INFO,
+    "warn": host.LogLevel.WARN,
+    "error": host.LogLevel.ERROR,
+}
+
+
+def log(level, message):
+    """Appends a line to the attempt's log (`trace` … `error`)."""
+    host.log(_LEVELS[level], str(message))
+
+
+def progress(percent, note=""):
+    host.progress(max(0, min(100, int(percent))), note)
+
+
+def secret(name):
+    """The tenant's secret, or None if it does not exist or is not granted."""
+    return host.secret(name)
+
+
+def read_file(file_id):
+    """An uploaded file's bytes; raises Fatal naming the problem."""
+    try:
+        return host.read_file(file_id)
+    except Err as e:
+        raise Fatal(e.value) from None
+
+
+def send_mail(to, subject, body, cc=()):
+    """Queues a message in the outbox (once per attempt position); its id."""
+    try:
+        return host.send_mail(host.Mail(list(to), list(cc), subject, body))
+    except Err as e:
+        raise Fatal(e.value) from None
+
+
+def notify(title, body="", level="info", audience="", link=""):
+    try:
+        return host.notify(host.Notification(title, body, level, audience, link))
+    except Err as e:
+        raise Fatal(e.value) from None
+
+
+def _kv_error(error):
+    """The text of a `wasi:keyvalue` error."""
+    if isinstance(error, store.Error_NoSuchStore):
+        return "no such store"
+    if isinstance(error, store.Error_AccessDenied):
+        return "access denied"
+    return str(getattr(error, "value", error))
+
+
+class _Kv:
+    """The tenant's key-value store: values are bytes (str is stored as
+    UTF-8), with JSON helpers. Errors raise `Fatal` naming the problem."""
+
+    def _call(self, bucket, op, *args):
+        try:
+            return getattr(store.open(bucket), op)(*args)
+        except Err as e:
+            raise Fatal(f"key-value store {bucket!r}: {_kv_error(e.value)}") from None
+
+    def get(self, key, bucket="default"):
+        return self._call(bucket, "get", key)
+
+    def set(self, key, value, bucket="default"):
+        if isinstance(value, str):
+            value = value.encode()
+        self._call(bucket, "set", key, value)
+
+    def delete(self, key, bucket="default"):
+        self._call(bucket, "delete", key)
+
+    def keys(self, bucket="default"):
+        found, cursor = [], None
+        while True:
+            page = self._call(bucket, "list_keys", cursor)
+            found.extend(page.keys)
+            if page.cursor is None:
+                return found
+            cursor = page.cursor
+
+    def get_json(self, key, bucket="default"):
+        value = self.get(key, bucket)
+        return None if value is None else json.loads(value)
+
+    def set_json(self, key, value, bucket="default"):
+        self.set(key, json.dumps(value), bucket)
+
+
+kv = _Kv()
+
+
+def _schema(value):
+    return json.dumps(value if value is not None else {})
+
+
+def plugin(name, version, description, run, config_schema=None,
+           input_schema=None, output_schema=None, capabilities=()):
+    """The class to export as `Step` from the app module: componentize-py
+    exports it as the world's `step` interface. `run(ctx, config, input)`
+    returns the output; `ctx` has tenant, run_id, step_id, attempt and
+    idempotency_key. Schemas are JSON Schema documents as Python values
+    (default: anything)."""
+    schema = _schema
+    info = types.PluginInfo(name, version, description, schema(config_schema),
+                            schema(input_schema), schema(output_schema),
+                            list(capabilities))
+
+    class Step(exports.Step):
+        def describe(self):
+            return info
+
+        def run(self, ctx, config, input):
+            try:
+                config_value = json.loads(config) if config else {}
+                input_value = json.loads(input) if input else {}
+            except ValueError as e:
+                raise Err(types.StepError_InvalidInput(f"not JSON: {e}"))
+            try:
+                output = run(ctx, config_value, input_value)
+            except Retryable as e:
+                raise Err(types.StepError_Retryable(str(e)))
+            except InvalidInput as e:
+                raise Err(types.StepError_InvalidInput(str(e)))
+            except StepError as e:
+                raise Err(types.StepError_Fatal(str(e)))
+            except Err:
+                raise
+            except Exception as e:
+                raise Err(types.StepError_Fatal(f"{type(e).__name__}: {e}"))
+            return json.dumps(output, ensure_ascii=False)
+
+    return Step
