@@ -1,9 +1,10 @@
 //! Builds the guest workspace (`plugins/`: the SDK, the built-in plugins and
 //! the test fixtures) for `wasm32-wasip2` in one cargo invocation, then
 //! embeds the built-in plugins in the binary and tells tests where the
-//! fixtures are (`WEFT_GUEST_DIR`). Builds the Python guests
-//! (`tests/fixtures/python/*`) with componentize-py when it is installed
-//! (`WEFT_PYTHON_GUEST_DIR`, empty when it is not). Also builds the
+//! fixtures are (`WEFT_GUEST_DIR`). Builds the Python and JavaScript
+//! guests (`tests/fixtures/{python,js}/*`) with componentize-py and
+//! componentize-js when they are installed (`WEFT_PYTHON_GUEST_DIR`,
+//! `WEFT_JS_GUEST_DIR`, empty when not). Also builds the
 //! dashboard (`ui/`, with npm and Vite) into OUT_DIR and embeds its files.
 
 use std::env;
@@ -32,7 +33,20 @@ fn main() {
         .parent()
         .expect("host/ has a parent")
         .to_path_buf();
-    for watched in ["plugins", "sdk", "wit", "tests/fixtures"] {
+    // Not all of sdk/: sdk/js/node_modules is large and watched through
+    // its lock file below.
+    for watched in [
+        "plugins",
+        "sdk/rust",
+        "sdk/python",
+        "sdk/js/weft-sdk.js",
+        "sdk/js/build.mjs",
+        "sdk/js/template",
+        "sdk/js/package.json",
+        "sdk/js/package-lock.json",
+        "wit",
+        "tests/fixtures",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=WEFT_GUEST_TARGET_DIR");
@@ -65,6 +79,16 @@ fn main() {
     println!(
         "cargo:rustc-env=WEFT_PYTHON_GUEST_DIR={}",
         python.map(|d| d.display().to_string()).unwrap_or_default()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("sdk/js/node_modules/.package-lock.json")
+            .display()
+    );
+    let js = build_js_guests(&root, &guest_target.join("js"));
+    println!(
+        "cargo:rustc-env=WEFT_JS_GUEST_DIR={}",
+        js.map(|d| d.display().to_string()).unwrap_or_default()
     );
 
     write_scaffold_files(&root, &out_dir);
@@ -112,6 +136,21 @@ fn write_scaffold_files(root: &Path, out_dir: &Path) {
         "weft_sdk/__init__.py",
         &python.join("weft_sdk").join("__init__.py"),
     );
+    generated.push_str("];\n/// A JavaScript plugin: its template, the SDK and the build script.\npub const JS: &[(&str, &str)] = &[\n");
+    let js = root.join("sdk").join("js");
+    entry(
+        &mut generated,
+        "app.js",
+        &js.join("template").join("app.js"),
+    );
+    for file in [
+        "weft-sdk.js",
+        "build.mjs",
+        "package.json",
+        "package-lock.json",
+    ] {
+        entry(&mut generated, file, &js.join(file));
+    }
     generated.push_str("];\n/// A Rust plugin: its template and the SDK's sources.\npub const RUST: &[(&str, &str)] = &[\n");
     let rust = root.join("sdk").join("rust");
     entry(
@@ -148,8 +187,7 @@ fn componentize_py() -> Option<(PathBuf, String)> {
 }
 
 /// Builds every `tests/fixtures/python/<name>/app.py` into `<out>/<name>.wasm`
-/// with the Python SDK, unless its inputs are unchanged since the last
-/// build (a Python component takes seconds). `None` without componentize-py.
+/// with the Python SDK. `None` without componentize-py.
 fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     let Some((program, version)) = componentize_py() else {
         println!(
@@ -157,17 +195,101 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
         );
         return None;
     };
-    std::fs::create_dir_all(out).expect("create the Python guest dir");
     let sdk = root.join("sdk").join("python");
     let wit = root.join("wit");
     let mut shared = Vec::new();
     collect_files(&sdk.join("weft_sdk"), &mut shared);
     collect_files(&wit, &mut shared);
     let apps = root.join("tests").join("fixtures").join("python");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&apps)
+    build_scripted_guests(&apps, "app.py", &shared, &version, out, |dir, wasm| {
+        let mut command = Command::new(&program);
+        command
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "step-plugin", "componentize", "app", "-p"])
+            .arg(dir)
+            .arg("-p")
+            .arg(&sdk)
+            .arg("-o")
+            .arg(wasm)
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        command
+    })
+}
+
+/// Builds every `tests/fixtures/js/<name>/app.js` into `<out>/<name>.wasm`
+/// with componentize-js (`sdk/js`, its packages installed by
+/// scripts/toolchains), the SDK copied beside the app. `None` without them.
+fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
+    let js = root.join("sdk").join("js");
+    let installed = js
+        .join("node_modules")
+        .join("@bytecodealliance")
+        .join("componentize-js")
+        .join("package.json");
+    let version = std::fs::read_to_string(&installed).ok().zip(
+        Command::new("node")
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success()),
+    );
+    let Some((package, node)) = version else {
+        println!(
+            "cargo:warning=componentize-js not installed in sdk/js (scripts/test installs it): the JavaScript plugins are not built and their tests skip"
+        );
+        return None;
+    };
+    let version = format!("{package}{}", String::from_utf8_lossy(&node.stdout));
+    let wit = root.join("wit");
+    let sdk = js.join("weft-sdk.js");
+    let mut shared = vec![sdk.clone(), js.join("build.mjs")];
+    collect_files(&wit, &mut shared);
+    let apps = root.join("tests").join("fixtures").join("js");
+    let stage = out.join("stage");
+    build_scripted_guests(&apps, "app.js", &shared, &version, out, |dir, wasm| {
+        // componentize-js resolves relative imports from the app's own
+        // directory: stage the app with the SDK beside it.
+        let name = dir.file_name().expect("named");
+        let staged = stage.join(name);
+        let _ = std::fs::remove_dir_all(&staged);
+        std::fs::create_dir_all(&staged).expect("create the JavaScript stage");
+        let mut files = Vec::new();
+        collect_files(dir, &mut files);
+        for file in files {
+            let to = staged.join(file.strip_prefix(dir).expect("under the app"));
+            std::fs::create_dir_all(to.parent().expect("has a parent")).expect("stage dir");
+            std::fs::copy(&file, &to).expect("stage a JavaScript file");
+        }
+        std::fs::copy(&sdk, staged.join("weft-sdk.js")).expect("stage the SDK");
+        let mut command = Command::new("node");
+        command
+            .arg(js.join("build.mjs"))
+            .arg(staged.join("app.js"))
+            .arg(&wit)
+            .arg(wasm)
+            .current_dir(&js);
+        command
+    })
+}
+
+/// Builds each app directory under `apps` (those holding `entry`) into
+/// `<out>/<name>.wasm` with the command `build(dir, wasm)` gives, unless
+/// its inputs (the app, `shared`, the toolchain `version`) are unchanged
+/// since the last build: a Python or JavaScript component takes seconds.
+fn build_scripted_guests(
+    apps: &Path,
+    entry: &str,
+    shared: &[PathBuf],
+    version: &str,
+    out: &Path,
+    build: impl Fn(&Path, &Path) -> Command,
+) -> Option<PathBuf> {
+    std::fs::create_dir_all(out).expect("create the guest dir");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(apps)
         .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
-    dirs.retain(|d| d.join("app.py").exists());
+    dirs.retain(|d| d.join(entry).exists());
     dirs.sort();
     for dir in dirs {
         let name = dir
@@ -175,7 +297,7 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
             .expect("named")
             .to_string_lossy()
             .into_owned();
-        let mut inputs = shared.clone();
+        let mut inputs = shared.to_vec();
         collect_files(&dir, &mut inputs);
         inputs.retain(|p| !p.components().any(|c| c.as_os_str() == "__pycache__"));
         inputs.sort();
@@ -184,7 +306,7 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
         for input in &inputs {
             std::hash::Hash::hash(&input, &mut hasher);
             std::hash::Hash::hash(
-                &std::fs::read(input).expect("read a Python input"),
+                &std::fs::read(input).expect("read a guest input"),
                 &mut hasher,
             );
         }
@@ -194,21 +316,12 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
         if wasm.exists() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
             continue;
         }
-        let output = Command::new(&program)
-            .arg("-d")
-            .arg(&wit)
-            .args(["-w", "step-plugin", "componentize", "app", "-p"])
-            .arg(&dir)
-            .arg("-p")
-            .arg(&sdk)
-            .arg("-o")
-            .arg(&wasm)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
+        let output = build(&dir, &wasm)
             .output()
-            .expect("run componentize-py");
+            .unwrap_or_else(|e| panic!("building {}: {e}", dir.display()));
         if !output.status.success() {
             panic!(
-                "building the Python plugin {} failed:\n{}{}",
+                "building the plugin in {} failed:\n{}{}",
                 dir.display(),
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)

@@ -1,6 +1,7 @@
 //! One contract, every language: the same checks run against each
-//! language's contract fixture — the Rust `testkit` and the Python
-//! `tests/fixtures/python/contract` — which share their modes and outputs.
+//! language's contract fixture — the Rust `testkit`, and
+//! `tests/fixtures/python/contract` and `tests/fixtures/js/contract` —
+//! which share their modes and outputs.
 //! A new language is added by adding its fixture to [`languages`].
 //!
 //! Checks: describe() metadata; JSON round trip of unicode and large
@@ -8,9 +9,10 @@
 //! the limits (time, memory, output size). Then a Python plugin uploaded
 //! to a real `weft serve` runs in a workflow through the HTTP API.
 //!
-//! Python components are built by host/build.rs with componentize-py
-//! (`scripts/test` installs it). Without it the Python half skips with a
-//! notice, unless `WEFT_REQUIRE_PLUGIN_TOOLCHAINS` is set (CI): then it fails.
+//! Python and JavaScript components are built by host/build.rs with
+//! componentize-py and componentize-js (`scripts/test` installs them).
+//! Without one, that language skips with a notice, unless
+//! `WEFT_REQUIRE_PLUGIN_TOOLCHAINS` is set (CI): then it fails.
 
 mod common;
 
@@ -32,17 +34,21 @@ fn languages() -> Vec<(&'static str, Vec<u8>)> {
         "rust",
         read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))),
     )];
-    match env!("WEFT_PYTHON_GUEST_DIR") {
-        "" => {
+    for (language, dir) in [
+        ("python", env!("WEFT_PYTHON_GUEST_DIR")),
+        ("js", env!("WEFT_JS_GUEST_DIR")),
+    ] {
+        if dir.is_empty() {
             assert!(
                 std::env::var_os("WEFT_REQUIRE_PLUGIN_TOOLCHAINS").is_none(),
-                "WEFT_REQUIRE_PLUGIN_TOOLCHAINS is set but the Python plugins were not built (componentize-py missing when host/build.rs ran)"
+                "WEFT_REQUIRE_PLUGIN_TOOLCHAINS is set but the {language} plugins were not built (their toolchain was missing when host/build.rs ran)"
             );
             eprintln!(
-                "NOTICE: componentize-py was not found at build time; the Python contract checks are skipped"
+                "NOTICE: no {language} toolchain at build time; its contract checks are skipped"
             );
+        } else {
+            out.push((language, read(format!("{dir}/contract.wasm"))));
         }
-        dir => out.push(("python", read(format!("{dir}/contract.wasm")))),
     }
     out
 }
@@ -378,7 +384,13 @@ async fn limits(s: &Subject) {
         .unwrap_err();
     assert_eq!(error.kind(), "memory_limit", "{l}: {error}");
 
-    let error = call(json!({"mode": "big_output", "mib": 2}), Limits::DEFAULT)
+    // Room to build a 1 MiB string (a JavaScript engine needs more than
+    // the default 64 MiB for it); the output limit stops it anyway.
+    let roomy = Limits {
+        memory_bytes: 256 << 20,
+        ..Limits::DEFAULT
+    };
+    let error = call(json!({"mode": "big_output", "mib": 1}), roomy)
         .await
         .unwrap_err();
     assert_eq!(error.kind(), "output_too_large", "{l}: {error}");
@@ -455,4 +467,114 @@ async fn a_python_plugin_runs_in_a_workflow_through_the_api() {
         Some(1),
         "{outbox}"
     );
+}
+
+/// `weft plugin new` writes a project per language that builds with its
+/// one documented command and runs: Rust always; Python and JavaScript
+/// where their toolchain is installed (see [`languages`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_projects_build_with_one_command_and_run() {
+    let built: Vec<&str> = languages().iter().map(|(l, _)| *l).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let weft = env!("CARGO_BIN_EXE_weft");
+    for (lang, name) in [
+        ("rust", "greet_rs"),
+        ("python", "greet_py"),
+        ("js", "greet_js"),
+    ] {
+        if !built.contains(&lang) {
+            continue;
+        }
+        let created = std::process::Command::new(weft)
+            .args(["plugin", "new", "--lang", lang, name])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{lang}: {created:?}");
+        let project = dir.path().join(name);
+        let (mut build, component) = match lang {
+            "rust" => {
+                let mut c = std::process::Command::new(env!("CARGO"));
+                c.args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
+                    // Shared between runs: the SDK's dependencies build once.
+                    .env(
+                        "CARGO_TARGET_DIR",
+                        std::path::Path::new(env!("WEFT_GUEST_DIR")).join("../../../scaffold"),
+                    );
+                (
+                    c,
+                    format!(
+                        "{}/../../../scaffold/wasm32-wasip2/release/{name}.wasm",
+                        env!("WEFT_GUEST_DIR")
+                    ),
+                )
+            }
+            "python" => {
+                let componentize = std::env::var("WEFT_COMPONENTIZE_PY")
+                    .unwrap_or_else(|_| "componentize-py".into());
+                let mut c = std::process::Command::new(componentize);
+                c.args([
+                    "-d",
+                    "wit",
+                    "-w",
+                    "step-plugin",
+                    "componentize",
+                    "app",
+                    "-p",
+                    ".",
+                ])
+                .args(["-o", &format!("{name}.wasm")]);
+                (
+                    c,
+                    project.join(format!("{name}.wasm")).display().to_string(),
+                )
+            }
+            _ => {
+                // The documented command runs `npm install` first; the
+                // repository's install stands in for it here.
+                std::os::unix::fs::symlink(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/js/node_modules"),
+                    project.join("node_modules"),
+                )
+                .unwrap();
+                let mut c = std::process::Command::new("node");
+                c.args(["build.mjs", "app.js", "wit", &format!("{name}.wasm")]);
+                (
+                    c,
+                    project.join(format!("{name}.wasm")).display().to_string(),
+                )
+            }
+        };
+        let output = build.current_dir(&project).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{lang}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let ran = std::process::Command::new(weft)
+            .args([
+                "plugin",
+                "run",
+                &component,
+                "--quiet",
+                "--config",
+                r#"{"name":"Ada"}"#,
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&ran.stdout);
+        assert!(ran.status.success(), "{lang}: {ran:?}");
+        let output: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(output, json!({"greeting": "Hello, Ada!"}), "{lang}");
+        let refused = std::process::Command::new(weft)
+            .args(["plugin", "run", &component, "--config", "{}"])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success(), "{lang}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("invalid_input"),
+            "{lang}: {refused:?}"
+        );
+    }
 }

@@ -16,6 +16,7 @@ mod files {
 pub enum Lang {
     Rust,
     Python,
+    Js,
 }
 
 #[derive(Debug, clap::Args)]
@@ -38,6 +39,7 @@ fn build_command(lang: Lang, name: &str) -> String {
         Lang::Python => {
             format!("componentize-py -d wit -w step-plugin componentize app -p . -o {name}.wasm")
         }
+        Lang::Js => format!("npm install && node build.mjs app.js wit {name}.wasm"),
     }
 }
 
@@ -45,7 +47,7 @@ fn build_command(lang: Lang, name: &str) -> String {
 fn component_path(lang: Lang, name: &str) -> String {
     match lang {
         Lang::Rust => format!("target/wasm32-wasip2/release/{name}.wasm"),
-        Lang::Python => format!("{name}.wasm"),
+        Lang::Python | Lang::Js => format!("{name}.wasm"),
     }
 }
 
@@ -67,9 +69,12 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     let template = match args.lang {
         Lang::Rust => files::RUST,
         Lang::Python => files::PYTHON,
+        Lang::Js => files::JS,
     };
     for (path, text) in template {
-        let text = text.replace("{{name}}", name);
+        let text = text
+            .replace("{{name}}", name)
+            .replace("weft-js-toolchain", name);
         // The vendored Rust SDK finds the WIT package beside it.
         let text = if path.starts_with("weft-sdk/") {
             text.replace("path: \"../../wit\"", "path: \"../wit\"")
@@ -78,9 +83,13 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         };
         write(&dir, path, &text)?;
     }
-    if args.lang == Lang::Rust {
-        write(&dir, "weft-sdk/Cargo.toml", RUST_SDK_MANIFEST)?;
-        write(&dir, ".gitignore", "/target\n")?;
+    match args.lang {
+        Lang::Rust => {
+            write(&dir, "weft-sdk/Cargo.toml", RUST_SDK_MANIFEST)?;
+            write(&dir, ".gitignore", "/target\n")?;
+        }
+        Lang::Js => write(&dir, ".gitignore", "/node_modules\n*.wasm\n")?,
+        Lang::Python => write(&dir, ".gitignore", "*.wasm\n__pycache__/\n")?,
     }
     for (path, text) in files::WIT {
         write(&dir, &format!("wit/{path}"), text)?;

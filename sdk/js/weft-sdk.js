@@ -1,0 +1,174 @@
+// Weft step plugins in JavaScript: a thin layer over the bindings
+// componentize-js generates for the `weft:plugin/step-plugin` world.
+//
+// Config, input and output are JavaScript values (integers beyond 2^53
+// arrive as BigInt and go back out exactly); a step fails by throwing
+// `Retryable`, `Fatal` or `InvalidInput` (anything else thrown is a fatal
+// error naming it); the host's capabilities are functions.
+//
+//   import * as weft from './weft-sdk.js';
+//
+//   export const step = weft.plugin({
+//     name: 'greet', version: '0.1.0', description: 'Greets someone.',
+//     configSchema: { type: 'object', required: ['name'] },
+//     run(ctx, config, input) {
+//       weft.log('info', `greeting ${config.name}`);
+//       return { greeting: `Hello, ${config.name}!` };
+//     },
+//   });
+import * as host from 'weft:plugin/host@0.1.0';
+import { open } from 'wasi:keyvalue/store@0.2.0-draft';
+
+export class StepError extends Error {}
+/** A transient failure: the host retries if the step's policy allows. */
+export class Retryable extends StepError {}
+/** A permanent failure: not retried. */
+export class Fatal extends StepError {}
+/** The config or input makes no sense for this plugin: not retried. */
+export class InvalidInput extends StepError {}
+
+/** JSON text to a value; integers too large for a double become BigInt. */
+export function parseJson(text) {
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === 'number' && !Number.isSafeInteger(value) && context &&
+    /^-?\d+$/.test(context.source)
+      ? BigInt(context.source)
+      : value,
+  );
+}
+
+/** A value to JSON text; BigInt is written exactly. */
+export function stringifyJson(value) {
+  return JSON.stringify(value, (key, v) =>
+    typeof v === 'bigint' ? JSON.rawJSON(v.toString()) : v,
+  );
+}
+
+/** The text of an error a host call threw (jco's ComponentError). */
+function reason(e) {
+  const payload = e && e.payload !== undefined ? e.payload : e;
+  if (payload && typeof payload === 'object' && 'tag' in payload) {
+    return payload.val !== undefined ? String(payload.val) : payload.tag.replace(/-/g, ' ');
+  }
+  return String(payload && payload.message !== undefined ? payload.message : payload);
+}
+
+/** Appends a line to the attempt's log: trace, debug, info, warn, error. */
+export function log(level, message) {
+  host.log(level, String(message));
+}
+
+export function progress(percent, note = '') {
+  host.progress(Math.max(0, Math.min(100, Math.round(percent))), note);
+}
+
+/** The tenant's secret, or undefined if it does not exist or is not granted. */
+export function secret(name) {
+  return host.secret(name);
+}
+
+function call(what, f) {
+  try {
+    return f();
+  } catch (e) {
+    throw new Fatal(`${what}: ${reason(e)}`);
+  }
+}
+
+/** An uploaded file's bytes (Uint8Array); throws Fatal naming the problem. */
+export function readFile(fileId) {
+  return call(`read-file ${fileId}`, () => host.readFile(fileId));
+}
+
+/** Queues a message in the outbox (once per attempt position); its id. */
+export function sendMail({ to, cc = [], subject, body }) {
+  return call('send-mail', () => host.sendMail({ to, cc, subject, body }));
+}
+
+export function notify({ title, body = '', level = 'info', audience = '', link = '' }) {
+  return call('notify', () => host.notify({ title, body, level, audience, link }));
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The tenant's key-value store: values are bytes (strings are stored as UTF-8). */
+export const kv = {
+  bucket(name = 'default') {
+    return call(`key-value store ${JSON.stringify(name)}`, () => open(name));
+  },
+  get(key, bucket = 'default') {
+    return call('key-value get', () => this.bucket(bucket).get(key));
+  },
+  set(key, value, bucket = 'default') {
+    const bytes = typeof value === 'string' ? encoder.encode(value) : value;
+    call('key-value set', () => this.bucket(bucket).set(key, bytes));
+  },
+  delete(key, bucket = 'default') {
+    call('key-value delete', () => this.bucket(bucket).delete(key));
+  },
+  keys(bucket = 'default') {
+    const handle = this.bucket(bucket);
+    const found = [];
+    let cursor;
+    for (;;) {
+      const page = call('key-value keys', () => handle.listKeys(cursor));
+      found.push(...page.keys);
+      if (page.cursor === undefined || page.cursor === null) return found;
+      cursor = page.cursor;
+    }
+  },
+  getText(key, bucket = 'default') {
+    const value = this.get(key, bucket);
+    return value === undefined || value === null ? undefined : decoder.decode(value);
+  },
+  getJson(key, bucket = 'default') {
+    const text = this.getText(key, bucket);
+    return text === undefined ? undefined : parseJson(text);
+  },
+  setJson(key, value, bucket = 'default') {
+    this.set(key, stringifyJson(value), bucket);
+  },
+};
+
+/**
+ * The `step` export: `export const step = plugin({...})`. `run(ctx, config,
+ * input)` returns the output; `ctx` has tenant, runId, stepId, attempt and
+ * idempotencyKey. Schemas are JSON Schema documents (default: anything).
+ */
+export function plugin({
+  name, version, description, run,
+  configSchema = {}, inputSchema = {}, outputSchema = {}, capabilities = [],
+}) {
+  return {
+    describe() {
+      return {
+        name, version, description,
+        configSchema: JSON.stringify(configSchema),
+        inputSchema: JSON.stringify(inputSchema),
+        outputSchema: JSON.stringify(outputSchema),
+        capabilities,
+      };
+    },
+    run(ctx, config, input) {
+      let configValue;
+      let inputValue;
+      try {
+        configValue = config ? parseJson(config) : {};
+        inputValue = input ? parseJson(input) : {};
+      } catch (e) {
+        throw { tag: 'invalid-input', val: `not JSON: ${e.message}` };
+      }
+      let output;
+      try {
+        output = run(ctx, configValue, inputValue);
+      } catch (e) {
+        if (e instanceof Retryable) throw { tag: 'retryable', val: e.message };
+        if (e instanceof InvalidInput) throw { tag: 'invalid-input', val: e.message };
+        if (e instanceof StepError) throw { tag: 'fatal', val: e.message };
+        throw { tag: 'fatal', val: `${(e && e.name) || 'Error'}: ${(e && e.message) || e}` };
+      }
+      return stringifyJson(output === undefined ? null : output);
+    },
+  };
+}
