@@ -15,12 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+mod shared;
+
+use shared::invocation;
 use weft::api::{self, AppState};
 use weft::db::{Db, Options};
 use weft::engine::plugins::Plugins;
 use weft::engine::{Engine, EngineConfig};
 use weft::runtime::services::MemoryServices;
-use weft::runtime::{Grants, Invocation, Limits, Runtime, RuntimeConfig, StepContext};
+use weft::runtime::{Runtime, RuntimeConfig};
 
 const KEY: &str = "wft_bench_key";
 const RUNS: usize = 1_000;
@@ -200,20 +203,7 @@ async fn measure(config: EngineConfig) {
         let attempt = runtime
             .invoke(
                 &plugin,
-                Invocation {
-                    context: StepContext {
-                        tenant: "bench".into(),
-                        run_id: "run".into(),
-                        step_id: "step".into(),
-                        attempt: 1,
-                        idempotency_key: "run/step".into(),
-                    },
-                    config: r#"{"mode":"echo"}"#,
-                    input: r#"{"n":1}"#,
-                    grants: Grants::default(),
-                    services: memory.services(),
-                    limits: Limits::DEFAULT,
-                },
+                invocation(r#"{"mode":"echo"}"#, r#"{"n":1}"#, &memory),
             )
             .await;
         assert!(attempt.result.is_ok());

@@ -4,15 +4,24 @@
 //! check), both on the same engine and the same trivial component (the
 //! testkit fixture in `echo` mode).
 //!
+//! Then, per guest language (the Rust testkit and the Python and
+//! JavaScript contract fixtures, where their toolchains built them):
+//! component size, compile time at upload, load time after a restart (the
+//! serialized artifact from the disk cache), and one echo attempt through
+//! `Runtime::invoke`.
+//!
 //! Run: `cargo bench --bench invoke` (prints µs per call and the ratio).
 
 #![allow(clippy::print_stdout, reason = "a bench binary prints its figures")]
 
 use std::time::Instant;
 
+mod shared;
+
+use shared::invocation;
 use weft::runtime::floor::Floor;
 use weft::runtime::services::MemoryServices;
-use weft::runtime::{Grants, Invocation, Limits, Runtime, RuntimeConfig, StepContext};
+use weft::runtime::{Runtime, RuntimeConfig};
 
 const WARMUP: usize = 500;
 const ROUNDS: usize = 5;
@@ -31,23 +40,7 @@ async fn main() {
 
     let invoke = || async {
         let attempt = runtime
-            .invoke(
-                &plugin,
-                Invocation {
-                    context: StepContext {
-                        tenant: "bench".into(),
-                        run_id: "run".into(),
-                        step_id: "step".into(),
-                        attempt: 1,
-                        idempotency_key: "run/step".into(),
-                    },
-                    config,
-                    input,
-                    grants: Grants::default(),
-                    services: memory.services(),
-                    limits: Limits::DEFAULT,
-                },
-            )
+            .invoke(&plugin, invocation(config, input, &memory))
             .await;
         assert_eq!(attempt.result.as_deref(), Ok(input));
     };
@@ -81,4 +74,63 @@ async fn main() {
     println!("(a) raw floor (instantiate from InstancePre + run): {best_raw:.1} µs/call");
     println!("(b) Runtime::invoke (one attempt):                  {best_invoke:.1} µs/call");
     println!("ratio (b)/(a): {:.2}", best_invoke / best_raw);
+    println!();
+    languages().await;
+}
+
+async fn languages() {
+    let mut fixtures = vec![("rust", format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR")))];
+    for (language, dir) in [
+        ("python", env!("WEFT_PYTHON_GUEST_DIR")),
+        ("js", env!("WEFT_JS_GUEST_DIR")),
+    ] {
+        if dir.is_empty() {
+            println!("{language}: not built (no toolchain)");
+        } else {
+            fixtures.push((language, format!("{dir}/contract.wasm")));
+        }
+    }
+    println!("language | size | compile at upload | load after restart | echo attempt");
+    for (language, path) in fixtures {
+        let bytes = std::fs::read(&path).expect("fixture");
+        let cache = tempfile::tempdir().expect("tempdir");
+        let config = || RuntimeConfig {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..RuntimeConfig::default()
+        };
+        let started = Instant::now();
+        let runtime = Runtime::new(config()).expect("runtime");
+        runtime.load(&bytes).await.expect("load");
+        let compile = started.elapsed();
+        // A restarted host: a new runtime, the artifact on disk.
+        let restarted = Runtime::new(config()).expect("runtime");
+        let started = Instant::now();
+        let plugin = restarted.load(&bytes).await.expect("reload");
+        let reload = started.elapsed();
+        let memory = MemoryServices::default();
+        let attempt = || async {
+            let attempt = restarted
+                .invoke(
+                    &plugin,
+                    invocation(r#"{"mode":"echo"}"#, r#"{"n":1}"#, &memory),
+                )
+                .await;
+            assert!(attempt.result.is_ok(), "{language}: {:?}", attempt.result);
+        };
+        for _ in 0..20 {
+            attempt().await;
+        }
+        let calls = 300;
+        let started = Instant::now();
+        for _ in 0..calls {
+            attempt().await;
+        }
+        let per_call = started.elapsed().as_secs_f64() * 1e6 / f64::from(calls);
+        println!(
+            "{language} | {:.1} MB | {:.2} s | {:.1} ms | {per_call:.0} µs",
+            bytes.len() as f64 / 1e6,
+            compile.as_secs_f64(),
+            reload.as_secs_f64() * 1e3,
+        );
+    }
 }

@@ -177,6 +177,6 @@ def plugin(name, version, description, run, config_schema=None,
                 raise
             except Exception as e:
                 raise Err(types.StepError_Fatal(f"{type(e).__name__}: {e}"))
-            return json.dumps(output, ensure_ascii=False)
+            return json.dumps(output, ensure_ascii=False, separators=(",", ":"))
 
     return Step
