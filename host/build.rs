@@ -186,8 +186,8 @@ fn componentize_py() -> Option<(PathBuf, String)> {
     })
 }
 
-/// Builds every `tests/fixtures/python/<name>/app.py` into `<out>/<name>.wasm`
-/// with the Python SDK. `None` without componentize-py.
+/// Builds every `tests/fixtures/python/<name>/app.py` and
+/// `plugins/python/<name>/app.py` into `<out>/<name>.wasm` with the Python SDK. `None` without componentize-py.
 fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     let Some((program, version)) = componentize_py() else {
         println!(
@@ -200,7 +200,10 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     let mut shared = Vec::new();
     collect_files(&sdk.join("weft_sdk"), &mut shared);
     collect_files(&wit, &mut shared);
-    let apps = root.join("tests").join("fixtures").join("python");
+    let apps = [
+        root.join("tests").join("fixtures").join("python"),
+        root.join("plugins").join("python"),
+    ];
     build_scripted_guests(&apps, "app.py", &shared, &version, out, |dir, wasm| {
         let mut command = Command::new(&program);
         command
@@ -217,8 +220,8 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Builds every `tests/fixtures/js/<name>/app.js` into `<out>/<name>.wasm`
-/// with componentize-js (`sdk/js`, its packages installed by
+/// Builds every `tests/fixtures/js/<name>/app.js` and `plugins/js/<name>/app.js`
+/// into `<out>/<name>.wasm` with componentize-js (`sdk/js`, its packages installed by
 /// scripts/toolchains), the SDK copied beside the app. `None` without them.
 fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     let js = root.join("sdk").join("js");
@@ -245,7 +248,10 @@ fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     let sdk = js.join("weft-sdk.js");
     let mut shared = vec![sdk.clone(), js.join("build.mjs")];
     collect_files(&wit, &mut shared);
-    let apps = root.join("tests").join("fixtures").join("js");
+    let apps = [
+        root.join("tests").join("fixtures").join("js"),
+        root.join("plugins").join("js"),
+    ];
     let stage = out.join("stage");
     build_scripted_guests(&apps, "app.js", &shared, &version, out, |dir, wasm| {
         // componentize-js resolves relative imports from the app's own
@@ -273,12 +279,12 @@ fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Builds each app directory under `apps` (those holding `entry`) into
+/// Builds each app directory under the `apps` roots (those holding `entry`) into
 /// `<out>/<name>.wasm` with the command `build(dir, wasm)` gives, unless
 /// its inputs (the app, `shared`, the toolchain `version`) are unchanged
 /// since the last build: a Python or JavaScript component takes seconds.
 fn build_scripted_guests(
-    apps: &Path,
+    apps: &[PathBuf],
     entry: &str,
     shared: &[PathBuf],
     version: &str,
@@ -286,9 +292,11 @@ fn build_scripted_guests(
     build: impl Fn(&Path, &Path) -> Command,
 ) -> Option<PathBuf> {
     std::fs::create_dir_all(out).expect("create the guest dir");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(apps)
-        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = apps
+        .iter()
+        .filter_map(|apps| std::fs::read_dir(apps).ok())
+        .flat_map(|entries| entries.filter_map(Result::ok).map(|e| e.path()))
+        .collect();
     dirs.retain(|d| d.join(entry).exists());
     dirs.sort();
     for dir in dirs {

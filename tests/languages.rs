@@ -578,3 +578,122 @@ async fn new_projects_build_with_one_command_and_run() {
         );
     }
 }
+
+/// The JavaScript port of the `create_notification` catalog plugin,
+/// uploaded to a real server, behaves like the built-in Rust original in
+/// the same workflow: the same notification, the same errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_create_notification_matches_the_rust_one() {
+    if env!("WEFT_JS_GUEST_DIR").is_empty() {
+        // Fails where the toolchains are required, skips with a notice
+        // elsewhere.
+        languages();
+        return;
+    }
+    let bytes = std::fs::read(format!(
+        "{}/create_notification_js.wasm",
+        env!("WEFT_JS_GUEST_DIR")
+    ))
+    .unwrap();
+    let server = Server::start();
+    let form = reqwest::multipart::Form::new().part(
+        "component",
+        reqwest::multipart::Part::bytes(bytes).file_name("create_notification_js.wasm"),
+    );
+    let upload = server
+        .req(Method::POST, "/v1/plugins")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let (status, grants) = server
+        .call(
+            Method::PUT,
+            "/v1/plugins/create_notification_js/grants",
+            Some(json!({"notify": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{grants}");
+    let config = json!({
+        "title": " Overdue invoices ✓ ",
+        "body": "{{input.summary}}",
+        "level": "warning",
+        "audience": " finance ",
+        "link": "/ui/#/runs"
+    });
+    server
+        .publish(
+            json!({"key": "notify_both", "name": "Rust and JS", "steps": [
+                {"id": "rust", "uses": "create_notification@1", "config": config},
+                {"id": "js", "uses": "create_notification_js@1", "config": config}
+            ]}),
+        )
+        .await;
+    let run = server
+        .run_sync(
+            "notify_both",
+            json!({"summary": "3 invoices, 1,234.50 EUR"}),
+        )
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let (status, list) = server.get("/v1/notifications").await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    let by_step = |step: &str| {
+        let n = items
+            .iter()
+            .find(|n| n["step_id"] == step)
+            .unwrap_or_else(|| panic!("no notification from {step}: {list}"));
+        assert_eq!(
+            common::step(&run, step)["output"]["notification_id"],
+            n["id"],
+            "{run}"
+        );
+        json!([n["title"], n["body"], n["level"], n["audience"], n["link"]])
+    };
+    assert_eq!(by_step("rust"), by_step("js"));
+    assert_eq!(
+        by_step("js"),
+        json!([
+            "Overdue invoices ✓",
+            "3 invoices, 1,234.50 EUR",
+            "warning",
+            "finance",
+            "/ui/#/runs"
+        ])
+    );
+
+    // The same refusals, word for word.
+    for (bad, field) in [
+        (
+            json!({"title": "t", "body": "b", "link": "javascript:alert(1)"}),
+            "link",
+        ),
+        (json!({"title": "a\nb", "body": "b"}), "title"),
+        (
+            json!({"title": "t", "body": "b", "audience": "fin\nance"}),
+            "audience",
+        ),
+        (json!({"title": "   ", "body": "b"}), "blank"),
+    ] {
+        let mut errors = Vec::new();
+        for (plugin, uses) in [
+            ("rust", "create_notification@1"),
+            ("js", "create_notification_js@1"),
+        ] {
+            let key = format!("bad_{field}_{plugin}");
+            server
+                .publish(json!({"key": key, "name": "Bad", "steps": [
+                    {"id": "notify", "uses": uses, "config": bad}
+                ]}))
+                .await;
+            let run = server.run_sync(&key, json!({})).await;
+            assert_eq!(run["status"], "failed", "{run}");
+            let e = &common::step(&run, "notify")["error"];
+            errors.push(json!([e["kind"], e["message"]]));
+        }
+        assert_eq!(errors[0], errors[1], "{field}");
+        assert_eq!(errors[1][0], "invalid_input", "{field}");
+    }
+}
