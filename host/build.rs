@@ -80,11 +80,12 @@ fn main() {
         "cargo:rustc-env=WEFT_PYTHON_GUEST_DIR={}",
         python.map(|d| d.display().to_string()).unwrap_or_default()
     );
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("sdk/js/node_modules/.package-lock.json")
-            .display()
-    );
+    // Watched only when present: cargo treats a missing watched file as
+    // changed, which would rerun this script on every build.
+    let js_install = root.join("sdk/js/node_modules/.package-lock.json");
+    if js_install.exists() {
+        println!("cargo:rerun-if-changed={}", js_install.display());
+    }
     let js = build_js_guests(&root, &guest_target.join("js"));
     println!(
         "cargo:rustc-env=WEFT_JS_GUEST_DIR={}",
@@ -204,18 +205,22 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
         root.join("tests").join("fixtures").join("python"),
         root.join("plugins").join("python"),
     ];
+    let stage = out.join("stage");
     build_scripted_guests(&apps, "app.py", &shared, &version, out, |dir, wasm| {
+        // componentize-py's interpreter writes __pycache__ beside what it
+        // imports: build from copies, never the source tree.
+        let staged = stage_copy(dir, &stage);
+        let sdk_copy = stage_copy(&sdk.join("weft_sdk"), &stage.join("sdk"));
         let mut command = Command::new(&program);
         command
             .arg("-d")
             .arg(&wit)
             .args(["-w", "step-plugin", "componentize", "app", "-p"])
-            .arg(dir)
+            .arg(&staged)
             .arg("-p")
-            .arg(&sdk)
+            .arg(sdk_copy.parent().expect("staged under sdk/"))
             .arg("-o")
-            .arg(wasm)
-            .env("PYTHONDONTWRITEBYTECODE", "1");
+            .arg(wasm);
         command
     })
 }
@@ -256,17 +261,7 @@ fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     build_scripted_guests(&apps, "app.js", &shared, &version, out, |dir, wasm| {
         // componentize-js resolves relative imports from the app's own
         // directory: stage the app with the SDK beside it.
-        let name = dir.file_name().expect("named");
-        let staged = stage.join(name);
-        let _ = std::fs::remove_dir_all(&staged);
-        std::fs::create_dir_all(&staged).expect("create the JavaScript stage");
-        let mut files = Vec::new();
-        collect_files(dir, &mut files);
-        for file in files {
-            let to = staged.join(file.strip_prefix(dir).expect("under the app"));
-            std::fs::create_dir_all(to.parent().expect("has a parent")).expect("stage dir");
-            std::fs::copy(&file, &to).expect("stage a JavaScript file");
-        }
+        let staged = stage_copy(dir, &stage);
         std::fs::copy(&sdk, staged.join("weft-sdk.js")).expect("stage the SDK");
         let mut command = Command::new("node");
         command
@@ -277,6 +272,25 @@ fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
             .current_dir(&js);
         command
     })
+}
+
+/// Copies `dir` to `<stage>/<its name>` (replacing an earlier copy);
+/// returns the copy.
+fn stage_copy(dir: &Path, stage: &Path) -> PathBuf {
+    let staged = stage.join(dir.file_name().expect("named"));
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::create_dir_all(&staged).expect("create a stage dir");
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    for file in files {
+        if file.components().any(|c| c.as_os_str() == "__pycache__") {
+            continue;
+        }
+        let to = staged.join(file.strip_prefix(dir).expect("under the dir"));
+        std::fs::create_dir_all(to.parent().expect("has a parent")).expect("stage dir");
+        std::fs::copy(&file, &to).expect("stage a file");
+    }
+    staged
 }
 
 /// Builds each app directory under the `apps` roots (those holding `entry`) into
@@ -324,6 +338,8 @@ fn build_scripted_guests(
         if wasm.exists() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
             continue;
         }
+        // A failed build must not leave an old stamp matching a new file.
+        let _ = std::fs::remove_file(&stamp_path);
         let output = build(&dir, &wasm)
             .output()
             .unwrap_or_else(|e| panic!("building {}: {e}", dir.display()));

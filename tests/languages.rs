@@ -5,7 +5,8 @@
 //! A new language is added by adding its fixture to [`languages`].
 //!
 //! Checks: describe() metadata; JSON round trip of unicode and large
-//! numbers; each step-error kind; each host capability, granted and denied;
+//! numbers; each step-error kind; the host capabilities (secrets, files,
+//! key-value and mail, granted and denied; logs; the step context);
 //! the limits (time, memory, output size). Then a Python plugin uploaded
 //! to a real `weft serve` runs in a workflow through the HTTP API.
 //!

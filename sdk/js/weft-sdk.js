@@ -67,52 +67,65 @@ export function secret(name) {
   return host.secret(name);
 }
 
-function call(what, f) {
+/** Runs a host call; its error becomes `kind` (Fatal by default) with the host's words. */
+function call(f, kind = Fatal) {
   try {
     return f();
   } catch (e) {
-    throw new Fatal(`${what}: ${reason(e)}`);
+    throw new kind(reason(e));
   }
+}
+
+/** A key-value call: Retryable, as the Rust SDK's `?` makes it. */
+function kvCall(f) {
+  return call(f, Retryable);
 }
 
 /** An uploaded file's bytes (Uint8Array); throws Fatal naming the problem. */
 export function readFile(fileId) {
-  return call(`read-file ${fileId}`, () => host.readFile(fileId));
+  return call(() => host.readFile(fileId));
 }
 
-/** Queues a message in the outbox (once per attempt position); its id. */
+/** Queues a message in the outbox (once per attempt position); its id. `to` and `cc` are an address or a list. */
 export function sendMail({ to, cc = [], subject, body }) {
-  return call('send-mail', () => host.sendMail({ to, cc, subject, body }));
+  const list = (v) => (typeof v === 'string' ? [v] : [...v]);
+  return call(() => host.sendMail({ to: list(to), cc: list(cc), subject, body }));
 }
 
 export function notify({ title, body = '', level = 'info', audience = '', link = '' }) {
-  return call('notify', () => host.notify({ title, body, level, audience, link }));
+  return call(() => host.notify({ title, body, level, audience, link }));
 }
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** The tenant's key-value store: values are bytes (strings are stored as UTF-8). */
+/**
+ * The tenant's key-value store: values are bytes (strings are stored as
+ * UTF-8). Errors throw `Retryable` naming the problem.
+ */
 export const kv = {
   bucket(name = 'default') {
-    return call(`key-value store ${JSON.stringify(name)}`, () => open(name));
+    return kvCall(() => open(name));
   },
   get(key, bucket = 'default') {
-    return call('key-value get', () => this.bucket(bucket).get(key));
+    const handle = this.bucket(bucket);
+    return kvCall(() => handle.get(key));
   },
   set(key, value, bucket = 'default') {
     const bytes = typeof value === 'string' ? encoder.encode(value) : value;
-    call('key-value set', () => this.bucket(bucket).set(key, bytes));
+    const handle = this.bucket(bucket);
+    kvCall(() => handle.set(key, bytes));
   },
   delete(key, bucket = 'default') {
-    call('key-value delete', () => this.bucket(bucket).delete(key));
+    const handle = this.bucket(bucket);
+    kvCall(() => handle.delete(key));
   },
   keys(bucket = 'default') {
     const handle = this.bucket(bucket);
     const found = [];
     let cursor;
     for (;;) {
-      const page = call('key-value keys', () => handle.listKeys(cursor));
+      const page = kvCall(() => handle.listKeys(cursor));
       found.push(...page.keys);
       if (page.cursor === undefined || page.cursor === null) return found;
       cursor = page.cursor;
@@ -155,20 +168,32 @@ export function plugin({
       let inputValue;
       try {
         configValue = config ? parseJson(config) : {};
+      } catch (e) {
+        throw { tag: 'invalid-input', val: `config is not JSON: ${e.message}` };
+      }
+      try {
         inputValue = input ? parseJson(input) : {};
       } catch (e) {
-        throw { tag: 'invalid-input', val: `not JSON: ${e.message}` };
+        throw { tag: 'invalid-input', val: `input is not JSON: ${e.message}` };
       }
-      let output;
       try {
-        output = run(ctx, configValue, inputValue);
+        const output = run(ctx, configValue, inputValue);
+        if (output && typeof output.then === 'function') {
+          throw new Fatal('run returned a Promise: async steps are not supported; return the output');
+        }
+        let text;
+        try {
+          text = stringifyJson(output === undefined ? null : output);
+        } catch (e) {
+          throw new Fatal(`the output is not JSON: ${e.message}`);
+        }
+        return text;
       } catch (e) {
         if (e instanceof Retryable) throw { tag: 'retryable', val: e.message };
         if (e instanceof InvalidInput) throw { tag: 'invalid-input', val: e.message };
         if (e instanceof StepError) throw { tag: 'fatal', val: e.message };
         throw { tag: 'fatal', val: `${(e && e.name) || 'Error'}: ${(e && e.message) || e}` };
       }
-      return stringifyJson(output === undefined ? null : output);
     },
   };
 }

@@ -36,7 +36,10 @@ function optionalString(config, key) {
 
 /** An absolute http(s) URL with a host, or a path within the app. */
 export function isLink(link) {
-  if (link.length > MAX_LINK || /[\s\u0000-\u001f\u007f-\u009f]/.test(link)) return false;
+  // Bytes, as the Rust original counts them.
+  if (new TextEncoder().encode(link).length > MAX_LINK || /[\s\u0000-\u001f\u007f-\u009f]/.test(link)) {
+    return false;
+  }
   for (const scheme of ['https://', 'http://']) {
     if (link.startsWith(scheme)) {
       const rest = link.slice(scheme.length);

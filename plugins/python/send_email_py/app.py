@@ -15,6 +15,12 @@ MAX_SUBJECT = 998
 MAX_RECIPIENTS = 100
 
 
+# Rust's `char::is_whitespace` (Unicode White_Space); `str.isspace` also
+# takes the separators \x1c–\x1f.
+_WHITESPACE = set("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+                  "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
 def _json(value):
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -27,7 +33,7 @@ def is_plausible_address(address):
         and "." in domain
         and not domain.startswith(".")
         and not domain.endswith(".")
-        and not any(c.isspace() or c in "<>," for c in address)
+        and not any(c in _WHITESPACE or c in "<>," for c in address)
     )
 
 

@@ -74,10 +74,15 @@ def read_file(file_id):
         raise Fatal(e.value) from None
 
 
+def _addresses(value):
+    return [value] if isinstance(value, str) else list(value)
+
+
 def send_mail(to, subject, body, cc=()):
-    """Queues a message in the outbox (once per attempt position); its id."""
+    """Queues a message in the outbox (once per attempt position); its id.
+    `to` and `cc` are an address or a list of them."""
     try:
-        return host.send_mail(host.Mail(list(to), list(cc), subject, body))
+        return host.send_mail(host.Mail(_addresses(to), _addresses(cc), subject, body))
     except Err as e:
         raise Fatal(e.value) from None
 
@@ -100,13 +105,15 @@ def _kv_error(error):
 
 class _Kv:
     """The tenant's key-value store: values are bytes (str is stored as
-    UTF-8), with JSON helpers. Errors raise `Fatal` naming the problem."""
+    UTF-8), with JSON helpers. Errors raise `Retryable` naming the problem."""
 
     def _call(self, bucket, op, *args):
         try:
             return getattr(store.open(bucket), op)(*args)
         except Err as e:
-            raise Fatal(f"key-value store {bucket!r}: {_kv_error(e.value)}") from None
+            # Retryable, as the Rust SDK's `?` makes it: the store may be
+            # back on the next attempt.
+            raise Retryable(f"key-value store {bucket!r}: {_kv_error(e.value)}") from None
 
     def get(self, key, bucket="default"):
         return self._call(bucket, "get", key)
@@ -133,10 +140,25 @@ class _Kv:
         return None if value is None else json.loads(value)
 
     def set_json(self, key, value, bucket="default"):
-        self.set(key, json.dumps(value), bucket)
+        self.set(key, _dumps(value), bucket)
 
 
 kv = _Kv()
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(text):
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _dumps(value):
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+_STEP_ERRORS = (types.StepError_Retryable, types.StepError_Fatal, types.StepError_InvalidInput)
 
 
 def _schema(value):
@@ -161,22 +183,32 @@ def plugin(name, version, description, run, config_schema=None,
 
         def run(self, ctx, config, input):
             try:
-                config_value = json.loads(config) if config else {}
-                input_value = json.loads(input) if input else {}
+                config_value = _loads(config) if config else {}
             except ValueError as e:
-                raise Err(types.StepError_InvalidInput(f"not JSON: {e}"))
+                raise Err(types.StepError_InvalidInput(f"config is not JSON: {e}"))
+            try:
+                input_value = _loads(input) if input else {}
+            except ValueError as e:
+                raise Err(types.StepError_InvalidInput(f"input is not JSON: {e}"))
             try:
                 output = run(ctx, config_value, input_value)
+                text = _dumps(output)
             except Retryable as e:
                 raise Err(types.StepError_Retryable(str(e)))
             except InvalidInput as e:
                 raise Err(types.StepError_InvalidInput(str(e)))
             except StepError as e:
                 raise Err(types.StepError_Fatal(str(e)))
-            except Err:
-                raise
+            except Err as e:
+                if isinstance(e.value, _STEP_ERRORS):
+                    raise
+                raise Err(types.StepError_Fatal(f"host call failed: {e.value}"))
+            except (TypeError, ValueError) as e:
+                if "output" not in locals():
+                    raise Err(types.StepError_Fatal(f"{type(e).__name__}: {e}"))
+                raise Err(types.StepError_Fatal(f"the output is not JSON: {e}"))
             except Exception as e:
                 raise Err(types.StepError_Fatal(f"{type(e).__name__}: {e}"))
-            return json.dumps(output, ensure_ascii=False, separators=(",", ":"))
+            return text
 
     return Step
