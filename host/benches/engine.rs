@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 mod shared;
 
-use shared::invocation;
+use shared::{invocation, linear_steps};
 use weft::api::{self, AppState};
 use weft::db::{Db, Options};
 use weft::engine::plugins::Plugins;
@@ -96,16 +96,7 @@ async fn measure(config: EngineConfig) {
             .send()
     };
 
-    let steps: Vec<Value> = (0..STEPS)
-        .map(|i| {
-            let mut step =
-                json!({"id": format!("s{i}"), "uses": "testkit@0", "config": {"mode": "echo"}});
-            if i > 0 {
-                step["depends_on"] = json!([format!("s{}", i - 1)]);
-            }
-            step
-        })
-        .collect();
+    let steps = linear_steps(STEPS);
     let created = post(
         "/v1/workflows",
         json!({"key": "linear", "name": "Linear", "steps": steps}),

@@ -21,7 +21,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod shared;
+
 use serde_json::{Value, json};
+use shared::linear_steps;
 use sqlx::Connection as _;
 
 const KEY: &str = "wft_bench_hosts_key";
@@ -161,16 +164,7 @@ async fn throughput(client: &reqwest::Client, database: &str, hosts: usize) -> f
         .map(|d| Host::start(d.path(), database, &[]))
         .collect();
     let urls: Vec<&str> = running.iter().map(|h| h.url.as_str()).collect();
-    let steps: Vec<Value> = (0..STEPS)
-        .map(|i| {
-            let mut step =
-                json!({"id": format!("s{i}"), "uses": "testkit@0", "config": {"mode": "echo"}});
-            if i > 0 {
-                step["depends_on"] = json!([format!("s{}", i - 1)]);
-            }
-            step
-        })
-        .collect();
+    let steps = linear_steps(STEPS);
     publish(client, urls[0], "linear", steps).await;
     // Warm-up: every host compiles and instantiates once.
     let mut warm = 0;
@@ -235,15 +229,17 @@ async fn takeover(client: &reqwest::Client, database: &str, lease_ms: &str) -> f
     .await;
     let id = run["id"].as_str().expect("id").to_owned();
     let b = Host::start(b_dir.path(), database, &args);
-    // Host a has the attempt (b started after the claim).
-    loop {
-        let run = call(
+    let view = || {
+        call(
             client,
             reqwest::Method::GET,
             format!("{}/v1/runs/{id}", b.url),
             None,
         )
-        .await;
+    };
+    // Host a has the attempt (b started after the claim).
+    loop {
+        let run = view().await;
         if run["status"] == "running" {
             break;
         }
@@ -254,13 +250,7 @@ async fn takeover(client: &reqwest::Client, database: &str, lease_ms: &str) -> f
     let killed_at = chrono::Utc::now();
     a.kill();
     loop {
-        let run = call(
-            client,
-            reqwest::Method::GET,
-            format!("{}/v1/runs/{id}", b.url),
-            None,
-        )
-        .await;
+        let run = view().await;
         let attempts = run["steps"][0]["attempt_log"]
             .as_array()
             .cloned()

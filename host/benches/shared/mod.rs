@@ -1,5 +1,8 @@
 //! What the bench binaries share.
 
+#![allow(dead_code, reason = "each bench uses a different part")]
+
+use serde_json::{Value, json};
 use weft::runtime::services::MemoryServices;
 use weft::runtime::{Grants, Invocation, Limits, StepContext};
 
@@ -19,4 +22,19 @@ pub fn invocation<'a>(config: &'a str, input: &'a str, memory: &MemoryServices) 
         services: memory.services(),
         limits: Limits::DEFAULT,
     }
+}
+
+/// The steps of the benchmark workflow: `n` testkit steps in `echo` mode,
+/// each depending on the one before.
+pub fn linear_steps(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let mut step =
+                json!({"id": format!("s{i}"), "uses": "testkit@0", "config": {"mode": "echo"}});
+            if i > 0 {
+                step["depends_on"] = json!([format!("s{}", i - 1)]);
+            }
+            step
+        })
+        .collect()
 }
