@@ -1,7 +1,7 @@
 //! One contract, every language: the same checks run against each
 //! language's contract fixture — the Rust `testkit`, and
-//! `tests/fixtures/python/contract` and `tests/fixtures/js/contract` —
-//! which share their modes and outputs.
+//! `tests/fixtures/{python,js,c,go}/contract` — which share their modes
+//! and outputs.
 //! A new language is added by adding its fixture to [`languages`].
 //!
 //! Checks: describe() metadata; JSON round trip of unicode and large
@@ -11,7 +11,8 @@
 //! to a real `weft serve` runs in a workflow through the HTTP API.
 //!
 //! Python and JavaScript components are built by host/build.rs with
-//! componentize-py and componentize-js (`scripts/test` installs them).
+//! componentize-py and componentize-js, C and Go ones by `weft plugin
+//! build` with clang/wasi-libc and Go (`scripts/test` installs them all).
 //! Without one, that language skips with a notice, unless
 //! `WEFT_REQUIRE_PLUGIN_TOOLCHAINS` is set (CI): then it fails.
 
@@ -49,6 +50,12 @@ fn languages() -> Vec<(&'static str, Vec<u8>)> {
             );
         } else {
             out.push((language, read(format!("{dir}/contract.wasm"))));
+        }
+    }
+    for language in ["c", "go"] {
+        let project = format!("tests/fixtures/{language}/contract");
+        if let Some(bytes) = common::guests::build(language, &project) {
+            out.push((language, bytes));
         }
     }
     out
@@ -451,9 +458,9 @@ async fn a_python_plugin_runs_in_a_workflow_through_the_api() {
     );
 }
 
-/// `weft plugin new` writes a project per language that builds with its
-/// one documented command and runs: Rust always; Python and JavaScript
-/// where their toolchain is installed (see [`languages`]).
+/// `weft plugin new` writes a project per language that builds with the
+/// one documented command, `weft plugin build`, and runs: Rust always; the
+/// others where their toolchain is installed (see [`languages`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_projects_build_with_one_command_and_run() {
     let built: Vec<&str> = languages().iter().map(|(l, _)| *l).collect();
@@ -463,6 +470,8 @@ async fn new_projects_build_with_one_command_and_run() {
         ("rust", "greet_rs"),
         ("python", "greet_py"),
         ("js", "greet_js"),
+        ("c", "greet_c"),
+        ("go", "greet_go"),
     ] {
         if !built.contains(&lang) {
             continue;
@@ -474,66 +483,42 @@ async fn new_projects_build_with_one_command_and_run() {
             .unwrap();
         assert!(created.status.success(), "{lang}: {created:?}");
         let project = dir.path().join(name);
-        let (mut build, component) = match lang {
+        let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+        assert!(
+            readme.contains("    weft plugin build\n"),
+            "{lang}: {readme}"
+        );
+        let mut build = std::process::Command::new(weft);
+        build.args(["plugin", "build"]).current_dir(&project);
+        match lang {
+            // Shared between runs: the SDK's dependencies build once.
             "rust" => {
-                let mut c = std::process::Command::new(env!("CARGO"));
-                c.args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
-                    // Shared between runs: the SDK's dependencies build once.
-                    .env(
-                        "CARGO_TARGET_DIR",
-                        std::path::Path::new(env!("WEFT_GUEST_DIR")).join("../../../scaffold"),
-                    );
-                (
-                    c,
-                    format!(
-                        "{}/../../../scaffold/wasm32-wasip2/release/{name}.wasm",
-                        env!("WEFT_GUEST_DIR")
-                    ),
-                )
+                build.env(
+                    "CARGO_TARGET_DIR",
+                    std::path::Path::new(env!("WEFT_GUEST_DIR")).join("../../../scaffold"),
+                );
             }
-            "python" => {
-                let componentize = std::env::var("WEFT_COMPONENTIZE_PY")
-                    .unwrap_or_else(|_| "componentize-py".into());
-                let mut c = std::process::Command::new(componentize);
-                c.args([
-                    "-d",
-                    "wit",
-                    "-w",
-                    "step-plugin",
-                    "componentize",
-                    "app",
-                    "-p",
-                    ".",
-                ])
-                .args(["-o", &format!("{name}.wasm")]);
-                (
-                    c,
-                    project.join(format!("{name}.wasm")).display().to_string(),
-                )
-            }
-            _ => {
-                // The documented command runs `npm install` first; the
-                // repository's install stands in for it here.
-                std::os::unix::fs::symlink(
-                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/js/node_modules"),
-                    project.join("node_modules"),
-                )
-                .unwrap();
-                let mut c = std::process::Command::new("node");
-                c.args(["build.mjs", "app.js", "wit", &format!("{name}.wasm")]);
-                (
-                    c,
-                    project.join(format!("{name}.wasm")).display().to_string(),
-                )
-            }
-        };
-        let output = build.current_dir(&project).output().unwrap();
+            // `weft plugin build` runs `npm install` where node_modules is
+            // missing; the repository's install stands in for it here.
+            "js" => std::os::unix::fs::symlink(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/js/node_modules"),
+                project.join("node_modules"),
+            )
+            .unwrap(),
+            _ => {}
+        }
+        let output = build.output().unwrap();
         assert!(
             output.status.success(),
             "{lang}: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains(&format!("({name} 0.1.0")),
+            "{lang}: {output:?}"
+        );
+        let component = project.join(format!("{name}.wasm")).display().to_string();
         let ran = std::process::Command::new(weft)
             .args([
                 "plugin",
@@ -738,4 +723,75 @@ async fn the_python_send_email_matches_the_rust_one() {
     };
     assert_eq!(queued("original"), queued("port"));
     assert_eq!(queued("port")[2], "Receivables for 2026-11-23 ✓");
+}
+
+/// The C and Go example plugins from `plugins/`, built with `weft plugin
+/// build` and uploaded by a tenant, run one after the other in a workflow
+/// through the HTTP API, with the key-value grant they ask for; without
+/// it they fail with the host's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_and_go_plugins_run_in_a_workflow_through_the_api() {
+    let (Some(c), Some(go)) = (
+        common::guests::build("c", "plugins/c/hello_c"),
+        common::guests::build("go", "plugins/go/hello_go"),
+    ) else {
+        return;
+    };
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [("hello_c", &c), ("hello_go", &go)] {
+        let path = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, bytes).unwrap();
+        upload(&server, path.to_str().unwrap(), json!({})).await;
+    }
+    server
+        .publish(json!({"key": "hello", "name": "C then Go", "steps": [
+            {"id": "c", "uses": "hello_c@1", "config": {"name": "{{input.name}}"}},
+            {"id": "go", "uses": "hello_go@1", "depends_on": ["c"],
+             "config": {"name": "{{steps.c.output.greeting}}", "greeting": "Hi"}}
+        ]}))
+        .await;
+    // Not granted the key-value store yet.
+    let run = server.run_sync("hello", json!({"name": "Ada ✓"})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = &common::step(&run, "c")["error"];
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("access denied")),
+        "{run}"
+    );
+    for name in ["hello_c", "hello_go"] {
+        let (status, body) = server
+            .call(
+                Method::PUT,
+                &format!("/v1/plugins/{name}/grants"),
+                Some(json!({"kv": true})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for times in 1..=2 {
+        let run = server.run_sync("hello", json!({"name": "Ada ✓"})).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(
+            common::step(&run, "c")["output"],
+            json!({"greeting": "Hello, Ada ✓!", "times": times, "language": "c"}),
+            "{run}"
+        );
+        assert_eq!(
+            common::step(&run, "go")["output"],
+            json!({"greeting": "Hi, Hello, Ada ✓!!", "times": times, "language": "go"}),
+            "{run}"
+        );
+    }
+    // Bad config is the plugin's typed error, in either language.
+    server
+        .publish(json!({"key": "bad", "name": "Bad", "steps": [
+            {"id": "go", "uses": "hello_go@1", "config": {"name": "Ada", "greeting": "a\nb"}}
+        ]}))
+        .await;
+    let run = server.run_sync("bad", json!({})).await;
+    let error = &common::step(&run, "go")["error"];
+    assert_eq!(error["kind"], "invalid_input", "{run}");
 }

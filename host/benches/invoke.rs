@@ -4,8 +4,8 @@
 //! check), both on the same engine and the same trivial component (the
 //! testkit fixture in `echo` mode).
 //!
-//! Then, per guest language (the Rust testkit and the Python and
-//! JavaScript contract fixtures, where their toolchains built them):
+//! Then, per guest language (the Rust testkit and the Python, JavaScript,
+//! C and Go contract fixtures, where their toolchains built them):
 //! component size, compile time at upload, load time after a restart (the
 //! serialized artifact from the disk cache), and one echo attempt through
 //! `Runtime::invoke`.
@@ -16,6 +16,8 @@
 
 use std::time::Instant;
 
+#[path = "../../tests/common/guests.rs"]
+mod guests;
 mod shared;
 
 use shared::invocation;
@@ -79,7 +81,11 @@ async fn main() {
 }
 
 async fn languages() {
-    let mut fixtures = vec![("rust", format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR")))];
+    let read = |path: String| std::fs::read(&path).expect("fixture");
+    let mut fixtures = vec![(
+        "rust",
+        read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))),
+    )];
     for (language, dir) in [
         ("python", env!("WEFT_PYTHON_GUEST_DIR")),
         ("js", env!("WEFT_JS_GUEST_DIR")),
@@ -87,12 +93,17 @@ async fn languages() {
         if dir.is_empty() {
             println!("{language}: not built (no toolchain)");
         } else {
-            fixtures.push((language, format!("{dir}/contract.wasm")));
+            fixtures.push((language, read(format!("{dir}/contract.wasm"))));
+        }
+    }
+    for language in ["c", "go"] {
+        match guests::build(language, &format!("tests/fixtures/{language}/contract")) {
+            Some(bytes) => fixtures.push((language, bytes)),
+            None => println!("{language}: not built (no toolchain)"),
         }
     }
     println!("language | size | compile at upload | load after restart | echo attempt");
-    for (language, path) in fixtures {
-        let bytes = std::fs::read(&path).expect("fixture");
+    for (language, bytes) in fixtures {
         let cache = tempfile::tempdir().expect("tempdir");
         let config = || RuntimeConfig {
             cache_dir: Some(cache.path().to_path_buf()),

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 pub const ADMIN_KEY: &str = "wft_test_operator_key_for_tests";
 
+pub mod guests;
 pub mod pg;
 
 /// Whether the servers of this test run use Postgres.

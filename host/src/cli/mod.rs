@@ -5,6 +5,7 @@
     reason = "the CLI's output is for people and scripts"
 )]
 
+mod build;
 mod client;
 mod plugin;
 mod plugin_client;

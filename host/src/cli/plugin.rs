@@ -22,6 +22,9 @@ pub enum PluginCommand {
     /// Create a plugin project (template, SDK and WIT) that builds with one
     /// command.
     New(super::scaffold::NewArgs),
+    /// Build a plugin project (Rust, Python, JavaScript, C or Go) into a
+    /// component with one command, and check the host would load it.
+    Build(super::build::BuildArgs),
     /// Run one attempt of a component outside any workflow and print its
     /// output or its typed error; then the key-value store and outbox.
     Run(Box<RunArgs>),
@@ -112,6 +115,7 @@ fn pair(value: &str, what: &str) -> anyhow::Result<(String, String)> {
 pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::New(args) => super::scaffold::new(args),
+        PluginCommand::Build(args) => super::build::build(args).await,
         PluginCommand::Inspect { component } => inspect(&component).await,
         PluginCommand::Run(args) => run_attempt(*args).await,
         PluginCommand::Push(args) => plugin_client::push(args).await,

