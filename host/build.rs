@@ -286,12 +286,15 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     let mut shared = Vec::new();
     collect_files(&sdk.join("weft_sdk"), &mut shared);
     collect_files(&wit, &mut shared);
+    collect_files(&root.join(WRONG_WORLD).join("wit"), &mut shared);
     let apps = [
         root.join("tests").join("fixtures").join("python"),
         root.join("plugins").join("python"),
+        root.join(WRONG_WORLD),
     ];
     let stage = out.join("stage");
     build_scripted_guests(&apps, "app.py", &shared, &version, out, |dir, wasm| {
+        let wit = wit_for(dir, &wit);
         // componentize-py's interpreter writes __pycache__ beside what it
         // imports: build from copies, never the source tree.
         let staged = stage_copy(dir, &stage);
@@ -338,12 +341,15 @@ fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
     let sdk = js.join("weft-sdk.js");
     let mut shared = vec![sdk.clone(), js.join("build.mjs")];
     collect_files(&wit, &mut shared);
+    collect_files(&root.join(WRONG_WORLD).join("wit"), &mut shared);
     let apps = [
         root.join("tests").join("fixtures").join("js"),
         root.join("plugins").join("js"),
+        root.join(WRONG_WORLD),
     ];
     let stage = out.join("stage");
     build_scripted_guests(&apps, "app.js", &shared, &version, out, |dir, wasm| {
+        let wit = wit_for(dir, &wit);
         // componentize-js resolves relative imports from the app's own
         // directory: stage the app with the SDK beside it.
         let staged = stage_copy(dir, &stage);
@@ -357,6 +363,18 @@ fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
             .current_dir(&js);
         command
     })
+}
+
+/// Fixtures built for the wrong world, against `<this>/wit`.
+const WRONG_WORLD: &str = "tests/fixtures/wrong_world";
+
+/// The WIT package an app builds against: a `wit` beside its directory
+/// (the wrong-world fixtures), else the project's.
+fn wit_for(dir: &Path, wit: &Path) -> PathBuf {
+    dir.parent()
+        .map(|parent| parent.join("wit"))
+        .filter(|own| own.is_dir())
+        .unwrap_or_else(|| wit.to_path_buf())
 }
 
 /// Copies `dir` to `<stage>/<its name>` (replacing an earlier copy);

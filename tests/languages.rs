@@ -795,3 +795,71 @@ async fn c_and_go_plugins_run_in_a_workflow_through_the_api() {
     let error = &common::step(&run, "go")["error"];
     assert_eq!(error["kind"], "invalid_input", "{run}");
 }
+
+/// A component built for a world that is not Weft's — the same package,
+/// world and interface names, other function types — is refused, in every
+/// language, as the wrong world, naming the mismatch, the same way every
+/// time: by the runtime, by `weft plugin build`, and by the upload API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_built_for_the_wrong_world_is_refused_in_every_language() {
+    let read = |path: String| std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut wrong = vec![(
+        "rust",
+        read(format!("{}/wrong_world_rs.wasm", env!("WEFT_GUEST_DIR"))),
+    )];
+    for (language, dir, name) in [
+        ("python", env!("WEFT_PYTHON_GUEST_DIR"), "wrong_world_py"),
+        ("js", env!("WEFT_JS_GUEST_DIR"), "wrong_world_js"),
+    ] {
+        if !dir.is_empty() {
+            wrong.push((language, read(format!("{dir}/{name}.wasm"))));
+        }
+    }
+    for language in ["c", "go"] {
+        let project = format!("tests/fixtures/wrong_world/wrong_world_{language}");
+        if let Some((bytes, said)) = common::guests::refused(language, &project) {
+            assert!(
+                said.contains("does not fit the weft:plugin/step-plugin world"),
+                "{language}: {said}"
+            );
+            wrong.push((language, bytes));
+        }
+    }
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let server = Server::start();
+    for (language, bytes) in wrong {
+        let first = runtime.load(&bytes).await.unwrap_err();
+        let again = runtime.load(&bytes).await.unwrap_err();
+        assert!(
+            matches!(first, weft::runtime::LoadError::WrongWorld(_)),
+            "{language}: {first:?}"
+        );
+        let reason = first.to_string();
+        assert_eq!(reason, again.to_string(), "{language}");
+        assert!(
+            reason.contains("weft:plugin/step@0.1.0") && reason.contains("describe"),
+            "{language}: {reason}"
+        );
+        for _ in 0..2 {
+            let form = reqwest::multipart::Form::new().part(
+                "component",
+                reqwest::multipart::Part::bytes(bytes.clone()).file_name("plugin.wasm"),
+            );
+            let response = server
+                .req(Method::POST, "/v1/plugins")
+                .multipart(form)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(status, 422, "{language}: {body}");
+            assert!(
+                body.to_string()
+                    .contains("does not fit the weft:plugin/step-plugin world"),
+                "{language}: {body}"
+            );
+        }
+        eprintln!("{language}: refused: {reason}");
+    }
+}

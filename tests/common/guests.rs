@@ -49,7 +49,35 @@ pub fn build(lang: &str, project: &str) -> Option<Vec<u8>> {
 }
 
 fn build_now(lang: &str, project: &str) -> Option<Vec<u8>> {
+    let (run, output) = stage_and_build(lang, project)?;
+    assert!(
+        run.status.success(),
+        "weft plugin build {project} failed:\n{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    Some(std::fs::read(&output).unwrap())
+}
+
+/// A project built for the wrong world (its WIT beside it, as in
+/// `tests/fixtures/wrong_world`): `weft plugin build` writes the component
+/// and then fails, because the host refuses it; the component and what
+/// the build said.
+pub fn refused(lang: &str, project: &str) -> Option<(Vec<u8>, String)> {
+    let (run, output) = stage_and_build(lang, project)?;
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(
+        !run.status.success() && stderr.contains("the host refuses it"),
+        "weft plugin build {project} should have been refused: {run:?}"
+    );
+    Some((std::fs::read(&output).unwrap(), stderr))
+}
+
+/// Stages the project and runs `weft plugin build` on it: its output and
+/// where the component goes; `None` when the toolchain is missing.
+fn stage_and_build(lang: &str, project: &str) -> Option<(std::process::Output, PathBuf)> {
     let root = root();
+    let source = root.join(project);
     let name = Path::new(project).file_name().unwrap().to_string_lossy();
     let stage = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("guests")
@@ -60,24 +88,31 @@ fn build_now(lang: &str, project: &str) -> Option<Vec<u8>> {
         ))
         .join(name.as_ref());
     let _ = std::fs::remove_dir_all(&stage);
-    copy_dir(&root.join(project), &stage);
-    copy_dir(&root.join("wit"), &stage.join("wit"));
-    let sdk = root.join("sdk").join(lang);
-    match lang {
-        "c" => {
-            for file in ["weft.h", "weft.c"] {
-                std::fs::copy(sdk.join(file), stage.join(file)).unwrap();
+    copy_dir(&source, &stage);
+    // A WIT package beside the project is its own (the wrong-world
+    // fixtures, which use no SDK); otherwise the project's, with the SDK.
+    let own_wit = source.parent().unwrap().join("wit");
+    if own_wit.is_dir() {
+        copy_dir(&own_wit, &stage.join("wit"));
+    } else {
+        copy_dir(&root.join("wit"), &stage.join("wit"));
+        let sdk = root.join("sdk").join(lang);
+        match lang {
+            "c" => {
+                for file in ["weft.h", "weft.c"] {
+                    std::fs::copy(sdk.join(file), stage.join(file)).unwrap();
+                }
             }
+            "go" => {
+                for dir in ["weft", "export_weft_plugin_step"] {
+                    copy_dir(&sdk.join(dir), &stage.join(dir));
+                }
+                if !stage.join("go.mod").exists() {
+                    std::fs::copy(sdk.join("template/go.mod"), stage.join("go.mod")).unwrap();
+                }
+            }
+            _ => panic!("no staged build for {lang}"),
         }
-        "go" => {
-            for dir in ["weft", "export_weft_plugin_step"] {
-                copy_dir(&sdk.join(dir), &stage.join(dir));
-            }
-            if !stage.join("go.mod").exists() {
-                std::fs::copy(sdk.join("template/go.mod"), stage.join("go.mod")).unwrap();
-            }
-        }
-        _ => panic!("no staged build for {lang}"),
     }
     let output = stage.with_extension("wasm");
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -88,15 +123,11 @@ fn build_now(lang: &str, project: &str) -> Option<Vec<u8>> {
         .output()
         .expect("run weft plugin build");
     let stderr = String::from_utf8_lossy(&run.stderr);
-    if !run.status.success() {
-        let missing = stderr.contains("no clang found")
+    let missing = !run.status.success()
+        && (stderr.contains("no clang found")
             || stderr.contains("no WASI sysroot")
-            || (lang == "go" && stderr.contains("could not run"));
-        assert!(
-            missing,
-            "weft plugin build {project} failed:\n{}{stderr}",
-            String::from_utf8_lossy(&run.stdout)
-        );
+            || (lang == "go" && stderr.contains("could not run")));
+    if missing {
         assert!(
             std::env::var_os("WEFT_REQUIRE_PLUGIN_TOOLCHAINS").is_none(),
             "WEFT_REQUIRE_PLUGIN_TOOLCHAINS is set but the {lang} toolchain is missing:\n{stderr}"
@@ -107,5 +138,5 @@ fn build_now(lang: &str, project: &str) -> Option<Vec<u8>> {
         );
         return None;
     }
-    Some(std::fs::read(&output).unwrap())
+    Some((run, output))
 }

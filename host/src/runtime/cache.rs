@@ -9,6 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime::component::types::{ComponentItem, Type};
 
 use super::error::LoadError;
 
@@ -130,5 +131,113 @@ impl ComponentWorld {
             "missing export `weft:plugin/step@0.1.0`; the component exports [{}]",
             self.exports.join(", ")
         )))
+    }
+}
+
+/// The `step` functions as this host calls them, in [`shape`]'s notation.
+const STEP_FUNCTIONS: [(&str, &str); 2] = [
+    (
+        "describe",
+        "func() -> record{name: string, version: string, description: string, config-schema: string, input-schema: string, output-schema: string, capabilities: list<string>}",
+    ),
+    (
+        "run",
+        "func(ctx: record{tenant: string, run-id: string, step-id: string, attempt: u32, idempotency-key: string}, config: string, input: string) -> result<string, variant{retryable(string), fatal(string), invalid-input(string)}>",
+    ),
+];
+
+/// Checks that the `step` export's functions have the types this host
+/// calls them with. Without this, a component built against another
+/// `step` interface of the same name would pass instantiation checks and
+/// fail at its first call; with it, it is refused at load as the wrong
+/// world, naming the function and both types.
+pub(crate) fn check_step_types(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let Some((name, step)) = ty
+        .exports(engine)
+        .find(|(name, _)| name.starts_with(STEP_EXPORT_PREFIX))
+    else {
+        // check_exports names what is missing.
+        return Ok(());
+    };
+    let ComponentItem::ComponentInstance(step) = step.ty else {
+        return Err(LoadError::WrongWorld(format!(
+            "export `{name}` is not an interface instance"
+        )));
+    };
+    for (function, expected) in STEP_FUNCTIONS {
+        let found = match step.get_export(engine, function).map(|e| e.ty) {
+            Some(ComponentItem::ComponentFunc(func)) => {
+                let params: Vec<String> = func
+                    .params()
+                    .map(|(param, ty)| format!("{param}: {}", shape(&ty)))
+                    .collect();
+                let results: Vec<String> = func.results().map(|ty| shape(&ty)).collect();
+                let arrow = if results.is_empty() {
+                    String::new()
+                } else {
+                    format!(" -> {}", results.join(", "))
+                };
+                format!("func({}){arrow}", params.join(", "))
+            }
+            Some(_) => "not a function".to_owned(),
+            None => "missing".to_owned(),
+        };
+        if found != expected {
+            return Err(LoadError::WrongWorld(format!(
+                "export `{name}` function `{function}` is `{found}`; this host calls `{expected}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A component-model type written out in WIT-like notation, structure
+/// and names included, so two types compare as text.
+fn shape(ty: &Type) -> String {
+    let list = |items: Vec<String>| items.join(", ");
+    match ty {
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::U8 => "u8".into(),
+        Type::S16 => "s16".into(),
+        Type::U16 => "u16".into(),
+        Type::S32 => "s32".into(),
+        Type::U32 => "u32".into(),
+        Type::S64 => "s64".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::List(l) => format!("list<{}>", shape(&l.ty())),
+        Type::Record(r) => format!(
+            "record{{{}}}",
+            list(
+                r.fields()
+                    .map(|f| format!("{}: {}", f.name, shape(&f.ty)))
+                    .collect()
+            )
+        ),
+        Type::Tuple(t) => format!("tuple<{}>", list(t.types().map(|t| shape(&t)).collect())),
+        Type::Variant(v) => format!(
+            "variant{{{}}}",
+            list(
+                v.cases()
+                    .map(|c| match &c.ty {
+                        Some(ty) => format!("{}({})", c.name, shape(ty)),
+                        None => c.name.to_owned(),
+                    })
+                    .collect()
+            )
+        ),
+        Type::Enum(e) => format!("enum{{{}}}", list(e.names().map(str::to_owned).collect())),
+        Type::Option(o) => format!("option<{}>", shape(&o.ty())),
+        Type::Result(r) => {
+            let side = |t: Option<Type>| t.map_or_else(|| "_".to_owned(), |t| shape(&t));
+            format!("result<{}, {}>", side(r.ok()), side(r.err()))
+        }
+        Type::Flags(f) => format!("flags{{{}}}", list(f.names().map(str::to_owned).collect())),
+        other => format!("{other:?}"),
     }
 }

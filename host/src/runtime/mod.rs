@@ -231,6 +231,7 @@ impl Runtime {
         let compile_time = started.elapsed();
         let world = cache::ComponentWorld::of(&self.engine, &component);
         world.check_exports()?;
+        cache::check_step_types(&self.engine, &component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
