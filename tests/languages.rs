@@ -6,7 +6,8 @@
 //!
 //! Checks: describe() metadata; JSON round trip of unicode and large
 //! numbers; each step-error kind; the host capabilities (secrets, files,
-//! key-value and mail, granted and denied; logs; the step context);
+//! key-value, outbound HTTP and mail, granted and denied; notifications,
+//! progress and logs; the step context);
 //! the limits (time, memory, output size). Then a Python plugin uploaded
 //! to a real `weft serve` runs in a workflow through the HTTP API.
 //!
@@ -75,6 +76,8 @@ struct Subject {
     language: &'static str,
     runtime: Arc<Runtime>,
     plugin: Arc<Plugin>,
+    /// `host:port` of a local HTTP server answering `GET /hello`.
+    http_server: String,
 }
 
 impl Subject {
@@ -117,6 +120,10 @@ impl Subject {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_language_keeps_the_contract() {
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).expect("runtime"));
+    let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello ✓" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_server = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
     for (language, bytes) in languages() {
         let plugin = runtime
             .load(&bytes)
@@ -126,6 +133,7 @@ async fn every_language_keeps_the_contract() {
             language,
             runtime: runtime.clone(),
             plugin,
+            http_server: http_server.clone(),
         };
         describe(&subject);
         json_round_trip(&subject).await;
@@ -345,6 +353,60 @@ async fn capabilities(s: &Subject) {
         read["keys"].as_array().unwrap().iter().any(|k| k == "k"),
         "{l}: {read}"
     );
+
+    // Progress and notifications.
+    s.json(json!({"mode": "sleep", "ms": 1}), &memory, none.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        *memory.progress.reports.lock().unwrap(),
+        [(10, "sleeping".to_owned()), (100, "awake".to_owned())],
+        "{l}"
+    );
+    let notify = json!({"mode": "notify", "title": "Done ✓", "body": "all of it"});
+    let error = s
+        .json(notify.clone(), &memory, none.clone())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not granted"), "{l}: {error}");
+    let granted = Grants {
+        notify: true,
+        ..Grants::default()
+    };
+    let notified = s.json(notify, &memory, granted).await.unwrap();
+    let items = memory.notifications.items.lock().unwrap().clone();
+    assert_eq!(items.len(), 1, "{l}: {items:?}");
+    assert_eq!(notified["id"], items[0].1, "{l}");
+    assert_eq!(
+        (
+            items[0].2.title.as_str(),
+            items[0].2.body.as_str(),
+            items[0].2.level.as_str()
+        ),
+        ("Done ✓", "all of it", "info"),
+        "{l}"
+    );
+
+    // Outbound HTTP: through to a granted host, refused (as an error the
+    // plugin sees) for any other.
+    let url = format!("http://{}/hello", s.http_server);
+    let http = json!({"mode": "http", "url": url});
+    let granted = Grants {
+        allowed_hosts: vec![s.http_server.clone()],
+        ..Grants::default()
+    };
+    assert_eq!(
+        s.json(http.clone(), &memory, granted).await.unwrap(),
+        json!({"status": 200, "body": "hello ✓"}),
+        "{l}"
+    );
+    let other_port = Grants {
+        allowed_hosts: vec!["127.0.0.1:1".into()],
+        ..Grants::default()
+    };
+    let error = s.json(http, &memory, other_port).await.unwrap_err();
+    assert_eq!(error.kind(), "fatal", "{l}: {error}");
+    assert!(error.to_string().contains("request denied"), "{l}: {error}");
 
     // Mail: refused without the grant (retryable), sent once with it.
     let error = s

@@ -709,3 +709,158 @@ bool weft_kv_keys(const char *bucket, weft_value **keys, const char **error) {
     *keys = list;
     return true;
 }
+
+/* ---- Outbound HTTP -------------------------------------------------- */
+
+static bool http_fail(weft_status *kind, const char **error, weft_status k, char *message) {
+    if (kind) *kind = k;
+    if (error) *error = message;
+    return false;
+}
+
+static bool http_error_code(wasi_http_types_error_code_t *code, weft_status *kind, const char **error) {
+    if (code->tag == WASI_HTTP_TYPES_ERROR_CODE_HTTP_REQUEST_DENIED)
+        return http_fail(kind, error, WEFT_FATAL, format("request denied: the plugin is not granted this host"));
+    static const char *const names[] = {
+        "DNS-timeout", "DNS-error", "destination-not-found", "destination-unavailable",
+        "destination-IP-prohibited", "destination-IP-unroutable", "connection-refused",
+        "connection-terminated", "connection-timeout", "connection-read-timeout",
+        "connection-write-timeout", "connection-limit-reached", "TLS-protocol-error",
+        "TLS-certificate-error", "TLS-alert-received",
+    };
+    if (code->tag < sizeof names / sizeof *names)
+        return http_fail(kind, error, WEFT_RETRYABLE, format("http transport error: %s", names[code->tag]));
+    return http_fail(kind, error, WEFT_RETRYABLE, format("http transport error: error code %d", code->tag));
+}
+
+bool weft_http(const char *method, const char *url, const char *const *headers, const void *body,
+               size_t body_len, weft_response *response, weft_status *kind, const char **error) {
+    bool https = strncmp(url, "https://", 8) == 0;
+    if (!https && strncmp(url, "http://", 7) != 0)
+        return http_fail(kind, error, WEFT_INVALID_INPUT,
+                         format("invalid url: \"%s\" must start with http:// or https://", url));
+    const char *rest = url + (https ? 8 : 7);
+    size_t authority_len = strcspn(rest, "/?#");
+    if (authority_len == 0)
+        return http_fail(kind, error, WEFT_INVALID_INPUT, format("invalid url: \"%s\" has no host", url));
+    char *authority = copy_n(rest, authority_len);
+    const char *path_start = rest + authority_len;
+    size_t path_len = strcspn(path_start, "#");
+    char *path = *path_start == '/' ? copy_n(path_start, path_len) : format("/%.*s", (int)path_len, path_start);
+
+    wasi_http_types_own_fields_t fields = wasi_http_types_constructor_fields();
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2) {
+        wasi_http_types_field_name_t name = wit(headers[i]);
+        wasi_http_types_field_value_t value = {(uint8_t *)headers[i + 1], strlen(headers[i + 1])};
+        wasi_http_types_header_error_t header_error;
+        if (!wasi_http_types_method_fields_append(wasi_http_types_borrow_fields(fields), &name, &value,
+                                                  &header_error)) {
+            wasi_http_types_fields_drop_own(fields);
+            return http_fail(kind, error, WEFT_INVALID_INPUT, format("header \"%s\" is not allowed", headers[i]));
+        }
+    }
+    wasi_http_types_own_outgoing_request_t request = wasi_http_types_constructor_outgoing_request(fields);
+    wasi_http_types_borrow_outgoing_request_t r = wasi_http_types_borrow_outgoing_request(request);
+    wasi_http_types_method_t m = {.tag = WASI_HTTP_TYPES_METHOD_GET};
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+    if (method) {
+        m.tag = WASI_HTTP_TYPES_METHOD_OTHER;
+        m.val.other = wit(method);
+        for (uint8_t i = 0; i < sizeof methods / sizeof *methods; i++)
+            if (strcmp(method, methods[i]) == 0) m.tag = i;
+    }
+    wasi_http_types_scheme_t scheme = {.tag = https ? WASI_HTTP_TYPES_SCHEME_HTTPS : WASI_HTTP_TYPES_SCHEME_HTTP};
+    step_plugin_string_t authority_s = wit(authority), path_s = wit(path);
+    wasi_http_types_own_outgoing_body_t outgoing;
+    if (!wasi_http_types_method_outgoing_request_set_method(r, &m) ||
+        !wasi_http_types_method_outgoing_request_set_scheme(r, &scheme) ||
+        !wasi_http_types_method_outgoing_request_set_authority(r, &authority_s) ||
+        !wasi_http_types_method_outgoing_request_set_path_with_query(r, &path_s) ||
+        !wasi_http_types_method_outgoing_request_body(r, &outgoing)) {
+        wasi_http_types_outgoing_request_drop_own(request);
+        return http_fail(kind, error, WEFT_INVALID_INPUT, format("invalid url: \"%s\" was refused", url));
+    }
+    wasi_http_outgoing_handler_own_future_incoming_response_t pending;
+    wasi_http_types_error_code_t code;
+    if (!wasi_http_outgoing_handler_handle(request, NULL, &pending, &code)) {
+        wasi_http_types_outgoing_body_drop_own(outgoing);
+        return http_error_code(&code, kind, error);
+    }
+    /* The body goes after handle(); a failure to write shows in the response. */
+    wasi_http_types_own_output_stream_t out;
+    if (wasi_http_types_method_outgoing_body_write(wasi_http_types_borrow_outgoing_body(outgoing), &out)) {
+        const uint8_t *bytes = body;
+        for (size_t done = 0; done < body_len;) {
+            size_t n = body_len - done < 4096 ? body_len - done : 4096;
+            step_plugin_list_u8_t chunk = {(uint8_t *)bytes + done, n};
+            wasi_io_streams_stream_error_t stream_error;
+            if (!wasi_io_streams_method_output_stream_blocking_write_and_flush(
+                    wasi_io_streams_borrow_output_stream(out), &chunk, &stream_error))
+                break;
+            done += n;
+        }
+        wasi_io_streams_output_stream_drop_own(out);
+    }
+    if (!wasi_http_types_static_outgoing_body_finish(outgoing, NULL, &code)) {
+        wasi_http_types_future_incoming_response_drop_own(pending);
+        return http_error_code(&code, kind, error);
+    }
+    wasi_http_types_result_result_own_incoming_response_error_code_void_t got;
+    while (!wasi_http_types_method_future_incoming_response_get(
+        wasi_http_types_borrow_future_incoming_response(pending), &got)) {
+        wasi_http_types_own_pollable_t ready =
+            wasi_http_types_method_future_incoming_response_subscribe(wasi_http_types_borrow_future_incoming_response(pending));
+        wasi_io_poll_method_pollable_block(wasi_io_poll_borrow_pollable(ready));
+        wasi_io_poll_pollable_drop_own(ready);
+    }
+    wasi_http_types_future_incoming_response_drop_own(pending);
+    if (got.is_err) return http_fail(kind, error, WEFT_RETRYABLE, format("http transport error: response already taken"));
+    if (got.val.ok.is_err) return http_error_code(&got.val.ok.val.err, kind, error);
+    wasi_http_types_own_incoming_response_t incoming = got.val.ok.val.ok;
+    wasi_http_types_borrow_incoming_response_t in = wasi_http_types_borrow_incoming_response(incoming);
+
+    response->status = wasi_http_types_method_incoming_response_status(in);
+    response->headers = weft_object();
+    wasi_http_types_own_headers_t response_headers = wasi_http_types_method_incoming_response_headers(in);
+    wasi_http_types_list_tuple2_field_name_field_value_t entries;
+    wasi_http_types_method_fields_entries(wasi_http_types_borrow_fields(response_headers), &entries);
+    for (size_t i = 0; i < entries.len; i++) {
+        char *name = copy_wit(&entries.ptr[i].f0);
+        for (char *c = name; *c; c++) if (*c >= 'A' && *c <= 'Z') *c += 'a' - 'A';
+        weft_value *values = (weft_value *)weft_get(response->headers, name);
+        if (!values) {
+            values = weft_array();
+            weft_set(response->headers, name, values);
+        }
+        weft_push(values, weft_string_n((const char *)entries.ptr[i].f1.ptr, entries.ptr[i].f1.len));
+    }
+    wasi_http_types_fields_drop_own(response_headers);
+
+    wasi_http_types_own_incoming_body_t incoming_body;
+    wasi_http_types_own_input_stream_t stream;
+    if (!wasi_http_types_method_incoming_response_consume(in, &incoming_body) ||
+        !wasi_http_types_method_incoming_body_stream(wasi_http_types_borrow_incoming_body(incoming_body), &stream)) {
+        wasi_http_types_incoming_response_drop_own(incoming);
+        return http_fail(kind, error, WEFT_FATAL, format("http body error: response body unavailable"));
+    }
+    buffer read = {0};
+    for (;;) {
+        step_plugin_list_u8_t chunk;
+        wasi_io_streams_stream_error_t stream_error;
+        if (!wasi_io_streams_method_input_stream_blocking_read(wasi_io_streams_borrow_input_stream(stream), 65536,
+                                                               &chunk, &stream_error)) {
+            if (stream_error.tag == WASI_IO_STREAMS_STREAM_ERROR_CLOSED) break;
+            wasi_io_streams_input_stream_drop_own(stream);
+            return http_fail(kind, error, WEFT_RETRYABLE,
+                             format("http transport error: reading the response body failed"));
+        }
+        put(&read, (const char *)chunk.ptr, chunk.len);
+        step_plugin_list_u8_free(&chunk);
+    }
+    wasi_io_streams_input_stream_drop_own(stream);
+    wasi_http_types_future_trailers_drop_own(wasi_http_types_static_incoming_body_finish(incoming_body));
+    wasi_http_types_incoming_response_drop_own(incoming);
+    response->body = (uint8_t *)(read.data ? read.data : copy_n("", 0));
+    response->body_len = read.len;
+    return true;
+}

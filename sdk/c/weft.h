@@ -177,6 +177,24 @@ bool weft_kv_delete(const char *bucket, const char *key, const char **error);
 /* Every key, as a JSON array of strings. */
 bool weft_kv_keys(const char *bucket, weft_value **keys, const char **error);
 
+/* An HTTP response, read whole. */
+typedef struct {
+    int status;
+    weft_value *headers; /* object: lowercase name -> array of values */
+    uint8_t *body;
+    size_t body_len;
+} weft_response;
+
+/* Sends an HTTP request through the host, which lets it through only to
+ * hosts the plugin is granted, and reads the whole response. `method` NULL
+ * is GET; `headers` is NULL or NULL-terminated name, value pairs; `body`
+ * may be NULL. On failure: false, the reason in `error` and what it means
+ * for the step in `kind` (WEFT_INVALID_INPUT: a bad URL or header;
+ * WEFT_FATAL: "request denied", the host is not granted; WEFT_RETRYABLE:
+ * the request failed in transit). */
+bool weft_http(const char *method, const char *url, const char *const *headers, const void *body,
+               size_t body_len, weft_response *response, weft_status *kind, const char **error);
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,6 +18,8 @@
 //   });
 import * as host from 'weft:plugin/host@0.1.0';
 import { open } from 'wasi:keyvalue/store@0.2.0-draft';
+import { handle } from 'wasi:http/outgoing-handler@0.2.12';
+import { Fields, OutgoingBody, OutgoingRequest } from 'wasi:http/types@0.2.12';
 
 export class StepError extends Error {}
 /** A transient failure: the host retries if the step's policy allows. */
@@ -51,6 +53,106 @@ function reason(e) {
     return payload.val !== undefined ? String(payload.val) : payload.tag.replace(/-/g, ' ');
   }
   return String(payload && payload.message !== undefined ? payload.message : payload);
+}
+
+const METHODS = ['get', 'head', 'post', 'put', 'delete', 'connect', 'options', 'trace', 'patch'];
+
+function httpError(e) {
+  const code = e && e.payload !== undefined ? e.payload : e;
+  if (code && code.tag === 'HTTP-request-denied') {
+    return new Fatal('request denied: the plugin is not granted this host');
+  }
+  return new Retryable(`http transport error: ${code && code.tag ? code.tag : String(code)}`);
+}
+
+/**
+ * Sends an HTTP request through the host (which lets it through only to
+ * granted hosts) and reads the whole response: `{status, headers, body}`
+ * (headers: lowercase name to a list of values; body: Uint8Array) with
+ * `text()` and `json()`. Throws InvalidInput for a bad URL, Fatal
+ * ("request denied") for a host the plugin is not granted, Retryable when
+ * the request fails in transit. Synchronous, unlike fetch().
+ */
+export function http(method, url, { headers = {}, body } = {}) {
+  const match = /^(https?):\/\/([^/?#]*)([^#]*)/.exec(url);
+  if (!match) throw new InvalidInput(`invalid url: ${JSON.stringify(url)} must start with http:// or https://`);
+  const [, scheme, authority, rest] = match;
+  if (!authority) throw new InvalidInput(`invalid url: ${JSON.stringify(url)} has no host`);
+  const fields = new Fields();
+  for (const [name, value] of Object.entries(headers)) {
+    try {
+      fields.append(name, new TextEncoder().encode(String(value)));
+    } catch {
+      throw new InvalidInput(`header ${JSON.stringify(name)} is not allowed`);
+    }
+  }
+  const request = new OutgoingRequest(fields);
+  const lower = method.toLowerCase();
+  try {
+    request.setMethod(METHODS.includes(lower) ? { tag: lower } : { tag: 'other', val: method.toUpperCase() });
+    request.setScheme({ tag: scheme === 'https' ? 'HTTPS' : 'HTTP' });
+    request.setAuthority(authority);
+    request.setPathWithQuery(rest.startsWith('/') ? rest : `/${rest}`);
+  } catch {
+    throw new InvalidInput(`invalid url: ${JSON.stringify(url)} was refused`);
+  }
+  const outgoing = request.body();
+  let pending;
+  try {
+    pending = handle(request, undefined);
+  } catch (e) {
+    throw httpError(e);
+  }
+  const data = typeof body === 'string' ? new TextEncoder().encode(body) : body || new Uint8Array();
+  const stream = outgoing.write();
+  try {
+    for (let i = 0; i < data.length; i += 4096) stream.blockingWriteAndFlush(data.subarray(i, i + 4096));
+  } catch {
+    // The response says why.
+  }
+  stream[Symbol.dispose]?.();
+  try {
+    OutgoingBody.finish(outgoing, undefined);
+  } catch (e) {
+    throw httpError(e);
+  }
+  let got;
+  while ((got = pending.get()) === undefined) pending.subscribe().block();
+  if (got.tag === 'err') throw new Retryable('http transport error: response already taken');
+  if (got.val.tag === 'err') throw httpError(got.val.val);
+  const response = got.val.val;
+  const found = {};
+  for (const [name, value] of response.headers().entries()) {
+    (found[name.toLowerCase()] ??= []).push(new TextDecoder('latin1').decode(value));
+  }
+  const input = response.consume().stream();
+  const chunks = [];
+  let length = 0;
+  for (;;) {
+    let chunk;
+    try {
+      chunk = input.blockingRead(65536n);
+    } catch (e) {
+      const why = e && e.payload !== undefined ? e.payload : e;
+      if (why && why.tag === 'closed') break;
+      throw new Retryable('http transport error: reading the response body failed');
+    }
+    chunks.push(chunk);
+    length += chunk.length;
+  }
+  const all = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.length;
+  }
+  return {
+    status: response.status(),
+    headers: found,
+    body: all,
+    text: () => new TextDecoder().decode(all),
+    json: () => parseJson(new TextDecoder().decode(all)),
+  };
 }
 
 /** Appends a line to the attempt's log: trace, debug, info, warn, error. */

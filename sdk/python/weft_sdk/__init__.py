@@ -23,7 +23,8 @@ import json
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import host, store
+from wit_world.imports import host, outgoing_handler, store, streams
+from wit_world.imports import wasi_http_types as http_types
 from wit_world.imports import weft_plugin_types as types
 
 
@@ -92,6 +93,104 @@ def notify(title, body="", level="info", audience="", link=""):
         return host.notify(host.Notification(title, body, level, audience, link))
     except Err as e:
         raise Fatal(e.value) from None
+
+
+class Response:
+    """An HTTP response, read whole: `status`, `headers` (lowercase name to
+    a list of values), `body` (bytes), and `text()` / `json()`."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        return _loads(self.body)
+
+
+_METHODS = {
+    "GET": http_types.Method_Get, "HEAD": http_types.Method_Head,
+    "POST": http_types.Method_Post, "PUT": http_types.Method_Put,
+    "DELETE": http_types.Method_Delete, "OPTIONS": http_types.Method_Options,
+    "PATCH": http_types.Method_Patch,
+}
+
+
+def _http_error(code):
+    if isinstance(code, http_types.ErrorCode_HttpRequestDenied):
+        return Fatal("request denied: the plugin is not granted this host")
+    name = type(code).__name__.removeprefix("ErrorCode_")
+    return Retryable(f"http transport error: {name}")
+
+
+def http(method, url, headers=None, body=None):
+    """Sends an HTTP request through the host (which lets it through only
+    to granted hosts) and reads the whole response. Raises `InvalidInput`
+    for a bad URL, `Fatal` ("request denied") for a host the plugin is not
+    granted, `Retryable` when the request fails in transit."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        raise InvalidInput(f"invalid url: {url!r} must start with http:// or https://")
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    authority, path = rest[:end], rest[end:].split("#", 1)[0]
+    if not authority:
+        raise InvalidInput(f"invalid url: {url!r} has no host")
+    if not path.startswith("/"):
+        path = "/" + path
+    fields = http_types.Fields()
+    for name, value in (headers or {}).items():
+        try:
+            fields.append(name, value.encode() if isinstance(value, str) else value)
+        except Err:
+            raise InvalidInput(f"header {name!r} is not allowed") from None
+    request = http_types.OutgoingRequest(fields)
+    upper = method.upper()
+    try:
+        request.set_method(_METHODS[upper]() if upper in _METHODS else http_types.Method_Other(upper))
+        request.set_scheme(http_types.Scheme_Https() if scheme == "https" else http_types.Scheme_Http())
+        request.set_authority(authority)
+        request.set_path_with_query(path)
+    except Err:
+        raise InvalidInput(f"invalid url: {url!r} was refused") from None
+    outgoing = request.body()
+    try:
+        pending = outgoing_handler.handle(request, None)
+    except Err as e:
+        raise _http_error(e.value) from None
+    data = body.encode() if isinstance(body, str) else (body or b"")
+    with outgoing.write() as stream:
+        try:
+            for i in range(0, len(data), 4096):
+                stream.blocking_write_and_flush(data[i:i + 4096])
+        except Err:
+            pass  # the response says why
+    try:
+        http_types.OutgoingBody.finish(outgoing, None)
+    except Err as e:
+        raise _http_error(e.value) from None
+    while (got := pending.get()) is None:
+        with pending.subscribe() as ready:
+            ready.block()
+    if isinstance(got, Err):
+        raise Retryable("http transport error: response already taken")
+    if isinstance(got.value, Err):
+        raise _http_error(got.value.value)
+    response = got.value.value
+    found = {}
+    for name, value in response.headers().entries():
+        found.setdefault(name.lower(), []).append(value.decode("latin-1"))
+    incoming = response.consume()
+    chunks = []
+    with incoming.stream() as body_stream:
+        while True:
+            try:
+                chunks.append(body_stream.blocking_read(65536))
+            except Err as e:
+                if isinstance(e.value, streams.StreamError_Closed):
+                    break
+                raise Retryable("http transport error: reading the response body failed") from None
+    return Response(response.status(), found, b"".join(chunks))
 
 
 def _kv_error(error):
