@@ -1,7 +1,5 @@
-// A Weft step plugin. Build it with
-//
-//   npm install && node build.mjs app.js wit {{name}}.wasm
-//
+// A Weft step plugin. Build it with `weft plugin build` (which runs
+// `npm install && node build.mjs app.js wit {{name}}.wasm`)
 // and try it with `weft plugin run {{name}}.wasm --config '{"name": "Ada"}'`.
 import * as weft from './weft-sdk.js';
 

@@ -1,4 +1,4 @@
-"""A Weft step plugin. Build it with:
+"""A Weft step plugin. Build it with `weft plugin build`, which runs:
 
     componentize-py -d wit -w step-plugin componentize app -p . -o {{name}}.wasm
 

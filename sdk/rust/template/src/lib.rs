@@ -1,6 +1,6 @@
-//! A Weft step plugin. Build it with
-//! `cargo build --release --target wasm32-wasip2` and try it with
-//! `weft plugin run target/wasm32-wasip2/release/{{name}}.wasm --config '{"name":"Ada"}'`.
+//! A Weft step plugin. Build it with `weft plugin build` (which runs
+//! `cargo build --release --target wasm32-wasip2`) and try it with
+//! `weft plugin run {{name}}.wasm --config '{"name":"Ada"}'`.
 
 use weft_sdk::{Plugin, PluginInfo, StepContext, StepError, Value, export_plugin, host, json};
 
