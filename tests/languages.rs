@@ -552,17 +552,14 @@ async fn new_projects_build_with_one_command_and_run() {
         );
         let mut build = std::process::Command::new(weft);
         build.args(["plugin", "build"]).current_dir(&project);
-        match lang {
-            // Shared between runs: the SDK's dependencies build once.
-            "rust" => {
-                build.env(
-                    "CARGO_TARGET_DIR",
-                    std::path::Path::new(env!("WEFT_GUEST_DIR")).join("../../../scaffold"),
-                );
-            }
-            // The JavaScript project's `npm install` (run by `weft plugin
-            // build`) is real: a few seconds with npm's cache warm.
-            _ => {}
+        // Shared between runs: the Rust SDK's dependencies build once. (The
+        // JavaScript project's `npm install`, run by `weft plugin build`, is
+        // real: a few seconds with npm's cache warm.)
+        if lang == "rust" {
+            build.env(
+                "CARGO_TARGET_DIR",
+                std::path::Path::new(env!("WEFT_GUEST_DIR")).join("../../../scaffold"),
+            );
         }
         let output = build.output().unwrap();
         assert!(

@@ -58,6 +58,7 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         None => dir.join(format!("{name}.wasm")),
     };
     let started = Instant::now();
+    eprintln!("building {} ({lang:?})…", dir.display());
     let wit = dir.join("wit");
     if !wit.join("plugin.wit").exists() {
         bail!(
@@ -352,8 +353,10 @@ fn build_go(dir: &Path, wit: &Path, output: &Path) -> anyhow::Result<()> {
     let go = std::env::var_os("WEFT_GO").unwrap_or_else(|| "go".into());
     let work = dir.join("build").join("go");
     stage(dir, &work)?;
-    let mut options = wit_bindgen_go::Opts::default();
-    options.format = wit_bindgen_go::Format::False;
+    let options = wit_bindgen_go::Opts {
+        format: wit_bindgen_go::Format::False,
+        ..Default::default()
+    };
     generate(options.build(), wit, &work, &["go.mod"])?;
     // The bindings' support package, from inside this binary.
     let pkg = work.join(".wit-go-pkg");
