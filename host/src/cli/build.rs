@@ -177,7 +177,7 @@ fn build_rust(dir: &Path, name: &str, output: &Path) -> anyhow::Result<()> {
     let built = target
         .join("wasm32-wasip2")
         .join("release")
-        .join(format!("{name}.wasm"));
+        .join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::copy(&built, output)
         .with_context(|| format!("copying {} to {}", built.display(), output.display()))?;
     Ok(())
