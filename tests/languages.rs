@@ -311,6 +311,7 @@ async fn capabilities(s: &Subject) {
         error.to_string().contains("not granted files"),
         "{l}: {error}"
     );
+    assert_eq!(error.kind(), "fatal", "{l}: {error}");
     let files = Grants {
         files: true,
         ..Grants::default()
@@ -333,6 +334,11 @@ async fn capabilities(s: &Subject) {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("access denied"), "{l}: {error}");
+    assert_eq!(
+        error.kind(),
+        "retryable",
+        "{l}: a store error is worth a retry"
+    );
     let kv = Grants {
         kv: true,
         ..Grants::default()
@@ -369,6 +375,7 @@ async fn capabilities(s: &Subject) {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("not granted"), "{l}: {error}");
+    assert_eq!(error.kind(), "fatal", "{l}: {error}");
     let granted = Grants {
         notify: true,
         ..Grants::default()
@@ -404,9 +411,29 @@ async fn capabilities(s: &Subject) {
         allowed_hosts: vec!["127.0.0.1:1".into()],
         ..Grants::default()
     };
-    let error = s.json(http, &memory, other_port).await.unwrap_err();
+    let error = s.json(http, &memory, other_port.clone()).await.unwrap_err();
     assert_eq!(error.kind(), "fatal", "{l}: {error}");
     assert!(error.to_string().contains("request denied"), "{l}: {error}");
+    // The SDK's error kinds: a bad URL is invalid input, a granted host
+    // that does not answer is worth a retry.
+    let error = s
+        .json(
+            json!({"mode": "http", "url": "ftp://x/"}),
+            &memory,
+            other_port.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "invalid_input", "{l}: {error}");
+    let error = s
+        .json(
+            json!({"mode": "http", "url": "http://127.0.0.1:1/"}),
+            &memory,
+            other_port,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "retryable", "{l}: {error}");
 
     // Mail: refused without the grant (retryable), sent once with it.
     let error = s

