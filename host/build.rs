@@ -282,19 +282,15 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
         return None;
     };
     let sdk = root.join("sdk").join("python");
-    let wit = root.join("wit");
     let mut shared = Vec::new();
     collect_files(&sdk.join("weft_sdk"), &mut shared);
-    collect_files(&wit, &mut shared);
-    collect_files(&root.join(WRONG_WORLD).join("wit"), &mut shared);
-    let apps = [
-        root.join("tests").join("fixtures").join("python"),
-        root.join("plugins").join("python"),
-        root.join(WRONG_WORLD),
-    ];
     let stage = out.join("stage");
-    build_scripted_guests(&apps, "app.py", &shared, &version, out, |dir, wasm| {
-        let wit = wit_for(dir, &wit);
+    let apps = ScriptedApps {
+        root,
+        language: "python",
+        entry: "app.py",
+    };
+    build_scripted_guests(apps, &shared, &version, out, |dir, wit, wasm| {
         // componentize-py's interpreter writes __pycache__ beside what it
         // imports: build from copies, never the source tree.
         let staged = stage_copy(dir, &stage);
@@ -302,7 +298,7 @@ fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
         let mut command = Command::new(&program);
         command
             .arg("-d")
-            .arg(&wit)
+            .arg(wit)
             .args(["-w", "step-plugin", "componentize", "app", "-p"])
             .arg(&staged)
             .arg("-p")
@@ -337,19 +333,15 @@ fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
         return None;
     };
     let version = format!("{package}{}", String::from_utf8_lossy(&node.stdout));
-    let wit = root.join("wit");
     let sdk = js.join("weft-sdk.js");
-    let mut shared = vec![sdk.clone(), js.join("build.mjs")];
-    collect_files(&wit, &mut shared);
-    collect_files(&root.join(WRONG_WORLD).join("wit"), &mut shared);
-    let apps = [
-        root.join("tests").join("fixtures").join("js"),
-        root.join("plugins").join("js"),
-        root.join(WRONG_WORLD),
-    ];
+    let shared = [sdk.clone(), js.join("build.mjs")];
     let stage = out.join("stage");
-    build_scripted_guests(&apps, "app.js", &shared, &version, out, |dir, wasm| {
-        let wit = wit_for(dir, &wit);
+    let apps = ScriptedApps {
+        root,
+        language: "js",
+        entry: "app.js",
+    };
+    build_scripted_guests(apps, &shared, &version, out, |dir, wit, wasm| {
         // componentize-js resolves relative imports from the app's own
         // directory: stage the app with the SDK beside it.
         let staged = stage_copy(dir, &stage);
@@ -358,7 +350,7 @@ fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
         command
             .arg(js.join("build.mjs"))
             .arg(staged.join("app.js"))
-            .arg(&wit)
+            .arg(wit)
             .arg(wasm)
             .current_dir(&js);
         command
@@ -396,20 +388,40 @@ fn stage_copy(dir: &Path, stage: &Path) -> PathBuf {
     staged
 }
 
-/// Builds each app directory under the `apps` roots (those holding `entry`) into
-/// `<out>/<name>.wasm` with the command `build(dir, wasm)` gives, unless
-/// its inputs (the app, `shared`, the toolchain `version`) are unchanged
-/// since the last build: a Python or JavaScript component takes seconds.
+/// Where a scripted language's apps are: each directory holding `entry`
+/// under `tests/fixtures/<language>`, `plugins/<language>` and the
+/// wrong-world fixtures.
+struct ScriptedApps<'a> {
+    root: &'a Path,
+    language: &'a str,
+    entry: &'a str,
+}
+
+/// Builds each app into `<out>/<name>.wasm` with the command
+/// `build(dir, wit, wasm)` gives, `wit` being the package the app builds
+/// against ([`wit_for`]), unless its inputs (the app, that WIT, `shared`,
+/// the toolchain `version`) are unchanged since the last build: a Python
+/// or JavaScript component takes seconds.
 fn build_scripted_guests(
-    apps: &[PathBuf],
-    entry: &str,
+    apps: ScriptedApps<'_>,
     shared: &[PathBuf],
     version: &str,
     out: &Path,
-    build: impl Fn(&Path, &Path) -> Command,
+    build: impl Fn(&Path, &Path, &Path) -> Command,
 ) -> Option<PathBuf> {
     std::fs::create_dir_all(out).expect("create the guest dir");
-    let mut dirs: Vec<PathBuf> = apps
+    let ScriptedApps {
+        root,
+        language,
+        entry,
+    } = apps;
+    let project_wit = root.join("wit");
+    let roots = [
+        root.join("tests").join("fixtures").join(language),
+        root.join("plugins").join(language),
+        root.join(WRONG_WORLD),
+    ];
+    let mut dirs: Vec<PathBuf> = roots
         .iter()
         .filter_map(|apps| std::fs::read_dir(apps).ok())
         .flat_map(|entries| entries.filter_map(Result::ok).map(|e| e.path()))
@@ -422,7 +434,9 @@ fn build_scripted_guests(
             .expect("named")
             .to_string_lossy()
             .into_owned();
+        let wit = wit_for(&dir, &project_wit);
         let mut inputs = shared.to_vec();
+        collect_files(&wit, &mut inputs);
         collect_files(&dir, &mut inputs);
         inputs.retain(|p| !p.components().any(|c| c.as_os_str() == "__pycache__"));
         inputs.sort();
@@ -443,7 +457,7 @@ fn build_scripted_guests(
         }
         // A failed build must not leave an old stamp matching a new file.
         let _ = std::fs::remove_file(&stamp_path);
-        let output = build(&dir, &wasm)
+        let output = build(&dir, &wit, &wasm)
             .output()
             .unwrap_or_else(|e| panic!("building {}: {e}", dir.display()));
         if !output.status.success() {

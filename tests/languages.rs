@@ -32,34 +32,7 @@ use weft::runtime::{
 
 /// (language, contract fixture component) for every language built here.
 fn languages() -> Vec<(&'static str, Vec<u8>)> {
-    let read = |path: String| std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut out = vec![(
-        "rust",
-        read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))),
-    )];
-    for (language, dir) in [
-        ("python", env!("WEFT_PYTHON_GUEST_DIR")),
-        ("js", env!("WEFT_JS_GUEST_DIR")),
-    ] {
-        if dir.is_empty() {
-            assert!(
-                std::env::var_os("WEFT_REQUIRE_PLUGIN_TOOLCHAINS").is_none(),
-                "WEFT_REQUIRE_PLUGIN_TOOLCHAINS is set but the {language} plugins were not built (their toolchain was missing when host/build.rs ran)"
-            );
-            eprintln!(
-                "NOTICE: no {language} toolchain at build time; its contract checks are skipped"
-            );
-        } else {
-            out.push((language, read(format!("{dir}/contract.wasm"))));
-        }
-    }
-    for language in ["c", "go"] {
-        let project = format!("tests/fixtures/{language}/contract");
-        if let Some(bytes) = common::guests::build(language, &project) {
-            out.push((language, bytes));
-        }
-    }
-    out
+    common::guests::contract_fixtures()
 }
 
 fn context(attempt: u32) -> StepContext {
@@ -503,13 +476,11 @@ async fn limits(s: &Subject) {
 /// with the capabilities the tenant granted it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_plugin_runs_in_a_workflow_through_the_api() {
-    if env!("WEFT_PYTHON_GUEST_DIR").is_empty() {
-        languages();
+    let Some(component) = common::guests::scripted("python", "contract") else {
         return;
-    }
+    };
     let server = Server::start();
-    let path = format!("{}/contract.wasm", env!("WEFT_PYTHON_GUEST_DIR"));
-    upload(&server, &path, json!({"kv": true, "mail": true})).await;
+    upload(&server, component, json!({"kv": true, "mail": true})).await;
     // The same steps in Rust (the shared testkit) and in Python.
     server
         .publish(json!({"key": "py", "name": "Python beside Rust", "steps": [
@@ -627,22 +598,9 @@ async fn new_projects_build_with_one_command_and_run() {
     }
 }
 
-/// Uploads the component at `path` as the tenant's own plugin and grants
-/// it `grants`.
-async fn upload(server: &Server, path: &str, grants: Value) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let form = reqwest::multipart::Form::new().part(
-        "component",
-        reqwest::multipart::Part::bytes(bytes).file_name("plugin.wasm"),
-    );
-    let upload = server
-        .req(Method::POST, "/v1/plugins")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = upload.status().as_u16();
-    let body: Value = upload.json().await.unwrap();
+/// Uploads `component` as the tenant's own plugin and grants it `grants`.
+async fn upload(server: &Server, component: Vec<u8>, grants: Value) {
+    let (status, body) = server.upload_plugin(component).await;
     assert_eq!(status, 201, "{body}");
     let name = body["name"].as_str().unwrap().to_owned();
     let (status, granted) = server
@@ -698,15 +656,13 @@ async fn compare_with_original(
 /// the same workflow: the same notification, the same errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_create_notification_matches_the_rust_one() {
-    if env!("WEFT_JS_GUEST_DIR").is_empty() {
-        // Fails where the toolchains are required, skips with a notice
-        // elsewhere.
-        languages();
+    // Fails where the toolchains are required, skips with a notice
+    // elsewhere.
+    let Some(component) = common::guests::scripted("js", "create_notification_js") else {
         return;
-    }
+    };
     let server = Server::start();
-    let path = format!("{}/create_notification_js.wasm", env!("WEFT_JS_GUEST_DIR"));
-    upload(&server, &path, json!({"notify": true})).await;
+    upload(&server, component, json!({"notify": true})).await;
     let run = compare_with_original(
         &server,
         "notify_both",
@@ -761,13 +717,11 @@ async fn the_javascript_create_notification_matches_the_rust_one() {
 /// message in the outbox, the same refusals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_send_email_matches_the_rust_one() {
-    if env!("WEFT_PYTHON_GUEST_DIR").is_empty() {
-        languages();
+    let Some(component) = common::guests::scripted("python", "send_email_py") else {
         return;
-    }
+    };
     let server = Server::start();
-    let path = format!("{}/send_email_py.wasm", env!("WEFT_PYTHON_GUEST_DIR"));
-    upload(&server, &path, json!({"mail": true})).await;
+    upload(&server, component, json!({"mail": true})).await;
     let run = compare_with_original(
         &server,
         "mail_both",
@@ -819,11 +773,8 @@ async fn c_and_go_plugins_run_in_a_workflow_through_the_api() {
         return;
     };
     let server = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in [("hello_c", &c), ("hello_go", &go)] {
-        let path = dir.path().join(format!("{name}.wasm"));
-        std::fs::write(&path, bytes).unwrap();
-        upload(&server, path.to_str().unwrap(), json!({})).await;
+    for component in [c, go] {
+        upload(&server, component, json!({})).await;
     }
     server
         .publish(json!({"key": "hello", "name": "C then Go", "steps": [
@@ -888,12 +839,9 @@ async fn a_component_built_for_the_wrong_world_is_refused_in_every_language() {
         "rust",
         read(format!("{}/wrong_world_rs.wasm", env!("WEFT_GUEST_DIR"))),
     )];
-    for (language, dir, name) in [
-        ("python", env!("WEFT_PYTHON_GUEST_DIR"), "wrong_world_py"),
-        ("js", env!("WEFT_JS_GUEST_DIR"), "wrong_world_js"),
-    ] {
-        if !dir.is_empty() {
-            wrong.push((language, read(format!("{dir}/{name}.wasm"))));
+    for (language, name) in [("python", "wrong_world_py"), ("js", "wrong_world_js")] {
+        if let Some(bytes) = common::guests::scripted(language, name) {
+            wrong.push((language, bytes));
         }
     }
     for language in ["c", "go"] {
@@ -922,18 +870,7 @@ async fn a_component_built_for_the_wrong_world_is_refused_in_every_language() {
             "{language}: {reason}"
         );
         for _ in 0..2 {
-            let form = reqwest::multipart::Form::new().part(
-                "component",
-                reqwest::multipart::Part::bytes(bytes.clone()).file_name("plugin.wasm"),
-            );
-            let response = server
-                .req(Method::POST, "/v1/plugins")
-                .multipart(form)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
+            let (status, body) = server.upload_plugin(bytes.clone()).await;
             assert_eq!(status, 422, "{language}: {body}");
             assert!(
                 body.to_string()

@@ -113,18 +113,8 @@ async fn plugin_storage_has_a_quota_per_tenant() {
         &["--tenant-plugin-storage-bytes", "100000"],
     );
     let bytes = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).unwrap();
-    let form = reqwest::multipart::Form::new().part(
-        "component",
-        reqwest::multipart::Part::bytes(bytes).file_name("testkit.wasm"),
-    );
-    let response = s
-        .req(reqwest::Method::POST, "/v1/plugins")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    let problem: Value = response.json().await.unwrap();
+    let (status, problem) = s.upload_plugin(bytes).await;
+    assert_eq!(status, 413, "{problem}");
     assert_eq!(problem["type"], "https://weft.dev/problems/quota-exceeded");
     assert!(
         problem["detail"]

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Server, step};
+use common::{Server, send, step};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -45,16 +45,6 @@ async fn new_tenant(s: &Server, prefix: &str) -> Tenant {
         name,
         key: body["admin_key"].as_str().expect("admin_key").to_owned(),
     }
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 impl Tenant {

@@ -44,17 +44,8 @@ async fn three_hosts_share_the_work_and_survive_a_killed_one() {
         .map(|d| Server::start_with(d.path(), false, &args))
         .collect();
     let testkit = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).unwrap();
-    let form = reqwest::multipart::Form::new().part(
-        "component",
-        reqwest::multipart::Part::bytes(testkit).file_name("testkit.wasm"),
-    );
-    let uploaded = hosts[0]
-        .req(reqwest::Method::POST, "/v1/plugins")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), 201);
+    let (status, uploaded) = hosts[0].upload_plugin(testkit).await;
+    assert_eq!(status, 201, "{uploaded}");
     let (status, grants) = hosts[0]
         .call(
             reqwest::Method::PUT,

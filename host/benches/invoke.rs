@@ -81,27 +81,7 @@ async fn main() {
 }
 
 async fn languages() {
-    let read = |path: String| std::fs::read(&path).expect("fixture");
-    let mut fixtures = vec![(
-        "rust",
-        read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))),
-    )];
-    for (language, dir) in [
-        ("python", env!("WEFT_PYTHON_GUEST_DIR")),
-        ("js", env!("WEFT_JS_GUEST_DIR")),
-    ] {
-        if dir.is_empty() {
-            println!("{language}: not built (no toolchain)");
-        } else {
-            fixtures.push((language, read(format!("{dir}/contract.wasm"))));
-        }
-    }
-    for language in ["c", "go"] {
-        match guests::build(language, &format!("tests/fixtures/{language}/contract")) {
-            Some(bytes) => fixtures.push((language, bytes)),
-            None => println!("{language}: not built (no toolchain)"),
-        }
-    }
+    let fixtures = guests::contract_fixtures();
     println!("language | size | compile at upload | load after restart | echo attempt");
     for (language, bytes) in fixtures {
         let cache = tempfile::tempdir().expect("tempdir");

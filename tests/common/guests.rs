@@ -1,9 +1,14 @@
-//! C and Go plugins, built for the tests and benches the way an author
-//! builds them: the project (a fixture or a plugin from `plugins/`, with
-//! the SDK and WIT copied in as `weft plugin new` would) staged under the
-//! target dir and built with the real `weft plugin build`. Built once per
-//! process. Without the language's toolchain, `None` with a notice, or a
-//! failure where `WEFT_REQUIRE_PLUGIN_TOOLCHAINS` is set (CI).
+//! Plugins in languages beyond Rust, for the tests and benches. Python and
+//! JavaScript components come built by host/build.rs ([`scripted`]). C and
+//! Go ones are built the way an author builds them: the project (a fixture
+//! or a plugin from `plugins/`, with the SDK and WIT copied in as `weft
+//! plugin new` would) staged under the target dir and built with the real
+//! `weft plugin build`, once per process ([`build`]). Without the
+//! language's toolchain, `None` with a notice, or a failure where
+//! `WEFT_REQUIRE_PLUGIN_TOOLCHAINS` is set (CI).
+//!
+//! [`contract_fixtures`] is every language's contract fixture, the list
+//! the contract suite and the invoke bench share.
 
 #![allow(dead_code, reason = "each test file uses a different part")]
 
@@ -32,6 +37,55 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A language's toolchain is missing: a notice, or a failure in CI.
+fn missing(language: &str, why: &str) {
+    assert!(
+        std::env::var_os("WEFT_REQUIRE_PLUGIN_TOOLCHAINS").is_none(),
+        "WEFT_REQUIRE_PLUGIN_TOOLCHAINS is set but the {language} toolchain is missing: {why}"
+    );
+    eprintln!("NOTICE: no {language} toolchain ({why}); its checks are skipped");
+}
+
+fn read(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The Python (`python`) or JavaScript (`js`) component `name` that
+/// host/build.rs built, if their toolchain was there when it ran.
+pub fn scripted(language: &str, name: &str) -> Option<Vec<u8>> {
+    let dir = match language {
+        "python" => env!("WEFT_PYTHON_GUEST_DIR"),
+        "js" => env!("WEFT_JS_GUEST_DIR"),
+        _ => panic!("{language} is not built by host/build.rs"),
+    };
+    if dir.is_empty() {
+        missing(language, "not found when host/build.rs ran");
+        return None;
+    }
+    Some(read(&format!("{dir}/{name}.wasm")))
+}
+
+/// (language, contract fixture component) for every language whose
+/// toolchain is here: the Rust testkit and `tests/fixtures/<language>/
+/// contract`, which share their modes and outputs.
+pub fn contract_fixtures() -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = vec![(
+        "rust",
+        read(&format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))),
+    )];
+    for language in ["python", "js"] {
+        if let Some(bytes) = scripted(language, "contract") {
+            out.push((language, bytes));
+        }
+    }
+    for language in ["c", "go"] {
+        if let Some(bytes) = build(language, &format!("tests/fixtures/{language}/contract")) {
+            out.push((language, bytes));
+        }
+    }
+    out
+}
+
 static BUILT: Mutex<Option<HashMap<String, Option<Vec<u8>>>>> = Mutex::new(None);
 
 /// The component built from the project at `project` (relative to the
@@ -56,7 +110,7 @@ fn build_now(lang: &str, project: &str) -> Option<Vec<u8>> {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    Some(std::fs::read(&output).unwrap())
+    Some(read(&output.display().to_string()))
 }
 
 /// A project built for the wrong world (its WIT beside it, as in
@@ -70,7 +124,7 @@ pub fn refused(lang: &str, project: &str) -> Option<(Vec<u8>, String)> {
         !run.status.success() && stderr.contains("the host refuses it"),
         "weft plugin build {project} should have been refused: {run:?}"
     );
-    Some((std::fs::read(&output).unwrap(), stderr))
+    Some((read(&output.display().to_string()), stderr))
 }
 
 /// Stages the project and runs `weft plugin build` on it: its output and
@@ -123,19 +177,12 @@ fn stage_and_build(lang: &str, project: &str) -> Option<(std::process::Output, P
         .output()
         .expect("run weft plugin build");
     let stderr = String::from_utf8_lossy(&run.stderr);
-    let missing = !run.status.success()
+    let toolchain_missing = !run.status.success()
         && (stderr.contains("no clang found")
             || stderr.contains("no WASI sysroot")
             || (lang == "go" && stderr.contains("could not run")));
-    if missing {
-        assert!(
-            std::env::var_os("WEFT_REQUIRE_PLUGIN_TOOLCHAINS").is_none(),
-            "WEFT_REQUIRE_PLUGIN_TOOLCHAINS is set but the {lang} toolchain is missing:\n{stderr}"
-        );
-        eprintln!(
-            "NOTICE: no {lang} toolchain ({}); its checks are skipped",
-            stderr.trim()
-        );
+    if toolchain_missing {
+        missing(lang, stderr.trim());
         return None;
     }
     Some((run, output))

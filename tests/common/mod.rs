@@ -143,13 +143,21 @@ impl Server {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        send(request).await
+    }
+
+    /// Uploads a component as the admin tenant's plugin (`POST
+    /// /v1/plugins`); the status and body.
+    pub async fn upload_plugin(&self, component: Vec<u8>) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new().part(
+            "component",
+            reqwest::multipart::Part::bytes(component).file_name("plugin.wasm"),
+        );
+        send(
+            self.req(reqwest::Method::POST, "/v1/plugins")
+                .multipart(form),
         )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -246,6 +254,17 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends a request; its status and body (JSON, or the text as a string).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
