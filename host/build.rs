@@ -95,7 +95,6 @@ fn main() {
     );
 
     write_scaffold_files(&root, &out_dir);
-    write_go_pkg(&out_dir);
     build_dashboard(&root.join("ui"), &out_dir);
 }
 
@@ -195,66 +194,6 @@ fn write_scaffold_files(root: &Path, out_dir: &Path) {
     }
     generated.push_str("];\n");
     std::fs::write(out_dir.join("scaffold_files.rs"), generated).expect("write scaffold_files.rs");
-}
-
-/// `go_pkg.rs`: the Go support package (`go.bytecodealliance.org/pkg`)
-/// that wit-bindgen's Go bindings import, from inside the `wit-bindgen-go`
-/// crate, for `weft plugin build` to write beside them: the Go module
-/// proxy is not reachable everywhere.
-fn write_go_pkg(out_dir: &Path) {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    // Only this platform's packages: the others may not be downloaded.
-    let target = env::var("TARGET").expect("set by cargo");
-    let metadata = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .args(["--filter-platform", &target])
-        .output()
-        .expect("run cargo metadata");
-    assert!(
-        metadata.status.success(),
-        "cargo metadata: {}",
-        String::from_utf8_lossy(&metadata.stderr)
-    );
-    let text = String::from_utf8_lossy(&metadata.stdout);
-    let pkg = text
-        .split("\"manifest_path\":\"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(|manifest| {
-            Path::new(manifest)
-                .parent()
-                .expect("in a dir")
-                .to_path_buf()
-        })
-        .find(|dir| {
-            dir.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("wit-bindgen-go"))
-                && dir.join("src/pkg/go.mod").exists()
-        })
-        .expect("the wit-bindgen-go crate's sources (a dependency of the host)")
-        .join("src")
-        .join("pkg");
-    let mut files = Vec::new();
-    collect_files(&pkg.join("wit"), &mut files);
-    files.retain(|f| f.extension().is_some_and(|x| x == "go" || x == "s"));
-    files.push(pkg.join("go.mod"));
-    files.push(pkg.join("LICENSE"));
-    files.sort();
-    let mut generated = String::from(
-        "/// (path in the package, contents).\npub const FILES: &[(&str, &[u8])] = &[\n",
-    );
-    for file in files {
-        let relative = file.strip_prefix(&pkg).expect("under pkg");
-        writeln!(
-            generated,
-            "    ({:?}, include_bytes!({:?})),",
-            relative.to_string_lossy().replace('\\', "/"),
-            file.display().to_string()
-        )
-        .expect("write to string");
-    }
-    generated.push_str("];\n");
-    std::fs::write(out_dir.join("go_pkg.rs"), generated).expect("write go_pkg.rs");
 }
 
 /// componentize-py: `WEFT_COMPONENTIZE_PY`, or on the PATH.

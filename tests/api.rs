@@ -518,6 +518,116 @@ async fn starting_runs_honours_wait_ms_idempotency_and_input_schema() {
     assert_eq!(other.status(), 409);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_starts_with_one_key_create_one_run() {
+    let s = shared();
+    s.publish(json!({"key": "once-only", "name": "Once only",
+        "steps": [testkit("nap", json!({"mode": "sleep", "ms": 300}))]}))
+        .await;
+    let start = || {
+        common::send(
+            s.req(Method::POST, "/v1/runs")
+                .header("Idempotency-Key", "order-42")
+                .json(&json!({"workflow": "once-only", "input": {"order": 42}})),
+        )
+    };
+    let answers = futures::future::join_all((0..50).map(|_| start())).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, run)| {
+            assert_eq!(*status, 202, "{run}");
+            run["id"].as_str().expect("a run id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one run for one key: {ids:?}");
+    let (_, runs) = s.get("/v1/runs?workflow=once-only&limit=100").await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
+
+    // The same key with another body is refused, even now.
+    let (status, problem) = common::send(
+        s.req(Method::POST, "/v1/runs")
+            .header("Idempotency-Key", "order-42")
+            .json(&json!({"workflow": "once-only", "input": {"order": 43}})),
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+
+    // A retry while the first start waits (wait_ms) answers with the same
+    // run, and waits for it the same way.
+    let keyed = |wait_ms: u64| {
+        common::send(
+            s.req(Method::POST, "/v1/runs")
+                .header("Idempotency-Key", "order-44")
+                .json(
+                    &json!({"workflow": "once-only", "input": {"order": 44}, "wait_ms": wait_ms}),
+                ),
+        )
+    };
+    let first = keyed(5000);
+    let retry = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        keyed(5000).await
+    };
+    let ((first_status, first), (retry_status, retry)) = tokio::join!(first, retry);
+    assert_eq!((first_status, retry_status), (200, 200), "{first} {retry}");
+    assert_eq!(first["id"], retry["id"]);
+    assert_eq!(retry["status"], "completed", "{retry}");
+    let (_, runs) = s.get("/v1/runs?workflow=once-only&limit=100").await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 2, "{runs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_with_one_key_create_once_and_replay_the_answer() {
+    let s = shared();
+    let create = || {
+        common::send(
+            s.req(Method::POST, "/v1/workflows")
+                .header("Idempotency-Key", "create-keyed-once")
+                .json(&json!({"key": "keyed-once", "name": "Keyed once",
+                    "steps": [testkit("a", json!({"mode": "echo"}))]})),
+        )
+    };
+    let answers = futures::future::join_all((0..20).map(|_| create())).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "every request gets the one answer: {body}");
+        assert_eq!(body, &answers[0].1);
+    }
+    let (_, versions) = s.get("/v1/workflows/keyed-once/versions").await;
+    assert_eq!(versions["items"].as_array().unwrap().len(), 1, "{versions}");
+
+    // A failed request frees its key: the same key works once the body is fixed.
+    let send = |body: Value| {
+        common::send(
+            s.req(Method::POST, "/v1/workflows")
+                .header("Idempotency-Key", "create-after-a-failure")
+                .json(&body),
+        )
+    };
+    let (status, _) = send(json!({"key": "after-a-failure", "name": "Bad", "steps": []})).await;
+    assert_eq!(status, 422);
+    let (status, created) = send(json!({"key": "after-a-failure", "name": "Good",
+        "steps": [testkit("a", json!({"mode": "echo"}))]}))
+    .await;
+    assert_eq!(status, 201, "{created}");
+}
+
+#[tokio::test]
+async fn a_wait_ms_start_whose_run_pauses_answers_200() {
+    let s = shared();
+    s.publish(json!({"key": "pauses", "name": "Pauses", "steps": [
+        {"id": "approve", "uses": "request_user_action", "config": {"actions": ["approve", "decline"]}}
+    ]}))
+    .await;
+    let (status, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "pauses", "input": {}, "wait_ms": 5000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "paused");
+}
+
 #[tokio::test]
 async fn errors_are_problem_documents() {
     let s = shared();
@@ -1702,7 +1812,11 @@ async fn a_run_started_with_an_attachment_hands_the_file_to_its_steps() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202, "paused runs answer 202");
+    assert_eq!(
+        response.status(),
+        200,
+        "a start that waits answers 200 once the run pauses"
+    );
     let run: Value = response.json().await.unwrap();
     assert_eq!(run["status"], "paused", "{run}");
     assert_eq!(run["input"]["attachment"]["name"], "contract.txt");

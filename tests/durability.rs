@@ -119,3 +119,55 @@ async fn a_second_server_on_the_same_database_is_refused() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("another weft serve is using"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_in_doubt_after_a_kill_answers_with_the_run_it_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &[]);
+    server
+        .publish(json!({"key": "slow", "name": "Slow", "steps": [
+            {"id": "nap", "uses": "wait", "config": {"duration_ms": 2000}}
+        ]}))
+        .await;
+    let body = json!({"workflow": "slow", "input": {"invoice": 7}, "wait_ms": 30000});
+    // The start commits its run, then waits for it: the client is still
+    // waiting for an answer when the server dies.
+    let start = server
+        .req(reqwest::Method::POST, "/v1/runs")
+        .header("Idempotency-Key", "invoice-7")
+        .json(&body)
+        .send();
+    let in_doubt = tokio::spawn(start);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, runs) = server.get("/v1/runs?workflow=slow").await;
+        if !runs["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    assert!(
+        in_doubt.await.unwrap().is_err(),
+        "the client got no answer: it cannot know whether the run exists"
+    );
+
+    let server = Server::start_in(dir.path(), &[]);
+    let (status, retried) = common::send(
+        server
+            .req(reqwest::Method::POST, "/v1/runs")
+            .header("Idempotency-Key", "invoice-7")
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["status"], "completed", "{retried}");
+    let (_, runs) = server.get("/v1/runs?workflow=slow").await;
+    let runs = runs["items"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "the retry made no second run: {runs:?}");
+    assert_eq!(runs[0]["id"], retried["id"]);
+}

@@ -124,3 +124,236 @@ async fn plugin_storage_has_a_quota_per_tenant() {
         "{problem}"
     );
 }
+
+/// The server's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// The server's RSS once it has settled: the allocator gives freed pages
+/// back lazily, as it goes on working, so requests are made until two
+/// readings half a second apart are within 2 MiB (at most 20 s).
+async fn settled_rss(s: &Server) -> u64 {
+    let pid = s.child.id();
+    let mut last = rss_bytes(pid);
+    for _ in 0..40 {
+        for _ in 0..10 {
+            assert_eq!(s.get("/v1/runs").await.0, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_bytes(pid);
+        if now.abs_diff(last) < 2 << 20 {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// A gauge or counter from `/metrics`.
+async fn metric(s: &Server, name: &str) -> f64 {
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
+}
+
+/// Polls `metric` until `done` holds (at most 20 s).
+async fn metric_until(s: &Server, name: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = metric(s, name).await;
+        if done(value) || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn address(s: &Server) -> String {
+    s.url.trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_cost_little_memory_and_leave_the_server_answering() {
+    const CONNECTIONS: usize = 2_000;
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let s = Server::start();
+    let pid = s.child.id();
+    let before = settled_rss(&s).await;
+
+    // A burst of connects at once: the listen backlog must hold them all.
+    // Half of them make a request first and keep the connection alive, the
+    // other half send nothing.
+    let addr = address(&s);
+    let connects = (0..CONNECTIONS).map(|i| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            if i % 2 == 0 {
+                stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nhost: weft\r\n\r\n")
+                    .await?;
+                let mut answer = [0u8; 512];
+                let n = stream.read(&mut answer).await?;
+                assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+            }
+            Ok::<_, std::io::Error>(stream)
+        }
+    });
+    let idle: Vec<tokio::net::TcpStream> = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every connect of the burst accepted");
+    let open = metric_until(&s, "weft_http_connections", |n| n >= CONNECTIONS as f64).await;
+    assert!(open >= CONNECTIONS as f64, "{open} connections open");
+    let during = rss_bytes(pid);
+    // The server still answers on a new connection.
+    let health = s
+        .client
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    drop(idle);
+    let open = metric_until(&s, "weft_http_connections", |n| n <= 2.0).await;
+    assert!(
+        open <= 2.0,
+        "{open} connections still open after the clients closed"
+    );
+    let after = settled_rss(&s).await;
+    // What the connections held: the memory with them less the lower of
+    // the readings without them (the allocator may still be giving back
+    // start-up memory when the first is taken).
+    let per_connection = during.saturating_sub(before.min(after)) / CONNECTIONS as u64;
+    eprintln!(
+        "RSS {} KiB before, {} KiB with {CONNECTIONS} idle connections, {} KiB after they closed: {per_connection} bytes each",
+        before / 1024,
+        during / 1024,
+        after / 1024,
+    );
+    assert!(
+        per_connection < 64 << 10,
+        "{per_connection} bytes of RSS per idle connection"
+    );
+    assert!(
+        after <= before + (16 << 20),
+        "RSS {} KiB after the connections closed, {} KiB before, {} KiB with them",
+        after / 1024,
+        before / 1024,
+        during / 1024
+    );
+}
+
+#[tokio::test]
+async fn silent_half_sent_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &["--header-timeout-secs", "1", "--idle-timeout-secs", "2"],
+    );
+    let addr = address(&s);
+    // Reads until the server closes the connection; what it sent, and when.
+    async fn closed_after(mut stream: tokio::net::TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut seen));
+        read.await.expect("the server closes the connection").ok();
+        (
+            String::from_utf8_lossy(&seen).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    // Connects and sends nothing.
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Sends half a request's headers, never the blank line.
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: weft\r\nx-slow: ")
+        .await
+        .unwrap();
+    // A whole request, then nothing on the kept-alive connection.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: weft\r\n\r\n")
+        .await
+        .unwrap();
+    let (silent, half, kept) =
+        tokio::join!(closed_after(silent), closed_after(half), closed_after(kept));
+    assert!(silent.1 < Duration::from_secs(10), "silent: {:?}", silent.1);
+    assert!(half.1 < Duration::from_secs(10), "half-sent: {:?}", half.1);
+    assert!(
+        kept.0.starts_with("HTTP/1.1 200"),
+        "the whole request was answered first: {:?}",
+        kept.0
+    );
+    // An HTTP/1.1 connection kept alive waits for the next request's
+    // headers: the header timeout is its idle limit.
+    assert!(
+        kept.1 >= Duration::from_secs(1) && kept.1 < Duration::from_secs(10),
+        "kept alive: {:?}",
+        kept.1
+    );
+}
+
+#[tokio::test]
+async fn past_the_connection_limit_a_client_gets_503_with_retry_after() {
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &["--max-connections", "8"]);
+    let addr = address(&s);
+    // The test's client keeps one connection in its pool: with it and 7
+    // more, every slot is taken.
+    assert_eq!(s.get("/v1/runs").await.0, 200);
+    let mut held = Vec::new();
+    for _ in 0..7 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    metric_until(&s, "weft_http_connections", |n| n >= 8.0).await;
+    let mut over = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), over.read_to_string(&mut answer))
+        .await
+        .expect("refused at once")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("too-many-connections"), "{answer}");
+
+    drop(held);
+    // Slots free again once the clients go: a new client is served.
+    let fresh = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = fresh.get(format!("{}/healthz", s.url)).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never took a connection again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metric(&s, "weft_http_connections_closed_total{reason=\"limit\"}").await >= 1.0);
+}

@@ -72,9 +72,7 @@ async fn measure(config: EngineConfig) {
     let engine = Engine::new(db, runtime.clone(), plugins, config);
     let shutdown = tokio_util::sync::CancellationToken::new();
     engine.start(shutdown.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = api::server::bind("127.0.0.1:0".parse().expect("an address")).expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(api::serve(
         listener,
@@ -85,6 +83,7 @@ async fn measure(config: EngineConfig) {
                 runs_per_minute: 1e9,
             },
         ),
+        api::server::Limits::default(),
         std::future::pending(),
     ));
     let client = reqwest::Client::new();

@@ -24,6 +24,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A request with the `Idempotency-Key` of another still in flight.
+    #[error("a request with Idempotency-Key {0:?} is still in flight; retry shortly")]
+    IdempotencyInFlight(String),
     /// A start refused by the workflow's overlap control; names the run in
     /// the way.
     #[error("{message}")]
@@ -51,7 +54,9 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) | Self::Overlap { .. } => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Overlap { .. } | Self::IdempotencyInFlight(_) => {
+                StatusCode::CONFLICT
+            }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -69,6 +74,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
+            Self::IdempotencyInFlight(_) => "idempotency-in-flight",
             Self::Overlap { .. } => "run-overlap",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Unsupported(_) => "unsupported-media-type",
@@ -107,6 +113,7 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             Self::TooManyRequests { retry_after } => Some(*retry_after),
+            Self::IdempotencyInFlight(_) => Some(1),
             _ => None,
         };
         let mut response = (self.status(), Json(self.body())).into_response();

@@ -22,15 +22,17 @@ pub mod plugins;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
+pub mod server;
 pub mod tenants;
 pub mod webhooks;
 pub mod workflows;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
@@ -48,6 +50,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub limiter: Arc<limits::Limiter>,
+    /// Open and refused connections, for `/metrics`.
+    pub connections: Arc<server::ConnectionStats>,
 }
 
 impl AppState {
@@ -55,6 +59,7 @@ impl AppState {
         Self {
             engine,
             limiter: Arc::new(limits::Limiter::new(limits)),
+            connections: Arc::default(),
         }
     }
 }
@@ -119,70 +124,152 @@ pub fn router(state: AppState) -> Router {
     router_and_openapi(state).0
 }
 
-/// Serves the API on an already-bound listener until `shutdown` resolves.
+/// Serves the API on an already-bound listener (see [`server::bind`])
+/// until `shutdown` resolves, with connections bounded by `limits`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    limits: server::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stats = state.connections.clone();
+    server::serve(listener, router(state), limits, stats, shutdown).await
 }
 
-/// The stored response for a repeated `Idempotency-Key`, or a conflict if
-/// the key was used with another body.
-pub async fn idempotency_replay(
-    state: &AppState,
-    tenant: &str,
-    headers: &HeaderMap,
-    route: &str,
-    body: &Value,
-) -> Result<Option<(axum::http::StatusCode, Value)>, ApiError> {
-    let Some(key) = idempotency_key(headers)? else {
-        return Ok(None);
-    };
-    let mut conn = state.engine.db.reader().await?;
-    let Some(stored) = db::state::idempotency_get(&mut conn, tenant, &key, route).await? else {
-        return Ok(None);
-    };
-    if stored.request_hash != body_hash(body) {
-        return Err(ApiError::Conflict(format!(
-            "Idempotency-Key {key:?} was already used with a different request body"
-        )));
+/// How long a request waits for another with the same `Idempotency-Key`
+/// to answer before it gets `409 idempotency-in-flight` (with Retry-After).
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);
+
+/// A reservation whose request has not answered for this long was left by
+/// a process that died: another request with the key may take it over.
+const ABANDONED_AFTER_MS: i64 = 60_000;
+
+/// A request's `Idempotency-Key`: reserved for this request before any work
+/// is done, or already answered by an earlier one.
+pub enum Idempotency {
+    /// The request has no key.
+    Unkeyed,
+    /// The key is this request's: do the work, then [`Reservation::finish`]
+    /// (or [`Reservation::release`] on an error, so the key can be reused).
+    Reserved(Reservation),
+    /// An earlier request with the key and the same body answered this.
+    Answered(db::state::IdempotentResponse),
+}
+
+/// An `Idempotency-Key` reserved for the request in hand.
+pub struct Reservation {
+    tenant: String,
+    key: String,
+    route: String,
+}
+
+impl Reservation {
+    /// Stores the answer for later requests with the key.
+    pub async fn finish(
+        self,
+        state: &AppState,
+        status: StatusCode,
+        response: &Value,
+    ) -> Result<(), ApiError> {
+        let mut conn = state.engine.db.writer().await?;
+        db::state::idempotency_finish(
+            &mut conn,
+            &self.tenant,
+            &self.key,
+            &self.route,
+            i64::from(status.as_u16()),
+            &response.to_string(),
+        )
+        .await?;
+        Ok(())
     }
-    let status = axum::http::StatusCode::from_u16(stored.status as u16)
-        .unwrap_or(axum::http::StatusCode::OK);
-    let value = serde_json::from_str(&stored.response).unwrap_or(Value::Null);
-    Ok(Some((status, value)))
+
+    /// Frees the key after the request failed.
+    pub async fn release(self, state: &AppState) {
+        let released = async {
+            let mut conn = state.engine.db.writer().await?;
+            db::state::idempotency_release(&mut conn, &self.tenant, &self.key, &self.route).await
+        };
+        if let Err(e) = released.await {
+            tracing::warn!(error = %e, key = %self.key, "releasing an idempotency key");
+        }
+    }
 }
 
-/// Remembers the response to a request made with an `Idempotency-Key`.
-pub async fn idempotency_store(
+/// Reserves the request's `Idempotency-Key` before any work is done, so of
+/// several requests with one key exactly one does the work: the others wait
+/// for its answer (at most [`IN_FLIGHT_WAIT`], then `409
+/// idempotency-in-flight`) and replay it. The same key with another body
+/// is a `409` conflict.
+pub async fn idempotency_begin(
     state: &AppState,
     tenant: &str,
     headers: &HeaderMap,
     route: &str,
     body: &Value,
-    status: axum::http::StatusCode,
-    response: &Value,
-) -> Result<(), ApiError> {
+) -> Result<Idempotency, ApiError> {
     let Some(key) = idempotency_key(headers)? else {
-        return Ok(());
+        return Ok(Idempotency::Unkeyed);
     };
-    let mut conn = state.engine.db.writer().await?;
-    let stored = db::state::IdempotentResponse {
-        request_hash: body_hash(body),
-        status: i64::from(status.as_u16()),
-        response: response.to_string(),
+    let hash = body_hash(body);
+    let reserved = || {
+        Idempotency::Reserved(Reservation {
+            tenant: tenant.to_owned(),
+            key: key.clone(),
+            route: route.to_owned(),
+        })
     };
-    db::state::idempotency_put(&mut conn, tenant, &key, route, &stored, db::now_ms()).await?;
-    Ok(())
+    let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    loop {
+        let now = db::now_ms();
+        let mut conn = state.engine.db.writer().await?;
+        if db::state::idempotency_reserve(&mut conn, tenant, &key, route, &hash, now).await? {
+            return Ok(reserved());
+        }
+        let stored = db::state::idempotency_get(&mut conn, tenant, &key, route).await?;
+        let abandoned_since = match stored {
+            Some(stored) if stored.request_hash != hash => return Err(reused_key(&key)),
+            Some(stored) if stored.status != db::state::IN_FLIGHT || stored.run_id.is_some() => {
+                return Ok(Idempotency::Answered(stored));
+            }
+            Some(stored) if now - stored.created_at > ABANDONED_AFTER_MS => Some(stored.created_at),
+            // In flight, or released just now: look again shortly.
+            _ => None,
+        };
+        if let Some(reserved_at) = abandoned_since
+            && db::state::idempotency_take_over(&mut conn, tenant, &key, route, reserved_at, now)
+                .await?
+        {
+            return Ok(reserved());
+        }
+        drop(conn);
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::IdempotencyInFlight(key));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-/// A create endpoint with `Idempotency-Key` support: replays the stored
-/// response for a repeated key and body, else runs `create` on the body and
-/// stores its `201` response.
+/// The conflict of a key used again with another body.
+pub fn reused_key(key: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "Idempotency-Key {key:?} was already used with a different request body"
+    ))
+}
+
+/// The stored answer as a response.
+pub fn replay(stored: &db::state::IdempotentResponse) -> (StatusCode, axum::Json<Value>) {
+    let status = u16::try_from(stored.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let value = serde_json::from_str(&stored.response).unwrap_or(Value::Null);
+    (status, axum::Json(value))
+}
+
+/// A create endpoint with `Idempotency-Key` support ([`idempotency_begin`]):
+/// runs `create` on the body once per key and answers `201` with what it
+/// returns; a repeated key and body replays that answer.
 pub async fn idempotent_create<F, Fut>(
     state: &AppState,
     tenant: &str,
@@ -190,18 +277,26 @@ pub async fn idempotent_create<F, Fut>(
     route: &str,
     body: Value,
     create: F,
-) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError>
+) -> Result<(StatusCode, axum::Json<Value>), ApiError>
 where
     F: FnOnce(Value) -> Fut,
     Fut: std::future::Future<Output = Result<Value, ApiError>>,
 {
-    if let Some((status, value)) = idempotency_replay(state, tenant, headers, route, &body).await? {
-        return Ok((status, axum::Json(value)));
+    let status = StatusCode::CREATED;
+    match idempotency_begin(state, tenant, headers, route, &body).await? {
+        Idempotency::Answered(stored) => Ok(replay(&stored)),
+        Idempotency::Unkeyed => Ok((status, axum::Json(create(body).await?))),
+        Idempotency::Reserved(reservation) => match create(body).await {
+            Ok(response) => {
+                reservation.finish(state, status, &response).await?;
+                Ok((status, axum::Json(response)))
+            }
+            Err(e) => {
+                reservation.release(state).await;
+                Err(e)
+            }
+        },
     }
-    let response = create(body.clone()).await?;
-    let status = axum::http::StatusCode::CREATED;
-    idempotency_store(state, tenant, headers, route, &body, status, &response).await?;
-    Ok((status, axum::Json(response)))
 }
 
 /// Cuts rows fetched with `limit + 1` to a page of `limit`, with the
@@ -221,7 +316,7 @@ pub fn paginate<T>(
     (rows, next)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
@@ -238,7 +333,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn body_hash(body: &Value) -> String {
+pub(crate) fn body_hash(body: &Value) -> String {
     hex::encode(Sha256::digest(body.to_string().as_bytes()))
 }
 

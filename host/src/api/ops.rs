@@ -96,5 +96,17 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
         out,
         "# HELP weft_queue_depth Steps ready to run now.\n# TYPE weft_queue_depth gauge\nweft_queue_depth {depth}"
     );
+    let c = &state.connections;
+    let _ = writeln!(
+        out,
+        "# HELP weft_http_connections Open HTTP connections.\n# TYPE weft_http_connections gauge\nweft_http_connections {}",
+        c.open.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weft_http_connections_closed_total HTTP connections refused at the limit or closed when idle.\n# TYPE weft_http_connections_closed_total counter\nweft_http_connections_closed_total{{reason=\"limit\"}} {}\nweft_http_connections_closed_total{{reason=\"idle\"}} {}",
+        c.refused.load(Ordering::Relaxed),
+        c.idle_closed.load(Ordering::Relaxed)
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

@@ -18,9 +18,15 @@ use super::dto::{
     EventList, EventOut, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus, StartRun,
     TenantEventList, TenantEventOut, Terminate,
 };
-use super::{ApiError, AppState, idempotency_replay, idempotency_store, page_limit, paginate};
+use super::{
+    ApiError, AppState, body_hash, idempotency_key, page_limit, paginate, replay, reused_key,
+};
+use crate::db;
 use crate::engine::advance::run_is_terminal;
-use crate::engine::runs::{Resume, Stop};
+use crate::engine::runs::{Resume, StartKey, Started, Stop};
+
+/// What `Idempotency-Key`s of run starts are scoped to.
+const START_ROUTE: &str = "POST /v1/runs";
 
 /// Longest `wait_ms` honoured.
 const MAX_WAIT_MS: u64 = 60_000;
@@ -93,17 +99,6 @@ async fn start(
         (body.clone(), body)
     };
     state.limiter.start_run(&principal.tenant_id)?;
-    if let Some((status, value)) = idempotency_replay(
-        &state,
-        &principal.tenant_id,
-        &headers,
-        "POST /v1/runs",
-        &identity,
-    )
-    .await?
-    {
-        return Ok((status, Json(value)));
-    }
     let request: StartRun = serde_json::from_value(body.clone())
         .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
     if request.wait_ms.is_some_and(|w| w > MAX_WAIT_MS) {
@@ -111,44 +106,70 @@ async fn start(
             "wait_ms is at most {MAX_WAIT_MS}"
         )));
     }
-    let run = state
-        .engine
-        .start_run(
-            &principal.tenant_id,
-            &request.workflow,
-            request.version.as_deref(),
-            request.input,
-        )
-        .await?;
-    let (status, response) = match request.wait_ms {
-        None => (StatusCode::ACCEPTED, json(RunOut::summary(&run))?),
+    let tenant = &principal.tenant_id;
+    // The key is stored with the run, in the transaction that creates it:
+    // a repeated start (concurrent, during the first's wait_ms, or after a
+    // crash left it in doubt) answers with the first one's run.
+    let key = idempotency_key(&headers)?;
+    let request_hash = body_hash(&identity);
+    let start_key = key.as_deref().map(|key| StartKey {
+        key,
+        route: START_ROUTE,
+        request_hash: &request_hash,
+    });
+    let mut started = None;
+    if let Some(key) = &key {
+        let mut conn = state.engine.db.reader().await?;
+        if let Some(stored) =
+            db::state::idempotency_get(&mut conn, tenant, key, START_ROUTE).await?
+        {
+            if stored.request_hash != request_hash {
+                return Err(reused_key(key));
+            }
+            match stored.run_id {
+                Some(id) => started = Some(Started::Existing(id)),
+                // An answer stored before starts kept their run's id.
+                None => return Ok(replay(&stored)),
+            }
+        }
+    }
+    let started = match started {
+        Some(started) => started,
+        None => {
+            state
+                .engine
+                .start_run(
+                    tenant,
+                    &request.workflow,
+                    request.version.as_deref(),
+                    request.input,
+                    start_key,
+                )
+                .await?
+        }
+    };
+    let run = match started {
+        Started::Created(run) => *run,
+        Started::Existing(id) => state.engine.get_run(tenant, &id).await?.run,
+        Started::KeyReused => return Err(reused_key(key.as_deref().unwrap_or_default())),
+    };
+    match request.wait_ms {
+        None => Ok((StatusCode::ACCEPTED, Json(json(RunOut::summary(&run))?))),
         Some(wait) => {
             let view = state
                 .engine
-                .wait_for_run(&principal.tenant_id, &run.id, Duration::from_millis(wait))
+                .wait_for_run(tenant, &run.id, Duration::from_millis(wait))
                 .await?;
-            let done = run_is_terminal(&view.run.status);
-            (
-                if done {
-                    StatusCode::OK
-                } else {
-                    StatusCode::ACCEPTED
-                },
-                json(RunOut::full(&view))?,
-            )
+            // It returns when the run ends or pauses: both are answers.
+            let settled = run_is_terminal(&view.run.status) || view.run.status == "paused";
+            let status = if settled {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((status, Json(json(RunOut::full(&view))?)))
         }
-    };
-    idempotency_store(
-        &state,
-        &principal.tenant_id,
-        &headers,
-        "POST /v1/runs",
-        &identity,
-        status,
-        &response,
-    )
-    .await?;
-    Ok((status, Json(response)))
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

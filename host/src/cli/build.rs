@@ -21,11 +21,60 @@ use crate::runtime::{Runtime, RuntimeConfig};
 /// The world every plugin targets.
 const WORLD: &str = "step-plugin";
 
-/// Where the Go bindings' support package comes from: it ships inside the
-/// `wit-bindgen-go` crate (the Go module proxy is not always reachable),
-/// and is written beside the generated bindings with a `replace`.
+/// The Go bindings' support package (`go.bytecodealliance.org/pkg`), kept
+/// in `sdk/go/pkg` (the Go module proxy is not always reachable) and
+/// written beside the generated bindings with a `replace`.
 mod go_pkg {
-    include!(concat!(env!("OUT_DIR"), "/go_pkg.rs"));
+    /// The version `sdk/go/pkg` holds: the one wit-bindgen-go's bindings
+    /// require (a unit test checks).
+    #[cfg(test)]
+    pub const VERSION: &str = "v0.4.0";
+
+    /// (path in the package, contents).
+    pub const FILES: &[(&str, &[u8])] = &[
+        ("go.mod", include_bytes!("../../../sdk/go/pkg/go.mod")),
+        ("LICENSE", include_bytes!("../../../sdk/go/pkg/LICENSE")),
+        (
+            "wit/async/async.go",
+            include_bytes!("../../../sdk/go/pkg/wit/async/async.go"),
+        ),
+        (
+            "wit/async/empty.s",
+            include_bytes!("../../../sdk/go/pkg/wit/async/empty.s"),
+        ),
+        (
+            "wit/runtime/empty.s",
+            include_bytes!("../../../sdk/go/pkg/wit/runtime/empty.s"),
+        ),
+        (
+            "wit/runtime/runtime.go",
+            include_bytes!("../../../sdk/go/pkg/wit/runtime/runtime.go"),
+        ),
+        (
+            "wit/types/future.go",
+            include_bytes!("../../../sdk/go/pkg/wit/types/future.go"),
+        ),
+        (
+            "wit/types/option.go",
+            include_bytes!("../../../sdk/go/pkg/wit/types/option.go"),
+        ),
+        (
+            "wit/types/result.go",
+            include_bytes!("../../../sdk/go/pkg/wit/types/result.go"),
+        ),
+        (
+            "wit/types/stream.go",
+            include_bytes!("../../../sdk/go/pkg/wit/types/stream.go"),
+        ),
+        (
+            "wit/types/tuple.go",
+            include_bytes!("../../../sdk/go/pkg/wit/types/tuple.go"),
+        ),
+        (
+            "wit/types/unit.go",
+            include_bytes!("../../../sdk/go/pkg/wit/types/unit.go"),
+        ),
+    ];
 }
 
 #[derive(Debug, clap::Args)]
@@ -469,4 +518,16 @@ fn build_go(dir: &Path, wit: &Path, output: &Path) -> anyhow::Result<()> {
         false,
     )?;
     componentize(&module, output)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_go_support_package_is_the_version_the_bindings_require() {
+        assert_eq!(
+            wit_bindgen_go::remote_pkg_version(),
+            format!("go.bytecodealliance.org/pkg {}", super::go_pkg::VERSION),
+            "upgrade sdk/go/pkg with wit-bindgen-go (see its README)"
+        );
+    }
 }

@@ -102,6 +102,19 @@ pub struct ServeArgs {
     /// out once a host runs without this flag).
     #[arg(long, env = "WEFT_HOLD_WEBHOOKS")]
     hold_webhooks: bool,
+    /// HTTP connections served at once; past it a client gets `503` with
+    /// Retry-After. Also capped by the open-file limit, which `weft serve`
+    /// raises to its hard limit.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = api::server::Limits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers (and, on a new
+    /// connection, to start sending one).
+    #[arg(long, env = "WEFT_HEADER_TIMEOUT_SECS", default_value_t = api::server::Limits::default().header_read_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds a connection may sit with no request in flight and no bytes
+    /// moving before it is closed.
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT_SECS", default_value_t = api::server::Limits::default().idle_timeout.as_secs())]
+    idle_timeout_secs: u64,
     /// Shut down when standard input closes (for supervisors and tests that
     /// must not leave a server behind).
     #[arg(long, env = "WEFT_STOP_ON_STDIN_EOF")]
@@ -237,9 +250,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     engine.start(shutdown.clone());
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        api::server::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let limits = connection_limits(&args);
     let local = listener.local_addr()?;
     println!("weft listening on http://{local}");
     if args.stop_on_stdin_eof {
@@ -277,11 +290,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 runs_per_minute: args.runs_per_minute.max(1.0),
             },
         ),
+        limits,
         signal,
     )
     .await?;
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The connection limits from the flags, the count capped by the number of
+/// files this process may open (raised to the hard limit first), less room
+/// for the database, the cache and outbound connections.
+fn connection_limits(args: &ServeArgs) -> api::server::Limits {
+    const RESERVED_FILES: u64 = 512;
+    let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let by_files =
+        usize::try_from(files.saturating_sub(RESERVED_FILES).max(64)).unwrap_or(usize::MAX);
+    if args.max_connections > by_files {
+        tracing::warn!(
+            max_connections = args.max_connections,
+            open_file_limit = files,
+            "serving at most {by_files} connections: the open-file limit allows no more"
+        );
+    }
+    api::server::Limits {
+        max_connections: args.max_connections.clamp(1, by_files),
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+        ..api::server::Limits::default()
+    }
 }
 
 /// The URL without its password, for messages.

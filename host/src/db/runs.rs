@@ -515,6 +515,34 @@ impl<'a> Writes<'a> {
         self.statements.last_mut().expect("pushed")
     }
 
+    /// The `Idempotency-Key` of the start that creates run `run_id`, stored
+    /// with it: a second start with the key fails this (a unique violation),
+    /// which rolls its run back. Put it first, before the run's rows.
+    pub fn claim_idempotency(
+        &mut self,
+        tenant: &'a str,
+        key: &'a str,
+        route: &'a str,
+        request_hash: &'a str,
+        run_id: &'a str,
+        at: i64,
+    ) -> &mut Self {
+        self.statement(
+            "INSERT INTO idempotency (tenant_id, key, route, request_hash, status, response, created_at, run_id) VALUES ",
+        )
+        .tuple([
+            Arg::from(tenant),
+            Arg::from(key),
+            Arg::from(route),
+            Arg::from(request_hash),
+            Arg::from(202),
+            Arg::from(""),
+            Arg::from(at),
+            Arg::from(run_id),
+        ]);
+        self
+    }
+
     /// A new run.
     pub fn insert_run(&mut self, r: &'a RunRow) -> &mut Self {
         self.statement(

@@ -254,13 +254,24 @@ pub async fn file_content(
     Ok(row.map(|r| (r.get("size"), r.get("content"))))
 }
 
-/// A stored response to a POST made with an `Idempotency-Key`.
+/// An `Idempotency-Key` as stored: reserved while its request is in flight
+/// (`status` 0), then the stored answer, or for a run start the run it
+/// created.
 #[derive(Debug, Clone)]
 pub struct IdempotentResponse {
     pub request_hash: String,
+    /// The answer's HTTP status; 0 while the request is in flight.
     pub status: i64,
     pub response: String,
+    /// A run start: the run created with the key, in the same transaction.
+    pub run_id: Option<String>,
+    /// When the key was reserved (ms), to take over one a crashed request
+    /// left in flight.
+    pub created_at: i64,
 }
+
+/// The status of a key whose request is in flight.
+pub const IN_FLIGHT: i64 = 0;
 
 pub async fn idempotency_get(
     conn: &mut Conn,
@@ -268,38 +279,110 @@ pub async fn idempotency_get(
     key: &str,
     route: &str,
 ) -> Result<Option<IdempotentResponse>, DbError> {
-    let row = sqlx::query("SELECT request_hash, status, response FROM idempotency WHERE tenant_id = $1 AND key = $2 AND route = $3")
+    let row = sqlx::query("SELECT request_hash, status, response, run_id, created_at FROM idempotency WHERE tenant_id = $1 AND key = $2 AND route = $3")
         .bind(tenant)
         .bind(key)
         .bind(route)
         .fetch_optional(conn)
         .await?;
-    Ok(row.map(|r| IdempotentResponse {
-        request_hash: r.get("request_hash"),
-        status: r.get("status"),
-        response: r.get("response"),
-    }))
+    row.map(|r| {
+        Ok(IdempotentResponse {
+            request_hash: r.try_get("request_hash")?,
+            status: r.try_get("status")?,
+            response: r.try_get("response")?,
+            run_id: r.try_get("run_id")?,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .transpose()
 }
 
-pub async fn idempotency_put(
+/// Reserves `key` for a request in flight; false if the key is taken
+/// (in flight or answered).
+pub async fn idempotency_reserve(
     conn: &mut Conn,
     tenant: &str,
     key: &str,
     route: &str,
-    response: &IdempotentResponse,
+    request_hash: &str,
     at: i64,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO idempotency (tenant_id, key, route, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "INSERT INTO idempotency (tenant_id, key, route, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, '', $6)
          ON CONFLICT DO NOTHING",
     )
     .bind(tenant)
     .bind(key)
     .bind(route)
-    .bind(&response.request_hash)
-    .bind(response.status)
-    .bind(&response.response)
+    .bind(request_hash)
+    .bind(IN_FLIGHT)
     .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Takes over a reservation left in flight since `reserved_at` (its
+/// request's process died); false if another request took it first or it
+/// was answered meanwhile.
+pub async fn idempotency_take_over(
+    conn: &mut Conn,
+    tenant: &str,
+    key: &str,
+    route: &str,
+    reserved_at: i64,
+    at: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE idempotency SET created_at = $1 WHERE tenant_id = $2 AND key = $3 AND route = $4 AND status = $5 AND run_id IS NULL AND created_at = $6",
+    )
+    .bind(at)
+    .bind(tenant)
+    .bind(key)
+    .bind(route)
+    .bind(IN_FLIGHT)
+    .bind(reserved_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stores the answer of a reserved request.
+pub async fn idempotency_finish(
+    conn: &mut Conn,
+    tenant: &str,
+    key: &str,
+    route: &str,
+    status: i64,
+    response: &str,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE idempotency SET status = $1, response = $2 WHERE tenant_id = $3 AND key = $4 AND route = $5",
+    )
+    .bind(status)
+    .bind(response)
+    .bind(tenant)
+    .bind(key)
+    .bind(route)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Frees a reservation whose request failed, so the key can be used again.
+pub async fn idempotency_release(
+    conn: &mut Conn,
+    tenant: &str,
+    key: &str,
+    route: &str,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "DELETE FROM idempotency WHERE tenant_id = $1 AND key = $2 AND route = $3 AND status = $4 AND run_id IS NULL",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(route)
+    .bind(IN_FLIGHT)
     .execute(conn)
     .await?;
     Ok(())

@@ -47,10 +47,35 @@ pub enum Resume {
 /// Who starts a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin<'a> {
-    /// A client through the API: `min_interval_ms` applies.
-    Manual,
+    /// A client through the API: `min_interval_ms` applies; with the
+    /// request's `Idempotency-Key`, stored with the run.
+    Manual(Option<StartKey<'a>>),
     /// A schedule's tick (ms).
     Schedule { id: &'a str, tick: i64 },
+}
+
+/// A start's `Idempotency-Key`, stored in the transaction that inserts the
+/// run: the run and its key commit together or not at all, so a repeated
+/// start (concurrent, or after a crash left the first in doubt) finds the
+/// run the first one created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartKey<'a> {
+    pub key: &'a str,
+    /// The route the key is scoped to.
+    pub route: &'a str,
+    /// Hash of the request body: the same key with another body is refused.
+    pub request_hash: &'a str,
+}
+
+/// What a start did.
+#[derive(Debug, Clone)]
+pub enum Started {
+    Created(Box<RunRow>),
+    /// The key was already used by a start with the same body: the id of
+    /// the run that one created.
+    Existing(String),
+    /// The key was already used with another body.
+    KeyReused,
 }
 
 /// A run checked against its workflow, ready to be inserted.
@@ -68,18 +93,39 @@ impl Engine {
         workflow: &str,
         version: Option<&str>,
         input: Value,
-    ) -> Result<RunRow, EngineError> {
+        key: Option<StartKey<'_>>,
+    ) -> Result<Started, EngineError> {
         let prepared = self.prepare_run(tenant, workflow, version, input).await?;
         // A transaction by hand: without overlap control, BEGIN, the writes
         // and COMMIT go to the writer's thread in one round trip.
         let mut conn = db::HandTx::new(self.db.writer().await?);
         let inserted = self
-            .insert_run(&mut conn, tenant, workflow, prepared, Origin::Manual, true)
+            .insert_run(
+                &mut conn,
+                tenant,
+                workflow,
+                prepared,
+                Origin::Manual(key),
+                true,
+            )
             .await;
         let run = match inserted {
             Ok(run) => {
                 conn.committed();
                 run
+            }
+            Err(EngineError::Db(e)) if e.is_unique_violation() && key.is_some() => {
+                conn.abandon().await;
+                return self.started_with(tenant, key).await;
+            }
+            // A concurrent start with the same key got in first and is
+            // what the overlap control saw: answer with its run.
+            Err(e @ EngineError::Overlap { .. }) if key.is_some() => {
+                conn.abandon().await;
+                return match self.started_with(tenant, key).await {
+                    Ok(started @ Started::Existing(_)) => Ok(started),
+                    _ => Err(e),
+                };
             }
             Err(e) => {
                 conn.abandon().await;
@@ -88,7 +134,30 @@ impl Engine {
         };
         self.changed(&run.id);
         self.wake.notify_one();
-        Ok(run)
+        Ok(Started::Created(Box::new(run)))
+    }
+
+    /// What an earlier start with `key` did: the run it created, if it
+    /// committed one.
+    pub async fn started_with(
+        &self,
+        tenant: &str,
+        key: Option<StartKey<'_>>,
+    ) -> Result<Started, EngineError> {
+        let Some(key) = key else {
+            return Err(EngineError::NotFound("an idempotency key".into()));
+        };
+        let mut conn = self.db.reader().await?;
+        let stored = db::state::idempotency_get(&mut conn, tenant, key.key, key.route)
+            .await?
+            .ok_or_else(|| EngineError::NotFound("the run of this idempotency key".into()))?;
+        if stored.request_hash != key.request_hash {
+            return Ok(Started::KeyReused);
+        }
+        stored
+            .run_id
+            .map(Started::Existing)
+            .ok_or_else(|| EngineError::NotFound("the run of this idempotency key".into()))
     }
 
     /// Loads the workflow version and checks the input against its schema.
@@ -152,13 +221,13 @@ impl Engine {
             input,
         } = prepared;
         let now = db::now_ms();
-        let reads = matches!(origin, Origin::Manual) && definition.min_interval_ms.is_some()
+        let reads = matches!(origin, Origin::Manual(_)) && definition.min_interval_ms.is_some()
             || definition.concurrency.is_some();
         // Overlap control reads inside the transaction: begin it first.
         if own_transaction && reads {
             db::runs::Writes::default().begin().execute(tx).await?;
         }
-        if let (Some(min), Origin::Manual) = (definition.min_interval_ms, origin)
+        if let (Some(min), Origin::Manual(_)) = (definition.min_interval_ms, origin)
             && let Some((last, at)) = db::runs::latest_of_workflow(tx, tenant, workflow).await?
             && now - at < min as i64
         {
@@ -200,7 +269,7 @@ impl Engine {
         run.queued = queued;
         run.schedule_id = match origin {
             Origin::Schedule { id, .. } => Some(id.to_owned()),
-            Origin::Manual => None,
+            Origin::Manual(_) => None,
         };
         let mut steps: Vec<StepRow> = definition
             .steps
@@ -239,6 +308,9 @@ impl Engine {
         let mut writes = db::runs::Writes::default();
         if own_transaction && !reads {
             writes.begin();
+        }
+        if let Origin::Manual(Some(key)) = origin {
+            writes.claim_idempotency(tenant, key.key, key.route, key.request_hash, &run.id, now);
         }
         writes
             .insert_run(&run)
