@@ -27,8 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Serialize, ToSchema)]
 pub struct EntryOut {
     pub key: String,
-    /// The stored JSON value (a non-JSON value is returned as a string).
-    #[schema(value_type = Object)]
+    /// The stored JSON value, any JSON (a non-JSON value is returned as a
+    /// string).
     pub value: Value,
     pub updated_at: String,
 }
@@ -41,10 +41,12 @@ pub struct EntryList {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Only keys starting with this, e.g. `invoices/`.
     prefix: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -129,7 +131,7 @@ async fn get(
 
 /// Sets an entry to the JSON body.
 #[utoipa::path(put, path = "/v1/kv/{bucket}/{key}", tag = "data", params(("bucket" = String, Path), ("key" = String, Path)),
-    request_body = Object, responses((status = 200, body = EntryOut), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    request_body(content = Value, description = "Any JSON value"), responses((status = 200, body = EntryOut), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn put(
     State(state): State<AppState>,
     principal: Principal,

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Principal;
-use super::dto::ProblemDoc;
+use super::dto::{IdempotencyKey, ProblemDoc};
 use super::{ApiError, AppState, idempotent_create, page_limit, paginate};
 use crate::db::webhooks::{AttemptRow, DeliveryRow, WebhookRow};
 use crate::engine::rfc3339;
@@ -151,7 +151,7 @@ pub struct DeliveryList {
 
 /// Subscribes a URL to events. The response carries the signing secret,
 /// which is never shown again.
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookIn,
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookIn, params(IdempotencyKey),
     responses((status = 201, body = WebhookOut), (status = 422, body = ProblemDoc)))]
 async fn create(
     State(state): State<AppState>,
@@ -268,10 +268,12 @@ async fn delete(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeliveryQuery {
     /// `pending`, `delivered` or `failed`.
     status: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
 }
