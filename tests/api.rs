@@ -907,6 +907,15 @@ async fn openapi_document_describes_what_clients_receive() {
     assert!(operations >= 62, "{operations} operations");
 
     let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    // Every reference resolves.
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            schema(name).is_object(),
+            "#/components/schemas/{name} is missing"
+        );
+    }
     // Fields that hold any JSON, or null, are not typed `object`.
     for (owner, field) in [
         ("RunOut", "input"),

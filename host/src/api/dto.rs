@@ -612,8 +612,9 @@ pub struct Catalog {
     pub items: Vec<CatalogEntry>,
 }
 
-/// The form of `POST /v1/plugins`.
-#[derive(ToSchema)]
+/// The form of `POST /v1/plugins`; other fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(
     dead_code,
     reason = "documents the multipart form; the handler reads fields"
@@ -635,8 +636,9 @@ pub enum PluginVisibility {
     Public,
 }
 
-/// The multipart form of `POST /v1/files`.
-#[derive(ToSchema)]
+/// The multipart form of `POST /v1/files`; other fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(
     dead_code,
     reason = "documents the multipart form; the handler reads fields"

@@ -79,7 +79,7 @@ fn entry(key: String, value: &[u8], updated_at: i64) -> EntryOut {
 /// Entries of a bucket in key order (`default` is the bucket plugins use
 /// unless configured otherwise).
 #[utoipa::path(get, path = "/v1/kv/{bucket}", tag = "data", params(("bucket" = String, Path), ListQuery),
-    responses((status = 200, body = EntryList)))]
+    responses((status = 200, body = EntryList), (status = 422, body = ProblemDoc, description = "A bucket name over 128 bytes")))]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -110,7 +110,7 @@ async fn list(
 
 /// One entry. A key containing `/` is sent URL-encoded: `invoices%2Finv-1`.
 #[utoipa::path(get, path = "/v1/kv/{bucket}/{key}", tag = "data", params(("bucket" = String, Path), ("key" = String, Path)),
-    responses((status = 200, body = EntryOut), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = EntryOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "A name over its byte limit")))]
 async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -153,7 +153,7 @@ async fn put(
 
 /// Removes an entry (204 whether or not it existed).
 #[utoipa::path(delete, path = "/v1/kv/{bucket}/{key}", tag = "data", params(("bucket" = String, Path), ("key" = String, Path)),
-    responses((status = 204)))]
+    responses((status = 204), (status = 422, body = ProblemDoc, description = "A name over its byte limit")))]
 async fn delete(
     State(state): State<AppState>,
     principal: Principal,

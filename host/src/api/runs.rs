@@ -158,7 +158,7 @@ async fn start(
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     workflow: Option<String>,
-    #[param(value_type = Option<RunStatusDoc>)]
+    #[param(value_type = Option<RunStatusDoc>, inline)]
     status: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,

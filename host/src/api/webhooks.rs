@@ -272,15 +272,26 @@ async fn delete(
 #[serde(deny_unknown_fields)]
 struct DeliveryQuery {
     /// `pending`, `delivered` or `failed`.
+    #[param(value_type = Option<DeliveryStatusDoc>, inline)]
     status: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
+/// A delivery's status.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the allowed values")]
+#[serde(rename_all = "lowercase")]
+enum DeliveryStatusDoc {
+    Pending,
+    Delivered,
+    Failed,
+}
+
 /// The delivery log: every delivery with every attempt, newest first.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path), DeliveryQuery),
-    responses((status = 200, body = DeliveryList), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = DeliveryList), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "An unknown status")))]
 async fn deliveries(
     State(state): State<AppState>,
     principal: Principal,

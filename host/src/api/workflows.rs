@@ -100,7 +100,7 @@ struct ListQuery {
     /// Matches key, name and description.
     q: Option<String>,
     /// draft, published or archived.
-    #[param(value_type = Option<WorkflowStatusDoc>)]
+    #[param(value_type = Option<WorkflowStatusDoc>, inline)]
     status: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
@@ -156,7 +156,7 @@ struct GetQuery {
 
 /// One version of a workflow.
 #[utoipa::path(get, path = "/v1/workflows/{key}", tag = "workflows", params(("key" = String, Path), GetQuery),
-    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "A version that is not latest, published or semver")))]
 async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -306,7 +306,7 @@ async fn clone(
 
 /// The JSON Schema a run's input must meet (`{}` if the workflow has none).
 #[utoipa::path(get, path = "/v1/workflows/{key}/input-schema", tag = "workflows", params(("key" = String, Path), GetQuery),
-    responses((status = 200, description = "A JSON Schema"), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, description = "A JSON Schema"), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "A version that is not latest, published or semver")))]
 async fn input_schema(
     State(state): State<AppState>,
     principal: Principal,
