@@ -903,6 +903,224 @@ async fn every_route_is_in_the_openapi_document() {
     );
 }
 
+/// Whether a JSON Schema (resolved against `doc`) admits `null`.
+fn accepts_null(doc: &Value, schema: &Value) -> bool {
+    if let Some(target) = schema["$ref"].as_str() {
+        let name = target.rsplit('/').next().unwrap();
+        return accepts_null(doc, &doc["components"]["schemas"][name]);
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema[key].as_array() {
+            return options.iter().any(|o| accepts_null(doc, o));
+        }
+    }
+    match &schema["type"] {
+        Value::Null => true,
+        Value::String(t) => t == "null",
+        Value::Array(types) => types.iter().any(|t| t == "null"),
+        _ => false,
+    }
+}
+
+/// The type names a schema allows (`type` as a string or a list).
+fn types_of(schema: &Value) -> Vec<String> {
+    match &schema["type"] {
+        Value::String(t) => vec![t.clone()],
+        Value::Array(types) => types
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_describes_what_clients_receive() {
+    let s = shared();
+    let (status, doc) = s.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let open = ["/healthz", "/readyz", "/metrics"];
+    let mut operations = 0;
+    let mut operation_ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let at = format!("{method} {path}");
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{at} has no operationId"));
+            assert!(
+                operation_ids.insert(id.to_owned()),
+                "{at}: operationId {id} is not unique"
+            );
+            // Parameters sit where they are read: a path parameter is in
+            // the template, and every `{name}` of the template is one.
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let in_path: Vec<&str> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            for name in &in_path {
+                assert!(
+                    path.contains(&format!("{{{name}}}")),
+                    "{at}: `{name}` is declared in: path"
+                );
+            }
+            for segment in path.split('/').filter(|p| p.starts_with('{')) {
+                let name = segment.trim_matches(['{', '}']);
+                assert!(in_path.contains(&name), "{at}: `{name}` is not declared");
+            }
+            for p in &params {
+                if p["name"] == "limit" {
+                    assert_eq!(p["in"], "query", "{at}");
+                    assert_eq!(p["required"], false, "{at}");
+                    assert_eq!(
+                        (
+                            p["schema"]["minimum"].as_f64(),
+                            p["schema"]["maximum"].as_f64()
+                        ),
+                        (Some(1.0), Some(100.0)),
+                        "{at}"
+                    );
+                }
+            }
+            // Problems are problem+json, and every authenticated operation
+            // documents the 401, 403 and 429 the key check can give.
+            let responses = op["responses"].as_object().unwrap();
+            for (code, response) in responses {
+                let content = response["content"].as_object().cloned().unwrap_or_default();
+                if (code.starts_with('4') || code.starts_with('5')) && !content.is_empty() {
+                    assert!(
+                        content.keys().all(|c| c == "application/problem+json"),
+                        "{at} {code}: {content:?}"
+                    );
+                }
+            }
+            if !open.contains(&path.as_str()) {
+                for code in ["401", "403", "429"] {
+                    assert_eq!(
+                        responses[code]["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/ProblemDoc",
+                        "{at} {code}"
+                    );
+                }
+            }
+            if !in_path.is_empty() {
+                assert!(responses.contains_key("404"), "{at} documents no 404");
+            }
+            if op["requestBody"]["content"]["application/json"].is_object() {
+                assert!(responses.contains_key("422"), "{at} documents no 422");
+            }
+        }
+    }
+    assert!(operations >= 62, "{operations} operations");
+
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    // Every reference resolves.
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            schema(name).is_object(),
+            "#/components/schemas/{name} is missing"
+        );
+    }
+    // Fields that hold any JSON, or null, are not typed `object`.
+    for (owner, field) in [
+        ("RunOut", "input"),
+        ("RunOut", "result"),
+        ("RunOut", "error"),
+        ("RunOut", "ended_at"),
+        ("StepOut", "output"),
+        ("StepOut", "error"),
+        ("StepOut", "started_at"),
+        ("AttemptOut", "input"),
+        ("AttemptOut", "logs"),
+        ("AttemptOut", "error"),
+        ("EventOut", "data"),
+        ("EventOut", "step_id"),
+    ] {
+        let property = &schema(owner)["properties"][field];
+        assert!(property.is_object(), "{owner}.{field} is missing");
+        assert!(
+            accepts_null(&doc, property),
+            "{owner}.{field} cannot be null: {property}"
+        );
+    }
+    // An array is typed as one.
+    let logs = &schema("AttemptOut")["properties"]["logs"];
+    assert!(types_of(logs).contains(&"array".to_owned()), "{logs}");
+    assert_eq!(logs["items"]["$ref"], "#/components/schemas/LogLineOut");
+    // `if` is an expression or a constant, not an object.
+    let condition = &schema("StepDoc")["properties"]["if"];
+    let shapes: Vec<String> = condition["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{condition}"))
+        .iter()
+        .flat_map(|o| {
+            let resolved = match o["$ref"].as_str() {
+                Some(r) => schema(r.rsplit('/').next().unwrap()),
+                None => o.clone(),
+            };
+            match resolved["oneOf"].as_array() {
+                Some(inner) => inner.iter().flat_map(types_of).collect(),
+                None => types_of(&resolved),
+            }
+        })
+        .collect();
+    assert!(
+        shapes.contains(&"string".to_owned()) && shapes.contains(&"boolean".to_owned()),
+        "{condition}"
+    );
+    // Constraints the server enforces.
+    assert_eq!(
+        schema("StartRun")["properties"]["wait_ms"]["maximum"],
+        60000
+    );
+    assert_eq!(schema("StartRun")["additionalProperties"], false);
+    // Multipart bodies have a schema naming their fields.
+    for (path, field) in [
+        ("/v1/files", "file"),
+        ("/v1/plugins", "component"),
+        ("/v1/runs", "attachment"),
+    ] {
+        let form = &doc["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+            ["$ref"];
+        let name = form
+            .as_str()
+            .unwrap_or_else(|| panic!("POST {path} has no multipart schema"));
+        let properties = &schema(name.rsplit('/').next().unwrap())["properties"];
+        assert_eq!(properties[field]["format"], "binary", "POST {path}");
+    }
+
+    // What the document calls an integer, the server takes as one: 936.0.
+    s.publish(
+        json!({"key": "integral", "name": "Integral", "max_duration_ms": 60000.0,
+        "steps": [testkit("a", json!({"mode": "echo"}))]}),
+    )
+    .await;
+    let (status, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "integral", "input": {"n": 1.0}, "wait_ms": 936.0}),
+        )
+        .await;
+    assert!(status == 200 || status == 202, "{status} {run}");
+    let (status, _) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "integral", "wait_ms": 936.5}),
+        )
+        .await;
+    assert_eq!(status, 422, "a fraction is not an integer");
+    // And a run read back matches the document's nullable fields.
+    let (_, read) = s
+        .get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(read["input"], json!({"n": 1.0}), "input is kept as sent");
+}
+
 #[tokio::test]
 async fn events_stream_live_and_metrics_count() {
     let s = shared();

@@ -15,6 +15,47 @@ fn parse(text: &Option<String>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// JSON Schema counts any number with a zero fraction as an `integer`, so
+/// to a JSON Schema client `936.0` is a valid `wait_ms`; serde's integer
+/// types refuse it. Rewrites such numbers as integers at `path` in a
+/// request body (`*`: every element of an array), leaving the rest (user
+/// data such as `input`) as sent.
+pub fn integral_floats(value: &mut Value, path: &[&str]) {
+    match path.split_first() {
+        None => {
+            if let Some(integer) = value.as_f64().filter(|_| value.is_f64()).and_then(integral) {
+                *value = integer;
+            }
+        }
+        Some((&"*", rest)) => {
+            if let Value::Array(items) = value {
+                for item in items {
+                    integral_floats(item, rest);
+                }
+            }
+        }
+        Some((key, rest)) => {
+            if let Some(inner) = value.get_mut(*key) {
+                integral_floats(inner, rest);
+            }
+        }
+    }
+}
+
+/// `n` as a JSON integer if it is one within the 64-bit range.
+pub fn integral(n: f64) -> Option<Value> {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if n.fract() != 0.0 || !n.is_finite() {
+        None
+    } else if (0.0..2.0 * TWO_63).contains(&n) {
+        Some(Value::from(n as u64))
+    } else if (-TWO_63..0.0).contains(&n) {
+        Some(Value::from(n as i64))
+    } else {
+        None
+    }
+}
+
 /// An RFC 9457 problem document.
 #[derive(Serialize, ToSchema)]
 pub struct ProblemDoc {
@@ -26,30 +67,38 @@ pub struct ProblemDoc {
     /// For invalid definitions: each problem with the step it concerns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<ProblemItem>>,
+    /// For a start refused by overlap control: the run in the way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ProblemItem {
+    /// The step concerned; absent for the workflow as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     pub message: String,
 }
 
 /// A workflow definition (the body of create and PUT).
 #[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DefinitionDoc {
     pub key: String,
     pub name: String,
     pub description: Option<String>,
+    /// JSON Schema the run input must meet.
     #[schema(value_type = Option<Object>)]
     pub input_schema: Option<Value>,
     pub steps: Vec<StepDoc>,
+    /// A run that takes longer fails with `max_duration`.
     pub max_duration_ms: Option<u64>,
     /// Overlap control: `{limit, on_limit: "queue" | "reject"}`.
     pub concurrency: Option<ConcurrencyDoc>,
     /// Manual starts closer together than this are refused with 409.
     pub min_interval_ms: Option<u64>,
-    /// Template for the run's result; default: outputs of the final steps.
-    #[schema(value_type = Option<Object>)]
+    /// Template for the run's result (any JSON, `{{…}}` templates
+    /// rendered); default: outputs of the final steps.
     pub output: Option<Value>,
     /// For PUT: the new version (must be newer); default: next minor.
     pub version: Option<String>,
@@ -57,30 +106,92 @@ pub struct DefinitionDoc {
 
 /// How many runs of a workflow may be unfinished at once.
 #[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ConcurrencyDoc {
     pub limit: u32,
     /// `queue` (default): wait in start order; `reject`: 409 naming a
     /// running run.
+    #[schema(value_type = Option<OnLimitDoc>, nullable = false)]
     pub on_limit: Option<String>,
 }
 
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the allowed values")]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimitDoc {
+    Queue,
+    Reject,
+}
+
 #[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StepDoc {
     pub id: String,
     /// `plugin@major`, or `wait`, `collect_inputs`, `request_user_action`.
     pub uses: String,
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
+    #[schema(nullable = false)]
     pub depends_on: Option<Vec<String>>,
     /// A condition: `"{{steps.a.output.n}} > 0"`, a template, or a boolean.
     #[serde(rename = "if")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ConditionDoc>)]
     pub condition: Option<Value>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<RetryDoc>)]
     pub retry: Option<Value>,
     pub timeout_ms: Option<u64>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<CatchDoc>)]
     pub catch: Option<Value>,
+}
+
+/// A step's `if`: an expression such as `"{{steps.a.output.n}} > 0"` or
+/// `"{{input.send}}"`, or a constant.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the two shapes; the engine parses them")]
+#[serde(untagged)]
+pub enum ConditionDoc {
+    Expression(String),
+    Constant(bool),
+}
+
+/// Attempts and backoff of a step that fails with a retryable error.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the shape; the engine parses it")]
+#[serde(deny_unknown_fields)]
+pub struct RetryDoc {
+    /// Attempts in all, the first included (1 = no retry).
+    #[schema(minimum = 1, maximum = 20)]
+    pub max_attempts: u32,
+    #[schema(nullable = false)]
+    pub backoff: Option<BackoffDoc>,
+}
+
+/// Exponential backoff with ±20% jitter: `initial_ms * multiplier^(n-1)`,
+/// at most `max_ms`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the shape; the engine parses it")]
+#[serde(deny_unknown_fields)]
+pub struct BackoffDoc {
+    /// Default 1000.
+    #[schema(nullable = false)]
+    pub initial_ms: Option<u64>,
+    /// At least 1; default 2.
+    #[schema(nullable = false, minimum = 1)]
+    pub multiplier: Option<f64>,
+    /// Default 300000.
+    #[schema(nullable = false)]
+    pub max_ms: Option<u64>,
+}
+
+/// A compensating step run when its step fails for good; its config may use
+/// `{{failure.error}}` and `{{failure.step}}`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the shape; the engine parses it")]
+#[serde(deny_unknown_fields)]
+pub struct CatchDoc {
+    pub uses: String,
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -169,12 +280,22 @@ pub struct AttemptOut {
     pub duration_ms: Option<i64>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
-    #[schema(value_type = Object)]
-    pub logs: Value,
+    /// What the attempt logged, oldest first (null if it logged nothing
+    /// or is still running).
+    pub logs: Option<Vec<LogLineOut>>,
     /// The step's config as this attempt saw it, templates rendered (null
     /// for steps without a plugin, or if it could not be rendered).
-    #[schema(value_type = Object)]
     pub input: Value,
+}
+
+/// A line an attempt logged (through `host.log`, stdout or stderr).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LogLineOut {
+    /// `trace`..`error` for `host.log`, `stdout` or `stderr` for the streams.
+    pub level: String,
+    pub message: String,
+    /// RFC 3339.
+    pub at: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -188,9 +309,9 @@ pub struct StepOut {
     pub ended_at: Option<String>,
     pub duration_ms: Option<i64>,
     pub next_attempt_at: Option<String>,
-    #[schema(value_type = Object)]
+    /// The step's output (any JSON; null until it completes).
     pub output: Value,
-    #[schema(value_type = Object)]
+    /// Why the step failed (null unless it did).
     pub error: Value,
     pub attempt_log: Vec<AttemptOut>,
 }
@@ -205,7 +326,7 @@ fn attempt_out(a: &AttemptRow) -> AttemptOut {
         duration_ms: a.ended_at.map(|e| e - a.started_at),
         error_kind: a.error_kind.clone(),
         error: a.error.clone(),
-        logs: parse(&a.logs),
+        logs: a.logs.as_deref().and_then(|t| serde_json::from_str(t).ok()),
         input: parse(&a.input),
     }
 }
@@ -239,11 +360,11 @@ pub struct RunOut {
     pub workflow: String,
     pub version: String,
     pub status: String,
-    #[schema(value_type = Object)]
+    /// The run's input (any JSON).
     pub input: Value,
-    #[schema(value_type = Object)]
+    /// The run's result (null until it completes).
     pub result: Value,
-    #[schema(value_type = Object)]
+    /// Why the run failed (null unless it did).
     pub error: Value,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -322,7 +443,7 @@ pub struct EventOut {
     pub r#type: String,
     pub run_id: String,
     pub step_id: Option<String>,
-    #[schema(value_type = Object)]
+    /// What the event carries; depends on `type`.
     pub data: Value,
     pub at: String,
 }
@@ -348,7 +469,7 @@ pub struct TenantEventOut {
     pub r#type: String,
     pub run_id: String,
     pub step_id: Option<String>,
-    #[schema(value_type = Object)]
+    /// What the event carries; depends on `type`.
     pub data: Value,
     pub at: String,
     pub workflow: Option<String>,
@@ -391,10 +512,12 @@ pub struct StartRun {
     pub workflow: String,
     /// Default: the published version.
     pub version: Option<String>,
+    /// The run's input (any JSON, checked against the workflow's
+    /// `input_schema`); default null.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub input: Value,
-    /// Wait up to this long (at most 60000) for the run to finish.
+    /// Wait up to this long for the run to finish or pause.
+    #[schema(maximum = 60000)]
     pub wait_ms: Option<u64>,
 }
 
@@ -402,10 +525,11 @@ pub struct StartRun {
 #[serde(deny_unknown_fields)]
 pub struct ResumeRun {
     pub step_id: String,
-    #[schema(value_type = Option<Object>)]
+    /// For `collect_inputs`: checked against the step's schema.
     pub data: Option<Value>,
+    /// For `request_user_action`: one of the step's actions.
     pub action: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    /// Marks the step completed by hand with this output.
     pub override_output: Option<Value>,
 }
 
@@ -488,8 +612,9 @@ pub struct Catalog {
     pub items: Vec<CatalogEntry>,
 }
 
-/// The form of `POST /v1/plugins`.
-#[derive(ToSchema)]
+/// The form of `POST /v1/plugins`; other fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(
     dead_code,
     reason = "documents the multipart form; the handler reads fields"
@@ -499,7 +624,69 @@ pub struct PluginUpload {
     #[schema(value_type = String, format = Binary)]
     pub component: Vec<u8>,
     /// `private` (default) or `public`.
-    pub visibility: Option<String>,
+    #[schema(nullable = false)]
+    pub visibility: Option<PluginVisibility>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the allowed values")]
+#[serde(rename_all = "lowercase")]
+pub enum PluginVisibility {
+    Private,
+    Public,
+}
+
+/// The multipart form of `POST /v1/files`; other fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(
+    dead_code,
+    reason = "documents the multipart form; the handler reads fields"
+)]
+pub struct FileUpload {
+    /// The content, at most 32 MiB; its file name and content type are kept.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// The multipart form of `POST /v1/runs`: any other text field becomes a
+/// field of the input.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the multipart form; the handler reads fields"
+)]
+pub struct StartRunForm {
+    pub workflow: String,
+    /// Default: the published version.
+    #[schema(nullable = false)]
+    pub version: Option<String>,
+    /// Wait up to this long for the run to finish or pause.
+    #[schema(nullable = false, maximum = 60000)]
+    pub wait_ms: Option<u64>,
+    /// JSON text of an object whose fields start the input.
+    #[schema(nullable = false)]
+    pub input: Option<String>,
+    /// A file stored like `POST /v1/files`; the input gets
+    /// `attachment: {id, name, size, sha256, content_type}` and `file_id`.
+    #[schema(value_type = Option<String>, format = Binary, nullable = false)]
+    pub attachment: Option<Vec<u8>>,
+}
+
+/// The `Idempotency-Key` header of a POST that creates.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "documents the header; the handler reads it")]
+pub struct IdempotencyKey {
+    /// The same key with the same body replays the first response; with
+    /// another body it is 409. Visible ASCII, 1 to 255 characters.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$"
+    )]
+    pub key: Option<String>,
 }
 
 /// `PATCH /v1/plugins/{name}/{version}`.
@@ -507,6 +694,7 @@ pub struct PluginUpload {
 #[serde(deny_unknown_fields)]
 pub struct PluginPatch {
     /// `private` or `public`.
+    #[schema(value_type = PluginVisibility)]
     pub visibility: String,
 }
 
@@ -541,4 +729,56 @@ pub struct GrantsOut {
     pub requested: Vec<String>,
     /// Requested but not granted.
     pub ungranted: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::integral_floats;
+
+    #[test]
+    fn integral_floats_become_integers_only_where_named() {
+        let cases = [
+            (
+                json!({"wait_ms": 936.0}),
+                &["wait_ms"][..],
+                json!({"wait_ms": 936}),
+            ),
+            (
+                json!({"wait_ms": 936.5}),
+                &["wait_ms"],
+                json!({"wait_ms": 936.5}),
+            ),
+            (
+                json!({"wait_ms": -1.0}),
+                &["wait_ms"],
+                json!({"wait_ms": -1}),
+            ),
+            (
+                json!({"wait_ms": 1e30}),
+                &["wait_ms"],
+                json!({"wait_ms": 1e30}),
+            ),
+            (
+                json!({"wait_ms": "5"}),
+                &["wait_ms"],
+                json!({"wait_ms": "5"}),
+            ),
+            (
+                json!({"input": {"n": 2.0}}),
+                &["wait_ms"],
+                json!({"input": {"n": 2.0}}),
+            ),
+            (
+                json!({"steps": [{"timeout_ms": 5.0}, {"id": "b"}, {"retry": {"max_attempts": 3.0}}]}),
+                &["steps", "*", "timeout_ms"],
+                json!({"steps": [{"timeout_ms": 5}, {"id": "b"}, {"retry": {"max_attempts": 3.0}}]}),
+            ),
+        ];
+        for (mut body, path, expected) in cases {
+            integral_floats(&mut body, path);
+            assert_eq!(body, expected, "{path:?}");
+        }
+    }
 }

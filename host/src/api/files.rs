@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Principal;
-use super::dto::ProblemDoc;
+use super::dto::{FileUpload, ProblemDoc};
 use super::{ApiError, AppState};
 use crate::db;
 use crate::engine::rfc3339;
@@ -42,7 +42,7 @@ pub struct FileOut {
 /// Stores a file (multipart field `file`) for steps to read by id; at most
 /// 32 MiB (`413` past it).
 #[utoipa::path(post, path = "/v1/files", tag = "files",
-    request_body(content_type = "multipart/form-data", description = "A `file` field"),
+    request_body(content = FileUpload, content_type = "multipart/form-data"),
     responses((status = 201, body = FileOut), (status = 400, body = ProblemDoc), (status = 413, body = ProblemDoc)))]
 async fn upload(
     State(state): State<AppState>,
@@ -121,12 +121,19 @@ pub(crate) async fn multipart_run_body(
             }
             "wait_ms" => {
                 let text = field.text().await.map_err(multipart_error)?;
-                let ms: u64 = text.trim().parse().map_err(|_| {
-                    ApiError::Unprocessable(format!(
-                        "wait_ms {text:?} is not a number of milliseconds"
-                    ))
-                })?;
-                body.insert(name, json!(ms));
+                // As in JSON, `936.0` is the integer 936.
+                let ms = text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(super::dto::integral)
+                    .filter(Value::is_u64)
+                    .ok_or_else(|| {
+                        ApiError::Unprocessable(format!(
+                            "wait_ms {text:?} is not a number of milliseconds"
+                        ))
+                    })?;
+                body.insert(name, ms);
             }
             "input" => {
                 let text = field.text().await.map_err(multipart_error)?;

@@ -27,8 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Serialize, ToSchema)]
 pub struct EntryOut {
     pub key: String,
-    /// The stored JSON value (a non-JSON value is returned as a string).
-    #[schema(value_type = Object)]
+    /// The stored JSON value, any JSON (a non-JSON value is returned as a
+    /// string).
     pub value: Value,
     pub updated_at: String,
 }
@@ -41,10 +41,12 @@ pub struct EntryList {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Only keys starting with this, e.g. `invoices/`.
     prefix: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -77,7 +79,7 @@ fn entry(key: String, value: &[u8], updated_at: i64) -> EntryOut {
 /// Entries of a bucket in key order (`default` is the bucket plugins use
 /// unless configured otherwise).
 #[utoipa::path(get, path = "/v1/kv/{bucket}", tag = "data", params(("bucket" = String, Path), ListQuery),
-    responses((status = 200, body = EntryList)))]
+    responses((status = 200, body = EntryList), (status = 422, body = ProblemDoc, description = "A bucket name over 128 bytes")))]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -108,7 +110,7 @@ async fn list(
 
 /// One entry. A key containing `/` is sent URL-encoded: `invoices%2Finv-1`.
 #[utoipa::path(get, path = "/v1/kv/{bucket}/{key}", tag = "data", params(("bucket" = String, Path), ("key" = String, Path)),
-    responses((status = 200, body = EntryOut), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = EntryOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "A name over its byte limit")))]
 async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -129,7 +131,7 @@ async fn get(
 
 /// Sets an entry to the JSON body.
 #[utoipa::path(put, path = "/v1/kv/{bucket}/{key}", tag = "data", params(("bucket" = String, Path), ("key" = String, Path)),
-    request_body = Object, responses((status = 200, body = EntryOut), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    request_body(content = Value, description = "Any JSON value"), responses((status = 200, body = EntryOut), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn put(
     State(state): State<AppState>,
     principal: Principal,
@@ -151,7 +153,7 @@ async fn put(
 
 /// Removes an entry (204 whether or not it existed).
 #[utoipa::path(delete, path = "/v1/kv/{bucket}/{key}", tag = "data", params(("bucket" = String, Path), ("key" = String, Path)),
-    responses((status = 204)))]
+    responses((status = 204), (status = 422, body = ProblemDoc, description = "A name over its byte limit")))]
 async fn delete(
     State(state): State<AppState>,
     principal: Principal,

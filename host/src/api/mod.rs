@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod kv;
 pub mod limits;
 pub mod notifications;
+pub mod openapi;
 pub mod ops;
 pub mod outbox;
 pub mod plugins;
@@ -35,7 +36,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use utoipa::OpenApi;
+use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
@@ -64,31 +65,10 @@ impl AppState {
     }
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Weft", description = "A workflow host whose step types are sandboxed WebAssembly components."),
-    modifiers(&SecurityAddon),
-    security(("api_key" = [])),
-)]
-struct ApiDoc;
-
-struct SecurityAddon;
-
-impl utoipa::Modify for SecurityAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
-
 /// The router with its OpenAPI document, built from the same route list so
 /// the two cannot drift.
 pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut spec) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(workflows::router())
         .merge(runs::router())
         .merge(plugins::router())
@@ -103,7 +83,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .merge(jwt::router())
         .merge(ops::router())
         .split_for_parts();
-    let document = openapi.clone();
+    openapi::finish(&mut spec);
+    let document = spec.clone();
     let router = router
         .route(
             "/openapi.json",
@@ -117,7 +98,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state);
-    (router, openapi)
+    (router, spec)
 }
 
 pub fn router(state: AppState) -> Router {

@@ -59,12 +59,14 @@ pub struct NotificationList {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Only this run's notifications.
     run_id: Option<String>,
     /// Only those not yet marked read.
     unread: Option<bool>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
 }

@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 
 use super::auth::Principal;
 use super::dto::{
-    EventList, EventOut, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus, StartRun,
-    TenantEventList, TenantEventOut, Terminate,
+    EventList, EventOut, IdempotencyKey, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus,
+    StartRun, StartRunForm, TenantEventList, TenantEventOut, Terminate,
 };
 use super::{
     ApiError, AppState, body_hash, idempotency_key, page_limit, paginate, replay, reused_key,
@@ -61,8 +61,8 @@ fn json(value: impl serde::Serialize) -> Result<Value, ApiError> {
 /// file, stored like `POST /v1/files`; the input then carries
 /// `attachment: {id, name, size, sha256, content_type}` and `file_id`.
 #[utoipa::path(post, path = "/v1/runs", tag = "runs",
-    request_body(content = StartRun, content_type = "application/json", description = "Or multipart/form-data with an `attachment` file"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body")),
+    request_body(content((StartRun = "application/json"), (StartRunForm = "multipart/form-data"))),
+    params(IdempotencyKey),
     responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 404, body = ProblemDoc), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn start(
     State(state): State<AppState>,
@@ -99,7 +99,9 @@ async fn start(
         (body.clone(), body)
     };
     state.limiter.start_run(&principal.tenant_id)?;
-    let request: StartRun = serde_json::from_value(body.clone())
+    let mut body = body;
+    super::dto::integral_floats(&mut body, &["wait_ms"]);
+    let request: StartRun = serde_json::from_value(body)
         .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
     if request.wait_ms.is_some_and(|w| w > MAX_WAIT_MS) {
         return Err(ApiError::Unprocessable(format!(
@@ -173,16 +175,35 @@ async fn start(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     workflow: Option<String>,
+    #[param(value_type = Option<RunStatusDoc>, inline)]
     status: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
+/// A run's status.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "documents the allowed values")]
+#[serde(rename_all = "lowercase")]
+enum RunStatusDoc {
+    Pending,
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+    Terminated,
+    Declined,
+}
+
 /// Runs, newest first.
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery), responses((status = 200, body = RunList)))]
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery),
+    responses((status = 200, body = RunList), (status = 422, body = ProblemDoc, description = "An unknown status")))]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -242,10 +263,13 @@ async fn status(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     /// An event id: only later events.
+    #[param(value_type = Option<i64>)]
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 

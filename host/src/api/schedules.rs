@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Principal;
-use super::dto::ProblemDoc;
+use super::dto::{IdempotencyKey, ProblemDoc};
 use super::{ApiError, AppState, idempotent_create};
 use crate::db::schedules::{FireRow, ScheduleRow};
 use crate::engine::rfc3339;
@@ -131,7 +131,7 @@ fn parse_status(status: Option<&str>) -> Result<Option<bool>, ApiError> {
 
 /// Creates a schedule. The cron expression and time zone are checked; the
 /// workflow must exist (ticks before it is published record an error).
-#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleIn,
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleIn, params(IdempotencyKey),
     responses((status = 201, body = ScheduleOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn create(
     State(state): State<AppState>,
@@ -173,6 +173,7 @@ async fn create(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Only this workflow's schedules.

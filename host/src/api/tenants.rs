@@ -54,7 +54,39 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
+    /// Letters, digits, `-` and `_`.
+    #[schema(pattern = r"^\s*[A-Za-z0-9_-]{1,64}\s*$")]
     pub name: String,
+}
+
+/// A scope an API key can hold (`admin` implies all).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the allowed values (auth::SCOPES)")]
+pub enum ScopeDoc {
+    #[serde(rename = "workflows:read")]
+    WorkflowsRead,
+    #[serde(rename = "workflows:write")]
+    WorkflowsWrite,
+    #[serde(rename = "runs:start")]
+    RunsStart,
+    #[serde(rename = "runs:read")]
+    RunsRead,
+    #[serde(rename = "runs:control")]
+    RunsControl,
+    #[serde(rename = "plugins:read")]
+    PluginsRead,
+    #[serde(rename = "plugins:publish")]
+    PluginsPublish,
+    #[serde(rename = "webhooks:manage")]
+    WebhooksManage,
+    #[serde(rename = "schedules:manage")]
+    SchedulesManage,
+    #[serde(rename = "files:write")]
+    FilesWrite,
+    #[serde(rename = "secrets:manage")]
+    SecretsManage,
+    #[serde(rename = "admin")]
+    Admin,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -76,9 +108,12 @@ pub struct TenantList {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
+    #[schema(min_items = 1, value_type = Vec<ScopeDoc>)]
     pub scopes: Vec<String>,
-    /// RFC 3339; the key stops working then.
+    /// RFC 3339, in the future; the key stops working then.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// A `wft_test_` key instead of `wft_live_`.
     #[serde(default)]
@@ -220,7 +255,7 @@ async fn create_key(
 ) -> Result<(StatusCode, Json<KeyOut>), ApiError> {
     principal.require("admin")?;
     let Json(body) = body?;
-    if body.name.trim().is_empty() || body.name.len() > 100 {
+    if body.name.trim().is_empty() || body.name.chars().count() > 100 {
         return Err(ApiError::Unprocessable(
             "name must be 1-100 characters".into(),
         ));

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Principal;
-use super::dto::ProblemDoc;
+use super::dto::{IdempotencyKey, ProblemDoc};
 use super::{ApiError, AppState, idempotent_create, page_limit, paginate};
 use crate::db::webhooks::{AttemptRow, DeliveryRow, WebhookRow};
 use crate::engine::rfc3339;
@@ -151,7 +151,7 @@ pub struct DeliveryList {
 
 /// Subscribes a URL to events. The response carries the signing secret,
 /// which is never shown again.
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookIn,
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookIn, params(IdempotencyKey),
     responses((status = 201, body = WebhookOut), (status = 422, body = ProblemDoc)))]
 async fn create(
     State(state): State<AppState>,
@@ -268,17 +268,30 @@ async fn delete(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeliveryQuery {
     /// `pending`, `delivered` or `failed`.
+    #[param(value_type = Option<DeliveryStatusDoc>, inline)]
     status: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
+/// A delivery's status.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the allowed values")]
+#[serde(rename_all = "lowercase")]
+enum DeliveryStatusDoc {
+    Pending,
+    Delivered,
+    Failed,
+}
+
 /// The delivery log: every delivery with every attempt, newest first.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path), DeliveryQuery),
-    responses((status = 200, body = DeliveryList), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = DeliveryList), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "An unknown status")))]
 async fn deliveries(
     State(state): State<AppState>,
     principal: Principal,

@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 
 use super::auth::Principal;
 use super::dto::{
-    CloneWorkflow, DefinitionDoc, ProblemDoc, Publish, VersionList, VersionOut, WorkflowList,
-    WorkflowOut,
+    CloneWorkflow, DefinitionDoc, IdempotencyKey, ProblemDoc, Publish, VersionList, VersionOut,
+    WorkflowList, WorkflowOut,
 };
 use super::{ApiError, AppState, idempotent_create, page_limit, paginate};
 use crate::engine::Definition;
@@ -32,6 +32,17 @@ fn out(found: &WorkflowVersion) -> WorkflowOut {
     WorkflowOut::new(&found.workflow, &found.version, &found.versions)
 }
 
+/// The integer fields of a definition (see [`super::dto::integral_floats`]).
+const INTEGER_FIELDS: [&[&str]; 7] = [
+    &["max_duration_ms"],
+    &["min_interval_ms"],
+    &["concurrency", "limit"],
+    &["steps", "*", "timeout_ms"],
+    &["steps", "*", "retry", "max_attempts"],
+    &["steps", "*", "retry", "backoff", "initial_ms"],
+    &["steps", "*", "retry", "backoff", "max_ms"],
+];
+
 /// Parses a definition body; `version` is taken out (only PUT uses it).
 fn definition(mut body: Value) -> Result<(Definition, Option<semver::Version>), ApiError> {
     let version =
@@ -46,6 +57,9 @@ fn definition(mut body: Value) -> Result<(Definition, Option<semver::Version>), 
                 )));
             }
         };
+    for path in INTEGER_FIELDS {
+        super::dto::integral_floats(&mut body, path);
+    }
     let definition = serde_json::from_value(body)
         .map_err(|e| ApiError::Unprocessable(format!("invalid definition: {e}")))?;
     Ok((definition, version))
@@ -53,7 +67,7 @@ fn definition(mut body: Value) -> Result<(Definition, Option<semver::Version>), 
 
 /// Creates a workflow at version 0.1.0 (draft).
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = DefinitionDoc,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body")),
+    params(IdempotencyKey),
     responses((status = 201, body = WorkflowOut), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn create(
     State(state): State<AppState>,
@@ -80,19 +94,32 @@ async fn create(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Matches key, name and description.
     q: Option<String>,
     /// draft, published or archived.
+    #[param(value_type = Option<WorkflowStatusDoc>, inline)]
     status: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
+/// A workflow's status.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "documents the allowed values")]
+#[serde(rename_all = "lowercase")]
+enum WorkflowStatusDoc {
+    Draft,
+    Published,
+    Archived,
+}
+
 /// Lists workflows, by key.
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(ListQuery),
-    responses((status = 200, body = WorkflowList)))]
+    responses((status = 200, body = WorkflowList), (status = 422, body = ProblemDoc, description = "An unknown status")))]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -120,6 +147,7 @@ async fn list(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct GetQuery {
     /// latest (default), published, or X.Y.Z.
@@ -128,7 +156,7 @@ struct GetQuery {
 
 /// One version of a workflow.
 #[utoipa::path(get, path = "/v1/workflows/{key}", tag = "workflows", params(("key" = String, Path), GetQuery),
-    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "A version that is not latest, published or semver")))]
 async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -251,7 +279,7 @@ async fn publish(
 }
 
 /// Copies the newest version into a new workflow (version 0.1.0, draft).
-#[utoipa::path(post, path = "/v1/workflows/{key}/clone", tag = "workflows", params(("key" = String, Path)), request_body = CloneWorkflow,
+#[utoipa::path(post, path = "/v1/workflows/{key}/clone", tag = "workflows", params(("key" = String, Path), IdempotencyKey), request_body = CloneWorkflow,
     responses((status = 201, body = WorkflowOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
 async fn clone(
     State(state): State<AppState>,
@@ -278,7 +306,7 @@ async fn clone(
 
 /// The JSON Schema a run's input must meet (`{}` if the workflow has none).
 #[utoipa::path(get, path = "/v1/workflows/{key}/input-schema", tag = "workflows", params(("key" = String, Path), GetQuery),
-    responses((status = 200, description = "A JSON Schema"), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, description = "A JSON Schema"), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "A version that is not latest, published or semver")))]
 async fn input_schema(
     State(state): State<AppState>,
     principal: Principal,
