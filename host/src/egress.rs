@@ -319,11 +319,6 @@ pub struct EgressPolicy {
 }
 
 impl EgressPolicy {
-    /// Allows every address: for local trials and tests.
-    pub fn allow_all() -> Self {
-        Self::new(true, Vec::new())
-    }
-
     pub fn new(allow_private: bool, allow: Vec<Cidr>) -> Self {
         Self {
             allow_private,
@@ -406,6 +401,21 @@ impl EgressPolicy {
             Ok(ip) => self.check(ip),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// What the policy allows, in words, for the start-up log.
+impl fmt::Display for EgressPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.allow_private {
+            return f.write_str("every address");
+        }
+        f.write_str("public addresses")?;
+        for (i, block) in self.allow.iter().enumerate() {
+            f.write_str(if i == 0 { " and " } else { ", " })?;
+            write!(f, "{block}")?;
+        }
+        Ok(())
     }
 }
 
@@ -635,6 +645,24 @@ mod tests {
         }
         for refused in ["127.0.0.2", "::1", "172.16.0.1", "169.254.169.254"] {
             assert!(listed.check(ip(refused)).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_policy_says_what_it_allows() {
+        let cases = [
+            (EgressPolicy::default(), "public addresses"),
+            (EgressPolicy::new(true, vec![]), "every address"),
+            (
+                EgressPolicy::new(
+                    false,
+                    vec!["127.0.0.1".parse().unwrap(), "fd00::/8".parse().unwrap()],
+                ),
+                "public addresses and 127.0.0.1/32, fd00::/8",
+            ),
+        ];
+        for (policy, text) in cases {
+            assert_eq!(policy.to_string(), text);
         }
     }
 

@@ -164,7 +164,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let egress = args.egress.policy(args.webhook_allow_private_networks);
-    tracing::info!(?egress, "egress policy");
+    tracing::info!(allowed = %egress, "outbound connections may reach");
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(args.data_dir.join("cache")),
         egress,
