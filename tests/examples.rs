@@ -251,7 +251,8 @@ async fn shop() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
 
 #[tokio::test]
 async fn order_fulfilment_refunds_when_shipping_fails_and_completes_after_a_manual_fix() {
-    let s = Server::start();
+    // The shop listens on loopback.
+    let s = Server::start_args(&common::ALLOW_LOOPBACK);
     let (shop_url, calls) = shop().await;
     let host = shop_url.trim_start_matches("http://");
     let (status, grants) = s

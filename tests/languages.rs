@@ -92,7 +92,14 @@ impl Subject {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_language_keeps_the_contract() {
-    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).expect("runtime"));
+    // The test's HTTP server is on loopback, which only the operator can allow.
+    let runtime = Arc::new(
+        Runtime::new(RuntimeConfig {
+            egress: weft::egress::EgressPolicy::new(false, vec!["127.0.0.1/32".parse().unwrap()]),
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime"),
+    );
     let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello ✓" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_server = listener.local_addr().unwrap().to_string();

@@ -20,7 +20,8 @@ fn server() -> Server {
     static SHARED: std::sync::OnceLock<(String, PathBuf)> = std::sync::OnceLock::new();
     let (url, data_dir) = SHARED.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let server = Server::start_with(&dir, false, &[]);
+        // Plugins reach a test server on loopback.
+        let server = Server::start_with(&dir, false, &common::ALLOW_LOOPBACK);
         let url = server.url.clone();
         std::mem::forget(server);
         (url, dir)

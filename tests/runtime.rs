@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use weft::egress::EgressPolicy;
 use weft::runtime::services::MemoryServices;
 use weft::runtime::{
     AttemptError, Grants, Invocation, Limits, LoadError, Plugin, Runtime, RuntimeConfig,
@@ -315,7 +316,12 @@ async fn http_request_reaches_only_granted_hosts() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let runtime = runtime();
+    // The server is on loopback, which only the operator can allow.
+    let runtime = Runtime::new(RuntimeConfig {
+        egress: EgressPolicy::new(false, vec!["127.0.0.1/32".parse().unwrap()]),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     let plugin = runtime.load(&guest("http_request")).await.unwrap();
     let config = json!({"method": "POST", "url": format!("http://{addr}/hello"), "body": "ping"});
     let memory = MemoryServices::default();
@@ -359,6 +365,126 @@ async fn http_request_reaches_only_granted_hosts() {
         "a denied request is an error the plugin sees, not a trap"
     );
     assert!(error.to_string().contains("request denied"), "{error}");
+}
+
+/// A listener on loopback that counts the connections it accepts and hands
+/// back the first bytes of each (answering `200 ok`).
+async fn counting_listener() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                record.lock().unwrap().push(buf[..n].to_vec());
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Runs `http_request` granted every host; the result and the log text.
+async fn request_anywhere(runtime: &Runtime, url: &str) -> (Result<Value, AttemptError>, String) {
+    let plugin = runtime.load(&guest("http_request")).await.unwrap();
+    let memory = MemoryServices::default();
+    let attempt = runtime
+        .invoke(
+            &plugin,
+            Invocation {
+                context: context("s"),
+                config: &json!({"url": url}).to_string(),
+                input: "{}",
+                grants: Grants {
+                    allowed_hosts: vec!["*".into()],
+                    ..Grants::default()
+                },
+                services: memory.services(),
+                limits: Limits::DEFAULT,
+            },
+        )
+        .await;
+    let logs = attempt
+        .logs
+        .iter()
+        .map(|l| l.message.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let result = attempt
+        .result
+        .map(|text| serde_json::from_str(&text).expect("output is JSON"));
+    (result, logs)
+}
+
+#[tokio::test]
+async fn a_grant_of_every_host_does_not_reach_loopback_unless_the_operator_allows_it() {
+    let (addr, seen) = counting_listener().await;
+    let refusing = runtime();
+    for url in [
+        format!("http://{addr}/"),
+        format!("http://localhost:{}/", addr.port()),
+        format!("http://[::ffff:127.0.0.1]:{}/", addr.port()),
+    ] {
+        let (result, logs) = request_anywhere(&refusing, &url).await;
+        let error = result.unwrap_err();
+        assert_eq!(error.kind(), "fatal", "{url}: {error}");
+        assert!(
+            error.to_string().contains("request denied"),
+            "{url}: {error}"
+        );
+        assert!(logs.contains("loopback address"), "{url}: {logs}");
+        assert!(
+            logs.contains("--egress-allow-private or --egress-allow <CIDR>"),
+            "{url}: {logs}"
+        );
+    }
+    assert!(seen.lock().unwrap().is_empty(), "nothing connected");
+
+    let allowing = Runtime::new(RuntimeConfig {
+        egress: EgressPolicy::new(false, vec!["127.0.0.1/32".parse().unwrap()]),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let (result, logs) =
+        request_anywhere(&allowing, &format!("http://localhost:{}/", addr.port())).await;
+    let output = result.unwrap_or_else(|e| panic!("{e}: {logs}"));
+    assert_eq!(output["status"], 200, "{output}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// The connection goes to the checked address, and TLS is spoken with the
+/// name the plugin asked for: the ClientHello names `localhost`.
+#[tokio::test]
+async fn https_connects_to_the_checked_address_with_the_name_asked_for() {
+    let (addr, seen) = counting_listener().await;
+    let allowing = Runtime::new(RuntimeConfig {
+        egress: EgressPolicy::new(false, vec!["127.0.0.1/32".parse().unwrap()]),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let (result, _) =
+        request_anywhere(&allowing, &format!("https://localhost:{}/", addr.port())).await;
+    // The listener speaks plain HTTP, so the handshake fails after the hello.
+    let error = result.unwrap_err();
+    assert_eq!(error.kind(), "retryable", "{error}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].first(), Some(&0x16), "a TLS handshake record");
+    assert!(
+        seen[0]
+            .windows(b"localhost".len())
+            .any(|w| w == b"localhost"),
+        "the server name is in the hello"
+    );
 }
 
 #[tokio::test]

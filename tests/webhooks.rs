@@ -128,37 +128,107 @@ fn two_steps(key: &str) -> Value {
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The receivers here listen on loopback, which a server refuses by default.
-const LOCAL: &str = "--webhook-allow-private-networks";
+const LOCAL: &str = "--egress-allow-private";
+
+/// The first attempt of the subscription's first delivery, once made.
+async fn first_attempt(s: &Server, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, log) = s.get(&format!("/v1/webhooks/{id}/deliveries")).await;
+        if let Some(a) = log["items"][0]["attempt_log"]
+            .as_array()
+            .and_then(|a| a.first())
+        {
+            return a.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 #[tokio::test]
 async fn private_addresses_are_refused_by_default() {
     let rx = receiver().await;
     let s = Server::start();
     s.publish(two_steps("private-hook")).await;
-    let (_, hook) = s
+    // The same receiver as an IP literal, a name (checked by the resolver,
+    // on what it resolves to) and an IPv4-mapped IPv6 literal.
+    let urls = [
+        rx.url.clone(),
+        rx.url.replace("127.0.0.1", "localhost"),
+        rx.url.replace("127.0.0.1", "[::ffff:127.0.0.1]"),
+    ];
+    let mut ids = Vec::new();
+    for url in &urls {
+        let (status, hook) = s
+            .post(
+                "/v1/webhooks",
+                json!({"url": url, "events": ["run.completed"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        ids.push(hook["id"].as_str().unwrap().to_owned());
+    }
+    s.run_sync("private-hook", json!({})).await;
+    for (url, id) in urls.iter().zip(&ids) {
+        let attempt = first_attempt(&s, id).await;
+        let error = attempt["error"].as_str().unwrap();
+        assert!(error.contains("not a public address"), "{attempt}");
+        assert!(error.starts_with("refused: "), "{url}: {attempt}");
+        assert!(error.contains("loopback address"), "{url}: {attempt}");
+        assert!(
+            error.contains("--egress-allow-private or --egress-allow <CIDR>"),
+            "{url}: {attempt}"
+        );
+        assert!(attempt["status_code"].is_null());
+    }
+    assert!(rx.seen.lock().unwrap().is_empty());
+}
+
+/// `--webhook-allow-private-networks` is a deprecated alias of
+/// `--egress-allow-private`: integrators' setups keep delivering.
+#[tokio::test]
+async fn the_deprecated_webhook_flag_still_allows_loopback() {
+    let rx = receiver().await;
+    let s = Server::start_args(&["--webhook-allow-private-networks"]);
+    s.publish(two_steps("alias-hook")).await;
+    let url = rx.url.replace("127.0.0.1", "localhost");
+    let (status, hook) = s
         .post(
             "/v1/webhooks",
-            json!({"url": rx.url, "events": ["run.completed"]}),
+            json!({"url": url, "events": ["run.completed"]}),
         )
         .await;
-    let id = hook["id"].as_str().unwrap().to_owned();
-    s.run_sync("private-hook", json!({})).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let attempt = loop {
-        let (_, log) = s.get(&format!("/v1/webhooks/{id}/deliveries")).await;
-        if let Some(a) = log["items"][0]["attempt_log"]
-            .as_array()
-            .and_then(|a| a.first())
-        {
-            break a.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{log}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    assert_eq!(status, 201, "{hook}");
+    s.run_sync("alias-hook", json!({})).await;
+    wait_for(&rx.seen, 1, 20).await;
+}
+
+#[tokio::test]
+async fn the_operator_allows_a_listed_block_only() {
+    let rx = receiver().await;
+    let s = Server::start_args(&common::ALLOW_LOOPBACK);
+    s.publish(two_steps("listed-hook")).await;
+    let outside = rx.url.replace("127.0.0.1", "127.0.0.2");
+    let mut ids = Vec::new();
+    for url in [&rx.url, &outside] {
+        let (status, hook) = s
+            .post(
+                "/v1/webhooks",
+                json!({"url": url, "events": ["run.completed"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        ids.push(hook["id"].as_str().unwrap().to_owned());
+    }
+    s.run_sync("listed-hook", json!({})).await;
+    wait_for(&rx.seen, 1, 20).await;
+    let attempt = first_attempt(&s, &ids[1]).await;
     let error = attempt["error"].as_str().unwrap();
-    assert!(error.contains("not a public address"), "{attempt}");
-    assert!(attempt["status_code"].is_null());
-    assert!(rx.seen.lock().unwrap().is_empty());
+    assert!(
+        error.starts_with("refused: 127.0.0.2 is a loopback address"),
+        "{attempt}"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@
 //! - [`builtins`]: the plugins compiled from `plugins/` and embedded in the
 //!   binary.
 //! - [`mail`]: SMTP delivery of outbox messages (lettre).
+//! - [`egress`]: the operator's policy on which addresses outbound
+//!   connections (plugins' HTTP, webhooks) may reach.
 //! - [`cli`]: the `weft` command line.
 //!
 //! Dependencies point one way: `cli` → `runtime`; only `runtime` imports
@@ -16,6 +18,7 @@ pub mod api;
 pub mod builtins;
 pub mod cli;
 pub mod db;
+pub mod egress;
 pub mod engine;
 pub mod mail;
 pub mod runtime;

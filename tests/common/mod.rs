@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 
 pub const ADMIN_KEY: &str = "wft_test_operator_key_for_tests";
 
+/// `weft serve` arguments that let plugins and webhooks reach the tests'
+/// own servers on 127.0.0.1, which the egress policy refuses by default.
+pub const ALLOW_LOOPBACK: [&str; 2] = ["--egress-allow", "127.0.0.1/32"];
+
 pub mod guests;
 pub mod pg;
 
@@ -44,9 +48,14 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Self {
+        Self::start_args(&[])
+    }
+
+    /// [`Self::start`] with extra arguments for `weft serve`.
+    pub fn start_args(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_path_buf();
-        let mut server = Self::start_in(&data_dir, &[]);
+        let mut server = Self::start_in(&data_dir, extra);
         server._dir = Some(dir);
         server
     }

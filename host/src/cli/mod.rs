@@ -73,6 +73,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The operator's egress policy: which non-public addresses plugins'
+/// outbound HTTP (and, on `weft serve`, webhooks) may connect to.
+#[derive(Debug, clap::Args)]
+pub(crate) struct EgressArgs {
+    /// Let outbound connections (plugins' HTTP, webhooks) reach every
+    /// non-public address: loopback, private, link-local, CGNAT and the
+    /// rest. Refused by default, so a tenant cannot reach this host's own
+    /// network, its services or a cloud metadata endpoint.
+    #[arg(long, env = "WEFT_EGRESS_ALLOW_PRIVATE")]
+    egress_allow_private: bool,
+    /// Non-public address blocks outbound connections may reach, e.g.
+    /// `127.0.0.1/32,10.0.0.0/8` (comma-separated or repeated). Public
+    /// addresses are always allowed; tenants' grants only narrow this.
+    #[arg(
+        long,
+        env = "WEFT_EGRESS_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    egress_allow: Vec<crate::egress::Cidr>,
+}
+
+impl EgressArgs {
+    /// The policy; `allow_private` also allows every non-public address
+    /// (for a deprecated flag that means the same).
+    pub(crate) fn policy(&self, allow_private: bool) -> crate::egress::EgressPolicy {
+        crate::egress::EgressPolicy::new(
+            self.egress_allow_private || allow_private,
+            self.egress_allow.clone(),
+        )
+    }
+}
+
 /// Reads a JSON argument given inline or as `@path`.
 pub(crate) fn json_arg(value: &str, what: &str) -> anyhow::Result<serde_json::Value> {
     use anyhow::Context as _;

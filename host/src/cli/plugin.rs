@@ -68,6 +68,8 @@ pub struct RunArgs {
     /// Let outbound HTTP reach any host.
     #[arg(long)]
     allow_all_hosts: bool,
+    #[command(flatten)]
+    egress: super::EgressArgs,
     /// Wall-time limit of the attempt.
     #[arg(long, default_value_t = Limits::DEFAULT.timeout.as_millis() as u64)]
     timeout_ms: u64,
@@ -149,7 +151,10 @@ async fn inspect(component: &str) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_attempt(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let runtime = Runtime::new(RuntimeConfig {
+        egress: args.egress.policy(false),
+        ..RuntimeConfig::default()
+    })?;
     let RunArgs {
         component,
         config,
@@ -159,6 +164,7 @@ async fn run_attempt(args: RunArgs) -> anyhow::Result<ExitCode> {
         secrets,
         allowed_hosts,
         allow_all_hosts,
+        egress: _,
         timeout_ms,
         memory_mib,
         quiet,

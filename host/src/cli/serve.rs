@@ -94,8 +94,10 @@ pub struct ServeArgs {
     /// failed delivery attempts.
     #[arg(long, env = "WEFT_WEBHOOK_DISABLE_AFTER", default_value_t = crate::engine::webhooks::DEFAULT_DISABLE_AFTER)]
     webhook_disable_after: u32,
-    /// Deliver webhooks to loopback, private and link-local addresses too
-    /// (refused by default, so tenants cannot reach the host's network).
+    #[command(flatten)]
+    egress: super::EgressArgs,
+    /// Deprecated: the same as --egress-allow-private, which now covers
+    /// plugins' outbound HTTP as well as webhooks.
     #[arg(long, env = "WEFT_WEBHOOK_ALLOW_PRIVATE_NETWORKS")]
     webhook_allow_private_networks: bool,
     /// Queue webhook deliveries but do not send them (maintenance; they go
@@ -169,8 +171,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if args.webhook_allow_private_networks {
+        tracing::warn!(
+            "--webhook-allow-private-networks is deprecated: it now means --egress-allow-private, which lets plugins' outbound HTTP reach non-public addresses too"
+        );
+    }
+    let egress = args.egress.policy(args.webhook_allow_private_networks);
+    tracing::info!(allowed = %egress, "outbound connections may reach");
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(args.data_dir.join("cache")),
+        egress,
         max_concurrent_attempts: u32::try_from(args.max_parallel.max(1) * 2).unwrap_or(64),
         ..RuntimeConfig::default()
     })?);
@@ -242,7 +252,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(1)),
                 disable_after: args.webhook_disable_after.max(1),
                 hold: args.hold_webhooks,
-                allow_private_networks: args.webhook_allow_private_networks,
             },
             ..EngineConfig::default()
         },

@@ -12,6 +12,10 @@
 //! retries failures on [`retry_delay`]'s schedule. A claimed delivery's next
 //! attempt is pushed a lease ahead before sending, so a host killed
 //! mid-send sends it again later (receivers dedupe by `webhook-id`).
+//!
+//! Deliveries connect only to addresses the operator's egress policy allows
+//! (the runtime's, [`crate::egress`]): names through the client's resolver,
+//! IP literals checked before sending; no proxy, no redirects.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Engine, EngineError, rfc3339};
 use crate::db::webhooks::{AttemptRow, DeliveryRow, EventForDelivery, WebhookRow};
 use crate::db::{self, DbError};
+use crate::egress::{self, EgressError};
 
 /// Event types a subscription can ask for.
 pub const EVENT_TYPES: [&str; 10] = [
@@ -65,10 +70,6 @@ pub struct WebhookConfig {
     pub disable_after: u32,
     /// Queue deliveries but send none.
     pub hold: bool,
-    /// Deliver to loopback, private, link-local and other non-public
-    /// addresses too. Off by default: a tenant's webhook URL must not make
-    /// the host call into its own network.
-    pub allow_private_networks: bool,
 }
 
 impl Default for WebhookConfig {
@@ -77,7 +78,6 @@ impl Default for WebhookConfig {
             retry_base: Duration::from_millis(DEFAULT_RETRY_BASE_MS),
             disable_after: DEFAULT_DISABLE_AFTER,
             hold: false,
-            allow_private_networks: false,
         }
     }
 }
@@ -444,11 +444,17 @@ impl Engine {
         };
         let started = Instant::now();
         let at = db::now_ms();
-        let checked = if self.config.webhooks.allow_private_networks {
-            Ok(())
-        } else {
-            check_public(&hook.url).await
-        };
+        // A name is checked by the client's resolver, on the address it
+        // connects to; an IP literal never reaches the resolver.
+        let checked = reqwest::Url::parse(&hook.url)
+            .map_err(|e| format!("url {:?} is not a URL: {e}", hook.url))
+            .and_then(|url| {
+                self.runtime
+                    .config()
+                    .egress
+                    .check_url(&url)
+                    .map_err(|refused| refused.to_string())
+            });
         let outcome: Result<u16, String> = match self.open_webhook_secret(&hook) {
             Err(e) => Err(format!("cannot sign: {e}")),
             Ok(_) if checked.is_err() => Err(checked.err().unwrap_or_default()),
@@ -525,9 +531,16 @@ impl Engine {
     /// Fans out and sends until shutdown; wakes on run changes, on API
     /// changes to subscriptions, and at the next due retry.
     pub(crate) async fn run_webhooks(self: Arc<Self>, shutdown: CancellationToken) {
+        // Redirects are not followed, no proxy from the environment is used
+        // (it would connect for us, unchecked), and names resolve only to
+        // addresses the egress policy allows.
         let client = match reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(egress::Resolver(
+                self.runtime.config().egress.clone(),
+            )))
             .user_agent(concat!("weft-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
         {
@@ -572,59 +585,16 @@ impl Engine {
     }
 }
 
-/// Refuses a URL whose host resolves to a non-public address (loopback,
-/// private, link-local, unique-local, unspecified, multicast, CGNAT).
-async fn check_public(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
-    let host = parsed
-        .host_str()
-        .unwrap_or_default()
-        .trim_matches(['[', ']']);
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    match addrs.iter().find(|a| !is_public(a.ip())) {
-        Some(a) => Err(format!(
-            "refused: {host} resolves to {}, which is not a public address (the server allows those only with --webhook-allow-private-networks)",
-            a.ip()
-        )),
-        None => Ok(()),
-    }
-}
-
-fn is_public(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || (a == 100 && (64..128).contains(&b))
-                || a == 0)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
-/// A send failure in words: timeouts and refused connections say so.
+/// A send failure in words: timeouts, refused destinations and refused
+/// connections say so.
 fn describe_send_error(e: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<EgressError>() {
+            return refused.to_string();
+        }
+        source = cause.source();
+    }
     if e.is_timeout() {
         format!("no answer within {} s", SEND_TIMEOUT.as_secs())
     } else if e.is_connect() {
@@ -686,6 +656,9 @@ mod tests {
 
     #[test]
     fn only_public_addresses_are_public() {
+        // What the webhook filter refused before the egress policy took
+        // over; the policy refuses it all by default.
+        let policy = crate::egress::EgressPolicy::default();
         for private in [
             "127.0.0.1",
             "10.1.2.3",
@@ -699,10 +672,10 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
         ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
+            assert!(policy.check(private.parse().unwrap()).is_err(), "{private}");
         }
         for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
+            assert!(policy.check(public.parse().unwrap()).is_ok(), "{public}");
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   serialized to `cache_dir` so a restart does not recompile.
 //! - Each attempt instantiates from an `InstancePre`, gets an empty WASI
 //!   (no files, env, args or sockets), and reaches the world only through
-//!   [`Services`] filtered by [`Grants`].
+//!   [`Services`] filtered by [`Grants`], and outbound HTTP only to
+//!   addresses the operator's [`EgressPolicy`] allows.
 //!
 //! The runtime never touches the database: whatever persists reaches it
 //! through the traits in [`services`].
@@ -19,6 +20,7 @@ mod error;
 #[doc(hidden)]
 pub mod floor;
 mod grants;
+mod http_gate;
 mod kv;
 mod limits;
 mod output;
@@ -44,10 +46,12 @@ pub use limits::Limits;
 pub use sandbox::MAX_FILE_BYTES;
 pub use services::Services;
 
+use crate::egress::EgressPolicy;
 use bindings::StepPluginPre;
 use bindings::weft::plugin::types as wit;
+use http_gate::HttpGate;
 use limits::MemoryLimiter;
-use sandbox::{HttpGate, LogBook, Sandbox, lock};
+use sandbox::{LogBook, Sandbox, lock};
 
 /// How often the epoch advances; the granularity of timeouts and of a busy
 /// guest yielding its thread back to the scheduler.
@@ -78,6 +82,9 @@ pub struct RuntimeConfig {
     /// Attempts running at once; further attempts wait for a slot. Sizes the
     /// pooling allocator.
     pub max_concurrent_attempts: u32,
+    /// Which addresses plugins' outbound HTTP may connect to, whatever
+    /// their grants say. The default refuses every non-public address.
+    pub egress: EgressPolicy,
 }
 
 impl Default for RuntimeConfig {
@@ -87,6 +94,7 @@ impl Default for RuntimeConfig {
             default_limits: Limits::DEFAULT,
             ceiling: Limits::CEILING,
             max_concurrent_attempts: 64,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -369,6 +377,7 @@ impl Runtime {
             table: wasmtime::component::ResourceTable::new(),
             hooks: HttpGate {
                 grants: grants.clone(),
+                egress: self.config.egress.clone(),
                 log: log.clone(),
             },
             limiter: MemoryLimiter {

@@ -1,16 +1,16 @@
 //! The state of one attempt's `Store`, and the host side of every import the
 //! guest sees: `weft:plugin/host`, `wasi:keyvalue/store` (in kv.rs),
-//! `wasi:http` (filtered by grants) and an empty WASI.
+//! `wasi:http` (through `HttpGate`, in http_gate.rs) and an empty WASI.
 
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::weft::plugin::host::{self, LogLevel, Mail, Notification};
 use super::grants::Grants;
+use super::http_gate::HttpGate;
 use super::limits::MemoryLimiter;
 use super::output::CappedOutput;
 use super::services::{OutgoingMail, OutgoingNotification, Services};
@@ -88,53 +88,6 @@ impl WasiHttpView for Sandbox {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Lets an outbound request through only to a granted host.
-pub(crate) struct HttpGate {
-    pub(crate) grants: Grants,
-    pub(crate) log: Arc<Mutex<LogBook>>,
-}
-
-impl WasiHttpHooks for HttpGate {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        let uri = request.uri();
-        let host = uri.host().unwrap_or_default().to_owned();
-        let port = uri.port_u16();
-        if !self.grants.allows_host(&host, port) {
-            lock(&self.log).push(
-                "warn",
-                format!("outbound request to {host} denied: the plugin is not granted this host"),
-            );
-            tracing::info!(%host, "outbound request denied");
-            return Box::new(async { Err(ErrorCode::HttpRequestDenied.into()) });
-        }
-        tracing::debug!(%host, "outbound request allowed");
-        let _ = fut;
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
     }
 }
 
