@@ -732,6 +732,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/files/{id}", "get"),
         ("/v1/tenant/jwt-secret", "post"),
         ("/v1/outbox", "get"),
+        ("/v1/outbox/{id}/retry", "post"),
         ("/v1/notifications", "get"),
         ("/v1/notifications/{id}/read", "post"),
         ("/v1/kv/{bucket}", "get"),

@@ -69,6 +69,18 @@ pub struct ServeArgs {
     /// Sender address for outbox mail.
     #[arg(long, env = "WEFT_MAIL_FROM", default_value = "weft@localhost")]
     mail_from: String,
+    /// First wait before sending an outbox message again after a transient
+    /// SMTP failure, in ms; each later wait doubles, up to
+    /// `--mail-retry-max-ms`, within ±20 % jitter.
+    #[arg(long, env = "WEFT_MAIL_RETRY_BASE_MS", default_value_t = 30_000)]
+    mail_retry_base_ms: u64,
+    /// Longest wait between two attempts at an outbox message, in ms.
+    #[arg(long, env = "WEFT_MAIL_RETRY_MAX_MS", default_value_t = 3_600_000)]
+    mail_retry_max_ms: u64,
+    /// Attempts at an outbox message before it is marked `failed` (31, with
+    /// the default waits, span about 24 hours).
+    #[arg(long, env = "WEFT_MAIL_MAX_ATTEMPTS", default_value_t = 31)]
+    mail_max_attempts: u32,
     /// Key that seals tenant secrets at rest: 64 hex characters. Default: a
     /// random key kept in `<data-dir>/secrets.key` (back it up with the
     /// database: secrets cannot be read without it).
@@ -219,6 +231,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tenant_max_running: args.tenant_max_running.max(1),
             lease: Duration::from_millis(args.lease_ms.max(1_000)),
             smtp,
+            mail_retry: crate::mail::MailRetry {
+                base: Duration::from_millis(args.mail_retry_base_ms.max(1)),
+                cap: Duration::from_millis(args.mail_retry_max_ms.max(args.mail_retry_base_ms)),
+                max_attempts: args.mail_max_attempts.max(1),
+            },
             max_upload_bytes: args.max_upload_bytes.max(1),
             tenant_plugin_storage_bytes: args.tenant_plugin_storage_bytes,
             secrets: Some(Arc::new(secrets)),
