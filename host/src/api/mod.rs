@@ -27,6 +27,7 @@ pub mod webhooks;
 pub mod workflows;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -48,14 +49,25 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub limiter: Arc<limits::Limiter>,
+    /// Longest a JWT may live (`exp − iat`); longer ones are refused.
+    pub jwt_max_lifetime: Duration,
 }
+
+/// Default for [`AppState::jwt_max_lifetime`]: a day.
+pub const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, limits: limits::RateLimits) -> Self {
         Self {
             engine,
             limiter: Arc::new(limits::Limiter::new(limits)),
+            jwt_max_lifetime: DEFAULT_JWT_MAX_LIFETIME,
         }
+    }
+
+    pub fn with_jwt_max_lifetime(mut self, max: Duration) -> Self {
+        self.jwt_max_lifetime = max;
+        self
     }
 }
 
