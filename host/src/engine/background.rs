@@ -27,7 +27,7 @@ impl Engine {
             };
             for run_id in overdue {
                 if let Err(e) = self
-                    .stop_run(None, &run_id, super::runs::Stop::Deadline)
+                    .stop_run(None, &run_id, super::runs::Stop::Deadline, None)
                     .await
                 {
                     tracing::warn!(%run_id, error = %e, "could not fail an overdue run");
