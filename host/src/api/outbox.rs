@@ -122,7 +122,7 @@ async fn retry(
     principal.require("runs:control")?;
     let mut conn = state.engine.db.writer().await?;
     match db::state::outbox_requeue(&mut conn, &principal.tenant_id, &id, db::now_ms()).await? {
-        Requeue::Queued(message) => Ok(Json(message.into())),
+        Requeue::Queued(message) => Ok(Json(OutboxOut::from(*message))),
         Requeue::AlreadySent => Err(ApiError::Conflict(format!(
             "message {id} was already sent; sending it again would deliver it twice"
         ))),

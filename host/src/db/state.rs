@@ -301,7 +301,7 @@ pub async fn outbox_record(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requeue {
     /// Queued, due at once, its attempts counted afresh.
-    Queued(OutboxMessage),
+    Queued(Box<OutboxMessage>),
     /// The relay already accepted it: sending again would duplicate it.
     AlreadySent,
     NotFound,
@@ -326,7 +326,7 @@ pub async fn outbox_requeue(
     Ok(match outbox_get(conn, tenant, message_id).await? {
         None => Requeue::NotFound,
         Some(m) if m.status == OutboxStatus::Sent => Requeue::AlreadySent,
-        Some(m) => Requeue::Queued(m),
+        Some(m) => Requeue::Queued(Box::new(m)),
     })
 }
 
