@@ -842,6 +842,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/files/{id}", "get"),
         ("/v1/tenant/jwt-secret", "post"),
         ("/v1/outbox", "get"),
+        ("/v1/outbox/{id}/retry", "post"),
         ("/v1/notifications", "get"),
         ("/v1/notifications/{id}/read", "post"),
         ("/v1/kv/{bucket}", "get"),
@@ -2083,4 +2084,145 @@ async fn a_run_started_with_an_attachment_hands_the_file_to_its_steps() {
         .await
         .unwrap();
     assert_eq!(response.status(), 415);
+}
+
+#[tokio::test]
+async fn cancel_and_terminate_keep_the_reason_in_the_event_and_the_run() {
+    let s = shared();
+    s.publish(json!({"key": "reasons", "name": "Reasons", "steps": [
+        {"id": "form", "uses": "collect_inputs", "config": {"schema": {"type": "object"}}}]}))
+        .await;
+    for (action, event, reason) in [
+        ("cancel", "run.cancelled", "the customer withdrew"),
+        ("terminate", "run.terminated", "runaway loop"),
+    ] {
+        let (_, run) = s
+            .post("/v1/runs", json!({"workflow": "reasons", "input": {}}))
+            .await;
+        let id = run["id"].as_str().unwrap().to_owned();
+        let (status, run) = s
+            .post(
+                &format!("/v1/runs/{id}/{action}"),
+                json!({"reason": reason}),
+            )
+            .await;
+        assert_eq!(status, 200, "{run}");
+        assert_eq!(run["reason"], reason, "{run}");
+        let (_, run) = s.get(&format!("/v1/runs/{id}")).await;
+        assert_eq!(run["reason"], reason, "{run}");
+        assert_eq!(run["error"]["reason"], reason, "{run}");
+        let (_, events) = s.get(&format!("/v1/runs/{id}/events")).await;
+        let stopped = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == event)
+            .unwrap_or_else(|| panic!("no {event} in {events}"));
+        assert_eq!(stopped["data"]["reason"], reason, "{stopped}");
+    }
+    // Without a body (or with an empty one) the reason is simply absent.
+    let (_, run) = s
+        .post("/v1/runs", json!({"workflow": "reasons", "input": {}}))
+        .await;
+    let id = run["id"].as_str().unwrap();
+    let (status, body) = common::send(s.req(Method::POST, &format!("/v1/runs/{id}/cancel"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    assert!(body.get("reason").is_none(), "{body}");
+    let (status, _) = s
+        .post(&format!("/v1/runs/{id}/terminate"), json!({"why": "x"}))
+        .await;
+    assert_eq!(status, 400, "unknown fields are refused");
+}
+
+#[tokio::test]
+async fn paused_runs_say_what_they_are_paused_on_in_lists_and_starts() {
+    let s = shared();
+    s.publish(
+        json!({"key": "paused-list", "name": "Paused list", "steps": [
+        {"id": "form", "uses": "collect_inputs", "config": {"schema": {"type": "object"}}},
+        {"id": "after", "uses": "testkit@0", "depends_on": ["form"], "config": {"mode": "echo"}}]}),
+    )
+    .await;
+    let (_, started) = s
+        .post("/v1/runs", json!({"workflow": "paused-list", "input": {}}))
+        .await;
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(started["status"], "paused", "{started}");
+    assert_ne!(
+        started["paused_on"],
+        json!([]),
+        "a start answer never claims a paused run waits on nothing: {started}"
+    );
+    s.wait_until(&id, Duration::from_secs(10), |r| r["status"] == "paused")
+        .await;
+    let (status, list) = s.get("/v1/runs?workflow=paused-list").await;
+    assert_eq!(status, 200, "{list}");
+    let item = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("run {id} not listed: {list}"));
+    assert_eq!(item["status"], "paused", "{item}");
+    assert_eq!(item["paused_on"], json!(["form"]), "{item}");
+    let (_, run) = s.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(run["paused_on"], json!(["form"]), "{run}");
+}
+
+#[tokio::test]
+async fn a_multipart_text_field_cannot_take_the_input_past_the_json_limit() {
+    let s = shared();
+    s.publish(json!({"key": "big-fields", "name": "Big fields", "steps": [testkit("a", json!({"mode": "echo"}))]}))
+        .await;
+    // Each on its own connection: the server closes it after refusing the body.
+    let start = |form: reqwest::multipart::Form| {
+        common::send(
+            reqwest::Client::new()
+                .post(format!("{}/v1/runs", s.url))
+                .bearer_auth(ADMIN_KEY)
+                .multipart(form),
+        )
+    };
+    let huge = "x".repeat(5 << 20);
+    let (status, problem) = start(
+        reqwest::multipart::Form::new()
+            .text("workflow", "big-fields")
+            .text("notes", huge),
+    )
+    .await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["field"], "notes", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("notes"),
+        "{problem}"
+    );
+    // Two fields under the limit each but over it together: the second is named.
+    let half = "y".repeat(600 << 10);
+    let (status, problem) = start(
+        reqwest::multipart::Form::new()
+            .text("workflow", "big-fields")
+            .text("first", half.clone())
+            .text("second", half),
+    )
+    .await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["field"], "second", "{problem}");
+    // Text that JSON escaping grows past the limit is refused as the input.
+    let quotes = "\"".repeat(700 << 10);
+    let (status, problem) = start(
+        reqwest::multipart::Form::new()
+            .text("workflow", "big-fields")
+            .text("quoted", quotes),
+    )
+    .await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["field"], "input", "{problem}");
+    let (status, run) = start(
+        reqwest::multipart::Form::new()
+            .text("workflow", "big-fields")
+            .text("notes", "y".repeat(100 << 10)),
+    )
+    .await;
+    assert_eq!(status, 202, "{run}");
 }

@@ -22,6 +22,15 @@ pub const ALLOW_LOOPBACK: [&str; 2] = ["--egress-allow", "127.0.0.1/32"];
 
 pub mod guests;
 pub mod pg;
+pub mod smtp;
+
+/// The `weft` binary the servers run: `WEFT_TEST_BIN` if set (a copy kept
+/// apart when several work trees share one target directory, whose
+/// `weft` the last build of any of them overwrites), else cargo's.
+pub fn weft_bin() -> PathBuf {
+    std::env::var_os("WEFT_TEST_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_weft")), PathBuf::from)
+}
 
 /// Whether the servers of this test run use Postgres.
 pub fn postgres() -> bool {
@@ -69,7 +78,18 @@ impl Server {
     /// plugins (`--plugin-dir`) or with the built-ins only (so a test can
     /// upload a fixture as a tenant's plugin).
     pub fn start_with(data_dir: &Path, plugin_dir: bool, extra: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+        Self::start_with_env(data_dir, plugin_dir, extra, &[])
+    }
+
+    /// [`Self::start_with`] with environment variables set after the
+    /// defaults (`("WEFT_ADMIN_KEY", "")` starts with no pinned key).
+    pub fn start_with_env(
+        data_dir: &Path,
+        plugin_dir: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new(weft_bin());
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
@@ -88,6 +108,7 @@ impl Server {
             .env("WEFT_RATE_LIMIT_PER_KEY", "100000")
             .env("WEFT_RUNS_PER_MINUTE", "1000000")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -127,8 +127,10 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 /// On an empty database: creates tenant `default` and an operator key
-/// (`pinned`, or a new one). With a pinned key on an existing database,
-/// makes sure that key exists. Returns the key if it was newly created.
+/// (`pinned`, or a new one). With a pinned key, that key is the operator's
+/// and the only one: created if new, made valid again if it had been
+/// revoked, and every other operator key (an earlier pinned one, the
+/// generated one) revoked. Returns the key if it was newly created.
 pub async fn bootstrap(db: &db::Db, pinned: Option<&str>) -> Result<Option<String>, db::DbError> {
     let mut tx = db.begin().await?;
     let tenant = match db::auth::tenant_by_name(&mut tx, "default").await? {
@@ -143,14 +145,9 @@ pub async fn bootstrap(db: &db::Db, pinned: Option<&str>) -> Result<Option<Strin
             t
         }
     };
+    let now = db::now_ms();
     let key = match pinned {
-        Some(k)
-            if db::auth::key_by_hash(&mut tx, &hash_key(k))
-                .await?
-                .is_some() =>
-        {
-            None
-        }
+        Some(k) if db::auth::pin_operator_key(&mut tx, &hash_key(k), now).await? => None,
         Some(k) => Some(k.to_owned()),
         None if db::auth::tenant_count(&mut tx).await? > 0 && has_operator_key(&mut tx).await? => {
             None
@@ -165,12 +162,15 @@ pub async fn bootstrap(db: &db::Db, pinned: Option<&str>) -> Result<Option<Strin
             prefix: k.chars().take(13).collect(),
             scopes: vec!["admin".into()],
             operator: true,
-            created_at: db::now_ms(),
+            created_at: now,
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
         };
         db::auth::insert_key(&mut tx, &record, &hash_key(k)).await?;
+        if pinned.is_some() {
+            db::auth::pin_operator_key(&mut tx, &hash_key(k), now).await?;
+        }
     }
     tx.commit().await?;
     Ok(key)

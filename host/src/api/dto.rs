@@ -370,8 +370,13 @@ pub struct RunOut {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub duration_ms: Option<i64>,
-    /// Steps waiting for a person or system.
-    pub paused_on: Vec<String>,
+    /// Steps waiting for a person or system. Absent where the answer does
+    /// not load steps (a start's `202`); `GET /v1/runs/{id}` has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_on: Option<Vec<String>>,
+    /// Why the run was cancelled or terminated, as the caller gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// True while the run waits for its workflow's concurrency limit
     /// (status `pending`, nothing scheduled yet).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -385,7 +390,10 @@ pub struct RunOut {
 }
 
 impl RunOut {
+    /// The run without its steps; `paused_on` as given (see
+    /// [`RunOut::paused_on`]).
     pub fn summary(run: &RunRow) -> Self {
+        let error = parse(&run.error);
         Self {
             id: run.id.clone(),
             workflow: run.workflow_key.clone(),
@@ -393,12 +401,13 @@ impl RunOut {
             status: run.status.clone(),
             input: serde_json::from_str(&run.input).unwrap_or(Value::Null),
             result: parse(&run.result),
-            error: parse(&run.error),
+            reason: error["reason"].as_str().map(str::to_owned),
+            error,
             created_at: rfc3339(run.created_at),
             started_at: run.started_at.map(rfc3339),
             ended_at: run.ended_at.map(rfc3339),
             duration_ms: run.started_at.zip(run.ended_at).map(|(a, b)| b - a),
-            paused_on: Vec::new(),
+            paused_on: (run.status != "paused").then(Vec::new),
             queued: run.queued,
             schedule_id: run.schedule_id.clone(),
             steps: None,
@@ -407,12 +416,13 @@ impl RunOut {
 
     pub fn full(view: &RunView) -> Self {
         let mut out = Self::summary(&view.run);
-        out.paused_on = view
-            .steps
-            .iter()
-            .filter(|s| s.status == "paused")
-            .map(|s| s.step_id.clone())
-            .collect();
+        out.paused_on = Some(
+            view.steps
+                .iter()
+                .filter(|s| s.status == "paused")
+                .map(|s| s.step_id.clone())
+                .collect(),
+        );
         out.steps = Some(
             view.steps
                 .iter()

@@ -33,6 +33,9 @@ pub enum ApiError {
     Overlap { message: String, run_id: String },
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// A multipart field that takes the assembled JSON past `limit`.
+    #[error("field {field:?} takes the run's input past the {limit}-byte JSON limit")]
+    FieldTooLarge { field: String, limit: usize },
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
@@ -57,7 +60,7 @@ impl ApiError {
             Self::Conflict(_) | Self::Overlap { .. } | Self::IdempotencyInFlight(_) => {
                 StatusCode::CONFLICT
             }
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge(_) | Self::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -76,7 +79,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::IdempotencyInFlight(_) => "idempotency-in-flight",
             Self::Overlap { .. } => "run-overlap",
-            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::PayloadTooLarge(_) | Self::FieldTooLarge { .. } => "payload-too-large",
             Self::Unsupported(_) => "unsupported-media-type",
             Self::TooManyRequests { .. } => "rate-limited",
             Self::QuotaExceeded(_) => "quota-exceeded",
@@ -101,6 +104,9 @@ impl ApiError {
         }
         if let Self::Overlap { run_id, .. } = self {
             body["run_id"] = json!(run_id);
+        }
+        if let Self::FieldTooLarge { field, .. } = self {
+            body["field"] = json!(field);
         }
         body
     }

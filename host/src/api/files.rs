@@ -98,26 +98,54 @@ async fn store_field(
 
 /// The JSON body of a multipart run start, and its identity for
 /// idempotency (the attachment named by content hash, not by its new id).
+/// Text fields together may not take the input past the JSON body limit
+/// ([`super::MAX_BODY_BYTES`]): the field that would is refused with 413.
 pub(crate) async fn multipart_run_body(
     state: &AppState,
     principal: &Principal,
     mut form: Multipart,
 ) -> Result<(serde_json::Value, serde_json::Value), ApiError> {
     use serde_json::{Map, Value, json};
+    let limit = super::MAX_BODY_BYTES;
     let mut body = Map::new();
     let mut input = Map::new();
     let mut attachment = None;
-    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+    // Bytes of text taken so far: what the JSON body would have carried.
+    let mut used = 0;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
-        match name.as_str() {
-            "attachment" => {
-                attachment = Some(store_field(state, &principal.tenant_id, field).await?)
+        if name == "attachment" {
+            attachment = Some(store_field(state, &principal.tenant_id, field).await?);
+            continue;
+        }
+        let too_large = || ApiError::FieldTooLarge {
+            field: name.clone(),
+            limit,
+        };
+        let room = limit.saturating_sub(used + name.len());
+        let bytes = match super::read_field(&mut field, room).await {
+            Ok(bytes) => bytes,
+            Err(ApiError::PayloadTooLarge(_)) => {
+                // Read (a bounded amount of) the rest, so a client still
+                // sending gets the 413 rather than a reset connection.
+                let mut budget = drain(&mut field, DRAIN_BYTES).await;
+                drop(field);
+                while budget > 0 {
+                    match form.next_field().await {
+                        Ok(Some(mut next)) => budget = drain(&mut next, budget).await,
+                        _ => break,
+                    }
+                }
+                return Err(too_large());
             }
+            Err(other) => return Err(other),
+        };
+        used += name.len() + bytes.len();
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ApiError::BadRequest(format!("field {name:?} is not UTF-8 text")))?;
+        match name.as_str() {
             "workflow" | "version" => {
-                body.insert(
-                    name,
-                    Value::String(field.text().await.map_err(multipart_error)?),
-                );
+                body.insert(name, Value::String(text));
             }
             "wait_ms" => {
                 let text = field.text().await.map_err(multipart_error)?;
@@ -135,22 +163,27 @@ pub(crate) async fn multipart_run_body(
                     })?;
                 body.insert(name, ms);
             }
-            "input" => {
-                let text = field.text().await.map_err(multipart_error)?;
-                match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(fields)) => input.extend(fields),
-                    _ => {
-                        return Err(ApiError::Unprocessable(
-                            "the `input` field must be a JSON object".into(),
-                        ));
-                    }
+            "input" => match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(fields)) => input.extend(fields),
+                _ => {
+                    return Err(ApiError::Unprocessable(
+                        "the `input` field must be a JSON object".into(),
+                    ));
                 }
-            }
+            },
             _ => {
-                let text = field.text().await.map_err(multipart_error)?;
                 input.insert(name, Value::String(text));
             }
         }
+    }
+    // JSON escaping can grow text (quotes, control characters): the input
+    // as JSON must fit too.
+    let input_bytes = serde_json::to_vec(&input).map_or(usize::MAX, |v| v.len());
+    if input_bytes > limit {
+        return Err(ApiError::FieldTooLarge {
+            field: "input".into(),
+            limit,
+        });
     }
     let mut identity_input = input.clone();
     if let Some(file) = attachment {
@@ -165,6 +198,21 @@ pub(crate) async fn multipart_run_body(
     body.insert("input".into(), Value::Object(input));
     identity.insert("input".into(), Value::Object(identity_input));
     Ok((Value::Object(body), Value::Object(identity)))
+}
+
+/// The most of a refused multipart run start read and dropped after the
+/// refusal.
+const DRAIN_BYTES: usize = 16 << 20;
+
+/// Reads and drops up to `budget` bytes of `field`; what is left of the budget.
+async fn drain(field: &mut axum::extract::multipart::Field<'_>, mut budget: usize) -> usize {
+    while budget > 0 {
+        match field.chunk().await {
+            Ok(Some(chunk)) => budget = budget.saturating_sub(chunk.len()),
+            _ => break,
+        }
+    }
+    budget
 }
 
 fn file_out(f: db::state::FileRow) -> FileOut {

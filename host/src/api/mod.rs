@@ -53,7 +53,12 @@ pub struct AppState {
     pub limiter: Arc<limits::Limiter>,
     /// Open and refused connections, for `/metrics`.
     pub connections: Arc<server::ConnectionStats>,
+    /// Longest a JWT may live (`exp − iat`); longer ones are refused.
+    pub jwt_max_lifetime: Duration,
 }
+
+/// Default for [`AppState::jwt_max_lifetime`]: a day.
+pub const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, limits: limits::RateLimits) -> Self {
@@ -61,7 +66,13 @@ impl AppState {
             engine,
             limiter: Arc::new(limits::Limiter::new(limits)),
             connections: Arc::default(),
+            jwt_max_lifetime: DEFAULT_JWT_MAX_LIFETIME,
         }
+    }
+
+    pub fn with_jwt_max_lifetime(mut self, max: Duration) -> Self {
+        self.jwt_max_lifetime = max;
+        self
     }
 }
 

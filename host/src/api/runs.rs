@@ -223,7 +223,33 @@ async fn list(
         )
         .await?;
     let (runs, next_cursor) = paginate(runs, limit, |r| r.id.clone());
-    let items = runs.iter().map(RunOut::summary).collect();
+    let paused: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.status == "paused")
+        .map(|r| r.id.as_str())
+        .collect();
+    let paused_steps = if paused.is_empty() {
+        Vec::new()
+    } else {
+        let mut conn = state.engine.db.reader().await?;
+        db::runs::paused_steps(&mut conn, &principal.tenant_id, &paused).await?
+    };
+    let items = runs
+        .iter()
+        .map(|run| {
+            let mut out = RunOut::summary(run);
+            if run.status == "paused" {
+                out.paused_on = Some(
+                    paused_steps
+                        .iter()
+                        .filter(|(id, _)| *id == run.id)
+                        .map(|(_, step)| step.clone())
+                        .collect(),
+                );
+            }
+            out
+        })
+        .collect();
     Ok(Json(RunList { items, next_cursor }))
 }
 
@@ -471,24 +497,21 @@ mod tokio_stream_shim {
     }
 }
 
-/// Stops scheduling new steps; running attempts finish.
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
+/// Stops scheduling new steps; running attempts finish. An optional
+/// `reason` is kept in the `run.cancelled` event and the run's `reason`.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)), request_body(content = Terminate, description = "Optional reason"),
     responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
 async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<RunOut>, ApiError> {
-    principal.require("runs:control")?;
-    state
-        .engine
-        .stop_run(Some(&principal.tenant_id), &id, Stop::Cancel)
-        .await?;
-    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
-    Ok(Json(RunOut::full(&view)))
+    stop(state, principal, id, Stop::Cancel, &body).await
 }
 
-/// Stops the run and interrupts running attempts.
+/// Stops the run and interrupts running attempts. An optional `reason` is
+/// kept in the `run.terminated` event and the run's `reason`.
 #[utoipa::path(post, path = "/v1/runs/{id}/terminate", tag = "runs", params(("id" = String, Path)), request_body(content = Terminate, description = "Optional reason"),
     responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
 async fn terminate(
@@ -497,18 +520,48 @@ async fn terminate(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<RunOut>, ApiError> {
+    stop(state, principal, id, Stop::Terminate, &body).await
+}
+
+/// Cancel or terminate, with the optional `{reason}` body (empty allowed).
+async fn stop(
+    state: AppState,
+    principal: Principal,
+    id: String,
+    how: Stop,
+    body: &[u8],
+) -> Result<Json<RunOut>, ApiError> {
     principal.require("runs:control")?;
-    if !body.is_empty() {
-        let _: Terminate = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+    let request: Terminate = if body.iter().all(u8::is_ascii_whitespace) {
+        Terminate::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
+    };
+    if request
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "reason is at most {MAX_REASON_BYTES} bytes"
+        )));
     }
     state
         .engine
-        .stop_run(Some(&principal.tenant_id), &id, Stop::Terminate)
+        .stop_run(
+            Some(&principal.tenant_id),
+            &id,
+            how,
+            request.reason.as_deref(),
+        )
         .await?;
     let view = state.engine.get_run(&principal.tenant_id, &id).await?;
     Ok(Json(RunOut::full(&view)))
 }
+
+/// Longest `reason` a cancel or terminate keeps.
+const MAX_REASON_BYTES: usize = 4096;
 
 /// Resumes a paused step with `data` or `action`, completes a step by hand
 /// with `override_output`, or retries a failed step with only `step_id`.

@@ -331,9 +331,13 @@ async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     principal.require("admin")?;
     let mut conn = state.engine.db.writer().await?;
-    if db::auth::revoke_key(&mut conn, &principal.tenant_id, &id, db::now_ms()).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!("api key {id:?}")))
+    // The operator's key is refused (409): pinning another
+    // `WEFT_ADMIN_KEY` is what replaces it.
+    match db::auth::revoke_key(&mut conn, &principal.tenant_id, &id, db::now_ms()).await? {
+        db::auth::Revoke::Revoked => Ok(StatusCode::NO_CONTENT),
+        db::auth::Revoke::Operator => Err(ApiError::Conflict(format!(
+            "api key {id} is the operator's key and cannot be revoked; to replace it, restart with another WEFT_ADMIN_KEY"
+        ))),
+        db::auth::Revoke::NotFound => Err(ApiError::NotFound(format!("api key {id:?}"))),
     }
 }

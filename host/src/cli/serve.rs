@@ -69,6 +69,18 @@ pub struct ServeArgs {
     /// Sender address for outbox mail.
     #[arg(long, env = "WEFT_MAIL_FROM", default_value = "weft@localhost")]
     mail_from: String,
+    /// First wait before sending an outbox message again after a transient
+    /// SMTP failure, in ms; each later wait doubles, up to
+    /// `--mail-retry-max-ms`, within ±20 % jitter.
+    #[arg(long, env = "WEFT_MAIL_RETRY_BASE_MS", default_value_t = 30_000)]
+    mail_retry_base_ms: u64,
+    /// Longest wait between two attempts at an outbox message, in ms.
+    #[arg(long, env = "WEFT_MAIL_RETRY_MAX_MS", default_value_t = 3_600_000)]
+    mail_retry_max_ms: u64,
+    /// Attempts at an outbox message before it is marked `failed` (31, with
+    /// the default waits, span about 24 hours).
+    #[arg(long, env = "WEFT_MAIL_MAX_ATTEMPTS", default_value_t = 31)]
+    mail_max_attempts: u32,
     /// Key that seals tenant secrets at rest: 64 hex characters. Default: a
     /// random key kept in `<data-dir>/secrets.key` (back it up with the
     /// database: secrets cannot be read without it).
@@ -117,6 +129,11 @@ pub struct ServeArgs {
     /// moving before it is closed.
     #[arg(long, env = "WEFT_IDLE_TIMEOUT_SECS", default_value_t = api::server::Limits::default().idle_timeout.as_secs())]
     idle_timeout_secs: u64,
+    /// Longest lifetime a JWT may have: tokens whose `exp − iat` (or
+    /// `exp − now`, without `iat`) exceeds it are refused. A number with
+    /// `s`, `m`, `h` or `d`.
+    #[arg(long, env = "WEFT_JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    jwt_max_lifetime: Duration,
     /// Shut down when standard input closes (for supervisors and tests that
     /// must not leave a server behind).
     #[arg(long, env = "WEFT_STOP_ON_STDIN_EOF")]
@@ -156,13 +173,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
+    // Key files are the owner's alone, also those an older version wrote
+    // readable by others.
+    for name in [ADMIN_KEY_FILE, SECRETS_KEY_FILE] {
+        restrict_to_owner(&args.data_dir.join(name))?;
+    }
     let pinned = std::env::var("WEFT_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());
     if let Some(key) = api::auth::bootstrap(&db, pinned.as_deref()).await? {
-        let path = args.data_dir.join("admin-key");
-        std::fs::write(&path, format!("{key}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
+        let path = args.data_dir.join(ADMIN_KEY_FILE);
+        write_key_file(&path, &format!("{key}\n"))?;
         if pinned.is_none() {
             println!(
                 "admin API key (shown once, also written to {}):\n  {key}",
@@ -222,10 +243,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             if postgres {
                 tracing::warn!(
                     "no --secrets-key: secrets are sealed with {}; every host sharing this database needs the same key",
-                    args.data_dir.join("secrets.key").display()
+                    args.data_dir.join(SECRETS_KEY_FILE).display()
                 );
             }
-            crate::engine::secrets::SecretBox::load_or_create(&args.data_dir.join("secrets.key"))?
+            crate::engine::secrets::SecretBox::load_or_create(
+                &args.data_dir.join(SECRETS_KEY_FILE),
+            )?
         }
     };
     let smtp = args
@@ -242,6 +265,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tenant_max_running: args.tenant_max_running.max(1),
             lease: Duration::from_millis(args.lease_ms.max(1_000)),
             smtp,
+            mail_retry: crate::mail::MailRetry {
+                base: Duration::from_millis(args.mail_retry_base_ms.max(1)),
+                cap: Duration::from_millis(args.mail_retry_max_ms.max(args.mail_retry_base_ms)),
+                max_attempts: args.mail_max_attempts.max(1),
+            },
             max_upload_bytes: args.max_upload_bytes.max(1),
             tenant_plugin_storage_bytes: args.tenant_plugin_storage_bytes,
             secrets: Some(Arc::new(secrets)),
@@ -298,7 +326,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 requests_per_second: args.rate_limit_per_key.max(0.1),
                 runs_per_minute: args.runs_per_minute.max(1.0),
             },
-        ),
+        )
+        .with_jwt_max_lifetime(args.jwt_max_lifetime),
         limits,
         signal,
     )
@@ -327,6 +356,63 @@ fn connection_limits(args: &ServeArgs) -> api::server::Limits {
         header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
         ..api::server::Limits::default()
+    }
+}
+
+/// `90s`, `15m`, `24h`, `7d` (or plain seconds) as a duration.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 24h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration like 90s, 15m, 24h or 7d"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+/// The operator key's file in the data directory (written on first start).
+const ADMIN_KEY_FILE: &str = "admin-key";
+/// The key sealing tenant secrets, when `--secrets-key` is not given.
+const SECRETS_KEY_FILE: &str = "secrets.key";
+
+/// Writes a file only its owner may read or write (mode 0600).
+fn write_key_file(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    restrict_to_owner(path)?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Makes an existing file readable and writable by its owner only.
+fn restrict_to_owner(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} owner-only", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -366,6 +452,34 @@ fn lock_database(url: &str) -> anyhow::Result<std::fs::File> {
         ),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("locking {lock_path}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_take_a_unit_of_seconds_minutes_hours_or_days() {
+        let cases = [
+            ("24h", Some(86_400)),
+            ("90s", Some(90)),
+            ("15m", Some(900)),
+            ("7d", Some(604_800)),
+            ("3600", Some(3600)),
+            ("1.5h", None),
+            ("h", None),
+            ("10w", None),
+        ];
+        for (text, seconds) in cases {
+            assert_eq!(
+                parse_duration(text).ok(),
+                seconds.map(Duration::from_secs),
+                "{text}"
+            );
         }
     }
 }

@@ -160,17 +160,71 @@ pub async fn list_keys(conn: &mut Conn, tenant: &str) -> Result<Vec<ApiKey>, DbE
     rows.iter().map(api_key).collect()
 }
 
-/// Revokes a key of `tenant`; false if there is no such unrevoked key.
-pub async fn revoke_key(conn: &mut Conn, tenant: &str, id: &str, at: i64) -> Result<bool, DbError> {
+/// What revoking a key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    Revoked,
+    /// The operator's key: replaced only by pinning another
+    /// (`WEFT_ADMIN_KEY`), never revoked through the API.
+    Operator,
+    /// No such unrevoked key in the tenant.
+    NotFound,
+}
+
+/// Revokes a key of `tenant`, unless it is the operator's.
+pub async fn revoke_key(
+    conn: &mut Conn,
+    tenant: &str,
+    id: &str,
+    at: i64,
+) -> Result<Revoke, DbError> {
     let done = sqlx::query(
-        "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
+        "UPDATE api_keys SET revoked_at = $1
+         WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL AND operator = 0",
     )
     .bind(at)
     .bind(tenant)
     .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Revoke::Revoked);
+    }
+    let operator: Option<i64> = sqlx::query_scalar(
+        "SELECT operator FROM api_keys WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match operator {
+        Some(1) => Revoke::Operator,
+        _ => Revoke::NotFound,
+    })
+}
+
+/// Makes the operator key with `key_hash` the only one: valid again if it
+/// was revoked or expired, and every other operator key revoked at `at`.
+/// False if no operator key has that hash.
+pub async fn pin_operator_key(conn: &mut Conn, key_hash: &str, at: i64) -> Result<bool, DbError> {
+    let restored = sqlx::query(
+        "UPDATE api_keys SET revoked_at = NULL, expires_at = NULL WHERE key_hash = $1 AND operator = 1",
+    )
+    .bind(key_hash)
+    .execute(&mut *conn)
+    .await?;
+    if restored.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE api_keys SET revoked_at = $1
+         WHERE operator = 1 AND revoked_at IS NULL AND key_hash <> $2",
+    )
+    .bind(at)
+    .bind(key_hash)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(true)
 }
 
 pub async fn set_jwt_secret(conn: &mut Conn, tenant: &str, sealed: &[u8]) -> Result<(), DbError> {

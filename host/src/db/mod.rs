@@ -73,6 +73,8 @@ pub enum DbError {
     UnsupportedUrl(String),
     #[error("stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
 }
 
 impl DbError {

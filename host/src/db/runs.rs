@@ -231,6 +231,28 @@ pub async fn list_runs(
     Ok(rows.iter().map(run).collect())
 }
 
+/// The paused steps of `tenant`'s runs `ids` (at most a page), as
+/// `(run id, step id)` in step order.
+pub async fn paused_steps(
+    conn: &mut Conn,
+    tenant: &str,
+    ids: &[&str],
+) -> Result<Vec<(String, String)>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = Statement::new(
+        "SELECT s.run_id, s.step_id FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.tenant_id = ",
+    );
+    query
+        .bind(tenant)
+        .push(" AND s.status = 'paused' AND s.run_id IN ")
+        .tuple(ids.iter().map(|id| Arg::from(*id)))
+        .push(" ORDER BY s.run_id, s.position");
+    let rows = query.fetch_all(conn).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbError> {
     let rows = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position")
         .bind(run_id)

@@ -79,6 +79,38 @@ pub async fn kv_keys(
     .await?)
 }
 
+/// Where a message of the outbox stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Waiting for the SMTP sender (first try or a retry after backoff).
+    Queued,
+    /// Accepted by the relay.
+    Sent,
+    /// Refused for good (a permanent SMTP reply, a bad address) or still
+    /// undeliverable when the retries ran out; `POST
+    /// /v1/outbox/{id}/retry` queues it again.
+    Failed,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, DbError> {
+        match text {
+            "queued" => Ok(Self::Queued),
+            "sent" => Ok(Self::Sent),
+            "failed" => Ok(Self::Failed),
+            other => Err(DbError::Corrupt(format!("outbox status {other:?}"))),
+        }
+    }
+}
+
 /// A message in a tenant's outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
@@ -91,11 +123,15 @@ pub struct OutboxMessage {
     pub cc: Vec<String>,
     pub subject: String,
     pub body: String,
-    pub status: String,
+    pub status: OutboxStatus,
+    /// Delivery attempts since the message was queued (or queued again).
     pub attempts: i64,
+    /// The last failure: the relay's reply, or why it could not be reached.
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
+    /// When a queued message is next due (ms); the sender's backoff.
+    pub next_attempt_at: i64,
 }
 
 /// Queues `message` unless its key is already in the outbox; returns the
@@ -103,8 +139,8 @@ pub struct OutboxMessage {
 pub async fn outbox_put(conn: &mut Conn, m: &OutboxMessage) -> Result<String, DbError> {
     let recipients = serde_json::json!({"to": m.to, "cc": m.cc}).to_string();
     sqlx::query(
-        "INSERT INTO outbox (tenant_id, key, message_id, run_id, step_id, recipients, subject, body, status, attempts, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9)
+        "INSERT INTO outbox (tenant_id, key, message_id, run_id, step_id, recipients, subject, body, status, attempts, created_at, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10)
          ON CONFLICT (tenant_id, key) DO NOTHING",
     )
     .bind(&m.tenant_id)
@@ -116,6 +152,7 @@ pub async fn outbox_put(conn: &mut Conn, m: &OutboxMessage) -> Result<String, Db
     .bind(&m.subject)
     .bind(&m.body)
     .bind(m.created_at)
+    .bind(m.next_attempt_at)
     .execute(&mut *conn)
     .await?;
     Ok(
@@ -149,62 +186,148 @@ fn outbox_message(r: &sqlx::any::AnyRow) -> Result<OutboxMessage, DbError> {
         cc: list("cc"),
         subject: r.get("subject"),
         body: r.get("body"),
-        status: r.get("status"),
+        status: OutboxStatus::parse(r.get("status"))?,
         attempts: r.get("attempts"),
         last_error: r.get("last_error"),
         created_at: r.get("created_at"),
         sent_at: r.get("sent_at"),
+        next_attempt_at: r.get("next_attempt_at"),
     })
 }
 
-/// A tenant's outbox, newest first, optionally only one run's messages.
+/// A page of a tenant's outbox, newest first, optionally only one run's
+/// messages: those after the message `cursor` (a message id), if given.
 pub async fn outbox_list(
     conn: &mut Conn,
     tenant: &str,
     run_id: Option<&str>,
+    cursor: Option<&str>,
     limit: i64,
 ) -> Result<Vec<OutboxMessage>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM outbox WHERE tenant_id = $1 AND ($2 IS NULL OR run_id = $2) ORDER BY created_at DESC, message_id DESC LIMIT $3",
+        "SELECT * FROM outbox WHERE tenant_id = $1 AND ($2 IS NULL OR run_id = $2)
+           AND ($3 IS NULL OR created_at < (SELECT c.created_at FROM outbox c WHERE c.tenant_id = $1 AND c.message_id = $3)
+                OR (created_at = (SELECT c.created_at FROM outbox c WHERE c.tenant_id = $1 AND c.message_id = $3)
+                    AND message_id < $3))
+         ORDER BY created_at DESC, message_id DESC LIMIT $4",
     )
     .bind(tenant)
     .bind(run_id)
+    .bind(cursor)
     .bind(limit)
     .fetch_all(conn)
     .await?;
     rows.iter().map(outbox_message).collect()
 }
 
-/// Queued messages for the SMTP sender, oldest first.
-pub async fn outbox_queued(conn: &mut Conn, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
-    let rows =
-        sqlx::query("SELECT * FROM outbox WHERE status = 'queued' ORDER BY created_at LIMIT $1")
-            .bind(limit)
-            .fetch_all(conn)
-            .await?;
+/// One message of a tenant's outbox.
+pub async fn outbox_get(
+    conn: &mut Conn,
+    tenant: &str,
+    message_id: &str,
+) -> Result<Option<OutboxMessage>, DbError> {
+    let row = sqlx::query("SELECT * FROM outbox WHERE tenant_id = $1 AND message_id = $2")
+        .bind(tenant)
+        .bind(message_id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(outbox_message).transpose()
+}
+
+/// Queued messages due by `now` for the SMTP sender, longest waiting first.
+pub async fn outbox_due(
+    conn: &mut Conn,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<OutboxMessage>, DbError> {
+    let rows = sqlx::query(
+        "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1
+         ORDER BY next_attempt_at, created_at, message_id LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
     rows.iter().map(outbox_message).collect()
 }
 
-pub async fn outbox_mark(
+/// The outcome of one delivery attempt of a queued message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    Sent,
+    /// Try again at `next_attempt_at`.
+    Retry {
+        error: &'a str,
+        next_attempt_at: i64,
+    },
+    Failed {
+        error: &'a str,
+    },
+}
+
+/// Records one delivery attempt of a message the sender took while queued.
+/// A message queued again meanwhile (`retry`) keeps its new schedule unless
+/// this attempt sent it.
+pub async fn outbox_record(
     conn: &mut Conn,
     message_id: &str,
-    status: &str,
-    error: Option<&str>,
+    delivery: &Delivery<'_>,
     at: i64,
 ) -> Result<(), DbError> {
+    let (status, error, next) = match delivery {
+        Delivery::Sent => (OutboxStatus::Sent, None, at),
+        Delivery::Retry {
+            error,
+            next_attempt_at,
+        } => (OutboxStatus::Queued, Some(*error), *next_attempt_at),
+        Delivery::Failed { error } => (OutboxStatus::Failed, Some(*error), at),
+    };
     sqlx::query(
-        "UPDATE outbox SET status = $1, last_error = $2, attempts = attempts + 1,
-                sent_at = CASE WHEN $3 = 'sent' THEN $4 ELSE sent_at END
-         WHERE message_id = $5",
+        "UPDATE outbox SET status = $1, last_error = $2, attempts = attempts + 1, next_attempt_at = $3,
+                sent_at = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at END
+         WHERE message_id = $5 AND status = 'queued'",
     )
-    .bind(status)
+    .bind(status.as_str())
     .bind(error)
-    .bind(status)
+    .bind(next)
     .bind(at)
     .bind(message_id)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// What asking to send a message again found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeue {
+    /// Queued, due at once, its attempts counted afresh.
+    Queued(Box<OutboxMessage>),
+    /// The relay already accepted it: sending again would duplicate it.
+    AlreadySent,
+    NotFound,
+}
+
+/// Queues a failed or queued message of `tenant` to be sent at `now`.
+pub async fn outbox_requeue(
+    conn: &mut Conn,
+    tenant: &str,
+    message_id: &str,
+    now: i64,
+) -> Result<Requeue, DbError> {
+    sqlx::query(
+        "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $1
+         WHERE tenant_id = $2 AND message_id = $3 AND status <> 'sent'",
+    )
+    .bind(now)
+    .bind(tenant)
+    .bind(message_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(match outbox_get(conn, tenant, message_id).await? {
+        None => Requeue::NotFound,
+        Some(m) if m.status == OutboxStatus::Sent => Requeue::AlreadySent,
+        Some(m) => Requeue::Queued(Box::new(m)),
+    })
 }
 
 /// An uploaded file.

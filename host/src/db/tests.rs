@@ -623,3 +623,142 @@ async fn postgres_claims_skip_locked_steps() {
             .expect("commit b");
     }
 }
+
+fn outbox_message(tenant: &str, n: i64) -> state::OutboxMessage {
+    state::OutboxMessage {
+        tenant_id: tenant.into(),
+        key: format!("run/step/{n}"),
+        message_id: format!("msg_{tenant}_{n:03}"),
+        run_id: Some("run".into()),
+        step_id: Some("step".into()),
+        to: vec!["ops@example.com".into()],
+        cc: Vec::new(),
+        subject: "s".into(),
+        body: "b".into(),
+        status: state::OutboxStatus::Queued,
+        attempts: 0,
+        last_error: None,
+        created_at: 1_000 + n / 2,
+        sent_at: None,
+        next_attempt_at: 1_000 + n,
+    }
+}
+
+/// The outbox pages newest first past any page size, the sender takes only
+/// messages due, a retry waits out its backoff, and a requeue brings back
+/// a failed message but never a sent one.
+#[tokio::test]
+async fn outbox_pages_backs_off_and_requeues() {
+    use state::{Delivery, OutboxStatus, Requeue};
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        tenant(&db, "t2").await;
+        let mut conn = db.writer().await.expect("writer");
+        for n in 0..7 {
+            state::outbox_put(&mut conn, &outbox_message("t1", n))
+                .await
+                .expect("put");
+        }
+        state::outbox_put(&mut conn, &outbox_message("t2", 0))
+            .await
+            .expect("put");
+        // Pages of 3 (fetching 4 to know there is more), keyed by the last id.
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = state::outbox_list(&mut conn, "t1", None, cursor.as_deref(), 3)
+                .await
+                .expect("list");
+            seen.extend(page.iter().map(|m| m.message_id.clone()));
+            if page.len() < 3 {
+                break;
+            }
+            cursor = page.last().map(|m| m.message_id.clone());
+        }
+        let expected: Vec<String> = (0..7).rev().map(|n| format!("msg_t1_{n:03}")).collect();
+        assert_eq!(seen, expected, "{backend}");
+
+        let due = state::outbox_due(&mut conn, 1_002, 50).await.expect("due");
+        let ids: Vec<&str> = due.iter().map(|m| m.message_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["msg_t1_000", "msg_t2_000", "msg_t1_001", "msg_t1_002"],
+            "{backend}"
+        );
+
+        let retry = Delivery::Retry {
+            error: "Connection error: refused",
+            next_attempt_at: 5_000,
+        };
+        state::outbox_record(&mut conn, "msg_t1_000", &retry, 1_002)
+            .await
+            .expect("record");
+        let due = state::outbox_due(&mut conn, 4_999, 50).await.expect("due");
+        assert!(
+            due.iter().all(|m| m.message_id != "msg_t1_000"),
+            "{backend}: backing off"
+        );
+        let due = state::outbox_due(&mut conn, 5_000, 50).await.expect("due");
+        let again = due
+            .iter()
+            .find(|m| m.message_id == "msg_t1_000")
+            .expect("due again");
+        assert_eq!(again.attempts, 1, "{backend}");
+        assert_eq!(
+            again.last_error.as_deref(),
+            Some("Connection error: refused"),
+            "{backend}"
+        );
+
+        let refused = Delivery::Failed {
+            error: "permanent error (550): no such mailbox",
+        };
+        state::outbox_record(&mut conn, "msg_t1_000", &refused, 5_000)
+            .await
+            .expect("record");
+        state::outbox_record(&mut conn, "msg_t1_001", &Delivery::Sent, 5_000)
+            .await
+            .expect("record");
+        let failed = state::outbox_get(&mut conn, "t1", "msg_t1_000")
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(failed.status, OutboxStatus::Failed, "{backend}");
+        assert_eq!(failed.attempts, 2, "{backend}");
+
+        assert_eq!(
+            state::outbox_requeue(&mut conn, "t2", "msg_t1_000", 6_000)
+                .await
+                .expect("requeue"),
+            Requeue::NotFound,
+            "{backend}: another tenant's message"
+        );
+        assert_eq!(
+            state::outbox_requeue(&mut conn, "t1", "msg_t1_001", 6_000)
+                .await
+                .expect("requeue"),
+            Requeue::AlreadySent,
+            "{backend}"
+        );
+        let Requeue::Queued(requeued) = state::outbox_requeue(&mut conn, "t1", "msg_t1_000", 6_000)
+            .await
+            .expect("requeue")
+        else {
+            panic!("{backend}: a failed message is queued again");
+        };
+        assert_eq!(
+            (requeued.status, requeued.attempts, requeued.next_attempt_at),
+            (OutboxStatus::Queued, 0, 6_000),
+            "{backend}"
+        );
+        let sent = state::outbox_get(&mut conn, "t1", "msg_t1_001")
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(
+            (sent.status, sent.sent_at),
+            (OutboxStatus::Sent, Some(5_000)),
+            "{backend}"
+        );
+    }
+}

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use crate::db;
+use crate::db::state::Delivery;
+use crate::mail::SmtpRelay;
 
 impl Engine {
     pub(crate) async fn watch_deadlines(self: Arc<Self>, shutdown: CancellationToken) {
@@ -24,7 +27,7 @@ impl Engine {
             };
             for run_id in overdue {
                 if let Err(e) = self
-                    .stop_run(None, &run_id, super::runs::Stop::Deadline)
+                    .stop_run(None, &run_id, super::runs::Stop::Deadline, None)
                     .await
                 {
                     tracing::warn!(%run_id, error = %e, "could not fail an overdue run");
@@ -33,6 +36,10 @@ impl Engine {
         }
     }
 
+    /// Sends due outbox messages over SMTP, once a second. A transient
+    /// failure puts the message back with backoff ([`crate::mail::MailRetry`]); a
+    /// permanent one, or the last allowed attempt, fails it with the
+    /// reason.
     pub(crate) async fn send_mail(self: Arc<Self>, shutdown: CancellationToken) {
         let Some(relay) = self.config.smtp.clone() else {
             return;
@@ -43,42 +50,70 @@ impl Engine {
                 () = shutdown.cancelled() => return,
             }
             // Several hosts on Postgres: one sends at a time, so a message
-            // is never sent twice.
+            // is not sent by two hosts at once.
             let Ok(Some(solo)) = self.db.solo(db::MAIL_LOCK).await else {
                 continue;
             };
-            let queued = match self.db.reader().await {
-                Ok(mut conn) => db::state::outbox_queued(&mut conn, 50)
+            let due = match self.db.reader().await {
+                Ok(mut conn) => db::state::outbox_due(&mut conn, db::now_ms(), 50)
                     .await
                     .unwrap_or_default(),
-                Err(_) => continue,
+                Err(_) => Vec::new(),
             };
-            for message in queued {
-                let mail = crate::runtime::services::OutgoingMail {
-                    to: message.to.clone(),
-                    cc: message.cc.clone(),
-                    subject: message.subject.clone(),
-                    body: message.body.clone(),
-                };
-                let (status, error) = match relay.deliver(&message.message_id, &mail).await {
-                    Ok(()) => ("sent", None),
-                    Err(e) if e.is_transient() && message.attempts < 10 => {
-                        ("queued", Some(e.to_string()))
-                    }
-                    Err(e) => ("failed", Some(e.to_string())),
-                };
-                if let Ok(mut conn) = self.db.writer().await {
-                    let _ = db::state::outbox_mark(
-                        &mut conn,
-                        &message.message_id,
-                        status,
-                        error.as_deref(),
-                        db::now_ms(),
-                    )
-                    .await;
-                }
+            for message in due {
+                self.deliver_one(&relay, &message).await;
             }
             solo.release(db::MAIL_LOCK).await;
+        }
+    }
+
+    async fn deliver_one(&self, relay: &SmtpRelay, message: &db::state::OutboxMessage) {
+        let mail = crate::runtime::services::OutgoingMail {
+            to: message.to.clone(),
+            cc: message.cc.clone(),
+            subject: message.subject.clone(),
+            body: message.body.clone(),
+        };
+        let result = relay.deliver(&message.message_id, &mail).await;
+        let error = result.as_ref().err().map(ToString::to_string);
+        let attempt = u32::try_from(message.attempts + 1).unwrap_or(u32::MAX);
+        let now = db::now_ms();
+        let delivery = match (&result, &error) {
+            (Ok(()), _) => Delivery::Sent,
+            (Err(e), Some(error)) if e.is_transient() => {
+                let jitter = rand::rng().random_range(0.8..1.2);
+                match self.config.mail_retry.jittered(attempt, jitter) {
+                    Some(wait) => Delivery::Retry {
+                        error,
+                        next_attempt_at: now + wait,
+                    },
+                    None => Delivery::Failed { error },
+                }
+            }
+            (Err(_), error) => Delivery::Failed {
+                error: error.as_deref().unwrap_or_default(),
+            },
+        };
+        match &delivery {
+            Delivery::Sent => {}
+            Delivery::Retry { error, .. } => {
+                tracing::info!(message_id = %message.message_id, attempt, error, "mail not delivered; will retry");
+            }
+            Delivery::Failed { error } => {
+                tracing::warn!(message_id = %message.message_id, attempt, error, "mail failed");
+            }
+        }
+        match self.db.writer().await {
+            Ok(mut conn) => {
+                if let Err(e) =
+                    db::state::outbox_record(&mut conn, &message.message_id, &delivery, now).await
+                {
+                    tracing::warn!(message_id = %message.message_id, error = %e, "could not record a mail delivery");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %message.message_id, error = %e, "could not record a mail delivery");
+            }
         }
     }
 }

@@ -45,7 +45,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError};
-use crate::mail::SmtpRelay;
+use crate::mail::{MailRetry, SmtpRelay};
 use crate::runtime::Runtime;
 pub use definition::{Definition, Problem};
 use plugins::Plugins;
@@ -84,6 +84,8 @@ pub struct EngineConfig {
     /// expire and timers).
     pub poll: Duration,
     pub smtp: Option<SmtpRelay>,
+    /// When the outbox sender tries a message again, and when it gives up.
+    pub mail_retry: MailRetry,
     /// Largest plugin component a tenant may upload.
     pub max_upload_bytes: usize,
     /// Bytes of uploaded plugin components one tenant may store.
@@ -105,6 +107,7 @@ impl Default for EngineConfig {
             tenant_max_running: 16,
             poll: Duration::from_millis(500),
             smtp: None,
+            mail_retry: MailRetry::default(),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             tenant_plugin_storage_bytes: 256 << 20,
             secrets: None,

@@ -460,12 +460,14 @@ impl Engine {
     }
 
     /// Cancels, terminates or (deadline) fails a run. `tenant` `None` is the
-    /// engine itself.
+    /// engine itself. A caller's `reason` is kept in the run's `error` and
+    /// the event.
     pub async fn stop_run(
         &self,
         tenant: Option<&str>,
         id: &str,
         how: Stop,
+        reason: Option<&str>,
     ) -> Result<RunRow, EngineError> {
         let now = db::now_ms();
         let mut tx = self.db.begin().await?;
@@ -484,22 +486,37 @@ impl Engine {
         let mut run = run;
         let original = db::runs::steps_of(&mut tx, id).await?;
         let mut steps = original.clone();
-        let (status, event, message) = match how {
-            Stop::Cancel => ("cancelled", "run.cancelled", "the run was cancelled"),
-            Stop::Terminate => ("terminated", "run.terminated", "the run was terminated"),
+        let (status, event, kind, message) = match how {
+            Stop::Cancel => (
+                "cancelled",
+                "run.cancelled",
+                "cancelled",
+                "the run was cancelled",
+            ),
+            Stop::Terminate => (
+                "terminated",
+                "run.terminated",
+                "terminated",
+                "the run was terminated",
+            ),
             Stop::Deadline => (
                 "failed",
                 "run.failed",
+                "max_duration",
                 "the run exceeded its max_duration_ms",
             ),
         };
         advance::cancel_unstarted(&mut steps, now, message, false);
         run.status = status.into();
         run.ended_at = Some(now);
-        if how == Stop::Deadline {
-            run.error = Some(json!({"kind": "max_duration", "message": message}).to_string());
+        let mut error = json!({"kind": kind, "message": message});
+        let mut data = json!({"reason": message});
+        if let Some(reason) = reason {
+            error["reason"] = json!(reason);
+            data["reason"] = json!(reason);
         }
-        let events = [Event::run(event, json!({"reason": message}))];
+        run.error = Some(error.to_string());
+        let events = [Event::run(event, data)];
         self.write_changes(
             &mut tx,
             &original_run,

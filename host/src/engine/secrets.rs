@@ -51,14 +51,17 @@ impl SecretBox {
             source,
         };
         if !path.exists() {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
             let key: [u8; 32] = rand::random();
-            std::fs::write(path, hex::encode(key)).map_err(io)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io)?;
-            }
+            // Owner-only from the start: never readable by others, even briefly.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|mut file| file.write_all(hex::encode(key).as_bytes()))
+                .map_err(io)?;
         }
         Self::from_hex(&std::fs::read_to_string(path).map_err(io)?)
     }

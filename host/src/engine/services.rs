@@ -127,6 +127,7 @@ impl Notifier for Scope {
 impl Mailer for Scope {
     async fn send(&self, key: &str, mail: OutgoingMail) -> Result<String, String> {
         let mut conn = self.db.writer().await.map_err(err)?;
+        let now = db::now_ms();
         let message = db::state::OutboxMessage {
             tenant_id: self.tenant.clone(),
             key: key.to_owned(),
@@ -137,11 +138,12 @@ impl Mailer for Scope {
             cc: mail.cc,
             subject: mail.subject,
             body: mail.body,
-            status: "queued".into(),
+            status: db::state::OutboxStatus::Queued,
             attempts: 0,
             last_error: None,
-            created_at: db::now_ms(),
+            created_at: now,
             sent_at: None,
+            next_attempt_at: now,
         };
         db::state::outbox_put(&mut conn, &message)
             .await
