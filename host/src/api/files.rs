@@ -148,7 +148,6 @@ pub(crate) async fn multipart_run_body(
                 body.insert(name, Value::String(text));
             }
             "wait_ms" => {
-                let text = field.text().await.map_err(multipart_error)?;
                 // As in JSON, `936.0` is the integer 936.
                 let ms = text
                     .trim()
