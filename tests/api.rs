@@ -2029,7 +2029,9 @@ async fn signed_jwts_are_accepted_as_bearer_tokens() {
 #[tokio::test]
 async fn a_file_upload_refuses_any_field_but_file() {
     let s = shared();
-    let upload = |form: reqwest::multipart::Form| common::send(s.req(Method::POST, "/v1/files").multipart(form));
+    let upload = |form: reqwest::multipart::Form| {
+        common::send(s.req(Method::POST, "/v1/files").multipart(form))
+    };
     let file = || reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("hello.txt");
     let (status, body) = upload(
         reqwest::multipart::Form::new()
@@ -2038,7 +2040,10 @@ async fn a_file_upload_refuses_any_field_but_file() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("\"note\""), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("\"note\""),
+        "{body}"
+    );
     let (status, body) = upload(reqwest::multipart::Form::new().text("note", "no file")).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = upload(reqwest::multipart::Form::new().part("file", file())).await;

@@ -182,7 +182,11 @@ fn document_problems(operation: &mut Operation) {
         );
     }
     // Retry-After on 429, and on the 409 of a key still in flight.
-    let retry_after = if idempotent { &["409", "429"][..] } else { &["429"] };
+    let retry_after = if idempotent {
+        &["409", "429"][..]
+    } else {
+        &["429"]
+    };
     for status in retry_after {
         let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
             continue;
