@@ -612,6 +612,34 @@ async fn concurrent_creates_with_one_key_create_once_and_replay_the_answer() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_outside_visible_ascii_is_refused_before_any_work() {
+    let s = shared();
+    for key in ["tab\tinside", "caf\u{e9}", &"k".repeat(256)] {
+        let (status, body) = common::send(
+            s.req(Method::POST, "/v1/workflows")
+                .header(
+                    "Idempotency-Key",
+                    reqwest::header::HeaderValue::from_bytes(key.as_bytes()).unwrap(),
+                )
+                .json(&json!({"key": "badly-keyed", "name": "Badly keyed",
+                    "steps": [testkit("a", json!({"mode": "echo"}))]})),
+        )
+        .await;
+        assert_eq!(status, 400, "{key:?}: {body}");
+    }
+    let (status, _) = s.get("/v1/workflows/badly-keyed").await;
+    assert_eq!(status, 404, "nothing was created");
+    let (status, body) = common::send(
+        s.req(Method::POST, "/v1/workflows")
+            .header("Idempotency-Key", "spaces are fine inside")
+            .json(&json!({"key": "well-keyed", "name": "Well keyed",
+                "steps": [testkit("a", json!({"mode": "echo"}))]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
 async fn a_wait_ms_start_whose_run_pauses_answers_200() {
     let s = shared();
     s.publish(json!({"key": "pauses", "name": "Pauses", "steps": [
@@ -1996,6 +2024,31 @@ async fn signed_jwts_are_accepted_as_bearer_tokens() {
     assert_eq!(get(forged).await, 401);
     let no_exp = weft::api::jwt::sign(&key, &json!({"tid": tenant_id, "scopes": ["runs:read"]}));
     assert_eq!(get(no_exp).await, 401);
+}
+
+#[tokio::test]
+async fn a_file_upload_refuses_any_field_but_file() {
+    let s = shared();
+    let upload = |form: reqwest::multipart::Form| {
+        common::send(s.req(Method::POST, "/v1/files").multipart(form))
+    };
+    let file = || reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("hello.txt");
+    let (status, body) = upload(
+        reqwest::multipart::Form::new()
+            .text("note", "not a field of the form")
+            .part("file", file()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("\"note\""),
+        "{body}"
+    );
+    let (status, body) = upload(reqwest::multipart::Form::new().text("note", "no file")).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = upload(reqwest::multipart::Form::new().part("file", file())).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["size"], 5);
 }
 
 /// The contract flow: a document arrives with the run, a plugin extracts its

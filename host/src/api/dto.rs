@@ -84,6 +84,8 @@ pub struct ProblemItem {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefinitionDoc {
+    /// 1-64 letters, digits, `_` or `-`, starting with a letter.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
     pub key: String,
     pub name: String,
     pub description: Option<String>,
@@ -126,6 +128,8 @@ pub enum OnLimitDoc {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepDoc {
+    /// 1-64 letters, digits, `_` or `-`, starting with a letter.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
     pub id: String,
     /// `plugin@major`, or `wait`, `collect_inputs`, `request_user_action`.
     pub uses: String,
@@ -552,6 +556,8 @@ pub struct Publish {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloneWorkflow {
+    /// 1-64 letters, digits, `_` or `-`, starting with a letter.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
     pub new_key: String,
 }
 
@@ -659,14 +665,47 @@ pub struct FileUpload {
     pub file: Vec<u8>,
 }
 
-/// The multipart form of `POST /v1/runs`: any other text field becomes a
-/// field of the input.
+/// The multipart form of `POST /v1/runs`: the named fields below, and any
+/// other text field becomes a field of the input. Field names are text
+/// without control characters: a part header cannot carry them, so the
+/// body would not parse (400).
+pub struct StartRunForm;
+
+impl utoipa::PartialSchema for StartRunForm {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+        use utoipa::openapi::{RefOr, schema::Object};
+        let mut schema = StartRunFields::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.description = Some(
+                "The multipart form of `POST /v1/runs`: any other text field becomes a \
+                 field of the input. Field names are text without control characters."
+                    .into(),
+            );
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(true)));
+            let names: Object = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^[^\x00-\x1F\x7F]*$"))
+                .build();
+            object.property_names = Some(Box::new(Schema::Object(names)));
+        }
+        schema
+    }
+}
+
+impl ToSchema for StartRunForm {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "StartRunForm".into()
+    }
+}
+
+/// The fields of [`StartRunForm`] that have names of their own.
 #[derive(ToSchema)]
 #[allow(
     dead_code,
     reason = "documents the multipart form; the handler reads fields"
 )]
-pub struct StartRunForm {
+struct StartRunFields {
     pub workflow: String,
     /// Default: the published version.
     #[schema(nullable = false)]

@@ -312,15 +312,25 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
-            let key = v.to_str().map_err(|_| {
-                ApiError::BadRequest("Idempotency-Key must be visible ASCII".into())
-            })?;
-            if key.is_empty() || key.len() > 255 {
+            // What the document's pattern says: visible ASCII, with spaces
+            // only inside (a header value may also hold tabs and bytes past
+            // ASCII; HTTP trims the spaces around it).
+            let bytes = v.as_bytes();
+            let visible = |b: &u8| b.is_ascii_graphic();
+            if !bytes.iter().all(|b| visible(b) || *b == b' ')
+                || !bytes.first().is_some_and(visible)
+                || !bytes.last().is_some_and(visible)
+            {
+                return Err(ApiError::BadRequest(
+                    "Idempotency-Key must be visible ASCII (spaces only inside)".into(),
+                ));
+            }
+            if bytes.len() > 255 {
                 return Err(ApiError::BadRequest(
                     "Idempotency-Key must be 1 to 255 characters".into(),
                 ));
             }
-            Ok(Some(key.to_owned()))
+            Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
         }
     }
 }

@@ -125,6 +125,9 @@ fn document_problems(operation: &mut Operation) {
     let in_query_or_header = params
         .iter()
         .any(|p| matches!(p.parameter_in, ParameterIn::Query | ParameterIn::Header));
+    let idempotent = params
+        .iter()
+        .any(|p| matches!(p.parameter_in, ParameterIn::Header) && p.name == "Idempotency-Key");
     let body = operation.request_body.as_ref();
     let json_body = body.is_some_and(|b| b.content.contains_key("application/json"));
     let any_body = body.is_some();
@@ -166,14 +169,28 @@ fn document_problems(operation: &mut Operation) {
             "The body is not of a content type this operation reads.",
         );
     }
+    if idempotent {
+        add(
+            "409",
+            "The `Idempotency-Key` was used with another body, or its first request is still being answered (`Retry-After`).",
+        );
+    }
     if json_body {
         add(
             "422",
             "The body is JSON but not a valid request (the detail says why).",
         );
     }
-    // Retry-After on 429.
-    if let Some(RefOr::T(response)) = operation.responses.responses.get_mut("429") {
+    // Retry-After on 429, and on the 409 of a key still in flight.
+    let retry_after = if idempotent {
+        &["409", "429"][..]
+    } else {
+        &["429"]
+    };
+    for status in retry_after {
+        let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
+            continue;
+        };
         response
             .headers
             .entry("Retry-After".into())

@@ -63,7 +63,9 @@ fn json(value: impl serde::Serialize) -> Result<Value, ApiError> {
 #[utoipa::path(post, path = "/v1/runs", tag = "runs",
     request_body(content((StartRun = "application/json"), (StartRunForm = "multipart/form-data"))),
     params(IdempotencyKey),
-    responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 404, body = ProblemDoc), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 404, body = ProblemDoc),
+        (status = 409, description = "The workflow is archived, it refuses runs past its concurrency limit, or the `Idempotency-Key` was used with another body or is still in flight.", body = ProblemDoc),
+        (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn start(
     State(state): State<AppState>,
     principal: Principal,

@@ -323,7 +323,8 @@ async fn list_keys(
 
 /// Revokes a key at once.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "tenants", params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
+    responses((status = 204), (status = 403, body = ProblemDoc), (status = 404, body = ProblemDoc),
+        (status = 409, description = "The operator's own key: only a restart with another `WEFT_ADMIN_KEY` replaces it.", body = ProblemDoc)))]
 async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
