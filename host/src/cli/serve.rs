@@ -121,8 +121,9 @@ pub struct ServeArgs {
     /// raises to its hard limit.
     #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = api::server::Limits::default().max_connections)]
     max_connections: usize,
-    /// Seconds a client has to send a request's headers (and, on a new
-    /// connection, to start sending one).
+    /// Seconds a client has to send a request's headers, counted from a new
+    /// connection or from the previous answer on a kept-alive one (so an
+    /// idle HTTP/1.1 connection is closed after this long).
     #[arg(long, env = "WEFT_HEADER_TIMEOUT_SECS", default_value_t = api::server::Limits::default().header_read_timeout.as_secs())]
     header_timeout_secs: u64,
     /// Seconds a connection may sit with no request in flight and no bytes
