@@ -1192,15 +1192,7 @@ async fn events_stream_live_and_metrics_count() {
         json!({"id": id, "status": "completed", "current_steps": []})
     );
 
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     for needle in [
         "weft_runs{status=\"completed\"}",
         "weft_step_attempts_total{outcome=\"completed\"}",

@@ -158,15 +158,7 @@ async fn settled_rss(s: &Server) -> u64 {
 
 /// A gauge or counter from `/metrics`.
 async fn metric(s: &Server, name: &str) -> f64 {
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
