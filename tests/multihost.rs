@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{Server, pg, step};
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 
 const RUNS: usize = 300;
 const STEPS: [&str; 4] = ["fetch", "left", "right", "join"];
@@ -24,36 +25,12 @@ async fn three_hosts_share_the_work_and_survive_a_killed_one() {
     if !pg::available() {
         return;
     }
-    let url = pg::fresh(&format!("multihost_{}", std::process::id()));
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let args = [
-        "--database",
-        url.as_str(),
-        "--lease-ms",
-        "1500",
-        "--max-parallel",
-        "8",
-        "--secrets-key",
-        SECRETS_KEY,
-    ];
     // Built-ins only: the testkit is uploaded through host 0 as the
     // tenant's own plugin, so the other hosts must learn of the upload and
     // the grants from the database.
-    let mut hosts: Vec<Server> = dirs
-        .iter()
-        .map(|d| Server::start_with(d.path(), false, &args))
-        .collect();
-    let testkit = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).unwrap();
-    let (status, uploaded) = hosts[0].upload_plugin(testkit).await;
-    assert_eq!(status, 201, "{uploaded}");
-    let (status, grants) = hosts[0]
-        .call(
-            reqwest::Method::PUT,
-            "/v1/plugins/testkit/grants",
-            Some(json!({"kv": true, "mail": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{grants}");
+    let extra = ["--lease-ms", "1500", "--max-parallel", "8"];
+    let (mut hosts, dirs, url) = three_hosts("multihost", &extra).await;
+    let args = host_args(&url, &extra);
 
     hosts[0]
         .publish(json!({"key": "fanout", "name": "Fan out", "steps": [
@@ -213,4 +190,336 @@ async fn get_from_all(hosts: &[Server], path: &str) -> Vec<Value> {
         out.push(body);
     }
     out
+}
+
+/// The flags of a host on the database at `url`.
+fn host_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--database", url, "--secrets-key", SECRETS_KEY];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Three hosts with no plugin directory and the testkit uploaded through
+/// host 0 (kv and mail granted), on a fresh database named after `name`.
+async fn three_hosts(name: &str, extra: &[&str]) -> (Vec<Server>, Vec<tempfile::TempDir>, String) {
+    let url = pg::fresh(&format!("{name}_{}", std::process::id()));
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = host_args(&url, extra);
+    let hosts: Vec<Server> = dirs
+        .iter()
+        .map(|d| Server::start_with(d.path(), false, &args))
+        .collect();
+    let testkit = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).unwrap();
+    let (status, uploaded) = hosts[0].upload_plugin(testkit).await;
+    assert_eq!(status, 201, "{uploaded}");
+    let (status, grants) = hosts[0]
+        .call(
+            reqwest::Method::PUT,
+            "/v1/plugins/testkit/grants",
+            Some(json!({"kv": true, "mail": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{grants}");
+    (hosts, dirs, url)
+}
+
+/// Postgres hosts commit in parallel, so an event can take its id before
+/// another and commit after it. Forced here: transaction A appends an event
+/// and stays open while a run commits later ids and the readers read; then
+/// A commits. The JSON feed paged from its cursor, the live stream and the
+/// webhook fan-out each deliver A exactly once, and the later run's events
+/// once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_feed_reader_delivers_an_event_that_commits_late_once() {
+    if !pg::available() {
+        return;
+    }
+    let (hosts, _dirs, url) = three_hosts("feed", &["--egress-allow-private"]).await;
+    let host = &hosts[0];
+    host.publish(json!({"key": "feed", "name": "Feed", "steps": [
+        {"id": "a", "uses": "testkit@0", "config": {"mode": "echo"}}
+    ]}))
+    .await;
+    let first = host.run_sync("feed", json!({})).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let (status, hook) = host
+        .post(
+            "/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    // Every reader starts after the first run.
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = host.get(&format!("/v1/events?limit=100{cursor}")).await;
+        let last = page["items"].as_array().unwrap().last().cloned();
+        match (page["next_cursor"].as_str(), last) {
+            (Some(next), _) => cursor = format!("&cursor={next}"),
+            (None, Some(last)) => {
+                cursor = format!("&cursor={}", last["id"]);
+                break;
+            }
+            (None, None) => break,
+        }
+    }
+    let stream = host
+        .req(reqwest::Method::GET, "/v1/events")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
+
+    // A: takes an event id and stays open.
+    let mut a = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut a).await.unwrap();
+    let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM runs WHERE id = $1")
+        .bind(&first_id)
+        .fetch_one(&mut a)
+        .await
+        .unwrap();
+    let late: i64 = sqlx::query_scalar(
+        "INSERT INTO events (tenant_id, run_id, type, step_id, data, at)
+         VALUES ($1, $2, 'step.completed', 'late', '{\"late\": true}', 0) RETURNING id",
+    )
+    .bind(&tenant)
+    .bind(&first_id)
+    .fetch_one(&mut a)
+    .await
+    .unwrap();
+    // B: a whole run commits with later ids, through another host.
+    let second = hosts[1].run_sync("feed", json!({})).await;
+    assert_eq!(second["status"], "completed", "{second}");
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    // The readers read while A is open (the fan-out runs on every change).
+    let mut read = Vec::new();
+    let page_through = async |cursor: &mut String, read: &mut Vec<Value>| loop {
+        let (status, page) = hosts[2].get(&format!("/v1/events?limit=2{cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        read.extend(items.iter().cloned());
+        if let Some(last) = items.last() {
+            *cursor = format!("&cursor={}", last["id"]);
+        }
+        if page["next_cursor"].is_null() {
+            return;
+        }
+    };
+    page_through(&mut cursor, &mut read).await;
+    assert!(read.iter().all(|e| e["id"] != late), "{read:?}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    sqlx::query("COMMIT").execute(&mut a).await.unwrap();
+    page_through(&mut cursor, &mut read).await;
+
+    let count =
+        |events: &[Value], pick: &dyn Fn(&Value) -> bool| events.iter().filter(|e| pick(e)).count();
+    let is_late = |e: &Value| e["id"] == late;
+    let second_done = |e: &Value| e["run_id"] == second_id.as_str() && e["type"] == "run.completed";
+    assert_eq!(count(&read, &is_late), 1, "JSON pages: {read:?}");
+    assert_eq!(count(&read, &second_done), 1, "JSON pages: {read:?}");
+    let ids: Vec<i64> = read.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an event paged twice: {ids:?}");
+
+    // The live stream: A once, and the second run's end.
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        use futures::StreamExt as _;
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert_eq!(
+        text.matches(&format!("id: {late}\n")).count(),
+        1,
+        "live stream: {text}"
+    );
+    assert_eq!(
+        text.matches("event: run.completed").count(),
+        1,
+        "live stream: {text}"
+    );
+
+    // The webhook fan-out: one delivery of A, one of the second run's end.
+    let deliveries = loop {
+        let (status, log) = host
+            .get(&format!("/v1/webhooks/{hook_id}/deliveries?limit=100"))
+            .await;
+        assert_eq!(status, 200, "{log}");
+        let items = log["items"].as_array().unwrap().clone();
+        if items.iter().any(|d| d["event_id"] == late) {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let (_, log) = host
+                .get(&format!("/v1/webhooks/{hook_id}/deliveries?limit=100"))
+                .await;
+            break log["items"].as_array().unwrap().clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        count(&deliveries, &|d: &Value| d["event_id"] == late),
+        1,
+        "{deliveries:?}"
+    );
+    assert_eq!(
+        count(&deliveries, &|d: &Value| d["event_type"] == "run.completed"),
+        1,
+        "{deliveries:?}"
+    );
+}
+
+/// Three hosts act on the same runs at once: a person's answer, a cancel
+/// and a terminate arrive through different hosts while the steps the
+/// answer starts finish on any host. Each run ends in one state that every
+/// host reports, matching the one stop that succeeded (or completed if
+/// none did); its log has one terminal event and starts no step after it;
+/// no step's effect happens twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_racing_on_the_same_runs_leave_one_consistent_state() {
+    if !pg::available() {
+        return;
+    }
+    const RACES: usize = 24;
+    let (hosts, _dirs, url) = three_hosts("race", &["--max-parallel", "8"]).await;
+    let effect = |id: &str, after: &[&str]| json!({"id": id, "uses": "testkit@0", "depends_on": after, "config": {"mode": "effect", "ms": 20}});
+    hosts[0]
+        .publish(json!({"key": "race", "name": "Race", "steps": [
+            {"id": "first", "uses": "testkit@0", "config": {"mode": "effect", "ms": 20}},
+            {"id": "approve", "uses": "request_user_action", "depends_on": ["first"],
+             "config": {"actions": ["approve"]}},
+            effect("p1", &["approve"]),
+            effect("p2", &["approve"]),
+            effect("p3", &["approve"]),
+            effect("last", &["p1", "p2", "p3"])
+        ]}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..RACES {
+        let (status, run) = hosts[i % 3]
+            .post("/v1/runs", json!({"workflow": "race", "input": {"i": i}}))
+            .await;
+        assert_eq!(status, 202, "{run}");
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        hosts[i % 3]
+            .wait_until(id, Duration::from_secs(60), |r| r["status"] == "paused")
+            .await;
+    }
+    // Every run at once: the answer through one host, then a cancel and a
+    // terminate through the others, a few milliseconds apart (some land
+    // while p1-p3 run or are being recorded).
+    let races = ids.iter().enumerate().map(|(i, id)| {
+        let hosts = &hosts;
+        async move {
+            let path = |what: &str| format!("/v1/runs/{id}/{what}");
+            let resume_path = path("resume");
+            let resume = hosts[i % 3].post(
+                &resume_path,
+                json!({"step_id": "approve", "action": "approve"}),
+            );
+            let cancel = async {
+                tokio::time::sleep(Duration::from_millis((i as u64 * 7) % 40)).await;
+                hosts[(i + 1) % 3].post(&path("cancel"), json!({})).await
+            };
+            let terminate = async {
+                tokio::time::sleep(Duration::from_millis((i as u64 * 13) % 40)).await;
+                hosts[(i + 2) % 3].post(&path("terminate"), json!({})).await
+            };
+            let (resumed, cancelled, terminated) = tokio::join!(resume, cancel, terminate);
+            for (what, (status, body)) in [
+                ("resume", &resumed),
+                ("cancel", &cancelled),
+                ("terminate", &terminated),
+            ] {
+                assert!(
+                    *status == 200 || *status == 409,
+                    "{what} of {id}: {status} {body}"
+                );
+            }
+            (resumed.0, cancelled.0, terminated.0)
+        }
+    });
+    let outcomes = futures::future::join_all(races).await;
+    let (mut completed, mut stopped) = (0, 0);
+    for ((i, id), (resumed, cancelled, terminated)) in ids.iter().enumerate().zip(outcomes) {
+        let run = hosts[i % 3]
+            .wait_until(id, Duration::from_secs(60), |r| {
+                ["completed", "cancelled", "terminated", "failed"]
+                    .contains(&r["status"].as_str().unwrap_or_default())
+                    && r["steps"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|s| s["status"] != "running")
+            })
+            .await;
+        let status = run["status"].as_str().unwrap().to_owned();
+        let expected = match (cancelled, terminated) {
+            (200, 200) => panic!("{id}: both the cancel and the terminate succeeded"),
+            (200, _) => "cancelled",
+            (_, 200) => "terminated",
+            _ => "completed",
+        };
+        assert_eq!(
+            status, expected,
+            "{id}: resume {resumed}, cancel {cancelled}, terminate {terminated}: {run}"
+        );
+        if expected == "completed" {
+            assert_eq!(resumed, 200, "{run}");
+            completed += 1;
+        } else {
+            stopped += 1;
+        }
+        // One terminal event, the last run event; no step starts after it.
+        let (_, events) = hosts[(i + 1) % 3]
+            .get(&format!("/v1/runs/{id}/events?limit=100"))
+            .await;
+        let events = events["items"].as_array().unwrap().clone();
+        let terminal: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                [
+                    "run.completed",
+                    "run.cancelled",
+                    "run.terminated",
+                    "run.failed",
+                ]
+                .contains(&e["type"].as_str().unwrap_or_default())
+            })
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(terminal.len(), 1, "{id}: {events:?}");
+        assert_eq!(events[terminal[0]]["type"], format!("run.{status}"));
+        assert!(
+            events[terminal[0]..]
+                .iter()
+                .all(|e| e["type"] != "step.started"
+                    && !e["type"].as_str().unwrap().starts_with("run.")
+                    || e == &events[terminal[0]]),
+            "{id}: {events:?}"
+        );
+        let views = get_from_all(&hosts, &format!("/v1/runs/{id}")).await;
+        assert!(views.iter().all(|v| v["status"] == status), "{views:?}");
+    }
+    eprintln!("{RACES} races: {completed} completed, {stopped} cancelled or terminated");
+
+    // Each step's effect at most once; every step of a completed run once.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let twice: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT run_id, step_id, COUNT(*) FROM outbox GROUP BY run_id, step_id HAVING COUNT(*) > 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(twice.is_empty(), "side effects ran twice: {twice:?}");
 }

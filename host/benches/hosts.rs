@@ -1,12 +1,17 @@
 //! Several hosts on one database: real `weft serve` processes (the release
 //! binary) on this machine.
 //!
-//! Prints steps per second for the engine benchmark's workload (runs of a
-//! 10-step linear workflow of the testkit fixture in `echo` mode, started
-//! round-robin through every host) on SQLite with one host, and on Postgres
-//! with one, two and three hosts; then how long a SIGKILLed host's
-//! in-flight attempt takes to be taken over by another host, for two lease
-//! lengths.
+//! Prints steps per second for two workloads, each runs of a 10-step linear
+//! workflow of the testkit fixture started round-robin through every host:
+//! trivial steps (`echo`), on SQLite with one host and on Postgres with
+//! one, two and three hosts at default settings; and steps that spend
+//! 20 ms inside the plugin (`sleep`, like a call to an outside API), each
+//! host `--max-parallel 32` with no tenant cap, on one, two and three
+//! Postgres hosts. For every Postgres row, the time transactions spent
+//! waiting for locks per step (`pg_stat_activity` sampled every 2 ms:
+//! backends of the bench database waiting on a lock, heavyweight or
+//! advisory). Then how long a SIGKILLed host's in-flight attempt takes to
+//! be taken over by another host, for two lease lengths.
 //!
 //! Needs Postgres at `WEFT_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432`); it creates and drops the
@@ -26,6 +31,8 @@ mod shared;
 use serde_json::{Value, json};
 use shared::linear_steps;
 use sqlx::Connection as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const KEY: &str = "wft_bench_hosts_key";
 const SECRETS_KEY: &str = "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b";
@@ -154,17 +161,70 @@ async fn completed(client: &reqwest::Client, url: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// What each step of the benchmark workflow does.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Returns its input at once.
+    Echo,
+    /// Sleeps 20 ms inside the plugin.
+    Sleep,
+}
+
+/// A finished throughput run: steps per second, and milliseconds spent
+/// waiting for locks per step (Postgres only).
+struct Measured {
+    steps_per_second: f64,
+    lock_wait_ms_per_step: Option<f64>,
+}
+
+/// Samples `pg_stat_activity` every 2 ms until `stop`: how many backends of
+/// the bench database wait on a lock; each sample stands for 2 ms of
+/// waiting per waiting backend.
+fn sample_lock_waits(database: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    let url = database.to_owned();
+    tokio::spawn(async move {
+        let mut waits = 0_u64;
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("sampler");
+        while !stop.load(Ordering::SeqCst) {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or(0);
+            waits += n as u64;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        waits * 2
+    })
+}
+
 /// Steps per second for [`RUNS`] runs started through `hosts` in turn.
-async fn throughput(client: &reqwest::Client, database: &str, hosts: usize) -> f64 {
+async fn throughput(
+    client: &reqwest::Client,
+    database: &str,
+    hosts: usize,
+    work: Work,
+) -> Measured {
     let dirs: Vec<tempfile::TempDir> = (0..hosts)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
+    let extra: &[&str] = match work {
+        Work::Echo => &[],
+        Work::Sleep => &["--max-parallel", "32", "--tenant-max-running", "0"],
+    };
     let running: Vec<Host> = dirs
         .iter()
-        .map(|d| Host::start(d.path(), database, &[]))
+        .map(|d| Host::start(d.path(), database, extra))
         .collect();
     let urls: Vec<&str> = running.iter().map(|h| h.url.as_str()).collect();
-    let steps = linear_steps(STEPS);
+    let mut steps = linear_steps(STEPS);
+    if let Work::Sleep = work {
+        for step in &mut steps {
+            step["config"] = json!({"mode": "sleep", "ms": 20});
+        }
+    }
     publish(client, urls[0], "linear", steps).await;
     // Warm-up: every host compiles and instantiates once.
     let mut warm = 0;
@@ -183,6 +243,10 @@ async fn throughput(client: &reqwest::Client, database: &str, hosts: usize) -> f
     while completed(client, urls[0]).await < warm {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = database
+        .starts_with("postgres")
+        .then(|| sample_lock_waits(database, stop.clone()));
     let started = Instant::now();
     for chunk in 0..RUNS / 50 {
         let batch: Vec<_> = (0..50)
@@ -201,7 +265,16 @@ async fn throughput(client: &reqwest::Client, database: &str, hosts: usize) -> f
     while completed(client, urls[0]).await < RUNS + warm {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (RUNS * STEPS) as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let lock_wait_ms_per_step = match sampler {
+        Some(sampler) => Some(sampler.await.expect("sampler") as f64 / (RUNS * STEPS) as f64),
+        None => None,
+    };
+    Measured {
+        steps_per_second: (RUNS * STEPS) as f64 / elapsed,
+        lock_wait_ms_per_step,
+    }
 }
 
 /// Seconds from SIGKILLing the host running an attempt to the attempt's
@@ -275,15 +348,38 @@ async fn main() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = format!("sqlite://{}/weft.db", dir.path().display());
-    let rate = throughput(&client, &sqlite, 1).await;
-    println!("  SQLite,   1 host : {rate:>6.0} steps/s");
-    for hosts in 1..=3 {
-        let database = fresh_postgres().await;
-        let rate = throughput(&client, &database, hosts).await;
-        println!(
-            "  Postgres, {hosts} host{}: {rate:>6.0} steps/s",
-            if hosts == 1 { " " } else { "s" }
-        );
+    let print = |label: &str, m: &Measured| match m.lock_wait_ms_per_step {
+        Some(wait) => println!(
+            "  {label}: {:>6.0} steps/s, lock wait {wait:.3} ms/step",
+            m.steps_per_second
+        ),
+        None => println!("  {label}: {:>6.0} steps/s", m.steps_per_second),
+    };
+    for (work, title) in [
+        (
+            Work::Echo,
+            "trivial steps (testkit echo), default settings:",
+        ),
+        (
+            Work::Sleep,
+            "steps of 20 ms inside the plugin (testkit sleep), --max-parallel 32 per host, no tenant cap:",
+        ),
+    ] {
+        println!("{title}");
+        if let Work::Echo = work {
+            print(
+                "SQLite,   1 host ",
+                &throughput(&client, &sqlite, 1, work).await,
+            );
+        }
+        for hosts in 1..=3 {
+            let database = fresh_postgres().await;
+            let label = format!(
+                "Postgres, {hosts} host{}",
+                if hosts == 1 { " " } else { "s" }
+            );
+            print(&label, &throughput(&client, &database, hosts, work).await);
+        }
     }
     println!("takeover of a SIGKILLed host's in-flight attempt (Postgres, 2 hosts):");
     for lease_ms in ["15000", "3000"] {

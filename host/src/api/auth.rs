@@ -133,6 +133,8 @@ impl FromRequestParts<AppState> for Principal {
 /// generated one) revoked. Returns the key if it was newly created.
 pub async fn bootstrap(db: &db::Db, pinned: Option<&str>) -> Result<Option<String>, db::DbError> {
     let mut tx = db.begin().await?;
+    // Hosts starting at once on one empty database: one bootstraps.
+    db::lock(&mut tx, "bootstrap").await?;
     let tenant = match db::auth::tenant_by_name(&mut tx, "default").await? {
         Some(t) => t,
         None => {

@@ -186,6 +186,7 @@ async fn create_tenant(
         ));
     }
     let mut tx = state.engine.db.begin().await?;
+    db::lock(&mut tx, &format!("tenant-name:{name}")).await?;
     if db::auth::tenant_by_name(&mut tx, name).await?.is_some() {
         return Err(ApiError::Conflict(format!("tenant {name:?} exists")));
     }

@@ -49,8 +49,10 @@ pub struct ServeArgs {
     /// Step attempts this host runs at once.
     #[arg(long, env = "WEFT_MAX_PARALLEL", default_value_t = 32)]
     max_parallel: usize,
-    /// Step attempts one tenant may have running at once; more wait in the
-    /// queue (never fail) so one busy tenant cannot hold every slot.
+    /// Step attempts one tenant may have running at once, across every host;
+    /// more wait in the queue (never fail) so one busy tenant cannot hold
+    /// every slot. 0: no cap (on Postgres, claims then take no per-tenant
+    /// lock).
     #[arg(long, env = "WEFT_TENANT_MAX_RUNNING", default_value_t = 16)]
     tenant_max_running: usize,
     /// Requests per second one API key may make (bursts to twice that);
@@ -263,7 +265,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         plugins,
         EngineConfig {
             max_parallel: args.max_parallel.max(1),
-            tenant_max_running: args.tenant_max_running.max(1),
+            tenant_max_running: match args.tenant_max_running {
+                0 => usize::MAX,
+                n => n,
+            },
             lease: Duration::from_millis(args.lease_ms.max(1_000)),
             smtp,
             mail_retry: crate::mail::MailRetry {

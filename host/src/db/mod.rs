@@ -3,9 +3,13 @@
 //! SQLite (WAL) is the embedded default: writes go through one connection
 //! (SQLite has one writer anyway; queuing in-process avoids `SQLITE_BUSY`
 //! on lock upgrades), reads through a small pool. Postgres lets several
-//! hosts share one database: one pool, and every write transaction takes
-//! one advisory lock first, so writes commit in the order SQLite's single
-//! writer gives. Every query is a function taking a connection (sqlx's
+//! hosts share one database, and their transactions commit in parallel:
+//! each serialises only what it must — a run's row lock (taken first by
+//! every transaction that changes the run), an advisory lock per tenant
+//! where its cap on running steps is enforced, one per workflow where its
+//! concurrency limit is ([`lock`], `runs::lock_and_count_running`). The event feeds stay in
+//! commit order without a global lock: see [`webhooks::events_after`].
+//! Every query is a function taking a connection (sqlx's
 //! `Any` driver: the same SQL, `$N` placeholders, on both), so callers can
 //! run several in one transaction; the few statements that differ ask
 //! [`Backend::of`] the connection.
@@ -48,17 +52,10 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 /// A connection taken from a pool.
 pub type Pooled = sqlx::pool::PoolConnection<sqlx::Any>;
 
-/// The writers' advisory lock (0x77656674, "weft"). Every Postgres write
-/// transaction takes it first: writers commit one at a time, so event ids
-/// grow in commit order (feed cursors and webhook fan-out rely on that)
-/// and a read-modify-write never races another host's. (migrations/postgres
-/// takes the same lock in a trigger on `events`.)
-const PG_LOCK: &str = "SELECT pg_advisory_xact_lock(2003134068)";
-
 /// How a Postgres write transaction begins: READ COMMITTED whatever the
-/// database's default, so every statement after the lock sees what the
-/// previous holder committed.
-const PG_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+/// database's default, so every statement after a lock sees what the
+/// lock's previous holder committed.
+pub(crate) const PG_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 /// The advisory lock of the mail sender: one host sends at a time.
 pub const MAIL_LOCK: i64 = 0x7765_6675;
@@ -209,20 +206,24 @@ impl Db {
     }
 
     async fn open_postgres(url: &str, options: Options) -> Result<Self, DbError> {
-        // Two pools, as on SQLite: tasks waiting for the writers' lock hold
-        // write connections, so the lock holder's own reads (a definition
-        // not cached yet) must not queue behind them. A session stuck in a
+        // Two pools, as on SQLite: tasks waiting for a run's lock hold write
+        // connections, so the lock holder's own reads (a definition not
+        // cached yet) must not queue behind them. A session stuck in a
         // transaction (a frozen host) is ended by Postgres after 30 s,
-        // releasing the lock; the engine's transactions last milliseconds.
+        // releasing its locks; the engine's transactions last milliseconds.
         let pool = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(10))
                 .after_connect(|conn, _| {
                     Box::pin(async move {
-                        sqlx::query("SET idle_in_transaction_session_timeout = '30s'")
-                            .execute(&mut *conn)
-                            .await?;
+                        // Literals written into statements (`sql.rs`) rely
+                        // on standard_conforming_strings.
+                        sqlx::Executor::execute(
+                            &mut *conn,
+                            "SET idle_in_transaction_session_timeout = '30s'; SET standard_conforming_strings = on",
+                        )
+                        .await?;
                         Ok(())
                     })
                 })
@@ -250,18 +251,12 @@ impl Db {
     }
 
     /// A write transaction: on SQLite `BEGIN IMMEDIATE` (takes the write
-    /// lock up front), on Postgres `BEGIN` and the writers' advisory lock.
+    /// lock up front), on Postgres `BEGIN` at READ COMMITTED; what it
+    /// changes it locks itself ([`lock`], `runs::locked_run`, …).
     pub async fn begin(&self) -> Result<Tx, DbError> {
         match self.backend {
             Backend::Sqlite => Ok(self.write.begin_with("BEGIN IMMEDIATE").await?),
-            // BEGIN first, the lock second: a task cancelled while it
-            // waits for the lock drops a Transaction sqlx knows is open, so
-            // it is rolled back before the connection is used again.
-            Backend::Postgres => {
-                let mut tx: Tx = self.write.begin_with(PG_BEGIN).await?;
-                sqlx::query(PG_LOCK).execute(&mut *tx).await?;
-                Ok(tx)
-            }
+            Backend::Postgres => Ok(self.write.begin_with(PG_BEGIN).await?),
         }
     }
 
@@ -344,20 +339,33 @@ impl Db {
     }
 }
 
-/// Begins a transaction by hand (ended by `COMMIT` or [`rollback`]): what
-/// [`Db::begin`] does, for code that sends its own `COMMIT`.
-pub async fn begin_by_hand(conn: &mut Conn) -> Result<(), DbError> {
-    match Backend::of(conn) {
-        Backend::Sqlite => {
-            sqlx::query("BEGIN IMMEDIATE").execute(conn).await?;
-        }
-        // One round trip (a simple query); cancelled midway, the caller's
-        // `HandTx` closes the connection.
-        Backend::Postgres => {
-            sqlx::Executor::execute(conn, format!("{PG_BEGIN}; {PG_LOCK}").as_str()).await?;
-        }
+/// Takes the advisory lock named `key` until the transaction ends, waiting
+/// for it (Postgres; SQLite's single writer serialises everything anyway).
+/// Keys are namespaced text (`tenant:<id>`, `workflow:<tenant>/<key>`);
+/// they do not touch any row, so taking one assigns the transaction no id
+/// (what the event feed's order relies on: see [`webhooks::events_after`]).
+/// Where a transaction takes several, it takes them in sorted order.
+pub async fn lock(conn: &mut Conn, key: &str) -> Result<(), DbError> {
+    if Backend::of(conn) == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(conn)
+            .await?;
     }
     Ok(())
+}
+
+/// The advisory lock of a tenant's running-steps count, held while steps
+/// of the tenant are claimed under its cap.
+pub fn tenant_lock(tenant: &str) -> String {
+    format!("tenant:{tenant}")
+}
+
+/// The advisory lock of a workflow's unfinished runs, held while its
+/// concurrency limit or start interval is checked and runs are queued or
+/// released.
+pub fn workflow_lock(tenant: &str, workflow: &str) -> String {
+    format!("workflow:{tenant}/{workflow}")
 }
 
 /// Milliseconds since the Unix epoch.
@@ -380,7 +388,7 @@ pub async fn rollback(conn: &mut Conn) -> Result<(), DbError> {
 /// transaction may be open — an error not yet handled, or its task
 /// cancelled mid-transaction (an HTTP client that hung up) — the connection
 /// is closed, which ends the transaction, instead of going back to the pool
-/// with it open (on Postgres, holding the writers' lock).
+/// with it open (on Postgres, holding its locks).
 pub struct HandTx {
     conn: Pooled,
     open: bool,

@@ -205,6 +205,29 @@ pub async fn get_run_unscoped(conn: &mut Conn, id: &str) -> Result<Option<RunRow
     Ok(row.as_ref().map(run))
 }
 
+/// The run (of `tenant`, if given), locked for this transaction: every
+/// transaction that changes a run, or appends to its events, takes the
+/// run's row lock first. On Postgres that orders one run's writes (and its
+/// event ids) across hosts; SQLite's single writer already does.
+pub async fn locked_run(
+    conn: &mut Conn,
+    tenant: Option<&str>,
+    id: &str,
+) -> Result<Option<RunRow>, DbError> {
+    let sql = match Backend::of(conn) {
+        Backend::Sqlite => "SELECT * FROM runs WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2)",
+        Backend::Postgres => {
+            "SELECT * FROM runs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) FOR UPDATE"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.as_ref().map(run))
+}
+
 /// Runs of a tenant, newest first, before `cursor` (a run id).
 pub async fn list_runs(
     conn: &mut Conn,
@@ -282,9 +305,14 @@ const CLAIM_SQLITE: &str = "WITH running AS (
      WHERE (run_id, step_id) IN (SELECT run_id, step_id FROM picked ORDER BY n, t LIMIT $4)
      RETURNING *";
 
-/// The claim on Postgres: the picked steps are locked `FOR UPDATE SKIP
-/// LOCKED`, so hosts claiming at once never take the same step, and each
-/// row is checked again once locked.
+/// The claim on Postgres: the picked steps and their runs are locked `FOR
+/// UPDATE SKIP LOCKED`, so hosts claiming at once never take the same step,
+/// a run another transaction is changing is left for later (never waited
+/// for: a claim cannot deadlock), and each row is checked again once
+/// locked. Where the tenant cap applies, the caller holds the advisory
+/// lock of every tenant it claims for ([`claim_tenants`]), taken before
+/// this statement began, so the count of running steps it reads is
+/// current.
 const CLAIM_POSTGRES: &str = "WITH running AS (
          SELECT r.tenant_id, COUNT(*) AS c FROM steps s JOIN runs r ON r.id = s.run_id
          WHERE s.status = 'running' GROUP BY r.tenant_id),
@@ -292,7 +320,8 @@ const CLAIM_POSTGRES: &str = "WITH running AS (
          SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
                 ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY s.due_at) AS n
          FROM steps s JOIN runs r ON r.id = s.run_id
-         WHERE s.status = 'ready' AND s.due_at <= $3),
+         WHERE s.status = 'ready' AND s.due_at <= $3
+           AND ($6::text IS NULL OR r.tenant_id IN (SELECT json_array_elements_text($6::json)))),
      picked AS (
          SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
          WHERE status = 'running' AND lease_expires_at < $3
@@ -303,8 +332,9 @@ const CLAIM_POSTGRES: &str = "WITH running AS (
          SELECT s.run_id, s.step_id FROM steps s
          JOIN (SELECT run_id, step_id, n, t FROM picked ORDER BY n, t LIMIT $4) p
            ON p.run_id = s.run_id AND p.step_id = s.step_id
+         JOIN runs r ON r.id = s.run_id
          WHERE (s.status = 'ready' AND s.due_at <= $3) OR (s.status = 'running' AND s.lease_expires_at < $3)
-         FOR UPDATE OF s SKIP LOCKED)
+         FOR UPDATE OF s, r SKIP LOCKED)
      UPDATE steps SET status = 'running', lease_owner = $1, lease_expires_at = $2,
             attempts = steps.attempts + 1, started_at = COALESCE(steps.started_at, $3)
      FROM locked WHERE steps.run_id = locked.run_id AND steps.step_id = locked.step_id
@@ -317,6 +347,11 @@ const CLAIM_POSTGRES: &str = "WITH running AS (
 /// Fair across tenants: due steps are taken round-robin by tenant (the
 /// first due step of every tenant, then the second, …), and no tenant gets
 /// more than `tenant_cap` steps running at once; the rest stay queued.
+///
+/// On Postgres, `tenants` (a JSON array of tenant ids, from
+/// [`claim_tenants`]) limits the due steps to tenants whose lock the
+/// caller holds; `None` takes every tenant (no cap is enforced).
+#[allow(clippy::too_many_arguments, reason = "one claim's parameters")]
 pub async fn claim(
     conn: &mut Conn,
     host: &str,
@@ -324,20 +359,43 @@ pub async fn claim(
     lease_until: i64,
     limit: i64,
     tenant_cap: i64,
+    tenants: Option<&str>,
 ) -> Result<Vec<StepRow>, DbError> {
-    let sql = match Backend::of(conn) {
-        Backend::Sqlite => CLAIM_SQLITE,
-        Backend::Postgres => CLAIM_POSTGRES,
-    };
-    let rows = sqlx::query(sql)
-        .bind(host)
-        .bind(lease_until)
-        .bind(now)
-        .bind(limit)
-        .bind(tenant_cap)
-        .fetch_all(conn)
-        .await?;
+    let rows = match Backend::of(conn) {
+        Backend::Sqlite => sqlx::query(CLAIM_SQLITE),
+        Backend::Postgres => sqlx::query(CLAIM_POSTGRES),
+    }
+    .bind(host)
+    .bind(lease_until)
+    .bind(now)
+    .bind(limit)
+    .bind(tenant_cap);
+    let rows = match Backend::of(conn) {
+        Backend::Sqlite => rows,
+        Backend::Postgres => rows.bind(tenants),
+    }
+    .fetch_all(conn)
+    .await?;
     Ok(rows.iter().map(step).collect())
+}
+
+/// Postgres: takes the tenant lock ([`super::tenant_lock`]) of every tenant
+/// with a step due by `now`, waiting for each in tenant order (so two
+/// claims never deadlock); returns them as a JSON array for [`claim`].
+/// Claims of one tenant thus count its running steps one at a time, across
+/// hosts: the tenant's cap holds. An advisory lock touches no row, so the
+/// transaction has no id yet when it waits.
+pub async fn claim_tenants(conn: &mut Conn, now: i64) -> Result<String, DbError> {
+    let tenants: Vec<String> = sqlx::query_scalar(
+        "SELECT t.tenant_id FROM (
+             SELECT DISTINCT r.tenant_id FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE s.status = 'ready' AND s.due_at <= $1 ORDER BY r.tenant_id) t
+         WHERE pg_advisory_xact_lock(hashtextextended('tenant:' || t.tenant_id, 0)) IS NOT NULL",
+    )
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    Ok(serde_json::Value::from(tenants).to_string())
 }
 
 /// Extends a lease this host holds; false if the step is no longer ours.
@@ -400,17 +458,27 @@ pub async fn append_event(
     data: &serde_json::Value,
     at: i64,
 ) -> Result<i64, DbError> {
-    let id = sqlx::query_scalar(
-        "INSERT INTO events (tenant_id, run_id, type, step_id, data, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(tenant)
-    .bind(run_id)
-    .bind(kind)
-    .bind(step_id)
-    .bind(data.to_string())
-    .bind(at)
-    .fetch_one(conn)
-    .await?;
+    // On Postgres the run's row lock is taken in the same statement, before
+    // the event's id is drawn (one run's events in commit order).
+    let sql = match Backend::of(conn) {
+        Backend::Sqlite => {
+            "INSERT INTO events (tenant_id, run_id, type, step_id, data, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"
+        }
+        Backend::Postgres => {
+            "INSERT INTO events (tenant_id, run_id, type, step_id, data, at)
+             SELECT $1::text, r.id, $3::text, $4::text, $5::text, $6::bigint
+             FROM (SELECT id FROM runs WHERE id = $2 FOR UPDATE) r RETURNING id"
+        }
+    };
+    let id = sqlx::query_scalar(sql)
+        .bind(tenant)
+        .bind(run_id)
+        .bind(kind)
+        .bind(step_id)
+        .bind(data.to_string())
+        .bind(at)
+        .fetch_one(conn)
+        .await?;
     Ok(id)
 }
 
@@ -465,6 +533,29 @@ pub async fn running_for_tenant(conn: &mut Conn, tenant: &str) -> Result<i64, Db
     Ok(sqlx::query_scalar(sql).bind(tenant).fetch_one(conn).await?)
 }
 
+/// Takes the tenant's lock ([`super::tenant_lock`]) if no other
+/// transaction holds it, then counts the tenant's running steps, in one
+/// round trip: `None` if another transaction holds the lock (it is
+/// claiming for the tenant now). The count is a statement of its own after
+/// the lock, so it sees what the lock's previous holder committed. SQLite:
+/// the count.
+pub async fn lock_and_count_running(conn: &mut Conn, tenant: &str) -> Result<Option<i64>, DbError> {
+    if Backend::of(conn) == Backend::Sqlite {
+        return Ok(Some(running_for_tenant(conn, tenant).await?));
+    }
+    let mut query = Statement::new("SELECT CASE WHEN pg_try_advisory_xact_lock(hashtextextended(");
+    query
+        .bind(Arg::Owned(Some(super::tenant_lock(tenant))))
+        .push(", 0)) THEN 1 ELSE 0 END::int8;\nSELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = ")
+        .bind(tenant);
+    let rows = query.fetch_all(conn).await?;
+    let locked: i64 = rows.first().map_or(Ok(0), |r| r.try_get(0))?;
+    if locked == 0 {
+        return Ok(None);
+    }
+    Ok(Some(rows.get(1).map_or(Ok(0), |r| r.try_get(0))?))
+}
+
 /// An unfinished run of a workflow that counts against its concurrency
 /// limit (not queued), oldest first, and how many there are.
 pub async fn active_of_workflow(
@@ -489,15 +580,22 @@ pub async fn oldest_queued(
     tenant: &str,
     workflow: &str,
 ) -> Result<Option<RunRow>, DbError> {
-    let row = sqlx::query(
+    // Locked: a queued run being cancelled meanwhile is skipped (its
+    // canceller releases the next one itself).
+    let sql = format!(
         "SELECT * FROM runs
          WHERE tenant_id = $1 AND workflow_key = $2 AND status = 'pending' AND queued = 1
-         ORDER BY created_at, id LIMIT 1",
-    )
-    .bind(tenant)
-    .bind(workflow)
-    .fetch_optional(conn)
-    .await?;
+         ORDER BY created_at, id LIMIT 1{}",
+        match Backend::of(conn) {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(workflow)
+        .fetch_optional(conn)
+        .await?;
     Ok(row.as_ref().map(run))
 }
 
@@ -705,8 +803,8 @@ impl<'a> Writes<'a> {
         self
     }
 
-    /// Begins a transaction by hand before the gathered statements (on
-    /// SQLite in the same round trip).
+    /// Begins a transaction by hand before the gathered statements, in the
+    /// same round trip.
     pub fn begin(&mut self) -> &mut Self {
         self.begin = true;
         self
@@ -721,12 +819,12 @@ impl<'a> Writes<'a> {
 
     /// Runs every gathered statement.
     pub async fn execute(&mut self, conn: &mut Conn) -> Result<(), DbError> {
-        if self.begin {
-            match Backend::of(conn) {
-                Backend::Sqlite => self.statements.insert(0, Statement::new("BEGIN IMMEDIATE")),
-                Backend::Postgres => super::begin_by_hand(conn).await?,
-            }
-            self.begin = false;
+        if std::mem::take(&mut self.begin) {
+            let begin = match Backend::of(conn) {
+                Backend::Sqlite => "BEGIN IMMEDIATE",
+                Backend::Postgres => super::PG_BEGIN,
+            };
+            self.statements.insert(0, Statement::new(begin));
         }
         sql::execute_all(conn, &self.statements).await
     }
@@ -743,7 +841,7 @@ pub async fn run_with_steps(
     conn: &mut Conn,
     id: &str,
 ) -> Result<Option<(RunRow, Vec<StepRow>)>, DbError> {
-    Ok(read_runs(conn, &[id], false).await?.pop())
+    Ok(read_runs(conn, &[id], false, false).await?.pop())
 }
 
 /// Runs by id in one round trip (runs that do not exist are left out).
@@ -760,34 +858,45 @@ pub async fn runs_by_ids(conn: &mut Conn, ids: &[&str]) -> Result<Vec<RunRow>, D
 }
 
 /// Begins a write transaction by hand and reads runs with their steps (in
-/// position order; runs that do not exist are left out), on SQLite in one
-/// round trip: what recording a batch of attempts starts with. The caller
+/// position order; runs that do not exist are left out), in one round
+/// trip, each run locked for the transaction first (`ids` sorted: two
+/// transactions locking runs in one order never deadlock): what
+/// recording a batch of attempts starts with. The caller
 /// ends the transaction (`Writes::commit`, or [`rollback`](super::rollback)
 /// on any error, this one included).
 pub async fn begin_and_read_runs(
     conn: &mut Conn,
     ids: &[&str],
 ) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
-    read_runs(conn, ids, true).await
+    read_runs(conn, ids, true, true).await
 }
 
 async fn read_runs(
     conn: &mut Conn,
     ids: &[&str],
     mut begin: bool,
+    lock: bool,
 ) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
     let backend = Backend::of(conn);
-    if begin && backend == Backend::Postgres {
-        super::begin_by_hand(conn).await?;
-        begin = false;
-    }
     let mut found: Vec<(RunRow, Vec<StepRow>)> = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = Statement::new(if std::mem::take(&mut begin) {
-            "BEGIN IMMEDIATE;\n"
-        } else {
-            ""
+        let mut query = Statement::new(match (std::mem::take(&mut begin), backend) {
+            (false, _) => "",
+            (true, Backend::Sqlite) => "BEGIN IMMEDIATE;\n",
+            (true, Backend::Postgres) => "BEGIN ISOLATION LEVEL READ COMMITTED;\n",
         });
+        // Postgres: the runs are locked (in id order) by a statement of
+        // their own, so the read after it takes its snapshot once the locks
+        // are held and sees what their previous holders committed. (One
+        // statement that locks as it reads would, in READ COMMITTED, get a
+        // locked run's new row but its steps as they were when it began.)
+        let locking = lock && backend == Backend::Postgres;
+        if locking {
+            query
+                .push("SELECT count(*) FROM (SELECT id FROM runs WHERE id IN ")
+                .tuple(chunk.iter().map(|id| Arg::from(*id)))
+                .push(" ORDER BY id FOR UPDATE) locked;\n");
+        }
         query
             .push(
                 "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
@@ -800,7 +909,8 @@ async fn read_runs(
             .tuple(chunk.iter().map(|id| Arg::from(*id)))
             .push(" ORDER BY r.id, s.position");
         let rows = query.fetch_all(&mut *conn).await?;
-        for r in &rows {
+        // The locking statement's one row (its count) comes first.
+        for r in &rows[usize::from(locking).min(rows.len())..] {
             let id: String = r.get(0);
             if found.last().is_none_or(|(run, _)| run.id != id) {
                 found.push((

@@ -1,11 +1,16 @@
 //! Statements built at run time: multi-row writes and id lists.
 //!
 //! Text and arguments are kept apart until the statement runs, because the
-//! two backends want them joined differently: SQLite runs several
+//! two backends want them joined differently. SQLite runs several
 //! statements in one query (one round trip to its connection thread), with
-//! `?` placeholders bound in order across them; Postgres prepares one
-//! statement at a time, with `$1…` numbered in it, so there several writes
-//! become one statement of data-modifying `WITH` clauses.
+//! `?` placeholders bound in order across them. On Postgres a statement
+//! with bound arguments that is not in the connection's cache costs two
+//! round trips (prepare, then bind and execute), and only one statement
+//! goes at a time; these statements' text varies with their row counts, so
+//! they would never be cached. There the arguments are written into the
+//! text as literals ([`Statement::inline_into`]) and every statement, a
+//! `BEGIN` before and a `COMMIT` after, go as one simple query: one round
+//! trip, each statement seeing the ones before.
 
 use sqlx::Arguments;
 use sqlx::any::{AnyArguments, AnyRow};
@@ -113,72 +118,73 @@ impl<'a> Statement<'a> {
         self
     }
 
-    /// The text for `backend`: placeholders left as `?` on SQLite,
-    /// numbered on Postgres (`$1`, `$2`, …).
-    fn text(&self, backend: Backend) -> String {
-        match backend {
-            Backend::Sqlite => self.sql.clone(),
-            Backend::Postgres => {
-                let mut out = String::with_capacity(self.sql.len() + 2 * self.args.len());
-                self.number_into(&mut out, 0);
-                out
-            }
-        }
-    }
-
-    /// Appends the text with placeholders numbered after `before`
-    /// arguments (`$<before + 1>`, …).
-    fn number_into(&self, out: &mut String, before: usize) {
-        let mut n = before;
+    /// Appends the text with every placeholder replaced by its argument as
+    /// a Postgres literal: `NULL`, an integer, or a string in single quotes
+    /// with each quote doubled. That is the whole escaping a literal needs
+    /// with `standard_conforming_strings` on (Postgres's default, and set
+    /// on every connection: `Db::open`), where a backslash is an ordinary
+    /// character.
+    pub fn inline_into(&self, out: &mut String) {
+        let mut args = self.args.iter();
         for c in self.sql.chars() {
-            if c == '?' {
-                n += 1;
-                out.push('$');
-                out.push_str(&n.to_string());
-            } else {
+            if c != '?' {
                 out.push(c);
+                continue;
             }
-        }
-    }
-
-    /// What the statement writes: (`INSERT` or `UPDATE`, table).
-    fn target(&self) -> Option<(&str, &str)> {
-        let mut words = self.sql.split_whitespace();
-        match words.next()? {
-            "INSERT" => Some(("INSERT", words.nth(1)?)),
-            "UPDATE" => Some(("UPDATE", words.next()?)),
-            _ => None,
+            match args.next() {
+                None | Some(Arg::Text(None) | Arg::Int(None) | Arg::Owned(None)) => {
+                    out.push_str("NULL");
+                }
+                Some(Arg::Int(Some(n))) => out.push_str(&n.to_string()),
+                Some(Arg::Text(Some(text))) => quote_into(out, text),
+                Some(Arg::Owned(Some(text))) => quote_into(out, text),
+            }
         }
     }
 
     pub async fn fetch_all(&self, conn: &mut Conn) -> Result<Vec<AnyRow>, DbError> {
-        let sql = self.text(Backend::of(conn));
-        Ok(sqlx::query_with(&sql, arguments([self])?)
-            .persistent(false)
-            .fetch_all(conn)
-            .await?)
+        match Backend::of(conn) {
+            Backend::Sqlite => Ok(sqlx::query_with(&self.sql, arguments([self])?)
+                .persistent(false)
+                .fetch_all(conn)
+                .await?),
+            Backend::Postgres => {
+                let mut sql = String::with_capacity(self.sql.len() + 16 * self.args.len());
+                self.inline_into(&mut sql);
+                // No arguments: one simple query.
+                Ok(sqlx::Executor::fetch_all(conn, sql.as_str()).await?)
+            }
+        }
     }
 
     pub async fn execute(&self, conn: &mut Conn) -> Result<(), DbError> {
-        let sql = self.text(Backend::of(conn));
-        sqlx::query_with(&sql, arguments([self])?)
-            .persistent(false)
-            .execute(conn)
-            .await?;
-        Ok(())
+        execute_all(conn, std::slice::from_ref(self)).await
     }
 }
 
-/// Runs statements in order: on SQLite all in one query (one round trip);
-/// on Postgres as few statements as [`groups`] allows, then `COMMIT` if
-/// last. Their text varies with the row counts, so it is kept out of the
-/// connection's statement cache.
+/// `text` as a Postgres string literal (see [`Statement::inline_into`]).
+fn quote_into(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        if c == '\'' {
+            out.push('\'');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+}
+
+/// Runs statements in order, in one round trip: on SQLite one query with
+/// bound arguments, on Postgres one simple query with the arguments
+/// written in ([`Statement::inline_into`]). Their text varies with the row
+/// counts, so it is kept out of the connection's statement cache.
 pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Result<(), DbError> {
+    if statements.is_empty() {
+        return Ok(());
+    }
     match Backend::of(conn) {
         Backend::Sqlite => {
-            if statements.is_empty() {
-                return Ok(());
-            }
             let sql = statements
                 .iter()
                 .map(|s| s.sql.as_str())
@@ -190,74 +196,18 @@ pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Resul
                 .await?;
         }
         Backend::Postgres => {
-            let (commit, writes) = match statements.split_last() {
-                Some((last, rest)) if last.sql == "COMMIT" => (true, rest),
-                _ => (false, statements),
-            };
-            for group in groups(writes) {
-                match group {
-                    [one] => one.execute(conn).await?,
-                    many => {
-                        let mut sql = String::from("WITH ");
-                        let mut before = 0;
-                        for (i, s) in many.iter().enumerate() {
-                            if i > 0 {
-                                sql.push_str(", ");
-                            }
-                            sql.push_str(&format!("w{i} AS ("));
-                            s.number_into(&mut sql, before);
-                            sql.push(')');
-                            before += s.args.len();
-                        }
-                        sql.push_str(" SELECT 1");
-                        sqlx::query_with(&sql, arguments(many)?)
-                            .persistent(false)
-                            .execute(&mut *conn)
-                            .await?;
-                    }
+            let mut sql = String::new();
+            for (i, s) in statements.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(";\n");
                 }
+                s.inline_into(&mut sql);
             }
-            if commit {
-                sqlx::query("COMMIT").execute(conn).await?;
-            }
+            // No arguments: one simple query.
+            sqlx::Executor::execute(conn, sql.as_str()).await?;
         }
     }
     Ok(())
-}
-
-/// Most arguments in one merged Postgres statement (the protocol allows
-/// 65,535).
-const MAX_ARGUMENTS: usize = 30_000;
-
-/// Consecutive statements Postgres can run as one (data-modifying `WITH`
-/// clauses of one statement): they all see the same snapshot, so a group
-/// never holds two statements of different kinds on one table (an
-/// `UPDATE` and an `INSERT … ON CONFLICT` could touch the same row, and
-/// which wins is undefined), nor more than [`MAX_ARGUMENTS`] arguments.
-/// Statements of one kind on one table write different rows by
-/// construction ([`super::runs::Writes`]): one row each.
-fn groups<'s, 'a>(statements: &'s [Statement<'a>]) -> Vec<&'s [Statement<'a>]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, s) in statements.iter().enumerate() {
-        let clash = match s.target() {
-            None => true,
-            Some((verb, table)) => statements[start..i].iter().any(|earlier| {
-                earlier
-                    .target()
-                    .is_none_or(|(v, t)| t == table && v != verb)
-            }),
-        };
-        let arguments: usize = statements[start..=i].iter().map(|s| s.args.len()).sum();
-        if (clash || arguments > MAX_ARGUMENTS) && i > start {
-            out.push(&statements[start..i]);
-            start = i;
-        }
-    }
-    if start < statements.len() {
-        out.push(&statements[start..]);
-    }
-    out
 }
 
 fn arguments<'s>(
@@ -282,42 +232,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn postgres_groups_writes_unless_two_kinds_meet_on_a_table() {
-        let sql = [
-            "UPDATE attempts SET status = ?",
-            "INSERT INTO attempts (a) VALUES (?)",
-            "INSERT INTO steps (a) VALUES (?)",
-            "UPDATE runs SET a = ? WHERE id = ?",
-            "UPDATE runs SET a = ? WHERE id = ?",
-            "INSERT INTO events (a) VALUES (?)",
-            "INSERT INTO runs (a) VALUES (?)",
-        ];
-        let statements: Vec<Statement<'_>> = sql.iter().map(|s| Statement::new(s)).collect();
-        let sizes: Vec<usize> = groups(&statements).iter().map(|g| g.len()).collect();
-        assert_eq!(sizes, [1, 5, 1]);
-
-        // Many rows: split before the protocol's argument limit.
-        let mut big = Statement::new("INSERT INTO steps (a) ");
-        big.values(0..20_000_i64, |n| [Arg::from(n)]);
-        let mut again = Statement::new("INSERT INTO steps (a) ");
-        again.values(0..20_000_i64, |n| [Arg::from(n)]);
-        let sizes: Vec<usize> = groups(&[big, again]).iter().map(|g| g.len()).collect();
-        assert_eq!(sizes, [1, 1]);
-    }
-
-    #[test]
-    fn postgres_numbers_placeholders_sqlite_keeps_them() {
-        let mut s = Statement::new("INSERT INTO t (a, b) ");
-        s.values([(1_i64, "x"), (2, "y")], |(a, b)| {
-            [Arg::from(a), Arg::from(b)]
-        });
-        assert_eq!(
-            s.text(Backend::Sqlite),
-            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+    fn postgres_gets_arguments_as_literals_quotes_doubled() {
+        let mut s = Statement::new("INSERT INTO t (a, b, c) ");
+        s.values(
+            [
+                (Arg::from(1_i64), Arg::from("it's"), Arg::from(None::<i64>)),
+                (
+                    Arg::from(-2_i64),
+                    Arg::Owned(Some("a\\'; DROP TABLE t; --?".into())),
+                    Arg::from(None::<&str>),
+                ),
+            ],
+            |(a, b, c)| [a, b, c],
         );
+        let mut out = String::new();
+        s.inline_into(&mut out);
         assert_eq!(
-            s.text(Backend::Postgres),
-            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
+            out,
+            "INSERT INTO t (a, b, c) VALUES (1, 'it''s', NULL), (-2, 'a\\''; DROP TABLE t; --?', NULL)"
         );
     }
 }

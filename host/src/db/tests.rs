@@ -12,15 +12,6 @@ use sqlx::Connection as _;
 use super::runs::{self, RunRow, StepRow, Writes};
 use super::{Db, Options, auth, plugins, schedules, state, webhooks, workflows};
 
-/// Writers and the trigger on `events` take one and the same lock.
-#[test]
-fn the_postgres_writers_and_the_events_trigger_take_one_lock() {
-    assert_eq!(0x7765_6674, 2_003_134_068, "\"weft\"");
-    assert_eq!(super::PG_LOCK, "SELECT pg_advisory_xact_lock(2003134068)");
-    let migration = include_str!("../../migrations/postgres/0001_init.sql");
-    assert!(migration.contains("PERFORM pg_advisory_xact_lock(2003134068)"));
-}
-
 /// Each backend, opened fresh (the temporary directory lives as long as
 /// the returned handle).
 async fn backends() -> Vec<(&'static str, Db, tempfile::TempDir)> {
@@ -191,6 +182,46 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
     }
 }
 
+/// Two recorders of one run, on different hosts: the second waits for the
+/// first's lock on the run and then reads the run and its steps as the
+/// first left them (not as they were when it began waiting), so neither
+/// overwrites the other's step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_waiting_for_a_run_reads_what_the_holder_committed() {
+    for (backend, db, _dir) in backends().await {
+        if backend == "sqlite" {
+            // One write connection: the second recorder could not start.
+            continue;
+        }
+        tenant(&db, "t1").await;
+        run_with_ready_steps(&db, "r1", "t1", 2).await;
+        let mut first = db.writer().await.expect("writer");
+        let read = runs::begin_and_read_runs(&mut first, &["r1"])
+            .await
+            .expect("read");
+        let db2 = db.clone();
+        let second = tokio::spawn(async move {
+            let mut conn = db2.writer().await.expect("writer");
+            let read = runs::begin_and_read_runs(&mut conn, &["r1"])
+                .await
+                .expect("read");
+            super::rollback(&mut conn).await.expect("rollback");
+            read
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut done = read[0].1[0].clone();
+        done.status = "completed".into();
+        Writes::default()
+            .upsert_steps(&[&done])
+            .commit()
+            .execute(&mut first)
+            .await
+            .expect("write and commit");
+        let seen = second.await.expect("task");
+        assert_eq!(seen[0].1[0].status, "completed", "{backend}: {seen:?}");
+    }
+}
+
 /// A claim takes due steps under a lease once; an expired lease makes the
 /// step claimable again, by any host, as a new attempt; the tenant cap
 /// holds.
@@ -203,7 +234,7 @@ async fn claims_lease_due_steps_and_take_over_expired_leases() {
             let db = db.clone();
             async move {
                 let mut tx = db.begin().await.expect("begin");
-                let steps = runs::claim(&mut tx, host, now, now + 1_000, 10, cap)
+                let steps = runs::claim(&mut tx, host, now, now + 1_000, 10, cap, None)
                     .await
                     .expect("claim");
                 tx.commit().await.expect("commit");
@@ -271,7 +302,7 @@ async fn concurrent_claims_never_share_a_step() {
                 let mut mine = Vec::new();
                 loop {
                     let mut tx = db.begin().await.expect("begin");
-                    let steps = runs::claim(&mut tx, host, 10, 10_000, 7, 1_000)
+                    let steps = runs::claim(&mut tx, host, 10, 10_000, 7, 1_000, None)
                         .await
                         .expect("claim");
                     tx.commit().await.expect("commit");
@@ -294,9 +325,9 @@ async fn concurrent_claims_never_share_a_step() {
     }
 }
 
-/// Event ids grow in commit order, so "everything after id N" never skips
-/// an event that commits late: an append outside any transaction waits for
-/// a write transaction that began earlier.
+/// One run's event ids grow in commit order, so "the run's events after id
+/// N" never skips one that commits late: an append outside any
+/// transaction waits for a transaction that holds the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_ids_follow_commit_order() {
     for (backend, db, _dir) in backends().await {
@@ -576,8 +607,9 @@ async fn schedule_ticks_and_webhook_deliveries_are_taken_once() {
 }
 
 /// On Postgres the claim itself skips rows another transaction holds
-/// (`FOR UPDATE SKIP LOCKED`): shown without the writers' lock, which
-/// otherwise serialises claims anyway. (SQLite has one writer.)
+/// (`FOR UPDATE SKIP LOCKED`), its steps' and their runs': a second claim
+/// at the same moment takes other runs' steps without waiting. (SQLite has
+/// one writer.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_claims_skip_locked_steps() {
     for (backend, db, _dir) in backends().await {
@@ -585,42 +617,157 @@ async fn postgres_claims_skip_locked_steps() {
             continue;
         }
         tenant(&db, "t1").await;
-        run_with_ready_steps(&db, "r1", "t1", 6).await;
-        let mut a = db.writer().await.expect("writer");
-        let mut b = db.writer().await.expect("writer");
-        sqlx::query("BEGIN")
-            .execute(&mut *a)
-            .await
-            .expect("begin a");
-        sqlx::query("BEGIN")
-            .execute(&mut *b)
-            .await
-            .expect("begin b");
-        let first = runs::claim(&mut a, "a", 10, 10_000, 3, 100)
+        run_with_ready_steps(&db, "r1", "t1", 3).await;
+        let mut a = db.begin().await.expect("begin a");
+        let first = runs::claim(&mut a, "a", 10, 10_000, 2, 100, None)
             .await
             .expect("claim a");
+        run_with_ready_steps(&db, "r2", "t1", 3).await;
+        let mut b = db.begin().await.expect("begin b");
         let second = tokio::time::timeout(
             Duration::from_secs(5),
-            runs::claim(&mut b, "b", 10, 10_000, 10, 100),
+            runs::claim(&mut b, "b", 10, 10_000, 10, 100, None),
         )
         .await
         .expect("the second claim waited for the first instead of skipping its rows")
         .expect("claim b");
-        assert_eq!(first.len(), 3);
-        assert_eq!(second.len(), 3, "the three rows a does not hold");
-        assert!(
-            second
-                .iter()
-                .all(|s| first.iter().all(|f| f.step_id != s.step_id))
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|s| s.run_id == "r1"));
+        let ids: Vec<(&str, &str)> = second
+            .iter()
+            .map(|s| (s.run_id.as_str(), s.step_id.as_str()))
+            .collect();
+        let mut ids = ids;
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            [("r2", "s0"), ("r2", "s1"), ("r2", "s2")],
+            "only the run a does not hold"
         );
-        sqlx::query("COMMIT")
-            .execute(&mut *a)
+        a.commit().await.expect("commit a");
+        b.commit().await.expect("commit b");
+        let mut c = db.begin().await.expect("begin c");
+        let rest = runs::claim(&mut c, "c", 10, 10_000, 10, 100, None)
             .await
-            .expect("commit a");
-        sqlx::query("COMMIT")
-            .execute(&mut *b)
+            .expect("claim c");
+        c.commit().await.expect("commit c");
+        assert_eq!(rest.len(), 1, "r1's third step, once a committed");
+    }
+}
+
+/// The tenant feed on Postgres, where transactions commit in parallel: an
+/// event whose transaction took its id first and commits last is neither
+/// skipped nor read twice, and a later event waits for it; each run's
+/// events stay in the order they were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_feed_never_passes_an_event_that_commits_late() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        run_with_ready_steps(&db, "r1", "t1", 1).await;
+        run_with_ready_steps(&db, "r2", "t1", 1).await;
+        let data = serde_json::json!({});
+        // A transaction open anywhere on the server (another test's) holds
+        // the feed back for a moment: a read that expects `n` events waits
+        // for them, up to 10 s.
+        let feed_n = |after: i64, n: usize| {
+            let db = db.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let mut conn = db.reader().await.expect("reader");
+                    let read: Vec<(i64, String)> =
+                        webhooks::events_after(&mut conn, "t1", after, 100)
+                            .await
+                            .expect("feed")
+                            .into_iter()
+                            .map(|e| (e.id, e.kind))
+                            .collect();
+                    if read.len() >= n || std::time::Instant::now() > deadline {
+                        return read;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let feed = |after: i64| feed_n(after, 0);
+        let mut conn = db.writer().await.expect("writer");
+        runs::append_event(&mut conn, "t1", "r2", "before", None, &data, 1)
             .await
-            .expect("commit b");
+            .expect("append");
+        drop(conn);
+        let passed = feed_n(0, 1).await;
+        assert_eq!(passed.len(), 1, "{backend}: {passed:?}");
+        let cursor = passed[0].0;
+        if backend == "sqlite" {
+            // One writer: nothing commits out of order.
+            continue;
+        }
+        // A takes an id first and stays open.
+        let mut a = db.begin().await.expect("begin a");
+        let late = runs::append_event(&mut a, "t1", "r1", "late", None, &data, 2)
+            .await
+            .expect("append a");
+        // B takes a later id and commits.
+        let mut b = db.begin().await.expect("begin b");
+        let early = runs::append_event(&mut b, "t1", "r2", "early", None, &data, 3)
+            .await
+            .expect("append b");
+        b.commit().await.expect("commit b");
+        assert!(late < early);
+        assert_eq!(
+            feed(cursor).await,
+            [],
+            "{backend}: B waits for A, which may still commit before it"
+        );
+        a.commit().await.expect("commit a");
+        let read = feed_n(cursor, 2).await;
+        assert_eq!(
+            read,
+            [(late, "late".to_owned()), (early, "early".to_owned())],
+            "{backend}"
+        );
+        assert_eq!(feed(early).await, [], "{backend}: read once");
+        assert_eq!(
+            feed_n(late, 1).await,
+            [(early, "early".to_owned())],
+            "{backend}"
+        );
+
+        // A transaction that waited for a run behind a younger one: the
+        // run's events stay in the order they were written.
+        let mut old = db.begin().await.expect("begin old");
+        runs::append_event(&mut old, "t1", "r2", "old-first", None, &data, 4)
+            .await
+            .expect("append");
+        let mut young = db.begin().await.expect("begin young");
+        runs::append_event(&mut young, "t1", "r1", "young-r1", None, &data, 5)
+            .await
+            .expect("append");
+        let db2 = db.clone();
+        let waiting = tokio::spawn(async move {
+            // `old` appends to r1 too: it waits for `young`'s lock on r1.
+            let mut old = old;
+            runs::append_event(
+                &mut old,
+                "t1",
+                "r1",
+                "old-r1",
+                None,
+                &serde_json::json!({}),
+                6,
+            )
+            .await
+            .expect("append");
+            old.commit().await.expect("commit old");
+            drop(db2);
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        young.commit().await.expect("commit young");
+        waiting.await.expect("task");
+        let kinds: Vec<String> = feed_n(early, 3).await.into_iter().map(|(_, k)| k).collect();
+        let at = |k: &str| kinds.iter().position(|x| x == k).expect(k);
+        assert!(at("young-r1") < at("old-r1"), "{backend}: {kinds:?}");
+        assert_eq!(kinds.len(), 3, "{backend}: {kinds:?}");
     }
 }
 

@@ -82,45 +82,49 @@ pub struct AttemptRow {
 }
 
 pub async fn insert(conn: &mut Conn, w: &WebhookRow) -> Result<(), DbError> {
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO webhooks (id, tenant_id, url, events, secret, status, cursor, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = $7), $8, $9)",
-    )
-    .bind(&w.id)
-    .bind(&w.tenant_id)
-    .bind(&w.url)
-    .bind(&w.events)
-    .bind(&w.secret)
-    .bind(&w.status)
-    .bind(&w.tenant_id)
-    .bind(w.created_at)
-    .bind(w.updated_at)
-    .execute(conn)
-    .await?;
+         VALUES ($1, $2, $3, $4, $5, $6, {}, $8, $9)",
+        last_event_sql(Backend::of(conn), "$7")
+    );
+    sqlx::query(&sql)
+        .bind(&w.id)
+        .bind(&w.tenant_id)
+        .bind(&w.url)
+        .bind(&w.events)
+        .bind(&w.secret)
+        .bind(&w.status)
+        .bind(&w.tenant_id)
+        .bind(w.created_at)
+        .bind(w.updated_at)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Writes what a PATCH may change. Re-enabling starts after the latest
 /// event: what happened while disabled is not delivered.
 pub async fn update(conn: &mut Conn, w: &WebhookRow, reenabled: bool) -> Result<(), DbError> {
-    sqlx::query(
+    let sql = format!(
         "UPDATE webhooks SET url = $1, events = $2, status = $3, disabled_reason = $4, consecutive_failures = $5,
-             cursor = CASE WHEN $6 = 1 THEN (SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = $7) ELSE cursor END,
+             cursor = CASE WHEN $6 = 1 THEN {} ELSE cursor END,
              updated_at = $8
          WHERE id = $9 AND tenant_id = $10",
-    )
-    .bind(&w.url)
-    .bind(&w.events)
-    .bind(&w.status)
-    .bind(&w.disabled_reason)
-    .bind(w.consecutive_failures)
-    .bind(i64::from(reenabled))
-    .bind(&w.tenant_id)
-    .bind(w.updated_at)
-    .bind(&w.id)
-    .bind(&w.tenant_id)
-    .execute(conn)
-    .await?;
+        last_event_sql(Backend::of(conn), "$7")
+    );
+    sqlx::query(&sql)
+        .bind(&w.url)
+        .bind(&w.events)
+        .bind(&w.status)
+        .bind(&w.disabled_reason)
+        .bind(w.consecutive_failures)
+        .bind(i64::from(reenabled))
+        .bind(&w.tenant_id)
+        .bind(w.updated_at)
+        .bind(&w.id)
+        .bind(&w.tenant_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -186,47 +190,90 @@ pub struct EventForDelivery {
     pub run_status: Option<String>,
 }
 
-/// The id of a tenant's newest event, 0 if it has none.
+/// Where the event feed of a tenant stands.
+///
+/// On SQLite, one writer: event ids grow in commit order, and "everything
+/// after id N" is the feed. On Postgres, transactions commit in parallel
+/// from every host, so an event with a smaller id can commit after one
+/// with a larger id that a reader has already passed. There the feed is
+/// ordered by `(txid, id)`: `txid` is the id of the transaction that wrote
+/// the event (raised to the run's previous event's, which keeps each run's
+/// events in order: migrations/postgres/0004). A reader takes only events
+/// whose `txid` is below `pg_snapshot_xmin(pg_current_snapshot())`, the
+/// oldest transaction still in flight: every transaction that could still
+/// commit an event has a `txid` at least that, so it sorts after anything
+/// the reader passed, and is read once it has committed. A cursor is still
+/// an event id: its position is its event's `(txid, id)`.
+const FEED_POSTGRES: &str = "(e.txid, e.id) > (COALESCE((SELECT c.txid FROM events c WHERE c.id <= $2 ORDER BY c.id DESC LIMIT 1), 0), $2)
+           AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+         ORDER BY e.txid, e.id";
+
+/// The feed position of a tenant's newest event that every reader can
+/// see (0 if it has none), as SQL with the tenant bound at `tenant`.
+fn last_event_sql(backend: Backend, tenant: &str) -> String {
+    match backend {
+        Backend::Sqlite => {
+            format!("(SELECT COALESCE(MAX(id), 0) FROM events WHERE tenant_id = {tenant})")
+        }
+        Backend::Postgres => format!(
+            "(SELECT COALESCE((SELECT id FROM events WHERE tenant_id = {tenant}
+                 AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+               ORDER BY txid DESC, id DESC LIMIT 1), 0))"
+        ),
+    }
+}
+
+/// The id of a tenant's newest event in feed order, 0 if it has none:
+/// where a live feed with no cursor starts.
 pub async fn last_event_id(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE tenant_id = $1")
+    let sql = format!("SELECT {}", last_event_sql(Backend::of(conn), "$1"));
+    let id: Option<i64> = sqlx::query_scalar(&sql)
         .bind(tenant)
         .fetch_one(conn)
         .await?;
     Ok(id.unwrap_or(0))
 }
 
-/// A tenant's events after `cursor`, oldest first.
+/// A tenant's events after `cursor` (an event id; 0 for the beginning) in
+/// feed order, oldest first: never one twice, never one skipped, on both
+/// backends ([`FEED_POSTGRES`] tells how on Postgres).
 pub async fn events_after(
     conn: &mut Conn,
     tenant: &str,
     cursor: i64,
     limit: i64,
 ) -> Result<Vec<EventForDelivery>, DbError> {
-    let rows = sqlx::query(
+    let order = match Backend::of(conn) {
+        Backend::Sqlite => "e.id > $2 ORDER BY e.id",
+        Backend::Postgres => FEED_POSTGRES,
+    };
+    let sql = format!(
         "SELECT e.id, e.run_id, e.type, e.step_id, e.data, e.at,
                 r.workflow_key, r.workflow_version, r.status AS run_status
          FROM events e LEFT JOIN runs r ON r.id = e.run_id
-         WHERE e.tenant_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
-    )
-    .bind(tenant)
-    .bind(cursor)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| EventForDelivery {
-            id: r.get("id"),
-            run_id: r.get("run_id"),
-            kind: r.get("type"),
-            step_id: r.get("step_id"),
-            data: r.get("data"),
-            at: r.get("at"),
-            workflow_key: r.get("workflow_key"),
-            workflow_version: r.get("workflow_version"),
-            run_status: r.get("run_status"),
+         WHERE e.tenant_id = $1 AND {order} LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EventForDelivery {
+                id: r.try_get("id")?,
+                run_id: r.try_get("run_id")?,
+                kind: r.try_get("type")?,
+                step_id: r.try_get("step_id")?,
+                data: r.try_get("data")?,
+                at: r.try_get("at")?,
+                workflow_key: r.try_get("workflow_key")?,
+                workflow_version: r.try_get("workflow_version")?,
+                run_status: r.try_get("run_status")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn insert_delivery(conn: &mut Conn, d: &DeliveryRow) -> Result<(), DbError> {
@@ -248,14 +295,32 @@ pub async fn insert_delivery(conn: &mut Conn, d: &DeliveryRow) -> Result<(), DbE
     Ok(())
 }
 
+/// Moves a subscription's feed cursor; the caller holds the subscription
+/// ([`lock_for_fan_out`]).
 pub async fn set_cursor(conn: &mut Conn, webhook_id: &str, cursor: i64) -> Result<(), DbError> {
-    sqlx::query("UPDATE webhooks SET cursor = $1 WHERE id = $2 AND cursor < $3")
+    sqlx::query("UPDATE webhooks SET cursor = $1 WHERE id = $2")
         .bind(cursor)
         .bind(webhook_id)
-        .bind(cursor)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Takes an active subscription for fanning out its new events in this
+/// transaction: its current cursor, or `None` when another host is fanning
+/// it out now (Postgres: its row is locked; skipped, not waited for) or it
+/// is no longer active.
+pub async fn lock_for_fan_out(conn: &mut Conn, webhook_id: &str) -> Result<Option<i64>, DbError> {
+    let sql = match Backend::of(conn) {
+        Backend::Sqlite => "SELECT cursor FROM webhooks WHERE id = $1 AND status = 'active'",
+        Backend::Postgres => {
+            "SELECT cursor FROM webhooks WHERE id = $1 AND status = 'active' FOR UPDATE SKIP LOCKED"
+        }
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(webhook_id)
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// Takes up to `limit` due deliveries of active subscriptions, pushing

@@ -91,6 +91,9 @@ impl Engine {
             return Err(exists());
         }
         let mut tx = self.db.begin().await?;
+        // Uploads of one tenant one at a time across hosts: the quota is
+        // read, then written.
+        db::lock(&mut tx, &format!("plugins:{tenant}")).await?;
         let used = db::plugins::storage_used(&mut tx, tenant).await?;
         let quota = self.config.tenant_plugin_storage_bytes as i64;
         if used + bytes.len() as i64 > quota {

@@ -78,7 +78,8 @@ pub struct EngineConfig {
     /// Attempts this host runs at once.
     pub max_parallel: usize,
     /// Attempts one tenant may have running at once (across hosts); more
-    /// wait in the queue.
+    /// wait in the queue. `usize::MAX`: no cap (nothing to count, and on
+    /// Postgres no tenant lock to take when claiming).
     pub tenant_max_running: usize,
     /// Longest the scheduler sleeps without a wake-up (catches leases that
     /// expire and timers).
@@ -233,6 +234,11 @@ impl Engine {
             },
         };
         definition::report_errors(&validator, id, what, value, problems);
+    }
+
+    /// Whether a tenant cap on running steps is enforced.
+    fn capped(&self) -> bool {
+        self.config.tenant_max_running != usize::MAX
     }
 
     fn changed(&self, run_id: &str) {

@@ -223,9 +223,14 @@ impl Engine {
         let now = db::now_ms();
         let reads = matches!(origin, Origin::Manual(_)) && definition.min_interval_ms.is_some()
             || definition.concurrency.is_some();
-        // Overlap control reads inside the transaction: begin it first.
+        // Overlap control reads inside the transaction: begin it first, and
+        // take the workflow's lock (hosts starting runs of it at once count
+        // one at a time).
         if own_transaction && reads {
             db::runs::Writes::default().begin().execute(tx).await?;
+        }
+        if reads {
+            db::lock(tx, &db::workflow_lock(tenant, workflow)).await?;
         }
         if let (Some(min), Origin::Manual(_)) = (definition.min_interval_ms, origin)
             && let Some((last, at)) = db::runs::latest_of_workflow(tx, tenant, workflow).await?
@@ -341,6 +346,7 @@ impl Engine {
         workflow: &str,
         now: i64,
     ) -> Result<(), EngineError> {
+        db::lock(tx, &db::workflow_lock(tenant, workflow)).await?;
         // A released run can end at once (every step skipped): go on then.
         while let Some(run) = self.release_one(tx, tenant, workflow, now).await? {
             self.changed(&run.id);
@@ -471,11 +477,9 @@ impl Engine {
     ) -> Result<RunRow, EngineError> {
         let now = db::now_ms();
         let mut tx = self.db.begin().await?;
-        let run = match tenant {
-            Some(t) => db::runs::get_run(&mut tx, t, id).await?,
-            None => db::runs::get_run_unscoped(&mut tx, id).await?,
-        }
-        .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
+        let run = db::runs::locked_run(&mut tx, tenant, id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
         if run_is_terminal(&run.status) {
             return Err(EngineError::Conflict(format!(
                 "run {id} is already {}",
@@ -545,7 +549,7 @@ impl Engine {
     ) -> Result<RunRow, EngineError> {
         let now = db::now_ms();
         let mut tx = self.db.begin().await?;
-        let mut run = db::runs::get_run(&mut tx, tenant, id)
+        let mut run = db::runs::locked_run(&mut tx, Some(tenant), id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
         let definition = self.definition_for_run(&run).await?;

@@ -185,13 +185,21 @@ impl Engine {
         let now = db::now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
         let mut tx = self.db.begin().await?;
+        // Several hosts share the database: the tenants whose cap this
+        // claim counts against are locked first.
+        let tenants = if self.db.exclusive() || !self.capped() {
+            None
+        } else {
+            Some(db::runs::claim_tenants(&mut tx, now).await?)
+        };
         let steps = db::runs::claim(
             &mut tx,
             &self.config.host_id,
             now,
             lease_until,
             limit as i64,
-            self.config.tenant_max_running as i64,
+            i64::try_from(self.config.tenant_max_running).unwrap_or(i64::MAX),
+            tenants.as_deref(),
         )
         .await?;
         let attempts: Vec<AttemptRow> =
@@ -771,11 +779,21 @@ impl Engine {
                     None if self.db.exclusive() && local < self.config.tenant_max_running => {
                         local as i64
                     }
+                    None if !self.capped() => 0,
                     None => {
-                        // The database still counts this batch's finished
-                        // steps and not its claims: both are written later.
-                        let n = db::runs::running_for_tenant(tx, &run.tenant_id).await?
-                            + state.unwritten.get(&run.tenant_id).copied().unwrap_or(0);
+                        // Shared with other hosts: the tenant's lock first
+                        // (never waited for while this holds runs' locks:
+                        // if another transaction claims for the tenant
+                        // now, the steps stay ready for the scheduler).
+                        let n = match db::runs::lock_and_count_running(tx, &run.tenant_id).await? {
+                            // The database still counts this batch's
+                            // finished steps and not its claims: both are
+                            // written later.
+                            Some(n) => {
+                                n + state.unwritten.get(&run.tenant_id).copied().unwrap_or(0)
+                            }
+                            None => i64::MAX,
+                        };
                         state.running.insert(run.tenant_id.clone(), n);
                         n
                     }
@@ -802,7 +820,7 @@ impl Engine {
                 state.budget -= claimed_next.len();
                 state.claimed += claimed_next.len();
                 if let Some(n) = state.running.get_mut(&run.tenant_id) {
-                    *n += claimed_next.len() as i64;
+                    *n = n.saturating_add(claimed_next.len() as i64);
                 }
                 *state.unwritten.entry(run.tenant_id.clone()).or_default() +=
                     claimed_next.len() as i64;
@@ -840,19 +858,23 @@ impl Engine {
             writes.update_run(&change.run);
         }
         writes.append_events(&events, now);
-        let ended: Vec<&RunChange> = runs
+        // Each workflow once, in order: releasing takes the workflow's lock,
+        // and two transactions taking locks in one order never deadlock.
+        let mut ended: Vec<(&str, &str)> = runs
             .iter()
             .filter(|c| run_is_terminal(&c.run.status) && !run_is_terminal(&c.original_run.status))
+            .map(|c| (c.run.tenant_id.as_str(), c.run.workflow_key.as_str()))
             .collect();
+        ended.sort_unstable();
+        ended.dedup();
         if ended.is_empty() {
             writes.commit();
             writes.execute(tx).await?;
             return Ok(());
         }
         writes.execute(tx).await?;
-        for change in ended {
-            self.release_queued(tx, &change.run.tenant_id, &change.run.workflow_key, now)
-                .await?;
+        for (tenant, workflow) in ended {
+            self.release_queued(tx, tenant, workflow, now).await?;
         }
         db::runs::Writes::default().commit().execute(tx).await?;
         Ok(())

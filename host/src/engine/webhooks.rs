@@ -366,6 +366,10 @@ impl Engine {
 
     /// Turns new events into deliveries for every active subscription.
     /// Returns how many deliveries were queued.
+    ///
+    /// Each batch is one transaction that holds the subscription's row: the
+    /// cursor it reads is the one it moves, and a host that finds the row
+    /// held skips the subscription (another host is fanning it out).
     pub async fn fan_out_webhooks(&self) -> Result<usize, EngineError> {
         let hooks = {
             let mut conn = self.db.reader().await?;
@@ -374,17 +378,17 @@ impl Engine {
         let mut queued = 0;
         for hook in hooks {
             let events: Vec<String> = serde_json::from_str(&hook.events).unwrap_or_default();
-            let mut cursor = hook.cursor;
             loop {
-                let batch = {
-                    let mut conn = self.db.reader().await?;
-                    db::webhooks::events_after(&mut conn, &hook.tenant_id, cursor, 500).await?
+                let mut tx = self.db.begin().await?;
+                let Some(cursor) = db::webhooks::lock_for_fan_out(&mut tx, &hook.id).await? else {
+                    break;
                 };
+                let batch =
+                    db::webhooks::events_after(&mut tx, &hook.tenant_id, cursor, 500).await?;
                 let Some(last) = batch.last().map(|e| e.id) else {
                     break;
                 };
                 let now = db::now_ms();
-                let mut tx = self.db.begin().await?;
                 for event in batch.iter().filter(|e| wants(&events, &e.kind)) {
                     let delivery = DeliveryRow {
                         id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
@@ -405,7 +409,6 @@ impl Engine {
                 }
                 db::webhooks::set_cursor(&mut tx, &hook.id, last).await?;
                 tx.commit().await.map_err(DbError::from)?;
-                cursor = last;
                 if batch.len() < 500 {
                     break;
                 }

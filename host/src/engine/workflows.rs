@@ -52,6 +52,7 @@ impl Engine {
             .map_err(EngineError::InvalidDefinition)?;
         let now = db::now_ms();
         let mut tx = self.db.begin().await?;
+        db::lock(&mut tx, &definition_lock(tenant, &definition.key)).await?;
         if db::workflows::get(&mut tx, tenant, &definition.key)
             .await?
             .is_some()
@@ -109,6 +110,7 @@ impl Engine {
             .map_err(EngineError::InvalidDefinition)?;
         let now = db::now_ms();
         let mut tx = self.db.begin().await?;
+        db::lock(&mut tx, &definition_lock(tenant, key)).await?;
         let mut workflow = db::workflows::get(&mut tx, tenant, key)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("workflow {key:?}")))?;
@@ -256,6 +258,7 @@ impl Engine {
         version: &semver::Version,
     ) -> Result<WorkflowVersion, EngineError> {
         let mut tx = self.db.begin().await?;
+        db::lock(&mut tx, &definition_lock(tenant, key)).await?;
         let versions = db::workflows::versions(&mut tx, tenant, key).await?;
         if versions.is_empty() {
             return Err(EngineError::NotFound(format!("workflow {key:?}")));
@@ -284,6 +287,7 @@ impl Engine {
         archived: bool,
     ) -> Result<Workflow, EngineError> {
         let mut tx = self.db.begin().await?;
+        db::lock(&mut tx, &definition_lock(tenant, key)).await?;
         let workflow = db::workflows::get(&mut tx, tenant, key)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("workflow {key:?}")))?;
@@ -314,4 +318,11 @@ impl Engine {
         definition.key = new_key.to_owned();
         self.create_workflow(tenant, definition).await
     }
+}
+
+/// The advisory lock of a workflow's definition and versions (Postgres):
+/// held by each change, so two hosts changing one workflow at once do one
+/// after the other (a version number is read, then the next one written).
+fn definition_lock(tenant: &str, key: &str) -> String {
+    format!("definition:{tenant}/{key}")
 }
