@@ -533,20 +533,33 @@ pub async fn running_for_tenant(conn: &mut Conn, tenant: &str) -> Result<i64, Db
     Ok(sqlx::query_scalar(sql).bind(tenant).fetch_one(conn).await?)
 }
 
-/// Takes the tenant's lock ([`super::tenant_lock`]) if no other
-/// transaction holds it, then counts the tenant's running steps, in one
-/// round trip: `None` if another transaction holds the lock (it is
-/// claiming for the tenant now). The count is a statement of its own after
-/// the lock, so it sees what the lock's previous holder committed. SQLite:
-/// the count.
-pub async fn lock_and_count_running(conn: &mut Conn, tenant: &str) -> Result<Option<i64>, DbError> {
+/// Takes the tenant's lock ([`super::tenant_lock`]) — waiting for it with
+/// `wait`, else only if no other transaction holds it — then counts the
+/// tenant's running steps, in one round trip: `None` if the lock was
+/// taken by another transaction (it is claiming for the tenant now). The
+/// count is a statement of its own after the lock, so it sees what the
+/// lock's previous holder committed. SQLite: the count.
+pub async fn lock_and_count_running(
+    conn: &mut Conn,
+    tenant: &str,
+    wait: bool,
+) -> Result<Option<i64>, DbError> {
     if Backend::of(conn) == Backend::Sqlite {
         return Ok(Some(running_for_tenant(conn, tenant).await?));
     }
-    let mut query = Statement::new("SELECT CASE WHEN pg_try_advisory_xact_lock(hashtextextended(");
+    let mut query = Statement::new(if wait {
+        "SELECT 1::int8 FROM (SELECT pg_advisory_xact_lock(hashtextextended("
+    } else {
+        "SELECT CASE WHEN pg_try_advisory_xact_lock(hashtextextended("
+    });
+    query.bind(Arg::Owned(Some(super::tenant_lock(tenant))));
+    query.push(if wait {
+        ", 0))) locked;\n"
+    } else {
+        ", 0)) THEN 1 ELSE 0 END::int8;\n"
+    });
     query
-        .bind(Arg::Owned(Some(super::tenant_lock(tenant))))
-        .push(", 0)) THEN 1 ELSE 0 END::int8;\nSELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = ")
+        .push("SELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = ")
         .bind(tenant);
     let rows = query.fetch_all(conn).await?;
     let locked: i64 = rows.first().map_or(Ok(0), |r| r.try_get(0))?;

@@ -51,6 +51,8 @@ struct BatchState {
     unwritten: HashMap<String, i64>,
     /// Steps claimed so far in this transaction.
     claimed: usize,
+    /// Whether this transaction holds a tenant's lock (Postgres).
+    holds_tenant_lock: bool,
 }
 
 /// How an attempt ended, as the scheduler records it.
@@ -516,6 +518,7 @@ impl Engine {
                 running: HashMap::new(),
                 unwritten: HashMap::new(),
                 claimed: 0,
+                holds_tenant_lock: false,
             };
             let result = self.record_batch(batch, &mut state).await;
             // The scheduler only needs this batch if it left steps ready
@@ -781,11 +784,19 @@ impl Engine {
                     }
                     None if !self.capped() => 0,
                     None => {
-                        // Shared with other hosts: the tenant's lock first
-                        // (never waited for while this holds runs' locks:
-                        // if another transaction claims for the tenant
-                        // now, the steps stay ready for the scheduler).
-                        let n = match db::runs::lock_and_count_running(tx, &run.tenant_id).await? {
+                        // Shared with other hosts: the tenant's lock first.
+                        // A transaction waits for a tenant's lock only
+                        // while it holds none (the first tenant of the
+                        // batch); for more it takes only a free one (if
+                        // another transaction claims for that tenant now,
+                        // the steps stay ready for the scheduler). So no
+                        // two transactions wait for each other's tenant
+                        // locks: see ARCHITECTURE.md.
+                        let wait = !state.holds_tenant_lock;
+                        let counted =
+                            db::runs::lock_and_count_running(tx, &run.tenant_id, wait).await?;
+                        state.holds_tenant_lock |= counted.is_some();
+                        let n = match counted {
                             // The database still counts this batch's
                             // finished steps and not its claims: both are
                             // written later.
