@@ -466,14 +466,12 @@ fn build_dashboard(ui: &Path, out_dir: &Path) {
     for file in files {
         let relative = file.strip_prefix(&dist).expect("under dist");
         let relative = relative.to_string_lossy().replace('\\', "/");
-        let content_type = match file.extension().and_then(|e| e.to_str()) {
-            Some("html") => "text/html; charset=utf-8",
-            Some("js") => "text/javascript; charset=utf-8",
-            Some("css") => "text/css; charset=utf-8",
-            Some("svg") => "image/svg+xml",
-            Some("png") => "image/png",
-            Some("json") => "application/json",
-            _ => "application/octet-stream",
+        // Vite writes text as UTF-8; browsers assume otherwise without a charset.
+        let mime = mime_guess::from_path(&file).first_or_octet_stream();
+        let content_type = if mime.type_() == mime_guess::mime::TEXT {
+            format!("{mime}; charset=utf-8")
+        } else {
+            mime.to_string()
         };
         writeln!(
             generated,

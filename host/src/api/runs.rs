@@ -10,6 +10,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_stream::wrappers::ReceiverStream;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -473,30 +474,14 @@ async fn send_event(
 }
 
 /// A stream fed by a task, ending when the task returns.
-fn async_stream<F, Fut>(f: F) -> tokio_stream_shim::ReceiverStream<Result<SseEvent, Infallible>>
+fn async_stream<F, Fut>(f: F) -> ReceiverStream<Result<SseEvent, Infallible>>
 where
     F: FnOnce(tokio::sync::mpsc::Sender<Result<SseEvent, Infallible>>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(f(tx));
-    tokio_stream_shim::ReceiverStream { rx }
-}
-
-mod tokio_stream_shim {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    pub struct ReceiverStream<T> {
-        pub rx: tokio::sync::mpsc::Receiver<T>,
-    }
-
-    impl<T> futures::Stream for ReceiverStream<T> {
-        type Item = T;
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-            self.rx.poll_recv(cx)
-        }
-    }
+    ReceiverStream::new(rx)
 }
 
 /// Stops scheduling new steps; running attempts finish. An optional

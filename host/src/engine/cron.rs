@@ -16,6 +16,19 @@
 //!   fires once, at its first occurrence — unless the hour field is `*`:
 //!   such schedules count elapsed time ("every 15 minutes") and fire in
 //!   both occurrences.
+//!
+//! Why not the `croner` crate: croner 4.0.3 (five fields, `sloppy_ranges`
+//! for `5/20`) gives the same instants on every case the tests below pin,
+//! DST included, but (1) its parse errors do not name the field ("Number
+//! out of bounds." for `61 * * * *`), while the API's 422 does and
+//! `bad_expressions_name_the_problem` and tests/schedules.rs pin that;
+//! (2) it accepts `0 0 31 2 *` and fails only when searching for a tick;
+//! (3) in a repeated hour it fires in both passes for any minute or hour
+//! field that is not a single number (`0,30 2 * * *` fires four times on
+//! the fall-back day), not only when the hour is `*`
+//! (`a_minute_list_in_a_repeated_hour_fires_once_per_wall_time` pins
+//! ours). Our parser for messages plus croner for the search would be two
+//! parsers that must agree: more code, not less.
 
 use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -413,6 +426,20 @@ mod tests {
                 "2026-10-25T01:00:00+00:00", // 02:00 CET
                 "2026-10-25T01:30:00+00:00", // 02:30 CET
                 "2026-10-25T02:00:00+00:00", // 03:00 CET
+            ]
+        );
+    }
+
+    #[test]
+    fn a_minute_list_in_a_repeated_hour_fires_once_per_wall_time() {
+        // Europe/Oslo, 2026-10-25: 02:00 and 02:30 occur twice; a list in
+        // the minute field is still a wall-clock time, fired once each.
+        assert_eq!(
+            series("0,30 2 * * *", "Europe/Oslo", "2026-10-24T12:00:00Z", 3),
+            [
+                "2026-10-25T00:00:00+00:00", // 02:00 CEST
+                "2026-10-25T00:30:00+00:00", // 02:30 CEST
+                "2026-10-26T01:00:00+00:00", // 02:00 CET next day
             ]
         );
     }

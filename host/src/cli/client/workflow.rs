@@ -92,12 +92,12 @@ fn read_definition(file: &str) -> anyhow::Result<Value> {
             serde_json::from_str(&text).with_context(|| format!("{file}: invalid JSON"))?
         }
         Some("yaml" | "yml") => {
-            serde_yaml::from_str(&text).with_context(|| format!("{file}: invalid YAML"))?
+            serde_norway::from_str(&text).with_context(|| format!("{file}: invalid YAML"))?
         }
         // YAML is (nearly) a superset of JSON: JSON first, for its exact numbers.
         _ => match serde_json::from_str(&text) {
             Ok(value) => value,
-            Err(_) => serde_yaml::from_str(&text)
+            Err(_) => serde_norway::from_str(&text)
                 .with_context(|| format!("{file}: neither JSON nor YAML"))?,
         },
     };
