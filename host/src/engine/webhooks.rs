@@ -378,13 +378,22 @@ impl Engine {
         let mut queued = 0;
         for hook in hooks {
             let events: Vec<String> = serde_json::from_str(&hook.events).unwrap_or_default();
+            let mut cursor = hook.cursor;
             loop {
+                // Most passes find nothing new: look on a reader first, and
+                // take a writer (SQLite has one) only for new events.
+                let new = {
+                    let mut conn = self.db.reader().await?;
+                    db::webhooks::events_after(&mut conn, &hook.tenant_id, cursor, 1).await?
+                };
+                if new.is_empty() {
+                    break;
+                }
                 let mut tx = self.db.begin().await?;
-                let Some(cursor) = db::webhooks::lock_for_fan_out(&mut tx, &hook.id).await? else {
+                let Some(held) = db::webhooks::lock_for_fan_out(&mut tx, &hook.id).await? else {
                     break;
                 };
-                let batch =
-                    db::webhooks::events_after(&mut tx, &hook.tenant_id, cursor, 500).await?;
+                let batch = db::webhooks::events_after(&mut tx, &hook.tenant_id, held, 500).await?;
                 let Some(last) = batch.last().map(|e| e.id) else {
                     break;
                 };
@@ -409,6 +418,7 @@ impl Engine {
                 }
                 db::webhooks::set_cursor(&mut tx, &hook.id, last).await?;
                 tx.commit().await.map_err(DbError::from)?;
+                cursor = last;
                 if batch.len() < 500 {
                     break;
                 }
