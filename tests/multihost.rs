@@ -251,20 +251,22 @@ async fn every_feed_reader_delivers_an_event_that_commits_late_once() {
         .await;
     assert_eq!(status, 201, "{hook}");
     let hook_id = hook["id"].as_str().unwrap().to_owned();
+    // Each JSON read pages from `cursor` to the end of the feed, moving it.
+    let page_through = async |cursor: &mut String, read: &mut Vec<Value>| loop {
+        let (status, page) = hosts[2].get(&format!("/v1/events?limit=2{cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        read.extend(items.iter().cloned());
+        if let Some(last) = items.last() {
+            *cursor = format!("&cursor={}", last["id"]);
+        }
+        if page["next_cursor"].is_null() {
+            return;
+        }
+    };
     // Every reader starts after the first run.
     let mut cursor = String::new();
-    loop {
-        let (_, page) = host.get(&format!("/v1/events?limit=100{cursor}")).await;
-        let last = page["items"].as_array().unwrap().last().cloned();
-        match (page["next_cursor"].as_str(), last) {
-            (Some(next), _) => cursor = format!("&cursor={next}"),
-            (None, Some(last)) => {
-                cursor = format!("&cursor={}", last["id"]);
-                break;
-            }
-            (None, None) => break,
-        }
-    }
+    page_through(&mut cursor, &mut Vec::new()).await;
     let stream = host
         .req(reqwest::Method::GET, "/v1/events")
         .header("accept", "text/event-stream")
@@ -297,18 +299,6 @@ async fn every_feed_reader_delivers_an_event_that_commits_late_once() {
     let second_id = second["id"].as_str().unwrap().to_owned();
     // The readers read while A is open (the fan-out runs on every change).
     let mut read = Vec::new();
-    let page_through = async |cursor: &mut String, read: &mut Vec<Value>| loop {
-        let (status, page) = hosts[2].get(&format!("/v1/events?limit=2{cursor}")).await;
-        assert_eq!(status, 200, "{page}");
-        let items = page["items"].as_array().unwrap();
-        read.extend(items.iter().cloned());
-        if let Some(last) = items.last() {
-            *cursor = format!("&cursor={}", last["id"]);
-        }
-        if page["next_cursor"].is_null() {
-            return;
-        }
-    };
     page_through(&mut cursor, &mut read).await;
     assert!(read.iter().all(|e| e["id"] != late), "{read:?}");
     tokio::time::sleep(Duration::from_millis(1_500)).await;

@@ -517,21 +517,11 @@ pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
     )
 }
 
-/// Steps of a tenant running now (on any host).
-pub async fn running_for_tenant(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
-    // CROSS JOIN keeps SQLite on the small partial index of running steps
-    // instead of walking every run of the tenant (Postgres has no CROSS
-    // JOIN … ON).
-    let sql = match Backend::of(conn) {
-        Backend::Sqlite => {
-            "SELECT COUNT(*) FROM steps s CROSS JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = $1"
-        }
-        Backend::Postgres => {
-            "SELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = $1"
-        }
-    };
-    Ok(sqlx::query_scalar(sql).bind(tenant).fetch_one(conn).await?)
-}
+/// Steps of a tenant running now, on SQLite: CROSS JOIN keeps it on the
+/// small partial index of running steps instead of walking every run of
+/// the tenant. (Postgres has no CROSS JOIN … ON: [`lock_and_count_running`]
+/// counts with a JOIN.)
+const RUNNING_SQLITE: &str = "SELECT COUNT(*) FROM steps s CROSS JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = $1";
 
 /// Takes the tenant's lock ([`super::tenant_lock`]) — waiting for it with
 /// `wait`, else only if no other transaction holds it — then counts the
@@ -545,7 +535,12 @@ pub async fn lock_and_count_running(
     wait: bool,
 ) -> Result<Option<i64>, DbError> {
     if Backend::of(conn) == Backend::Sqlite {
-        return Ok(Some(running_for_tenant(conn, tenant).await?));
+        return Ok(Some(
+            sqlx::query_scalar(RUNNING_SQLITE)
+                .bind(tenant)
+                .fetch_one(conn)
+                .await?,
+        ));
     }
     let mut query = Statement::new(if wait {
         "SELECT 1::int8 FROM (SELECT pg_advisory_xact_lock(hashtextextended("
