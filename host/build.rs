@@ -1,11 +1,12 @@
-//! Builds the guest workspace (`plugins/`: the SDK, the built-in plugins and
-//! the test fixtures) for `wasm32-wasip2` in one cargo invocation, then
-//! embeds the built-in plugins in the binary and tells tests where the
-//! fixtures are (`WEFT_GUEST_DIR`). Builds the Python and JavaScript
-//! guests (`tests/fixtures/{python,js}/*`) with componentize-py and
-//! componentize-js when they are installed (`WEFT_PYTHON_GUEST_DIR`,
-//! `WEFT_JS_GUEST_DIR`, empty when not). Also builds the
-//! dashboard (`ui/`, with npm and Vite) into OUT_DIR and embeds its files.
+//! Builds what the binary embeds, and only that: the built-in plugins
+//! (from the guest workspace in `plugins/`, for `wasm32-wasip2`, in one
+//! cargo invocation), the files `weft plugin new` writes, and the dashboard
+//! (`ui/`, with npm and Vite). Test fixtures are built by the tests that
+//! use them (`tests/common/guests.rs`), in the same guest target dir, which
+//! this script names to them as `WEFT_GUEST_TARGET`.
+//!
+//! Under `cargo clippy` the dashboard is not built (npm does not run): the
+//! binary it would embed it in is never linked.
 
 use std::env;
 use std::fmt::Write as _;
@@ -33,22 +34,9 @@ fn main() {
         .parent()
         .expect("host/ has a parent")
         .to_path_buf();
-    // Not all of sdk/: sdk/js/node_modules is large and watched through
-    // its lock file below.
-    for watched in [
-        "plugins",
-        "sdk/rust",
-        "sdk/python",
-        "sdk/c",
-        "sdk/go",
-        "sdk/js/weft-sdk.js",
-        "sdk/js/build.mjs",
-        "sdk/js/template",
-        "sdk/js/package.json",
-        "sdk/js/package-lock.json",
-        "wit",
-        "tests/fixtures",
-    ] {
+    // What the built-ins are built from, and the directories whose file
+    // lists the scaffold takes (included files are tracked by rustc).
+    for watched in ["plugins", "sdk/rust", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=WEFT_GUEST_TARGET_DIR");
@@ -75,28 +63,34 @@ fn main() {
     }
     generated.push_str("];\n");
     std::fs::write(out_dir.join("builtins.rs"), generated).expect("write builtins.rs");
-    println!("cargo:rustc-env=WEFT_GUEST_DIR={}", artifacts.display());
-
-    let python = build_python_guests(&root, &guest_target.join("python"));
     println!(
-        "cargo:rustc-env=WEFT_PYTHON_GUEST_DIR={}",
-        python.map(|d| d.display().to_string()).unwrap_or_default()
-    );
-    // Watched only when present: cargo treats a missing watched file as
-    // changed, which would rerun this script on every build.
-    let js_install = root.join("sdk/js/node_modules/.package-lock.json");
-    if js_install.exists() {
-        println!("cargo:rerun-if-changed={}", js_install.display());
-    }
-    let js = build_js_guests(&root, &guest_target.join("js"));
-    println!(
-        "cargo:rustc-env=WEFT_JS_GUEST_DIR={}",
-        js.map(|d| d.display().to_string()).unwrap_or_default()
+        "cargo:rustc-env=WEFT_GUEST_TARGET={}",
+        guest_target.display()
     );
 
     write_scaffold_files(&root, &out_dir);
-    build_dashboard(&root.join("ui"), &out_dir);
+    println!("cargo:rerun-if-env-changed=RUSTC_WORKSPACE_WRAPPER");
+    if clippy() {
+        std::fs::write(
+            out_dir.join("ui_assets.rs"),
+            UI_ASSETS_HEADER.to_owned() + "];\n",
+        )
+        .expect("write ui_assets.rs");
+    } else {
+        build_dashboard(&root.join("ui"), &out_dir);
+    }
 }
+
+/// Whether this is `cargo clippy`, which runs rustc through clippy-driver.
+fn clippy() -> bool {
+    env::var_os("RUSTC_WORKSPACE_WRAPPER").is_some_and(|wrapper| {
+        Path::new(&wrapper)
+            .file_stem()
+            .is_some_and(|stem| stem.to_string_lossy().starts_with("clippy-driver"))
+    })
+}
+
+const UI_ASSETS_HEADER: &str = "/// The dashboard's files: (path under /ui/, content type, bytes).\npub const UI_ASSETS: &[(&str, &str, &[u8])] = &[\n";
 
 /// `scaffold_files.rs`: what `weft plugin new` writes, per language, as
 /// (path in the new project, contents): the template, the SDK and the WIT.
@@ -196,222 +190,6 @@ fn write_scaffold_files(root: &Path, out_dir: &Path) {
     std::fs::write(out_dir.join("scaffold_files.rs"), generated).expect("write scaffold_files.rs");
 }
 
-/// componentize-py: `WEFT_COMPONENTIZE_PY`, or on the PATH.
-fn componentize_py() -> Option<(PathBuf, String)> {
-    println!("cargo:rerun-if-env-changed=WEFT_COMPONENTIZE_PY");
-    let program = env::var_os("WEFT_COMPONENTIZE_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("componentize-py"));
-    let output = Command::new(&program).arg("--version").output().ok()?;
-    output.status.success().then(|| {
-        (
-            program,
-            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-        )
-    })
-}
-
-/// Builds every `tests/fixtures/python/<name>/app.py` and
-/// `plugins/python/<name>/app.py` into `<out>/<name>.wasm` with the Python SDK. `None` without componentize-py.
-fn build_python_guests(root: &Path, out: &Path) -> Option<PathBuf> {
-    let Some((program, version)) = componentize_py() else {
-        println!(
-            "cargo:warning=componentize-py not found (scripts/test installs it): the Python plugins are not built and their tests skip"
-        );
-        return None;
-    };
-    let sdk = root.join("sdk").join("python");
-    let mut shared = Vec::new();
-    collect_files(&sdk.join("weft_sdk"), &mut shared);
-    let stage = out.join("stage");
-    let apps = ScriptedApps {
-        root,
-        language: "python",
-        entry: "app.py",
-    };
-    build_scripted_guests(apps, &shared, &version, out, |dir, wit, wasm| {
-        // componentize-py's interpreter writes __pycache__ beside what it
-        // imports: build from copies, never the source tree.
-        let staged = stage_copy(dir, &stage);
-        let sdk_copy = stage_copy(&sdk.join("weft_sdk"), &stage.join("sdk"));
-        let mut command = Command::new(&program);
-        command
-            .arg("-d")
-            .arg(wit)
-            .args(["-w", "step-plugin", "componentize", "app", "-p"])
-            .arg(&staged)
-            .arg("-p")
-            .arg(sdk_copy.parent().expect("staged under sdk/"))
-            .arg("-o")
-            .arg(wasm);
-        command
-    })
-}
-
-/// Builds every `tests/fixtures/js/<name>/app.js` and `plugins/js/<name>/app.js`
-/// into `<out>/<name>.wasm` with componentize-js (`sdk/js`, its packages installed by
-/// scripts/toolchains), the SDK copied beside the app. `None` without them.
-fn build_js_guests(root: &Path, out: &Path) -> Option<PathBuf> {
-    let js = root.join("sdk").join("js");
-    let installed = js
-        .join("node_modules")
-        .join("@bytecodealliance")
-        .join("componentize-js")
-        .join("package.json");
-    let version = std::fs::read_to_string(&installed).ok().zip(
-        Command::new("node")
-            .arg("--version")
-            .output()
-            .ok()
-            .filter(|o| o.status.success()),
-    );
-    let Some((package, node)) = version else {
-        println!(
-            "cargo:warning=componentize-js not installed in sdk/js (scripts/test installs it): the JavaScript plugins are not built and their tests skip"
-        );
-        return None;
-    };
-    let version = format!("{package}{}", String::from_utf8_lossy(&node.stdout));
-    let sdk = js.join("weft-sdk.js");
-    let shared = [sdk.clone(), js.join("build.mjs")];
-    let stage = out.join("stage");
-    let apps = ScriptedApps {
-        root,
-        language: "js",
-        entry: "app.js",
-    };
-    build_scripted_guests(apps, &shared, &version, out, |dir, wit, wasm| {
-        // componentize-js resolves relative imports from the app's own
-        // directory: stage the app with the SDK beside it.
-        let staged = stage_copy(dir, &stage);
-        std::fs::copy(&sdk, staged.join("weft-sdk.js")).expect("stage the SDK");
-        let mut command = Command::new("node");
-        command
-            .arg(js.join("build.mjs"))
-            .arg(staged.join("app.js"))
-            .arg(wit)
-            .arg(wasm)
-            .current_dir(&js);
-        command
-    })
-}
-
-/// Fixtures built for the wrong world, against `<this>/wit`.
-const WRONG_WORLD: &str = "tests/fixtures/wrong_world";
-
-/// The WIT package an app builds against: a `wit` beside its directory
-/// (the wrong-world fixtures), else the project's.
-fn wit_for(dir: &Path, wit: &Path) -> PathBuf {
-    dir.parent()
-        .map(|parent| parent.join("wit"))
-        .filter(|own| own.is_dir())
-        .unwrap_or_else(|| wit.to_path_buf())
-}
-
-/// Copies `dir` to `<stage>/<its name>` (replacing an earlier copy);
-/// returns the copy.
-fn stage_copy(dir: &Path, stage: &Path) -> PathBuf {
-    let staged = stage.join(dir.file_name().expect("named"));
-    let _ = std::fs::remove_dir_all(&staged);
-    std::fs::create_dir_all(&staged).expect("create a stage dir");
-    let mut files = Vec::new();
-    collect_files(dir, &mut files);
-    for file in files {
-        if file.components().any(|c| c.as_os_str() == "__pycache__") {
-            continue;
-        }
-        let to = staged.join(file.strip_prefix(dir).expect("under the dir"));
-        std::fs::create_dir_all(to.parent().expect("has a parent")).expect("stage dir");
-        std::fs::copy(&file, &to).expect("stage a file");
-    }
-    staged
-}
-
-/// Where a scripted language's apps are: each directory holding `entry`
-/// under `tests/fixtures/<language>`, `plugins/<language>` and the
-/// wrong-world fixtures.
-struct ScriptedApps<'a> {
-    root: &'a Path,
-    language: &'a str,
-    entry: &'a str,
-}
-
-/// Builds each app into `<out>/<name>.wasm` with the command
-/// `build(dir, wit, wasm)` gives, `wit` being the package the app builds
-/// against ([`wit_for`]), unless its inputs (the app, that WIT, `shared`,
-/// the toolchain `version`) are unchanged since the last build: a Python
-/// or JavaScript component takes seconds.
-fn build_scripted_guests(
-    apps: ScriptedApps<'_>,
-    shared: &[PathBuf],
-    version: &str,
-    out: &Path,
-    build: impl Fn(&Path, &Path, &Path) -> Command,
-) -> Option<PathBuf> {
-    std::fs::create_dir_all(out).expect("create the guest dir");
-    let ScriptedApps {
-        root,
-        language,
-        entry,
-    } = apps;
-    let project_wit = root.join("wit");
-    let roots = [
-        root.join("tests").join("fixtures").join(language),
-        root.join("plugins").join(language),
-        root.join(WRONG_WORLD),
-    ];
-    let mut dirs: Vec<PathBuf> = roots
-        .iter()
-        .filter_map(|apps| std::fs::read_dir(apps).ok())
-        .flat_map(|entries| entries.filter_map(Result::ok).map(|e| e.path()))
-        .collect();
-    dirs.retain(|d| d.join(entry).exists());
-    dirs.sort();
-    for dir in dirs {
-        let name = dir
-            .file_name()
-            .expect("named")
-            .to_string_lossy()
-            .into_owned();
-        let wit = wit_for(&dir, &project_wit);
-        let mut inputs = shared.to_vec();
-        collect_files(&wit, &mut inputs);
-        collect_files(&dir, &mut inputs);
-        inputs.retain(|p| !p.components().any(|c| c.as_os_str() == "__pycache__"));
-        inputs.sort();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&version, &mut hasher);
-        for input in &inputs {
-            std::hash::Hash::hash(&input, &mut hasher);
-            std::hash::Hash::hash(
-                &std::fs::read(input).expect("read a guest input"),
-                &mut hasher,
-            );
-        }
-        let stamp = format!("{:016x}", std::hash::Hasher::finish(&hasher));
-        let wasm = out.join(format!("{name}.wasm"));
-        let stamp_path = out.join(format!("{name}.inputs"));
-        if wasm.exists() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
-            continue;
-        }
-        // A failed build must not leave an old stamp matching a new file.
-        let _ = std::fs::remove_file(&stamp_path);
-        let output = build(&dir, &wit, &wasm)
-            .output()
-            .unwrap_or_else(|e| panic!("building {}: {e}", dir.display()));
-        if !output.status.success() {
-            panic!(
-                "building the plugin in {} failed:\n{}{}",
-                dir.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::fs::write(&stamp_path, stamp).expect("write the build stamp");
-    }
-    Some(out.to_path_buf())
-}
-
 /// Installs the dashboard's npm packages when the lock file is newer than
 /// the install, builds it with Vite into `OUT_DIR/ui` and writes
 /// `ui_assets.rs`: every file with its content type, embedded so the binary
@@ -460,9 +238,7 @@ fn build_dashboard(ui: &Path, out_dir: &Path) {
     let mut files = Vec::new();
     collect_files(&dist, &mut files);
     files.sort();
-    let mut generated = String::from(
-        "/// The dashboard's files: (path under /ui/, content type, bytes).\npub const UI_ASSETS: &[(&str, &str, &[u8])] = &[\n",
-    );
+    let mut generated = String::from(UI_ASSETS_HEADER);
     for file in files {
         let relative = file.strip_prefix(&dist).expect("under dist");
         let relative = relative.to_string_lossy().replace('\\', "/");
@@ -528,12 +304,12 @@ fn build_guests(root: &Path, guest_target: &Path) {
         .args([
             "build",
             "--release",
-            "--workspace",
             "--target",
             "wasm32-wasip2",
             "--manifest-path",
         ])
         .arg(root.join("plugins").join("Cargo.toml"))
+        .args(BUILTINS.iter().flat_map(|name| ["-p", name]))
         .env("CARGO_TARGET_DIR", guest_target);
     // What cargo sets for the host build must not leak into the guest build.
     for var in [

@@ -1,7 +1,7 @@
 //! The HTTP API end to end: a real `weft serve` on SQLite, real components
 //! built from `plugins/` and the testkit fixture.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

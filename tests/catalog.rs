@@ -2,7 +2,7 @@
 //! of a real server, the action catalog, and the rule that a summary must
 //! feed a delivery step.
 
-mod common;
+use crate::common;
 
 use common::{Server, shared, step};
 use reqwest::Method;

@@ -2,7 +2,7 @@
 //! `weft plugin inspect` and `weft plugin run`, including SMTP delivery to
 //! a real (minimal) SMTP server listening on loopback.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -10,11 +10,11 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
+    Command::new(common::weft_bin())
 }
 
 fn guest(name: &str) -> String {
-    format!("{}/{name}.wasm", env!("WEFT_GUEST_DIR"))
+    common::guests::path(name).display().to_string()
 }
 
 #[test]

@@ -1,48 +1,10 @@
 //! The administrator's CLI (`weft tenant …`, `weft key …`) through the real
 //! binary against a real `weft serve`.
 
-mod common;
+use crate::common;
 
-use std::process::{Command, Stdio};
-
+use common::cli::{Output, weft};
 use common::{ADMIN_KEY, Server};
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `weft <args>` against `server` with `key` as WEFT_KEY, in an empty
-/// directory (so no admin-key file is picked up).
-fn weft(server: &Server, key: &str, args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .current_dir(dir.path())
-        .env("WEFT_URL", &server.url)
-        .env("WEFT_KEY", key)
-        .env_remove("WEFT_DATA_DIR")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run weft");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// The last word of the stdout line starting with `prefix`.
 fn word_after<'a>(out: &'a Output, prefix: &str) -> &'a str {

@@ -1,74 +1,16 @@
 //! The integrator's CLI (`weft workflow …`, `weft run …`) through the real
 //! binary against a real `weft serve` with the testkit fixture.
 
-mod common;
+use crate::common;
 
-use std::io::Write as _;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli::{self, Output, weft_in};
 use common::{ADMIN_KEY, Server, shared};
 use serde_json::{Value, json};
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `weft <args>` in `dir` against `server`, with `stdin` if given.
-fn weft_in(
-    server: &Server,
-    dir: &Path,
-    key: Option<&str>,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("WEFT_URL", &server.url)
-        .env_remove("WEFT_KEY")
-        .env_remove("WEFT_DATA_DIR")
-        .env("RUST_LOG", "warn")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(key) = key {
-        command.env("WEFT_KEY", key);
-    }
-    let mut child = command.spawn().expect("spawn weft");
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait for weft");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 fn weft(server: &Server, args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    weft_in(server, dir.path(), Some(ADMIN_KEY), args, None)
+    cli::weft(server, ADMIN_KEY, args)
 }
 
 /// Applies and publishes a JSON definition through the CLI's stdin.

@@ -7,7 +7,7 @@
 //! Without Chromium the test is skipped with a notice, unless
 //! `WEFT_REQUIRE_BROWSER` is set (CI sets it), when it fails.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,7 +50,7 @@ fn the_dashboard_works_in_a_real_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The webhook screen posts to 127.0.0.1, which serve refuses by default.
     let mut server = Server::start_with(dir.path(), false, &["--webhook-allow-private-networks"]);
-    let testkit = Path::new(env!("WEFT_GUEST_DIR")).join("testkit.wasm");
+    let testkit = common::guests::path("testkit");
     let status = Command::new("node")
         .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
         .arg(root.join("ui/e2e/dashboard.test.mjs"))

@@ -4,7 +4,7 @@
 //! interrupted attempts were retried with the same idempotency key.
 //! (Against SQLite, and against Postgres with `WEFT_TEST_BACKEND=postgres`.)
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

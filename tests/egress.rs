@@ -4,7 +4,7 @@
 //! spelled, unless `weft serve` is told to allow it. (Webhooks: see
 //! tests/webhooks.rs.)
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

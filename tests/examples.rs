@@ -1,7 +1,7 @@
 //! The three examples under `examples/`, run as shipped through the HTTP
 //! API of a real server with the built-in plugins.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

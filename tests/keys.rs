@@ -3,7 +3,7 @@
 //! and JWTs are limited per tenant and signing key, bounded in lifetime
 //! and refused with one message whatever is wrong with them.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 

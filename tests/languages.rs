@@ -17,7 +17,7 @@
 //! Without one, that language skips with a notice, unless
 //! `WEFT_REQUIRE_PLUGIN_TOOLCHAINS` is set (CI): then it fails.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -563,7 +563,7 @@ async fn new_projects_build_with_one_command_and_run() {
         if lang == "rust" {
             build.env(
                 "CARGO_TARGET_DIR",
-                std::path::Path::new(env!("WEFT_GUEST_DIR")).join("../../../scaffold"),
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold"),
             );
         }
         let output = build.output().unwrap();
@@ -841,11 +841,7 @@ async fn c_and_go_plugins_run_in_a_workflow_through_the_api() {
 /// time: by the runtime, by `weft plugin build`, and by the upload API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_built_for_the_wrong_world_is_refused_in_every_language() {
-    let read = |path: String| std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut wrong = vec![(
-        "rust",
-        read(format!("{}/wrong_world_rs.wasm", env!("WEFT_GUEST_DIR"))),
-    )];
+    let mut wrong = vec![("rust", common::guests::rust("wrong_world_rs"))];
     for (language, name) in [("python", "wrong_world_py"), ("js", "wrong_world_js")] {
         if let Some(bytes) = common::guests::scripted(language, name) {
             wrong.push((language, bytes));

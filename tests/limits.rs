@@ -1,7 +1,7 @@
 //! Per-tenant limits: rate limits answer 429 with Retry-After, and a busy
 //! tenant's queue does not hold back another tenant's run.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,7 @@ async fn plugin_storage_has_a_quota_per_tenant() {
         false,
         &["--tenant-plugin-storage-bytes", "100000"],
     );
-    let bytes = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).unwrap();
+    let bytes = common::guests::rust("testkit");
     let (status, problem) = s.upload_plugin(bytes).await;
     assert_eq!(status, 413, "{problem}");
     assert_eq!(problem["type"], "https://weft.dev/problems/quota-exceeded");

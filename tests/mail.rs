@@ -1,7 +1,7 @@
 //! The mail outbox against a real SMTP server (aiosmtpd): delivery after
 //! an outage, permanent refusals, requeueing a failed message, paging.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

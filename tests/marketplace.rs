@@ -2,18 +2,14 @@
 //! a real `weft serve` without `--plugin-dir`, so the `testkit` fixture can
 //! be uploaded as a tenant's plugin.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 
-use common::{Server, send, step};
+use common::cli::weft;
+use common::{Server, guests, send, step};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn guest(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("WEFT_GUEST_DIR")).join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
 
 /// One server without the fixtures as shared plugins, for the whole binary.
 fn server() -> Server {
@@ -127,7 +123,7 @@ async fn upload_validates_the_component_and_refuses_duplicates() {
     let s = server();
     let t = new_tenant(&s, "up").await;
 
-    let (status, body) = t.upload(&s, guest("testkit.wasm"), None).await;
+    let (status, body) = t.upload(&s, guests::rust("testkit"), None).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["name"], "testkit");
     assert_eq!(body["version"], "0.1.0");
@@ -136,7 +132,7 @@ async fn upload_validates_the_component_and_refuses_duplicates() {
     assert_eq!(body["yanked"], false);
     assert_eq!(body["builtin"], false);
 
-    let (status, body) = t.upload(&s, guest("testkit.wasm"), None).await;
+    let (status, body) = t.upload(&s, guests::rust("testkit"), None).await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("already exists"),
@@ -168,14 +164,16 @@ async fn upload_validates_the_component_and_refuses_duplicates() {
         "{body}"
     );
 
-    let (status, body) = t.upload(&s, guest("send_email.wasm"), None).await;
+    let (status, body) = t.upload(&s, guests::rust("send_email"), None).await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("built-in"),
         "{body}"
     );
 
-    let (status, body) = t.upload(&s, guest("testkit.wasm"), Some("everyone")).await;
+    let (status, body) = t
+        .upload(&s, guests::rust("testkit"), Some("everyone"))
+        .await;
     assert_eq!(status, 422, "{body}");
 
     let (status, body) = send(
@@ -212,7 +210,7 @@ async fn private_plugins_stay_private_and_public_ones_are_listed_as_publisher_na
     let s = server();
     let a = new_tenant(&s, "pub-a").await;
     let b = new_tenant(&s, "pub-b").await;
-    let (status, body) = a.upload(&s, guest("testkit.wasm"), None).await;
+    let (status, body) = a.upload(&s, guests::rust("testkit"), None).await;
     assert_eq!(status, 201, "{body}");
     let foreign = format!("{}/testkit", a.name);
 
@@ -284,7 +282,7 @@ async fn private_plugins_stay_private_and_public_ones_are_listed_as_publisher_na
 
     // A public upload is listed straight away.
     let c = new_tenant(&s, "pub-c").await;
-    let (status, body) = c.upload(&s, guest("testkit.wasm"), Some("public")).await;
+    let (status, body) = c.upload(&s, guests::rust("testkit"), Some("public")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["visibility"], "public");
     let (_, list) = b
@@ -304,7 +302,7 @@ async fn private_plugins_stay_private_and_public_ones_are_listed_as_publisher_na
 async fn yank_keeps_pinned_runs_working_and_refuses_new_definitions() {
     let s = server();
     let t = new_tenant(&s, "yank").await;
-    let (status, body) = t.upload(&s, guest("testkit.wasm"), None).await;
+    let (status, body) = t.upload(&s, guests::rust("testkit"), None).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = t.define(&s, echo_workflow("pinned", "testkit@0")).await;
     assert_eq!(status, 201, "{body}");
@@ -355,7 +353,7 @@ async fn tiny_http_server() -> u16 {
 async fn uploaded_plugins_get_nothing_until_granted() {
     let s = server();
     let t = new_tenant(&s, "grant").await;
-    let (status, body) = t.upload(&s, guest("testkit.wasm"), None).await;
+    let (status, body) = t.upload(&s, guests::rust("testkit"), None).await;
     assert_eq!(status, 201, "{body}");
     let port = tiny_http_server().await;
     let host = format!("127.0.0.1:{port}");
@@ -459,7 +457,7 @@ async fn uploads_survive_a_restart_and_oversize_uploads_are_refused() {
         name: "restart".into(),
         key: body["admin_key"].as_str().unwrap().to_owned(),
     };
-    let (status, body) = t.upload(&s, guest("testkit.wasm"), None).await;
+    let (status, body) = t.upload(&s, guests::rust("testkit"), None).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = t.define(&s, echo_workflow("kept", "testkit@0")).await;
     assert_eq!(status, 201, "{body}");
@@ -489,7 +487,7 @@ async fn uploads_survive_a_restart_and_oversize_uploads_are_refused() {
     // Its own connection: the server may close it after refusing the body.
     let form = reqwest::multipart::Form::new().part(
         "component",
-        reqwest::multipart::Part::bytes(guest("testkit.wasm")).file_name("testkit.wasm"),
+        reqwest::multipart::Part::bytes(guests::rust("testkit")).file_name("testkit.wasm"),
     );
     let response = reqwest::Client::new()
         .post(format!("{}/v1/plugins", s.url))
@@ -503,46 +501,35 @@ async fn uploads_survive_a_restart_and_oversize_uploads_are_refused() {
     assert_eq!(body["type"], "https://weft.dev/problems/payload-too-large");
 }
 
-/// Runs `weft <args>` against the server as tenant `t`.
-fn weft(s: &Server, t: &Tenant, args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .env("WEFT_URL", &s.url)
-        .env("WEFT_KEY", &t.key)
-        .output()
-        .expect("run weft");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn cli_pushes_lists_and_grants_through_the_api() {
     let s = server();
     let t = new_tenant(&s, "cli").await;
-    let wasm = PathBuf::from(env!("WEFT_GUEST_DIR")).join("testkit.wasm");
+    let wasm = guests::path("testkit");
     let wasm = wasm.to_str().unwrap();
 
-    let (ok, out, err) = weft(&s, &t, &["plugin", "push", wasm, "--public"]);
-    assert!(ok, "{out}{err}");
-    assert!(out.contains("published testkit@0.1.0 (public"), "{out}");
-    let (ok, _, err) = weft(&s, &t, &["plugin", "push", wasm]);
-    assert!(!ok);
-    assert!(err.contains("409"), "{err}");
-
-    let (ok, out, err) = weft(&s, &t, &["plugin", "list", "-q", "testkit"]);
-    assert!(ok, "{out}{err}");
+    let out = weft(&s, &t.key, &["plugin", "push", wasm, "--public"]);
+    assert!(out.ok(), "{out:?}");
     assert!(
-        out.lines()
+        out.stdout.contains("published testkit@0.1.0 (public"),
+        "{out:?}"
+    );
+    let out = weft(&s, &t.key, &["plugin", "push", wasm]);
+    assert!(!out.ok());
+    assert!(out.stderr.contains("409"), "{out:?}");
+
+    let out = weft(&s, &t.key, &["plugin", "list", "-q", "testkit"]);
+    assert!(out.ok(), "{out:?}");
+    assert!(
+        out.stdout
+            .lines()
             .any(|l| l.starts_with("testkit ") && l.contains("public")),
-        "{out}"
+        "{out:?}"
     );
 
-    let (ok, out, err) = weft(
+    let out = weft(
         &s,
-        &t,
+        &t.key,
         &[
             "plugin",
             "grant",
@@ -554,10 +541,11 @@ async fn cli_pushes_lists_and_grants_through_the_api() {
             "--mail",
         ],
     );
-    assert!(ok, "{out}{err}");
+    assert!(out.ok(), "{out:?}");
     assert!(
-        out.contains("not granted: kv, http:*, secret:*, files"),
-        "{out}"
+        out.stdout
+            .contains("not granted: kv, http:*, secret:*, files"),
+        "{out:?}"
     );
     let (_, grants) = t
         .call(&s, Method::GET, "/v1/plugins/testkit/grants", None)

@@ -7,7 +7,7 @@
 //! Needs Postgres (see `common::pg`): skipped with a notice without one,
 //! failed in CI (`WEFT_REQUIRE_POSTGRES`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -209,7 +209,7 @@ async fn three_hosts(name: &str, extra: &[&str]) -> (Vec<Server>, Vec<tempfile::
         .iter()
         .map(|d| Server::start_with(d.path(), false, &args))
         .collect();
-    let testkit = std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).unwrap();
+    let testkit = common::guests::rust("testkit");
     let (status, uploaded) = hosts[0].upload_plugin(testkit).await;
     assert_eq!(status, 201, "{uploaded}");
     let (status, grants) = hosts[0]

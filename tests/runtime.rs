@@ -4,6 +4,8 @@
 //! capabilities, granted and denied, are checked for every language by
 //! tests/languages.rs.)
 
+use crate::common::guests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,11 +16,6 @@ use weft::runtime::{
     AttemptError, Grants, Invocation, Limits, LoadError, Plugin, Runtime, RuntimeConfig,
     StepContext,
 };
-
-fn guest(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}.wasm", env!("WEFT_GUEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 fn runtime() -> Arc<Runtime> {
     Arc::new(Runtime::new(RuntimeConfig::default()).expect("runtime"))
@@ -62,7 +59,10 @@ async fn invoke(
 }
 
 async fn testkit(runtime: &Runtime, config: Value, limits: Limits) -> Result<Value, AttemptError> {
-    let plugin = runtime.load(&guest("testkit")).await.expect("load testkit");
+    let plugin = runtime
+        .load(&guests::rust("testkit"))
+        .await
+        .expect("load testkit");
     invoke(
         runtime,
         &plugin,
@@ -78,7 +78,7 @@ async fn testkit(runtime: &Runtime, config: Value, limits: Limits) -> Result<Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_fail_with_typed_reasons_while_a_normal_plugin_completes() {
     let runtime = runtime();
-    let plugin = runtime.load(&guest("testkit")).await.unwrap();
+    let plugin = runtime.load(&guests::rust("testkit")).await.unwrap();
     let limits = Limits {
         timeout: Duration::from_secs(2),
         ..Limits::DEFAULT
@@ -224,7 +224,7 @@ async fn hostile_plugins_fail_with_typed_reasons_while_a_normal_plugin_completes
 #[tokio::test]
 async fn json_round_trips_unicode_and_large_numbers() {
     let runtime = runtime();
-    let plugin = runtime.load(&guest("testkit")).await.unwrap();
+    let plugin = runtime.load(&guests::rust("testkit")).await.unwrap();
     let input = r#"{"text":"æøå — 你好 — 🎉","big":123456789012345678901234567890,"precise":0.1000000000000000055511151231257827}"#;
     let attempt = runtime
         .invoke(
@@ -245,7 +245,7 @@ async fn json_round_trips_unicode_and_large_numbers() {
 #[tokio::test]
 async fn logs_are_captured_and_capped() {
     let runtime = runtime();
-    let plugin = runtime.load(&guest("testkit")).await.unwrap();
+    let plugin = runtime.load(&guests::rust("testkit")).await.unwrap();
     let attempt = runtime
         .invoke(
             &plugin,
@@ -322,7 +322,7 @@ async fn http_request_reaches_only_granted_hosts() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let plugin = runtime.load(&guest("http_request")).await.unwrap();
+    let plugin = runtime.load(&guests::rust("http_request")).await.unwrap();
     let config = json!({"method": "POST", "url": format!("http://{addr}/hello"), "body": "ping"});
     let memory = MemoryServices::default();
 
@@ -395,7 +395,7 @@ async fn counting_listener() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<
 
 /// Runs `http_request` granted every host; the result and the log text.
 async fn request_anywhere(runtime: &Runtime, url: &str) -> (Result<Value, AttemptError>, String) {
-    let plugin = runtime.load(&guest("http_request")).await.unwrap();
+    let plugin = runtime.load(&guests::rust("http_request")).await.unwrap();
     let memory = MemoryServices::default();
     let attempt = runtime
         .invoke(
@@ -490,7 +490,7 @@ async fn https_connects_to_the_checked_address_with_the_name_asked_for() {
 #[tokio::test]
 async fn send_email_retried_with_the_same_key_sends_once() {
     let runtime = runtime();
-    let plugin = runtime.load(&guest("send_email")).await.unwrap();
+    let plugin = runtime.load(&guests::rust("send_email")).await.unwrap();
     let memory = MemoryServices::default();
     let config = json!({"to": ["ops@example.com"], "cc": "audit@example.com", "subject": "Daily summary", "body": "All good."});
     let mut ids = Vec::new();
@@ -539,7 +539,10 @@ async fn send_email_retried_with_the_same_key_sends_once() {
 #[tokio::test]
 async fn mark_invoices_overdue_marks_unpaid_invoices_past_due() {
     let runtime = runtime();
-    let plugin = runtime.load(&guest("mark_invoices_overdue")).await.unwrap();
+    let plugin = runtime
+        .load(&guests::rust("mark_invoices_overdue"))
+        .await
+        .unwrap();
     let memory = MemoryServices::default();
     {
         let mut kv = memory.kv.entries.lock().unwrap();
@@ -661,7 +664,10 @@ async fn extract_document_reads_a_real_pdf() {
     ]);
     assert!(pdf.starts_with(b"%PDF-"));
     let runtime = runtime();
-    let plugin = runtime.load(&guest("extract_document")).await.unwrap();
+    let plugin = runtime
+        .load(&guests::rust("extract_document"))
+        .await
+        .unwrap();
     let memory = MemoryServices::default();
     memory
         .files
@@ -786,7 +792,7 @@ async fn compiled_components_survive_a_restart() {
         cache_dir: Some(dir.path().to_path_buf()),
         ..RuntimeConfig::default()
     };
-    let bytes = guest("extract_document");
+    let bytes = guests::rust("extract_document");
     let first = Runtime::new(config.clone())
         .unwrap()
         .load(&bytes)

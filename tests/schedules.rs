@@ -2,7 +2,7 @@
 //! clock is shifted with `--clock-start`, so a test starts the server two
 //! seconds before a tick instead of sleeping until it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

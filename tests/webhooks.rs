@@ -2,7 +2,7 @@
 //! server; signatures are checked by an independent implementation of
 //! Standard Webhooks verification (Python's standard library).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+#[path = "../../tests/common/guests.rs"]
+mod guests;
 mod shared;
 
 use shared::{invocation, linear_steps};
@@ -59,8 +61,7 @@ async fn measure(config: EngineConfig) {
         .expect("bootstrap");
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).expect("runtime"));
     let plugins = Plugins::default();
-    let testkit =
-        std::fs::read(format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))).expect("testkit fixture");
+    let testkit = guests::rust("testkit");
     let plugin = plugins
         .add_shared(&runtime, &testkit)
         .await

@@ -26,6 +26,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/common/guests.rs"]
+mod guests;
 mod shared;
 
 use serde_json::{Value, json};
@@ -52,7 +54,7 @@ impl Host {
             .arg(data_dir)
             .args(["--database", database, "--secrets-key", SECRETS_KEY])
             .arg("--plugin-dir")
-            .arg(env!("WEFT_GUEST_DIR"))
+            .arg(guests::dir())
             .args(extra)
             .arg("--stop-on-stdin-eof")
             .env("WEFT_ADMIN_KEY", KEY)

@@ -31,8 +31,8 @@ const CALLS: usize = 2_000;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let path = format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"));
-    let bytes = std::fs::read(&path).expect("testkit fixture built by build.rs");
+    let path = guests::path("testkit");
+    let bytes = guests::rust("testkit");
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let plugin = runtime.load(&bytes).await.expect("load");
     let floor = Floor::new(&runtime, &bytes).expect("floor");
@@ -72,7 +72,7 @@ async fn main() {
         best_raw = best_raw.min(raw_us);
         best_invoke = best_invoke.min(invoke_us);
     }
-    println!("component: {path} ({} bytes)", bytes.len());
+    println!("component: {} ({} bytes)", path.display(), bytes.len());
     println!("(a) raw floor (instantiate from InstancePre + run): {best_raw:.1} µs/call");
     println!("(b) Runtime::invoke (one attempt):                  {best_invoke:.1} µs/call");
     println!("ratio (b)/(a): {:.2}", best_invoke / best_raw);

@@ -1,10 +1,18 @@
-//! Plugins in languages beyond Rust, for the tests and benches. Python and
-//! JavaScript components come built by host/build.rs ([`scripted`]). C and
-//! Go ones are built the way an author builds them: the project (a fixture
-//! or a plugin from `plugins/`, with the SDK and WIT copied in as `weft
-//! plugin new` would) staged under the target dir and built with the real
-//! `weft plugin build`, once per process ([`build`]). Without the
-//! language's toolchain, `None` with a notice, or a failure where
+//! The plugins the tests and benches run, built where they are needed
+//! (host/build.rs builds only the built-in plugins the binary embeds):
+//! - the Rust guest workspace (`plugins/`: the built-ins and the Rust test
+//!   fixtures such as `testkit`) for wasm32-wasip2 in one cargo invocation,
+//!   once per process ([`dir`]);
+//! - Python and JavaScript components (`tests/fixtures/{python,js}/*`,
+//!   `plugins/{python,js}/*` and the wrong-world fixtures) with
+//!   componentize-py and componentize-js, skipped when their inputs are
+//!   unchanged since the last build ([`scripted`]);
+//! - C and Go ones the way an author builds them: the project (a fixture
+//!   or a plugin from `plugins/`, with the SDK and WIT copied in as `weft
+//!   plugin new` would) staged under the target dir and built with the real
+//!   `weft plugin build`, once per process ([`build`]).
+//!
+//! Without a language's toolchain, `None` with a notice, or a failure where
 //! `WEFT_REQUIRE_PLUGIN_TOOLCHAINS` is set (CI).
 //!
 //! [`contract_fixtures`] is every language's contract fixture, the list
@@ -14,7 +22,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 
 /// The repository root.
 fn root() -> PathBuf {
@@ -22,6 +31,12 @@ fn root() -> PathBuf {
         .parent()
         .expect("host/ has a parent")
         .to_path_buf()
+}
+
+/// Where the guest workspace builds (host/build.rs builds the built-ins
+/// there too, so the two share their dependencies).
+fn guest_target() -> PathBuf {
+    PathBuf::from(env!("WEFT_GUEST_TARGET"))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -33,6 +48,19 @@ fn copy_dir(from: &Path, to: &Path) {
             copy_dir(&path, &target);
         } else {
             std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            collect_files(&path, files);
+        } else {
+            files.push(path);
         }
     }
 }
@@ -50,29 +78,260 @@ fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The Python (`python`) or JavaScript (`js`) component `name` that
-/// host/build.rs built, if their toolchain was there when it ran.
+/// The directory of the Rust guest workspace's components (`<name>.wasm`
+/// for every built-in plugin and Rust fixture), built on the first call.
+pub fn dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = guest_target();
+        let mut command = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        command
+            .args([
+                "build",
+                "--release",
+                "--workspace",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root().join("plugins").join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target);
+        // Flags meant for the host must not reach the guest build.
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "RUSTC_WRAPPER",
+            "CARGO_BUILD_TARGET",
+        ] {
+            command.env_remove(var);
+        }
+        let output = command.output().expect("run cargo for the guest workspace");
+        assert!(
+            output.status.success(),
+            "building the guest workspace in plugins/ for wasm32-wasip2 failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+/// The Rust component `name` (a built-in plugin or a fixture).
+pub fn rust(name: &str) -> Vec<u8> {
+    read(&path(name).display().to_string())
+}
+
+/// Where the Rust component `name` is.
+pub fn path(name: &str) -> PathBuf {
+    dir().join(format!("{name}.wasm"))
+}
+
+/// The Python (`python`) or JavaScript (`js`) component `name`; `None`
+/// when the language's toolchain is missing and not required.
 pub fn scripted(language: &str, name: &str) -> Option<Vec<u8>> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    static JS: OnceLock<Option<PathBuf>> = OnceLock::new();
     let dir = match language {
-        "python" => env!("WEFT_PYTHON_GUEST_DIR"),
-        "js" => env!("WEFT_JS_GUEST_DIR"),
-        _ => panic!("{language} is not built by host/build.rs"),
+        "python" => PYTHON.get_or_init(|| build_python(&guest_target().join("python"))),
+        "js" => JS.get_or_init(|| build_js(&guest_target().join("js"))),
+        _ => panic!("{language} is not a scripted language"),
     };
-    if dir.is_empty() {
-        missing(language, "not found when host/build.rs ran");
+    let Some(dir) = dir else {
+        missing(
+            language,
+            "componentize-py or componentize-js is not installed (scripts/toolchains installs them)",
+        );
         return None;
+    };
+    Some(read(&format!("{}/{name}.wasm", dir.display())))
+}
+
+/// componentize-py: `WEFT_COMPONENTIZE_PY`, or on the PATH; with its version.
+fn componentize_py() -> Option<(PathBuf, String)> {
+    let program = std::env::var_os("WEFT_COMPONENTIZE_PY")
+        .map_or_else(|| PathBuf::from("componentize-py"), PathBuf::from);
+    let output = Command::new(&program).arg("--version").output().ok()?;
+    output.status.success().then(|| {
+        (
+            program,
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        )
+    })
+}
+
+/// Builds every Python app into `<out>/<name>.wasm` with the Python SDK.
+/// `None` without componentize-py.
+fn build_python(out: &Path) -> Option<PathBuf> {
+    let (program, version) = componentize_py()?;
+    let sdk = root().join("sdk").join("python");
+    let mut shared = Vec::new();
+    collect_files(&sdk.join("weft_sdk"), &mut shared);
+    let stage = out.join("stage");
+    build_scripted(
+        "python",
+        "app.py",
+        &shared,
+        &version,
+        out,
+        |dir, wit, wasm| {
+            // componentize-py's interpreter writes __pycache__ beside what it
+            // imports: build from copies, never the source tree.
+            let staged = stage_copy(dir, &stage);
+            let sdk_copy = stage_copy(&sdk.join("weft_sdk"), &stage.join("sdk"));
+            let mut command = Command::new(&program);
+            command
+                .arg("-d")
+                .arg(wit)
+                .args(["-w", "step-plugin", "componentize", "app", "-p"])
+                .arg(&staged)
+                .arg("-p")
+                .arg(sdk_copy.parent().expect("staged under sdk/"))
+                .arg("-o")
+                .arg(wasm);
+            command
+        },
+    )
+}
+
+/// Builds every JavaScript app into `<out>/<name>.wasm` with
+/// componentize-js (`sdk/js`, its packages installed by
+/// scripts/toolchains), the SDK copied beside the app. `None` without them.
+fn build_js(out: &Path) -> Option<PathBuf> {
+    let js = root().join("sdk").join("js");
+    let installed = js
+        .join("node_modules")
+        .join("@bytecodealliance")
+        .join("componentize-js")
+        .join("package.json");
+    let package = std::fs::read_to_string(&installed).ok()?;
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let version = format!("{package}{}", String::from_utf8_lossy(&node.stdout));
+    let sdk = js.join("weft-sdk.js");
+    let shared = [sdk.clone(), js.join("build.mjs")];
+    let stage = out.join("stage");
+    build_scripted("js", "app.js", &shared, &version, out, |dir, wit, wasm| {
+        // componentize-js resolves relative imports from the app's own
+        // directory: stage the app with the SDK beside it.
+        let staged = stage_copy(dir, &stage);
+        std::fs::copy(&sdk, staged.join("weft-sdk.js")).expect("stage the SDK");
+        let mut command = Command::new("node");
+        command
+            .arg(js.join("build.mjs"))
+            .arg(staged.join("app.js"))
+            .arg(wit)
+            .arg(wasm)
+            .current_dir(&js);
+        command
+    })
+}
+
+/// Copies `dir` to `<stage>/<its name>` (replacing an earlier copy);
+/// returns the copy.
+fn stage_copy(dir: &Path, stage: &Path) -> PathBuf {
+    let staged = stage.join(dir.file_name().expect("named"));
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::create_dir_all(&staged).expect("create a stage dir");
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    for file in files {
+        if file.components().any(|c| c.as_os_str() == "__pycache__") {
+            continue;
+        }
+        let to = staged.join(file.strip_prefix(dir).expect("under the dir"));
+        std::fs::create_dir_all(to.parent().expect("has a parent")).expect("stage dir");
+        std::fs::copy(&file, &to).expect("stage a file");
     }
-    Some(read(&format!("{dir}/{name}.wasm")))
+    staged
+}
+
+/// Builds each app of `language` (every directory holding `entry` under
+/// `tests/fixtures/<language>`, `plugins/<language>` and the wrong-world
+/// fixtures) into `<out>/<name>.wasm` with the command `build(dir, wit,
+/// wasm)` gives, `wit` being the package the app builds against (a `wit`
+/// beside its directory, as for the wrong-world fixtures, else the
+/// project's), unless its inputs (the app, that WIT, `shared`, the
+/// toolchain `version`) are unchanged since the last build: a Python or
+/// JavaScript component takes seconds.
+fn build_scripted(
+    language: &str,
+    entry: &str,
+    shared: &[PathBuf],
+    version: &str,
+    out: &Path,
+    build: impl Fn(&Path, &Path, &Path) -> Command,
+) -> Option<PathBuf> {
+    std::fs::create_dir_all(out).expect("create the guest dir");
+    let root = root();
+    let project_wit = root.join("wit");
+    let apps = [
+        root.join("tests").join("fixtures").join(language),
+        root.join("plugins").join(language),
+        root.join("tests").join("fixtures").join("wrong_world"),
+    ];
+    let mut dirs: Vec<PathBuf> = apps
+        .iter()
+        .filter_map(|apps| std::fs::read_dir(apps).ok())
+        .flat_map(|entries| entries.filter_map(Result::ok).map(|e| e.path()))
+        .collect();
+    dirs.retain(|d| d.join(entry).exists());
+    dirs.sort();
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .expect("named")
+            .to_string_lossy()
+            .into_owned();
+        let wit = dir
+            .parent()
+            .map(|parent| parent.join("wit"))
+            .filter(|own| own.is_dir())
+            .unwrap_or_else(|| project_wit.clone());
+        let mut inputs = shared.to_vec();
+        collect_files(&wit, &mut inputs);
+        collect_files(&dir, &mut inputs);
+        inputs.retain(|p| !p.components().any(|c| c.as_os_str() == "__pycache__"));
+        inputs.sort();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&version, &mut hasher);
+        for input in &inputs {
+            std::hash::Hash::hash(&input, &mut hasher);
+            std::hash::Hash::hash(
+                &std::fs::read(input).expect("read a guest input"),
+                &mut hasher,
+            );
+        }
+        let stamp = format!("{:016x}", std::hash::Hasher::finish(&hasher));
+        let wasm = out.join(format!("{name}.wasm"));
+        let stamp_path = out.join(format!("{name}.inputs"));
+        if wasm.exists() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
+            continue;
+        }
+        // A failed build must not leave an old stamp matching a new file.
+        let _ = std::fs::remove_file(&stamp_path);
+        let output = build(&dir, &wit, &wasm)
+            .output()
+            .unwrap_or_else(|e| panic!("building {}: {e}", dir.display()));
+        assert!(
+            output.status.success(),
+            "building the plugin in {} failed:\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(&stamp_path, stamp).expect("write the build stamp");
+    }
+    Some(out.to_path_buf())
 }
 
 /// (language, contract fixture component) for every language whose
 /// toolchain is here: the Rust testkit and `tests/fixtures/<language>/
 /// contract`, which share their modes and outputs.
 pub fn contract_fixtures() -> Vec<(&'static str, Vec<u8>)> {
-    let mut out = vec![(
-        "rust",
-        read(&format!("{}/testkit.wasm", env!("WEFT_GUEST_DIR"))),
-    )];
+    let mut out = vec![("rust", rust("testkit"))];
     for language in ["python", "js"] {
         if let Some(bytes) = scripted(language, "contract") {
             out.push((language, bytes));

@@ -20,6 +20,7 @@ pub const ADMIN_KEY: &str = "wft_test_operator_key_for_tests";
 /// own servers on 127.0.0.1, which the egress policy refuses by default.
 pub const ALLOW_LOOPBACK: [&str; 2] = ["--egress-allow", "127.0.0.1/32"];
 
+pub mod cli;
 pub mod guests;
 pub mod pg;
 pub mod smtp;
@@ -94,7 +95,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
         if plugin_dir {
-            command.arg("--plugin-dir").arg(env!("WEFT_GUEST_DIR"));
+            command.arg("--plugin-dir").arg(guests::dir());
         }
         if postgres() && !extra.contains(&"--database") {
             command.arg("--database").arg(database_url(data_dir));
