@@ -311,13 +311,16 @@ fn build_guests(root: &Path, guest_target: &Path) {
         .arg(root.join("plugins").join("Cargo.toml"))
         .args(BUILTINS.iter().flat_map(|name| ["-p", name]))
         .env("CARGO_TARGET_DIR", guest_target);
-    // What cargo sets for the host build must not leak into the guest build.
+    // What cargo sets for the host build must not leak into the guest build
+    // (a build dir set for the host's is locked by the cargo running this
+    // script: the guest build would wait for it forever).
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "RUSTC_WORKSPACE_WRAPPER",
         "RUSTC_WRAPPER",
         "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_BUILD_DIR",
         "CARGO_PRIMARY_PACKAGE",
     ] {
         command.env_remove(var);

@@ -103,6 +103,7 @@ pub fn dir() -> &'static Path {
             "RUSTC_WORKSPACE_WRAPPER",
             "RUSTC_WRAPPER",
             "CARGO_BUILD_TARGET",
+            "CARGO_BUILD_BUILD_DIR",
         ] {
             command.env_remove(var);
         }
