@@ -7,7 +7,9 @@
 //! runtime's invoke cost. Twice: with the default settings, and as a
 //! one-tenant host (the tenant may use every slot).
 //!
-//! Run: `cargo bench --bench engine`
+//! Run: `cargo bench --bench engine`; with `-- --otlp`, traces are
+//! exported (as `weft serve --otlp-endpoint` would) to a receiver in this
+//! process that decodes and counts them, to compare with traces off.
 
 #![allow(clippy::print_stdout, reason = "a bench binary prints its figures")]
 
@@ -42,10 +44,65 @@ async fn main() {
         tenant_max_running: defaults.max_parallel,
         ..EngineConfig::default()
     };
+    let traces = if std::env::args().any(|a| a == "--otlp") {
+        Some(export_traces().await)
+    } else {
+        None
+    };
     for config in [defaults, one_tenant] {
         measure(config).await;
         println!();
     }
+    if let Some((guard, spans)) = traces {
+        // Flushing blocks this thread; the exporter runs on the workers.
+        guard.shutdown();
+        println!(
+            "traces: {} spans received by the OTLP receiver",
+            spans.load(std::sync::atomic::Ordering::SeqCst)
+        );
+    }
+}
+
+/// Turns traces on, exporting to an OTLP/HTTP receiver on 127.0.0.1 that
+/// counts the spans it decodes. The ratio of traced database transactions
+/// is the default.
+async fn export_traces() -> (weft::telemetry::Guard, Arc<std::sync::atomic::AtomicUsize>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let spans = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            let request = ExportTraceServiceRequest::decode(body).expect("OTLP");
+            let n: usize = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            count.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            Vec::<u8>::new()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+    let (tracer, guard) = weft::telemetry::init(&weft::telemetry::Config {
+        endpoint: Some(endpoint),
+        db_sample_ratio: weft::telemetry::DEFAULT_DB_SAMPLE_RATIO,
+    })
+    .expect("exporter")
+    .expect("traces on");
+    tracing_subscriber::registry()
+        .with(weft::telemetry::layer(tracer))
+        .init();
+    println!("traces: on (OTLP/HTTP to a local receiver)");
+    (guard, spans)
 }
 
 async fn measure(config: EngineConfig) {

@@ -9,6 +9,7 @@
 //! - [`mail`]: SMTP delivery of outbox messages (lettre).
 //! - [`egress`]: the operator's policy on which addresses outbound
 //!   connections (plugins' HTTP, webhooks) may reach.
+//! - [`telemetry`]: traces over OTLP, off unless an endpoint is set.
 //! - [`cli`]: the `weft` command line.
 //!
 //! Dependencies point one way: `cli` → `runtime`; only `runtime` imports
@@ -22,3 +23,4 @@ pub mod egress;
 pub mod engine;
 pub mod mail;
 pub mod runtime;
+pub mod telemetry;

@@ -10,7 +10,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = weft::cli::Cli::parse();
-    weft::cli::init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,11 +20,27 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(weft::cli::run(cli)) {
+    // The trace exporter, if any, is a task on this runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match weft::cli::init_tracing(&cli) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    };
+    let code = match runtime.block_on(weft::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    // The spans still buffered go out before the runtime stops.
+    if let Some(guard) = telemetry {
+        guard.shutdown();
     }
+    code
 }

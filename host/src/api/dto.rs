@@ -738,6 +738,23 @@ pub struct IdempotencyKey {
     pub key: Option<String>,
 }
 
+/// The caller's W3C Trace Context (`POST /v1/runs`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "documents the header; the handler reads it")]
+pub struct TraceParent {
+    /// When the host exports traces, the run's span becomes a child of
+    /// this one and every attempt joins its trace; an invalid value is
+    /// ignored (the run starts a trace of its own), as W3C Trace Context
+    /// asks.
+    #[param(
+        rename = "traceparent",
+        example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        pattern = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+    )]
+    pub traceparent: Option<String>,
+}
+
 /// `PATCH /v1/plugins/{name}/{version}`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

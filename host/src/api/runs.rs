@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use super::auth::Principal;
 use super::dto::{
     EventList, EventOut, IdempotencyKey, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus,
-    StartRun, StartRunForm, TenantEventList, TenantEventOut, Terminate,
+    StartRun, StartRunForm, TenantEventList, TenantEventOut, Terminate, TraceParent,
 };
 use super::{
     ApiError, AppState, body_hash, idempotency_key, page_limit, paginate, replay, reused_key,
@@ -63,7 +63,7 @@ fn json(value: impl serde::Serialize) -> Result<Value, ApiError> {
 /// `attachment: {id, name, size, sha256, content_type}` and `file_id`.
 #[utoipa::path(post, path = "/v1/runs", tag = "runs",
     request_body(content((StartRun = "application/json"), (StartRunForm = "multipart/form-data"))),
-    params(IdempotencyKey),
+    params(IdempotencyKey, TraceParent),
     responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 404, body = ProblemDoc),
         (status = 409, description = "The workflow is archived, it refuses runs past its concurrency limit, or the `Idempotency-Key` was used with another body or is still in flight.", body = ProblemDoc),
         (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
@@ -149,6 +149,7 @@ async fn start(
                     request.version.as_deref(),
                     request.input,
                     start_key,
+                    headers.get("traceparent").and_then(|v| v.to_str().ok()),
                 )
                 .await?
         }

@@ -16,6 +16,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::telemetry::TelemetryError;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "weft",
@@ -47,19 +49,36 @@ pub enum Command {
     Key(client::KeyArgs),
 }
 
-/// Logs go to stderr so stdout stays for command output.
-pub fn init_tracing(verbose: u8) {
-    let default = match verbose {
+/// Logs go to stderr so stdout stays for command output. `weft serve` with
+/// an OTLP endpoint also exports traces: call this inside the tokio runtime
+/// and shut the returned guard down once the command is done.
+pub fn init_tracing(cli: &Cli) -> Result<Option<crate::telemetry::Guard>, TelemetryError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let default = match cli.verbose {
         0 => "warn",
         1 => "info,weft=debug",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let exporter = match &cli.command {
+        Command::Serve(args) => crate::telemetry::init(&args.telemetry())?,
+        _ => None,
+    };
+    let (tracer, guard) = exporter.unzip();
+    // Without an endpoint there is no such layer at all.
+    let otel = tracer.map(crate::telemetry::layer);
+    let _ = tracing_subscriber::registry()
+        .with(otel)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
         .try_init();
+    Ok(guard)
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

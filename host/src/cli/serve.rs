@@ -137,10 +137,36 @@ pub struct ServeArgs {
     /// `s`, `m`, `h` or `d`.
     #[arg(long, env = "WEFT_JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration)]
     jwt_max_lifetime: Duration,
+    /// Export traces over OTLP/HTTP (protobuf) to this receiver's base URL,
+    /// e.g. `http://127.0.0.1:4318` (`/v1/traces` is appended). Also on
+    /// with the standard `OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is); headers from
+    /// `OTEL_EXPORTER_OTLP_HEADERS`, the service name from
+    /// `OTEL_SERVICE_NAME` (default `weft`). Off when none is set. Spans:
+    /// `run`, `step.attempt`, `http.client.request` (a plugin's outbound
+    /// request, which carries the attempt's `traceparent`) and sampled
+    /// `db.transaction`; see the README.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Share of the scheduler's database transactions (claims, recording
+    /// results) given a `db.transaction` span when traces are exported,
+    /// from 0 (none) to 1 (all).
+    #[arg(long, env = "WEFT_OTLP_DB_SAMPLE_RATIO", default_value_t = crate::telemetry::DEFAULT_DB_SAMPLE_RATIO)]
+    otlp_db_sample_ratio: f64,
     /// Shut down when standard input closes (for supervisors and tests that
     /// must not leave a server behind).
     #[arg(long, env = "WEFT_STOP_ON_STDIN_EOF")]
     stop_on_stdin_eof: bool,
+}
+
+impl ServeArgs {
+    /// What was asked of the trace exporter.
+    pub(crate) fn telemetry(&self) -> crate::telemetry::Config {
+        crate::telemetry::Config {
+            endpoint: self.otlp_endpoint.clone(),
+            db_sample_ratio: self.otlp_db_sample_ratio,
+        }
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {

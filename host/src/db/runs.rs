@@ -25,6 +25,11 @@ pub struct RunRow {
     pub queued: bool,
     /// The schedule that started it, if one did.
     pub schedule_id: Option<String>,
+    /// The run span's W3C `traceparent`, when traces are exported: the
+    /// parent of every attempt's span, on whichever host runs it.
+    pub traceparent: Option<String>,
+    /// The caller's span (hex), parent of the run span; `None` for a root.
+    pub trace_parent_span_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +74,8 @@ impl RunRow {
             deadline_at: None,
             queued: false,
             schedule_id: None,
+            traceparent: None,
+            trace_parent_span_id: None,
         }
     }
 }
@@ -137,6 +144,8 @@ fn run(r: &AnyRow) -> RunRow {
         deadline_at: r.get("deadline_at"),
         queued: r.get::<i64, _>("queued") != 0,
         schedule_id: r.get("schedule_id"),
+        traceparent: r.get("traceparent"),
+        trace_parent_span_id: r.get("trace_parent_span_id"),
     }
 }
 
@@ -674,7 +683,7 @@ impl<'a> Writes<'a> {
     /// A new run.
     pub fn insert_run(&mut self, r: &'a RunRow) -> &mut Self {
         self.statement(
-            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id) ",
+            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id, traceparent, trace_parent_span_id) ",
         )
         .values([r], |r| {
             [
@@ -692,6 +701,8 @@ impl<'a> Writes<'a> {
                 Arg::from(r.deadline_at),
                 Arg::from(i64::from(r.queued)),
                 Arg::from(&r.schedule_id),
+                Arg::from(&r.traceparent),
+                Arg::from(&r.trace_parent_span_id),
             ]
         });
         self
@@ -909,6 +920,7 @@ async fn read_runs(
             .push(
                 "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
                     r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
+                    r.traceparent, r.trace_parent_span_id,
                     s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
                     s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at
              FROM runs r LEFT JOIN steps s ON s.run_id = r.id
@@ -937,26 +949,28 @@ async fn read_runs(
                         deadline_at: r.get(11),
                         queued: r.get::<i64, _>(12) != 0,
                         schedule_id: r.get(13),
+                        traceparent: r.get(14),
+                        trace_parent_span_id: r.get(15),
                     },
                     Vec::new(),
                 ));
             }
-            if r.get::<Option<String>, _>(14).is_some() {
+            if r.get::<Option<String>, _>(16).is_some() {
                 let (_, steps) = found.last_mut().expect("pushed above");
                 steps.push(StepRow {
-                    run_id: r.get(14),
-                    step_id: r.get(15),
-                    position: r.get(16),
-                    kind: r.get(17),
-                    status: r.get(18),
-                    attempts: r.get(19),
-                    due_at: r.get(20),
-                    lease_owner: r.get(21),
-                    lease_expires_at: r.get(22),
-                    output: r.get(23),
-                    error: r.get(24),
-                    started_at: r.get(25),
-                    ended_at: r.get(26),
+                    run_id: r.get(16),
+                    step_id: r.get(17),
+                    position: r.get(18),
+                    kind: r.get(19),
+                    status: r.get(20),
+                    attempts: r.get(21),
+                    due_at: r.get(22),
+                    lease_owner: r.get(23),
+                    lease_expires_at: r.get(24),
+                    output: r.get(25),
+                    error: r.get(26),
+                    started_at: r.get(27),
+                    ended_at: r.get(28),
                 });
             }
         }

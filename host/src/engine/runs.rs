@@ -83,6 +83,8 @@ pub(crate) struct Prepared {
     definition: std::sync::Arc<definition::Definition>,
     version: String,
     input: Value,
+    /// The starter's `traceparent` header, when it sent one.
+    caller_trace: Option<String>,
 }
 
 impl Engine {
@@ -94,8 +96,10 @@ impl Engine {
         version: Option<&str>,
         input: Value,
         key: Option<StartKey<'_>>,
+        traceparent: Option<&str>,
     ) -> Result<Started, EngineError> {
-        let prepared = self.prepare_run(tenant, workflow, version, input).await?;
+        let mut prepared = self.prepare_run(tenant, workflow, version, input).await?;
+        prepared.caller_trace = traceparent.map(str::to_owned);
         // A transaction by hand: without overlap control, BEGIN, the writes
         // and COMMIT go to the writer's thread in one round trip.
         let mut conn = db::HandTx::new(self.db.writer().await?);
@@ -197,6 +201,7 @@ impl Engine {
             definition,
             version: found.version.version.to_string(),
             input,
+            caller_trace: None,
         })
     }
 
@@ -219,6 +224,7 @@ impl Engine {
             definition,
             version,
             input,
+            caller_trace,
         } = prepared;
         let now = db::now_ms();
         let reads = matches!(origin, Origin::Manual(_)) && definition.min_interval_ms.is_some()
@@ -272,6 +278,10 @@ impl Engine {
             now,
         );
         run.queued = queued;
+        if let Some((own, parent)) = crate::telemetry::new_run(caller_trace.as_deref()) {
+            run.traceparent = Some(own);
+            run.trace_parent_span_id = parent;
+        }
         run.schedule_id = match origin {
             Origin::Schedule { id, .. } => Some(id.to_owned()),
             Origin::Manual(_) => None,

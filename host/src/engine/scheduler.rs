@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::advance::{self, Event, catch_id, run_is_terminal};
 use super::definition::{Definition, StepDef};
@@ -26,6 +27,56 @@ use crate::runtime::{Attempt, AttemptError, Invocation, Limits, StepContext};
 
 /// Most attempt results committed in one transaction.
 const RECORD_BATCH: usize = 64;
+
+/// The span of an attempt at `step`, a child of the run's `traceparent`.
+fn attempt_span(
+    run: &RunRow,
+    step: &StepRow,
+    plugin: &crate::runtime::Plugin,
+    traceparent: &str,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "step.attempt",
+        weft.run_id = %run.id,
+        weft.step_id = %step.step_id,
+        weft.tenant = %run.tenant_id,
+        weft.plugin = %plugin.info.name,
+        weft.plugin.version = %plugin.info.version,
+        weft.attempt = step.attempts,
+        weft.attempt.outcome = tracing::field::Empty,
+        weft.attempt.duration_ms = tracing::field::Empty,
+        weft.error.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    crate::telemetry::set_parent(&span, traceparent);
+    span
+}
+
+/// How the attempt ended, on its span (`None`: interrupted).
+fn record_attempt(span: &tracing::Span, attempt: Option<&Attempt>) {
+    let Some(attempt) = attempt else {
+        span.record("weft.attempt.outcome", "interrupted");
+        span.record("otel.status_code", "error");
+        return;
+    };
+    span.record(
+        "weft.attempt.duration_ms",
+        attempt.duration.as_secs_f64() * 1e3,
+    );
+    match &attempt.result {
+        Ok(_) => {
+            span.record("weft.attempt.outcome", "completed");
+        }
+        Err(e) => {
+            span.record("weft.attempt.outcome", "failed");
+            span.record("weft.error.kind", e.kind());
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", e.to_string());
+        }
+    }
+}
 
 /// A finished attempt: the step as claimed, the outcome, what the runtime
 /// reported, and the config the step saw (rendered, as JSON text).
@@ -110,7 +161,12 @@ impl Engine {
                 .store(next.is_some_and(|t| t <= now), Ordering::SeqCst);
             let mut claimed = 0;
             if free > 0 && next.is_some_and(|t| t <= now) {
-                match self.claim(free).await {
+                let claim = if crate::telemetry::sample_db() {
+                    self.claim(free).instrument(self.db_span("claim")).await
+                } else {
+                    self.claim(free).await
+                };
+                match claim {
                     Ok(steps) => {
                         claimed = steps.len();
                         for step in steps {
@@ -370,6 +426,13 @@ impl Engine {
         let renewal = self
             .clone()
             .renew_while_running(step.clone(), token.clone());
+        // The attempt's span, a child of the run's wherever this runs.
+        let span = match run.traceparent.as_deref() {
+            Some(traceparent) if crate::telemetry::enabled() => {
+                Some(attempt_span(run, step, &plugin, traceparent))
+            }
+            _ => None,
+        };
         let invocation = Invocation {
             context: StepContext {
                 tenant: run.tenant_id.clone(),
@@ -390,10 +453,17 @@ impl Engine {
             ),
             limits,
         };
+        let invoke = self
+            .runtime
+            .invoke_traced(&plugin, invocation, span.clone())
+            .instrument(span.clone().unwrap_or_else(tracing::Span::none));
         let result = tokio::select! {
-            attempt = self.runtime.invoke(&plugin, invocation) => Some(attempt),
+            attempt = invoke => Some(attempt),
             () = token.cancelled() => None,
         };
+        if let Some(span) = &span {
+            record_attempt(span, result.as_ref());
+        }
         renewal.abort();
         lock(&self.running).remove(&key);
         Ok(match result {
@@ -409,6 +479,21 @@ impl Engine {
                 (outcome, Some(attempt))
             }
         })
+    }
+
+    /// A sampled hot-path transaction's span (`operation`: claim, record).
+    fn db_span(&self, operation: &'static str) -> tracing::Span {
+        let system = match self.db.backend() {
+            db::Backend::Sqlite => "sqlite",
+            db::Backend::Postgres => "postgresql",
+        };
+        tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "db.transaction",
+            otel.kind = "client",
+            db.system.name = system,
+            db.operation.name = operation,
+        )
     }
 
     fn observe(&self, attempt: &Attempt) {
@@ -520,7 +605,13 @@ impl Engine {
                 claimed: 0,
                 holds_tenant_lock: false,
             };
-            let result = self.record_batch(batch, &mut state).await;
+            let result = if crate::telemetry::sample_db() {
+                self.record_batch(batch, &mut state)
+                    .instrument(self.db_span("record"))
+                    .await
+            } else {
+                self.record_batch(batch, &mut state).await
+            };
             // The scheduler only needs this batch if it left steps ready
             // (retries, timers, no room to claim), ended a run (queued runs
             // start) or freed slots for work the scheduler saw due.
@@ -538,6 +629,12 @@ impl Engine {
                 Ok(runs) => {
                     for change in runs {
                         self.changed(&change.run.id);
+                        if crate::telemetry::enabled()
+                            && run_is_terminal(&change.run.status)
+                            && !run_is_terminal(&change.original_run.status)
+                        {
+                            crate::telemetry::run_ended(&change.run);
+                        }
                         // Dependents claimed in the same transaction start
                         // now, without a round through the scheduler.
                         let RunChange {
@@ -910,6 +1007,8 @@ impl Engine {
         self.write_rows(tx, original_run, run, original, steps, events, now)
             .await?;
         if run_is_terminal(&run.status) && !run_is_terminal(&original_run.status) {
+            // Written, about to be committed by the caller.
+            crate::telemetry::run_ended(run);
             self.release_queued(tx, &run.tenant_id, &run.workflow_key, now)
                 .await?;
         }

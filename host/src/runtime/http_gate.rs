@@ -21,6 +21,7 @@ use http::uri::Scheme;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -36,6 +37,9 @@ pub(crate) struct HttpGate {
     /// The attempt's log: a refusal is explained there, since the guest
     /// sees only `HTTP-request-denied`.
     pub(crate) log: Arc<Mutex<LogBook>>,
+    /// The attempt's exported span, when traces are on: each request gets
+    /// a child span and carries its `traceparent`.
+    pub(crate) trace: Option<tracing::Span>,
 }
 
 /// A response whose body the guest reads, and the connection's own future.
@@ -47,7 +51,7 @@ type Sent = (
 impl WasiHttpHooks for HttpGate {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Result<Sent, Error>> + Send> {
@@ -67,14 +71,72 @@ impl WasiHttpHooks for HttpGate {
         let _ = fut;
         let egress = self.egress.clone();
         let log = self.log.clone();
-        Box::new(async move {
-            let (response, io) = send(request, options, egress, log).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        let span = match &self.trace {
+            Some(attempt) => request_span(attempt, &mut request),
+            None => tracing::Span::none(),
+        };
+        Box::new(
+            async move {
+                let sent = send(request, options, egress, log).await;
+                let span = tracing::Span::current();
+                match &sent {
+                    Ok((response, _)) => {
+                        span.record(
+                            "http.response.status_code",
+                            i64::from(response.status().as_u16()),
+                        );
+                        if response.status().is_server_error() {
+                            span.record("otel.status_code", "error");
+                        }
+                    }
+                    Err(e) => {
+                        span.record("otel.status_code", "error");
+                        span.record("otel.status_description", e.to_string());
+                    }
+                }
+                let (response, io) = sent?;
+                Ok((
+                    response.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                ))
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// The span of an outbound request, a child of the attempt's; the request
+/// gets its `traceparent` so the server it reaches joins the trace. It
+/// lasts until the response's head arrives.
+fn request_span(attempt: &tracing::Span, request: &mut http::Request<WasiBody>) -> tracing::Span {
+    let uri = request.uri();
+    let tls = uri.scheme() == Some(&Scheme::HTTPS);
+    // No query: it may hold credentials.
+    let url = format!(
+        "{}://{}{}",
+        if tls { "https" } else { "http" },
+        uri.authority().map_or("", http::uri::Authority::as_str),
+        uri.path()
+    );
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        parent: attempt,
+        "http.client.request",
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        server.address = uri.host().unwrap_or_default(),
+        server.port = i64::from(uri.port_u16().unwrap_or(if tls { 443 } else { 80 })),
+        url.full = url,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    if let Some(value) =
+        crate::telemetry::traceparent_of(&span).and_then(|t| http::HeaderValue::from_str(&t).ok())
+    {
+        request.headers_mut().insert("traceparent", value);
+    }
+    span
 }
 
 /// A byte stream, plain or TLS.

@@ -276,6 +276,7 @@ impl Runtime {
             Grants::default(),
             DESCRIBE_LIMITS,
             &log,
+            None,
         );
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -304,8 +305,20 @@ impl Runtime {
     /// Runs one attempt of `plugin`. Never panics and never returns early
     /// because of anything the guest does; dropping the returned future
     /// interrupts the attempt (that is how a run is terminated).
-    #[tracing::instrument(skip_all, fields(plugin = %plugin.info.name, run_id = %invocation.context.run_id, step_id = %invocation.context.step_id, attempt = invocation.context.attempt))]
     pub async fn invoke(&self, plugin: &Plugin, invocation: Invocation<'_>) -> Attempt {
+        self.invoke_traced(plugin, invocation, None).await
+    }
+
+    /// [`Self::invoke`] within a trace: `trace` is the attempt's exported
+    /// span, the parent of a span per outbound HTTP request, whose
+    /// `traceparent` the request carries.
+    #[tracing::instrument(skip_all, fields(plugin = %plugin.info.name, run_id = %invocation.context.run_id, step_id = %invocation.context.step_id, attempt = invocation.context.attempt))]
+    pub async fn invoke_traced(
+        &self,
+        plugin: &Plugin,
+        invocation: Invocation<'_>,
+        trace: Option<tracing::Span>,
+    ) -> Attempt {
         let started = Instant::now();
         // The semaphore is never closed, so acquiring only waits.
         let _slot = self.slots.acquire().await;
@@ -319,6 +332,7 @@ impl Runtime {
             invocation.grants,
             limits,
             &log,
+            trace,
         );
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -369,6 +383,7 @@ impl Runtime {
         grants: Grants,
         limits: Limits,
         log: &Arc<Mutex<LogBook>>,
+        trace: Option<tracing::Span>,
     ) -> Store<Sandbox> {
         let (wasi, outputs) = sandbox::empty_wasi(log);
         let sandbox = Sandbox {
@@ -379,6 +394,7 @@ impl Runtime {
                 grants: grants.clone(),
                 egress: self.config.egress.clone(),
                 log: log.clone(),
+                trace,
             },
             limiter: MemoryLimiter {
                 limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
