@@ -39,6 +39,8 @@ mod mail;
 mod marketplace;
 /// Several hosts on one Postgres database.
 mod multihost;
+/// Traces exported over OTLP to a receiver decoding the official messages.
+mod otel;
 /// The sandbox against real components.
 mod runtime;
 /// Schedules and overlap control.

@@ -4,7 +4,7 @@
 //! that trace across a restart: run → attempt → outbound request, and the
 //! server the plugin called receives the request's `traceparent`.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
