@@ -9,6 +9,7 @@
 //! - [`mail`]: SMTP delivery of outbox messages (lettre).
 //! - [`egress`]: the operator's policy on which addresses outbound
 //!   connections (plugins' HTTP, webhooks) may reach.
+//! - [`oci`]: plugins as OCI artifacts (push, pull, registry credentials).
 //! - [`cli`]: the `weft` command line.
 //!
 //! Dependencies point one way: `cli` → `runtime`; only `runtime` imports
@@ -21,4 +22,5 @@ pub mod db;
 pub mod egress;
 pub mod engine;
 pub mod mail;
+pub mod oci;
 pub mod runtime;
