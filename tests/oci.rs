@@ -244,6 +244,11 @@ fn oci_server(allow: &str, docker: &Path) -> (Server, tempfile::TempDir) {
     (server, dir)
 }
 
+/// `GET path` as `key`.
+async fn get(s: &Server, key: &str, path: &str) -> (u16, Value) {
+    call(s, key, Method::GET, path, json!(null)).await
+}
+
 /// `POST /v1/plugins {"oci": reference}` as `key`.
 async fn add(s: &Server, key: &str, reference: &str) -> (u16, Value) {
     call(
@@ -420,7 +425,7 @@ async fn a_plugin_is_added_from_a_registry_by_tag_or_digest_and_runs() {
     };
     let digest_ref = format!("{}/weft/testkit@{digest}", registry.host);
 
-    let (s, _dir) = oci_server(&format!("ghcr.io,{}", registry.host), docker.path());
+    let (s, dir) = oci_server(&format!("ghcr.io,{}", registry.host), docker.path());
 
     // By tag: stored like an upload, pinned to the manifest digest.
     let a = new_tenant(&s, "oci-tag").await;
@@ -432,14 +437,7 @@ async fn a_plugin_is_added_from_a_registry_by_tag_or_digest_and_runs() {
     assert_eq!(body["sha256"], hex::encode(Sha256::digest(testkit())));
     assert_eq!(body["oci"]["reference"], tag_ref.as_str());
     assert_eq!(body["oci"]["digest"], digest.as_str());
-    let (status, got) = call(
-        &s,
-        &a,
-        Method::GET,
-        "/v1/plugins/testkit/0.1.0",
-        json!(null),
-    )
-    .await;
+    let (status, got) = get(&s, &a, "/v1/plugins/testkit/0.1.0").await;
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["oci"]["digest"], digest.as_str());
 
@@ -499,6 +497,25 @@ async fn a_plugin_is_added_from_a_registry_by_tag_or_digest_and_runs() {
         body["detail"].as_str().unwrap().contains("not found"),
         "{body}"
     );
+
+    // The source is stored with the version: a restart (with no registry
+    // allowed now) still shows it, and the plugin still runs.
+    drop(s);
+    let s = Server::start_with_env(dir.path(), false, &[], &[]);
+    let (status, got) = get(&s, &a, "/v1/plugins/testkit/0.1.0").await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["oci"]["reference"], tag_ref.as_str(), "{got}");
+    assert_eq!(got["oci"]["digest"], digest.as_str(), "{got}");
+    let (status, run) = call(
+        &s,
+        &a,
+        Method::POST,
+        "/v1/runs",
+        json!({"workflow": "from-tag", "input": {"hello": "again"}, "wait_ms": 60000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(step(&run, "a")["output"]["hello"], "again", "{run}");
 }
 
 #[tokio::test]
@@ -531,7 +548,7 @@ async fn registries_the_operator_has_not_allowed_are_refused() {
     let t = new_tenant(&s, "oci-other").await;
     let (status, body) = add(&s, &t, &reference).await;
     assert_eq!(status, 403, "{body}");
-    let (status, list) = call(&s, &t, Method::GET, "/v1/plugins?q=testkit", json!(null)).await;
+    let (status, list) = get(&s, &t, "/v1/plugins?q=testkit").await;
     assert_eq!(status, 200);
     assert_eq!(list["items"], json!([]), "{list}");
 }
@@ -588,7 +605,7 @@ async fn content_that_does_not_match_its_digest_is_refused() {
     let wrong = format!("{}/weft/tampered@{}", registry.host, sha256(b"other"));
     let (status, body) = add(&s, &t, &wrong).await;
     assert_eq!(status, 422, "{body}");
-    let (_, list) = call(&s, &t, Method::GET, "/v1/plugins?q=testkit", json!(null)).await;
+    let (_, list) = get(&s, &t, "/v1/plugins?q=testkit").await;
     assert_eq!(list["items"], json!([]), "{list}");
 }
 
