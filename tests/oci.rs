@@ -610,6 +610,59 @@ async fn content_that_does_not_match_its_digest_is_refused() {
 }
 
 #[tokio::test]
+async fn a_component_over_the_upload_limit_is_refused_as_an_upload_is() {
+    // The registry is bound so it lives until the end of the test.
+    let Some(Pushed {
+        registry: _registry,
+        docker,
+        reference,
+        ..
+    }) = pushed("weft/testkit")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        false,
+        &["--oci-allow", "127.0.0.1", "--max-upload-bytes", "1000"],
+        &[("DOCKER_CONFIG", docker.path().to_str().unwrap())],
+    );
+    let t = new_tenant(&s, "oci-big").await;
+    let (status, body) = add(&s, &t, &reference).await;
+    assert_eq!(status, 413, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("1000-byte limit"), "{body}");
+    assert_eq!(
+        body["type"], "https://weft.dev/problems/payload-too-large",
+        "{body}"
+    );
+
+    // The CLI's own limit, likewise.
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("big.wasm");
+    let output = weft(
+        docker.path(),
+        &[
+            "plugin",
+            "pull",
+            &format!("oci://{reference}"),
+            "--max-bytes",
+            "1000",
+            "-o",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("1000-byte limit"),
+        "{}",
+        text(&output)
+    );
+    assert!(!target.exists());
+}
+
+#[tokio::test]
 async fn a_private_registry_takes_credentials_from_the_docker_config() {
     if !available(REGISTRY_BIN, "docker-registry") || !available(HTPASSWD_BIN, "apache2-utils") {
         return;
