@@ -39,6 +39,8 @@ mod mail;
 mod marketplace;
 /// Several hosts on one Postgres database.
 mod multihost;
+/// Plugins pushed to and pulled from a real OCI registry.
+mod oci;
 /// Traces exported over OTLP to a receiver decoding the official messages.
 mod otel;
 /// The sandbox against real components.

@@ -32,16 +32,8 @@ struct Tenant {
 }
 
 async fn new_tenant(s: &Server, prefix: &str) -> Tenant {
-    let name = format!(
-        "{prefix}-{}",
-        &uuid::Uuid::now_v7().simple().to_string()[20..]
-    );
-    let (status, body) = s.post("/v1/tenants", json!({"name": name})).await;
-    assert_eq!(status, 201, "{body}");
-    Tenant {
-        name,
-        key: body["admin_key"].as_str().expect("admin_key").to_owned(),
-    }
+    let (name, key) = s.new_tenant(prefix).await;
+    Tenant { name, key }
 }
 
 impl Tenant {

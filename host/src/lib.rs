@@ -10,6 +10,7 @@
 //! - [`egress`]: the operator's policy on which addresses outbound
 //!   connections (plugins' HTTP, webhooks) may reach.
 //! - [`telemetry`]: traces over OTLP, off unless an endpoint is set.
+//! - [`oci`]: plugins as OCI artifacts (push, pull, registry credentials).
 //! - [`cli`]: the `weft` command line.
 //!
 //! Dependencies point one way: `cli` → `runtime`; only `runtime` imports
@@ -22,5 +23,6 @@ pub mod db;
 pub mod egress;
 pub mod engine;
 pub mod mail;
+pub mod oci;
 pub mod runtime;
 pub mod telemetry;

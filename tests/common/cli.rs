@@ -1,5 +1,6 @@
 //! The `weft` CLI as a user runs it, against a test server.
 
+use std::ffi::OsStr;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,6 +17,12 @@ pub struct Output {
 impl Output {
     pub fn ok(&self) -> bool {
         self.code == 0
+    }
+
+    /// Exit code, stdout and stderr in one text, for messages and
+    /// searches.
+    pub fn text(&self) -> String {
+        format!("{self:?}")
     }
 }
 
@@ -45,7 +52,31 @@ pub fn weft_in(
         .env("WEFT_URL", &server.url)
         .env_remove("WEFT_KEY")
         .env_remove("WEFT_DATA_DIR")
+        .env("RUST_LOG", "warn");
+    if let Some(key) = key {
+        command.env("WEFT_KEY", key);
+    }
+    run(command, stdin)
+}
+
+/// Runs `weft <args>` that needs no server (`weft plugin pull`, say) in an
+/// empty directory, with `env` set.
+pub fn weft_alone(env: &[(&str, &OsStr)], args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(weft_bin());
+    command
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("WEFT_URL")
+        .env_remove("WEFT_KEY")
+        .env_remove("WEFT_DATA_DIR")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied());
+    run(command, None)
+}
+
+fn run(mut command: Command, stdin: Option<&str>) -> Output {
+    command
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -53,9 +84,6 @@ pub fn weft_in(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(key) = key {
-        command.env("WEFT_KEY", key);
-    }
     let mut child = command.spawn().expect("spawn weft");
     if let Some(text) = stdin {
         let mut pipe = child.stdin.take().expect("stdin");

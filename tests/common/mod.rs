@@ -191,6 +191,19 @@ impl Server {
         .await
     }
 
+    /// Creates a tenant named `<prefix>-<unique suffix>` as the operator;
+    /// its name and admin key.
+    pub async fn new_tenant(&self, prefix: &str) -> (String, String) {
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        );
+        let (status, body) = self.post("/v1/tenants", json!({"name": name})).await;
+        assert_eq!(status, 201, "{body}");
+        let key = body["admin_key"].as_str().expect("admin_key").to_owned();
+        (name, key)
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, None).await
     }

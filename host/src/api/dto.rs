@@ -592,6 +592,36 @@ pub struct PluginOut {
     pub output_schema: Value,
     pub sha256: String,
     pub size_bytes: usize,
+    /// The OCI artifact this version was pulled from; `null` for an
+    /// uploaded component and for built-ins.
+    pub oci: Option<PluginOciSource>,
+}
+
+/// Where a plugin version pulled from an OCI registry came from.
+#[derive(Serialize, ToSchema)]
+pub struct PluginOciSource {
+    /// The reference as given (by tag or by digest), registry included.
+    #[schema(example = "registry.example.com/acme/echo:1.0.0")]
+    pub reference: String,
+    /// The manifest digest the reference was pinned to when the plugin
+    /// was stored: `<registry>/<repository>@<digest>` names these bytes.
+    #[schema(example = "sha256:3b0c…")]
+    pub digest: String,
+}
+
+/// `POST /v1/plugins` with `Content-Type: application/json`: the component
+/// is pulled from an OCI registry the operator allows (`--oci-allow`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginFromOci {
+    /// `host[:port]/namespace/name:tag` or `…/name@sha256:<digest>`; an
+    /// `oci://` prefix is accepted. A tag is resolved and pinned to its
+    /// manifest digest when the plugin is stored.
+    #[schema(example = "registry.example.com/acme/echo:1.0.0")]
+    pub oci: String,
+    /// `private` (default) or `public`.
+    #[schema(value_type = Option<PluginVisibility>, nullable = false)]
+    pub visibility: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::engine::marketplace::PluginError;
 use crate::engine::{EngineError, Problem};
+use crate::oci::OciError;
 
 /// Base of every problem `type` URI.
 const TYPE_BASE: &str = "https://weft.dev/problems/";
@@ -44,6 +45,18 @@ pub enum ApiError {
     TooManyRequests { retry_after: u64 },
     #[error("{0}")]
     Unprocessable(String),
+    /// Refused by the operator's configuration (e.g. a registry not in
+    /// `--oci-allow`), whatever the key's scopes.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Something other than the request body is too large (a pulled
+    /// component); the message names it and the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// An upstream server (an OCI registry) failed or sent content that
+    /// does not match its digest.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("the workflow definition is invalid")]
     InvalidDefinition(Vec<Problem>),
     #[error("internal error")]
@@ -55,8 +68,10 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::NotAllowed(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Conflict(_) | Self::Overlap { .. } | Self::IdempotencyInFlight(_) => {
                 StatusCode::CONFLICT
             }
@@ -75,6 +90,9 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::NotAllowed(_) => "not-allowed",
+            Self::TooLarge(_) => "payload-too-large",
+            Self::BadGateway(_) => "bad-gateway",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
             Self::IdempotencyInFlight(_) => "idempotency-in-flight",
@@ -158,6 +176,18 @@ impl From<PluginError> for ApiError {
             PluginError::QuotaExceeded(m) => Self::QuotaExceeded(m),
             PluginError::NotFound(what) => Self::NotFound(what),
             PluginError::Runtime(m) => Self::Internal(m),
+            PluginError::RegistryNotAllowed(m) => Self::NotAllowed(m),
+            PluginError::Oci(e) => match e {
+                OciError::InvalidReference(_) => Self::BadRequest(e.to_string()),
+                OciError::NotFound(_) | OciError::Unauthorized(_) | OciError::NotWasm(_) => {
+                    Self::Unprocessable(e.to_string())
+                }
+                OciError::TooLarge { .. } => Self::TooLarge(e.to_string()),
+                OciError::DigestMismatch(_) | OciError::Registry { .. } => {
+                    Self::BadGateway(e.to_string())
+                }
+                OciError::Credentials(_) => Self::Internal(e.to_string()),
+            },
             PluginError::Db(e) => Self::Internal(e.to_string()),
         }
     }

@@ -2,9 +2,8 @@
 //! capability grants; and `/v1/action-catalog`.
 
 use axum::Json;
-use axum::extract::multipart::MultipartRejection;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,8 +11,8 @@ use utoipa_axum::routes;
 
 use super::auth::Principal;
 use super::dto::{
-    Catalog, CatalogEntry, GrantsDoc, GrantsOut, PluginList, PluginOut, PluginPatch, PluginUpload,
-    ProblemDoc,
+    Catalog, CatalogEntry, GrantsDoc, GrantsOut, PluginFromOci, PluginList, PluginOciSource,
+    PluginOut, PluginPatch, PluginUpload, ProblemDoc,
 };
 use super::{ApiError, AppState};
 use crate::engine::marketplace::GrantView;
@@ -57,6 +56,14 @@ fn out(e: &Entry) -> PluginOut {
         output_schema: p.info.output_schema.clone(),
         sha256: p.hash.clone(),
         size_bytes: p.size,
+        oci: e
+            .listing
+            .as_ref()
+            .and_then(|l| l.oci.as_ref())
+            .map(|o| PluginOciSource {
+                reference: o.reference.clone(),
+                digest: o.digest.clone(),
+            }),
     }
 }
 
@@ -177,26 +184,85 @@ async fn version(
         .ok_or_else(|| ApiError::NotFound(format!("plugin {name}@{version}")))
 }
 
-/// Uploads a component (`multipart/form-data`: `component`, optional
-/// `visibility`). It is validated against the `weft:plugin` world, compiled
-/// and described; name and version come from its `describe()`.
+/// Adds a plugin version: either uploads a component
+/// (`multipart/form-data`: `component`, optional `visibility`), or pulls one
+/// from an OCI registry the operator allows (`application/json`:
+/// `{"oci": "host/ns/name:tag" | "host/ns/name@sha256:…", "visibility"?}`;
+/// a tag is pinned to its manifest digest). Either way it is validated
+/// against the `weft:plugin` world, compiled and described; name and
+/// version come from its `describe()`.
 #[utoipa::path(post, path = "/v1/plugins", tag = "plugins",
-    request_body(content = PluginUpload, content_type = "multipart/form-data"),
+    request_body(content(
+        (PluginUpload = "multipart/form-data"),
+        (PluginFromOci = "application/json"),
+    )),
     responses((status = 201, body = PluginOut), (status = 400, body = ProblemDoc),
+        (status = 403, body = ProblemDoc, description = "the OCI registry is not in the server's `--oci-allow`"),
         (status = 409, body = ProblemDoc), (status = 413, body = ProblemDoc),
-        (status = 415, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+        (status = 415, body = ProblemDoc), (status = 422, body = ProblemDoc),
+        (status = 502, body = ProblemDoc, description = "the OCI registry failed, or its content does not match its digest")))]
 async fn upload(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
-    form: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<(StatusCode, Json<PluginOut>), ApiError> {
     principal.require("plugins:publish")?;
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    let entry = if is_json {
+        from_oci(&state, &principal, request).await?
+    } else {
+        from_form(&state, &principal, request).await?
+    };
+    Ok((StatusCode::CREATED, Json(out(&entry))))
+}
+
+/// Largest JSON body of a pull request: a reference and a visibility.
+const OCI_BODY_LIMIT: usize = 16 << 10;
+
+async fn from_oci(
+    state: &AppState,
+    principal: &Principal,
+    request: Request,
+) -> Result<Entry, ApiError> {
+    let bytes = axum::body::to_bytes(request.into_body(), OCI_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(OCI_BODY_LIMIT))?;
+    let shape = "{\"oci\": \"host/namespace/name:tag\", \"visibility\"?: \"private\"|\"public\"}";
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the JSON body must be {shape}: {e}")))?;
+    // JSON is only for pulling; a component itself is uploaded as a form.
+    if value.get("oci").is_none() {
+        return Err(ApiError::Unsupported(format!(
+            "a JSON body pulls the plugin from an OCI registry and must be {shape}; upload a component as multipart/form-data with a `component` file field"
+        )));
+    }
+    let body: PluginFromOci = serde_json::from_value(value)
+        .map_err(|e| ApiError::BadRequest(format!("the JSON body must be {shape}: {e}")))?;
+    let listed = match &body.visibility {
+        Some(text) => visibility(text)?,
+        None => Visibility::Private,
+    };
+    Ok(state
+        .engine
+        .plugin_from_oci(&principal.tenant_id, &body.oci, listed)
+        .await?)
+}
+
+async fn from_form(
+    state: &AppState,
+    principal: &Principal,
+    request: Request,
+) -> Result<Entry, ApiError> {
     let limit = state.engine.config.max_upload_bytes;
-    super::refuse_declared_over(&headers, limit)?;
-    let mut form = form.map_err(|_| {
+    super::refuse_declared_over(request.headers(), limit)?;
+    let mut form = Multipart::from_request(request, state).await.map_err(|_| {
         ApiError::Unsupported(
-            "send the plugin as multipart/form-data with a `component` file field".into(),
+            "send the plugin as multipart/form-data with a `component` file field, or as application/json {\"oci\": \"host/namespace/name:tag\"} to pull it from an OCI registry".into(),
         )
     })?;
     let multipart_error = super::multipart_error(limit);
@@ -218,11 +284,10 @@ async fn upload(
     let component = component.ok_or_else(|| {
         ApiError::BadRequest("the form has no `component` field with the .wasm file".into())
     })?;
-    let entry = state
+    Ok(state
         .engine
         .upload_plugin(&principal.tenant_id, &component, listed)
-        .await?;
-    Ok((StatusCode::CREATED, Json(out(&entry))))
+        .await?)
 }
 
 /// Yanks one of this tenant's versions: runs already pinned to it keep

@@ -9,6 +9,7 @@ mod build;
 mod client;
 mod plugin;
 mod plugin_client;
+mod plugin_oci;
 mod scaffold;
 mod serve;
 

@@ -1,7 +1,8 @@
 //! `weft plugin run` and `weft plugin inspect`: the plugin author's local
 //! loop, with in-memory key-value store, outbox, files and secrets.
 //! `new` scaffolds a project (see [`super::scaffold`]).
-//! `push`, `list` and `grant` talk to a server (see [`super::plugin_client`]).
+//! `push`, `list` and `grant` talk to a server (see [`super::plugin_client`]);
+//! `push oci://…` and `pull` to an OCI registry (see [`super::plugin_oci`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,8 +34,13 @@ pub enum PluginCommand {
         /// A `.wasm` component, or the name of a built-in plugin.
         component: String,
     },
-    /// Upload a component to a server as this tenant's plugin.
+    /// Upload a component to a server as this tenant's plugin
+    /// (`push FILE`), or push it to an OCI registry
+    /// (`push oci://host/namespace/name:version FILE`).
     Push(PushArgs),
+    /// Download a component from an OCI registry
+    /// (`pull oci://host/namespace/name:tag|@sha256:… [-o FILE]`).
+    Pull(super::plugin_oci::PullArgs),
     /// List the plugins this tenant can use on a server.
     List(ListArgs),
     /// Set what a plugin may use in this tenant (replaces earlier grants).
@@ -121,6 +127,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Inspect { component } => inspect(&component).await,
         PluginCommand::Run(args) => run_attempt(*args).await,
         PluginCommand::Push(args) => plugin_client::push(args).await,
+        PluginCommand::Pull(args) => super::plugin_oci::pull(args).await,
         PluginCommand::List(args) => plugin_client::list(args).await,
         PluginCommand::Grant(args) => plugin_client::grant(args).await,
     }

@@ -15,11 +15,19 @@ use super::client::{Client, Connection};
 pub struct PushArgs {
     #[command(flatten)]
     connection: Connection,
-    /// The component (`.wasm`); name and version come from its describe().
-    file: PathBuf,
+    /// The component (`.wasm`) to upload to the server; name and version
+    /// come from its describe(). Or `oci://host/namespace/name:version`,
+    /// followed by the component, to push it to that OCI registry instead.
+    #[arg(value_name = "FILE | oci://REFERENCE")]
+    target: String,
+    /// The component, after an `oci://` reference.
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
     /// List it in every tenant's catalog as `<your tenant>/<name>`.
     #[arg(long)]
     public: bool,
+    #[command(flatten)]
+    registry: super::plugin_oci::RegistryArgs,
 }
 
 /// `weft plugin list`.
@@ -72,10 +80,27 @@ fn success(what: &str, status: reqwest::StatusCode, body: Value) -> anyhow::Resu
 }
 
 pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    let path = match (args.target.starts_with("oci://"), &args.file) {
+        (true, Some(file)) => {
+            if args.public {
+                anyhow::bail!(
+                    "--public is for a server's catalog; a registry decides who may pull"
+                );
+            }
+            return super::plugin_oci::push(&args.target, file, &args.registry).await;
+        }
+        (true, None) => anyhow::bail!(
+            "name the component to push after the reference: weft plugin push {} FILE",
+            args.target
+        ),
+        (false, Some(_)) => anyhow::bail!(
+            "to push to an OCI registry, start the reference with oci:// (weft plugin push oci://host/namespace/name:version FILE); to upload to a server, name only the file"
+        ),
+        (false, None) => PathBuf::from(&args.target),
+    };
     let client = Client::new(&args.connection)?;
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let file_name = args.file.file_name().map_or_else(
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file_name = path.file_name().map_or_else(
         || "plugin.wasm".into(),
         |n| n.to_string_lossy().into_owned(),
     );

@@ -153,6 +153,29 @@ pub struct ServeArgs {
     /// from 0 (none) to 1 (all).
     #[arg(long, env = "WEFT_OTLP_DB_SAMPLE_RATIO", default_value_t = crate::telemetry::DEFAULT_DB_SAMPLE_RATIO)]
     otlp_db_sample_ratio: f64,
+    /// OCI registries (`host` or `host:port`, comma-separated) from which
+    /// `POST /v1/plugins {"oci": "host/ns/name:tag"}` may pull plugins.
+    /// None by default. Credentials come from the Docker config file
+    /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, `auths`);
+    /// without an entry the registry is used anonymously.
+    #[arg(
+        long,
+        env = "WEFT_OCI_ALLOW",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    oci_allow: Vec<String>,
+    /// Registries reached over plain HTTP instead of HTTPS
+    /// (comma-separated). Loopback registries (`localhost`, `127.0.0.1`,
+    /// `[::1]`) always are; use this only for a registry on a trusted
+    /// network.
+    #[arg(
+        long,
+        env = "WEFT_OCI_PLAIN_HTTP",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    oci_plain_http: Vec<String>,
     /// Shut down when standard input closes (for supervisors and tests that
     /// must not leave a server behind).
     #[arg(long, env = "WEFT_STOP_ON_STDIN_EOF")]
@@ -312,6 +335,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(1)),
                 disable_after: args.webhook_disable_after.max(1),
                 hold: args.hold_webhooks,
+            },
+            oci: crate::engine::OciConfig {
+                allow: args.oci_allow.clone(),
+                registries: crate::oci::RegistryOptions {
+                    plain_http: args.oci_plain_http.clone(),
+                },
             },
             ..EngineConfig::default()
         },

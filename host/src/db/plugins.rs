@@ -21,6 +21,10 @@ pub struct PluginRow {
     pub info: String,
     pub created_at: i64,
     pub yanked_at: Option<i64>,
+    /// The OCI reference it was pulled from, as given; `None` if uploaded.
+    pub oci_reference: Option<String>,
+    /// The manifest digest that reference was pinned to.
+    pub oci_digest: Option<String>,
 }
 
 /// A tenant's grants for one plugin, as stored.
@@ -63,8 +67,9 @@ pub async fn blob(conn: &mut Conn, sha256: &str) -> Result<Option<Vec<u8>>, DbEr
 /// unique violation.
 pub async fn insert(conn: &mut Conn, p: &PluginRow) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO plugins (tenant_id, name, version, sha256, size, visibility, info, created_at, yanked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO plugins (tenant_id, name, version, sha256, size, visibility, info, created_at, yanked_at,
+                              oci_reference, oci_digest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&p.tenant_id)
     .bind(&p.name)
@@ -75,6 +80,8 @@ pub async fn insert(conn: &mut Conn, p: &PluginRow) -> Result<(), DbError> {
     .bind(&p.info)
     .bind(p.created_at)
     .bind(p.yanked_at)
+    .bind(&p.oci_reference)
+    .bind(&p.oci_digest)
     .execute(conn)
     .await?;
     Ok(())
@@ -84,7 +91,7 @@ pub async fn insert(conn: &mut Conn, p: &PluginRow) -> Result<(), DbError> {
 pub async fn all(conn: &mut Conn) -> Result<Vec<PluginRow>, DbError> {
     let rows = sqlx::query(
         "SELECT p.tenant_id, t.name AS publisher, p.name, p.version, p.sha256, p.size,
-                p.visibility, p.info, p.created_at, p.yanked_at
+                p.visibility, p.info, p.created_at, p.yanked_at, p.oci_reference, p.oci_digest
          FROM plugins p JOIN tenants t ON t.id = p.tenant_id
          ORDER BY p.created_at",
     )
@@ -103,6 +110,8 @@ pub async fn all(conn: &mut Conn) -> Result<Vec<PluginRow>, DbError> {
             info: r.get("info"),
             created_at: r.get("created_at"),
             yanked_at: r.get("yanked_at"),
+            oci_reference: r.get("oci_reference"),
+            oci_digest: r.get("oci_digest"),
         })
         .collect())
 }

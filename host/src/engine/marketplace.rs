@@ -10,7 +10,8 @@ use crate::db::{self, Db, DbError};
 use crate::runtime::{Grants, LoadError, Runtime};
 
 use super::Engine;
-use super::plugins::{Entry, Listing, Plugins, Visibility, ungranted};
+use super::plugins::{Entry, Listing, OciSource, Plugins, Visibility, ungranted};
+use crate::oci::{self, OciError};
 
 /// Why a plugin operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,12 @@ pub enum PluginError {
     /// The runtime could not compile or cache a valid component.
     #[error("loading the component: {0}")]
     Runtime(String),
+    /// The operator has not allowed this OCI registry (`--oci-allow`).
+    #[error("{0}")]
+    RegistryNotAllowed(String),
+    /// Pulling from an OCI registry failed or was refused.
+    #[error(transparent)]
+    Oci(#[from] OciError),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -70,6 +77,45 @@ impl Engine {
         tenant: &str,
         bytes: &[u8],
         visibility: Visibility,
+    ) -> Result<Entry, PluginError> {
+        self.store_plugin(tenant, bytes, visibility, None).await
+    }
+
+    /// Pulls a component from an OCI registry the operator allows, pinned
+    /// to its manifest digest, then validates and stores it exactly as an
+    /// upload (same limit, same checks, same answers).
+    #[tracing::instrument(skip(self))]
+    pub async fn plugin_from_oci(
+        &self,
+        tenant: &str,
+        reference: &str,
+        visibility: Visibility,
+    ) -> Result<Entry, PluginError> {
+        let parsed = oci::parse_reference(reference)?;
+        if !oci::registry_allowed(&parsed, &self.config.oci.allow) {
+            return Err(PluginError::RegistryNotAllowed(format!(
+                "registry {} is not allowed on this server; the operator allows registries with `weft serve --oci-allow {}`",
+                parsed.registry(),
+                parsed.registry()
+            )));
+        }
+        let registry = oci::Registry::for_reference(&parsed, &self.config.oci.registries)?;
+        let pulled = registry.pull(&parsed, self.config.max_upload_bytes).await?;
+        tracing::info!(tenant, reference = %parsed.whole(), digest = %pulled.digest, "plugin pulled");
+        let source = OciSource {
+            reference: parsed.whole(),
+            digest: pulled.digest,
+        };
+        self.store_plugin(tenant, &pulled.bytes, visibility, Some(source))
+            .await
+    }
+
+    async fn store_plugin(
+        &self,
+        tenant: &str,
+        bytes: &[u8],
+        visibility: Visibility,
+        oci: Option<OciSource>,
     ) -> Result<Entry, PluginError> {
         let plugin = self.runtime.load(bytes).await?;
         let (name, version) = (&plugin.info.name, &plugin.info.version);
@@ -119,6 +165,8 @@ impl Engine {
             info: serde_json::to_string(&plugin.info).map_err(DbError::from)?,
             created_at,
             yanked_at: None,
+            oci_reference: oci.as_ref().map(|o| o.reference.clone()),
+            oci_digest: oci.as_ref().map(|o| o.digest.clone()),
         };
         match db::plugins::insert(&mut tx, &row).await {
             Err(e) if e.is_unique_violation() => return Err(exists()),
@@ -132,6 +180,7 @@ impl Engine {
             visibility,
             yanked: false,
             created_at,
+            oci,
         };
         self.plugins.add_uploaded(listing.clone());
         self.plugins_changed();
@@ -285,6 +334,10 @@ pub async fn load_stored(db: &Db, runtime: &Runtime, plugins: &Plugins) -> Resul
             visibility: Visibility::parse(&row.visibility).unwrap_or(Visibility::Private),
             yanked: row.yanked_at.is_some(),
             created_at: row.created_at,
+            oci: row
+                .oci_reference
+                .zip(row.oci_digest)
+                .map(|(reference, digest)| OciSource { reference, digest }),
         });
         loaded += 1;
     }

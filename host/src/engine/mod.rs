@@ -97,6 +97,17 @@ pub struct EngineConfig {
     /// "at" a chosen time instead of sleeping until it.
     pub clock_offset_ms: i64,
     pub webhooks: webhooks::WebhookConfig,
+    /// Which OCI registries `POST /v1/plugins {"oci": …}` may pull from.
+    pub oci: OciConfig,
+}
+
+/// The operator's OCI registry settings.
+#[derive(Debug, Clone, Default)]
+pub struct OciConfig {
+    /// Registries (`host` or `host:port`) plugins may be pulled from;
+    /// empty: none.
+    pub allow: Vec<String>,
+    pub registries: crate::oci::RegistryOptions,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +125,7 @@ impl Default for EngineConfig {
             secrets: None,
             clock_offset_ms: 0,
             webhooks: webhooks::WebhookConfig::default(),
+            oci: OciConfig::default(),
         }
     }
 }

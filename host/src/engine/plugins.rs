@@ -51,6 +51,17 @@ pub struct Listing {
     pub visibility: Visibility,
     pub yanked: bool,
     pub created_at: i64,
+    /// Where it was pulled from, if from an OCI registry.
+    pub oci: Option<OciSource>,
+}
+
+/// The OCI artifact a plugin version was pulled from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciSource {
+    /// The reference as given: by tag or by digest.
+    pub reference: String,
+    /// The manifest digest (`sha256:…`) it was pinned to when stored.
+    pub digest: String,
 }
 
 /// A plugin version as one tenant sees it.
