@@ -7,7 +7,9 @@
 //! Without the registry binary the tests skip with a notice; where
 //! `WEFT_REQUIRE_REGISTRY` is set (CI sets it), they fail instead. The
 //! private-registry test needs `htpasswd` (apache2-utils) for the bcrypt
-//! password file, under the same rule.
+//! password file, and the cross-tool test the ORAS Python SDK (oras-py,
+//! which scripts/test installs into a virtualenv and names in
+//! `WEFT_ORAS_PYTHON`), under the same rule.
 
 use crate::common;
 
@@ -699,4 +701,96 @@ async fn a_private_registry_takes_credentials_from_the_docker_config() {
     assert_eq!(body["oci"]["digest"], digest.as_str());
     let run = run_echo(&s, &t, "private-registry", "testkit@0").await;
     assert_eq!(run["status"], "completed", "{run}");
+}
+
+/// Runs `tests/fixtures/oras/oras_client.py` with `args` under the ORAS
+/// SDK's Python (`WEFT_ORAS_PYTHON`); its stdout.
+fn oras(python: &Path, args: &[&str]) -> String {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/oras/oras_client.py");
+    let output = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("running the ORAS client");
+    assert!(
+        output.status.success(),
+        "oras_client.py {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Another client of the artifact layout, written by nobody here: the ORAS
+/// SDK reads the component Weft pushed, byte for byte, with the wasm
+/// config and layer types; and a component ORAS pushes in that layout is
+/// pulled by the CLI and added to a server, where it runs.
+#[tokio::test]
+async fn oras_reads_what_weft_pushes_and_weft_pulls_what_oras_pushes() {
+    let Some(python) = std::env::var_os("WEFT_ORAS_PYTHON").map(PathBuf::from) else {
+        assert!(
+            std::env::var_os("WEFT_REQUIRE_REGISTRY").is_none(),
+            "WEFT_ORAS_PYTHON is not set: scripts/test installs the ORAS SDK"
+        );
+        eprintln!("NOTICE: skipping the ORAS cross-tool test: WEFT_ORAS_PYTHON is not set");
+        return;
+    };
+    let Some(Pushed {
+        registry,
+        docker,
+        reference,
+        digest: _,
+    }) = pushed("weft/testkit")
+    else {
+        return;
+    };
+
+    let out = tempfile::tempdir().unwrap();
+    let manifest: Value = serde_json::from_str(
+        oras(&python, &["pull", &reference, out.path().to_str().unwrap()]).trim(),
+    )
+    .expect("the manifest as JSON");
+    assert_eq!(
+        manifest["config"]["mediaType"], "application/vnd.wasm.config.v0+json",
+        "{manifest}"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"], "application/wasm",
+        "{manifest}"
+    );
+    let files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        std::fs::read(&files[0]).unwrap(),
+        testkit(),
+        "ORAS pulled other bytes"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let theirs = format!("{}/oras/testkit:0.1.0", registry.host);
+    oras(
+        &python,
+        &[
+            "push",
+            &theirs,
+            testkit_path().to_str().unwrap(),
+            work.path().to_str().unwrap(),
+        ],
+    );
+    let target = work.path().join("pulled.wasm");
+    let output = pull(docker.path(), &theirs, &target);
+    assert!(output.ok(), "{}", output.text());
+    assert_eq!(std::fs::read(&target).unwrap(), testkit());
+
+    let (s, _dir) = oci_server(&registry.host, docker.path());
+    let key = new_tenant(&s, "oras").await;
+    let (status, body) = add(&s, &key, &theirs).await;
+    assert_eq!(status, 201, "{body}");
+    let run = run_echo(&s, &key, "from-oras", "testkit@0").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(step(&run, "a")["output"]["hello"], "oci", "{run}");
 }
