@@ -315,3 +315,71 @@ async fn without_an_endpoint_nothing_is_exported_and_no_traceparent_goes_out() {
     assert_eq!(*seen.lock().unwrap(), vec![None]);
     stop(&mut s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_does_not_sample_gets_no_spans_and_its_flag_is_passed_on() {
+    let (otlp, received) = receiver().await;
+    let (upstream, seen) = upstream().await;
+    let args = [
+        common::ALLOW_LOOPBACK[0],
+        common::ALLOW_LOOPBACK[1],
+        "--otlp-endpoint",
+        &otlp,
+    ];
+    let mut s = Server::start_args(&args);
+    grant_loopback(&s).await;
+    s.publish(json!({"key": "fetch", "name": "fetch", "steps": [
+        {"id": "get", "uses": "http_request@1", "config": {"url": "{{input.url}}"}}
+    ]}))
+    .await;
+    // The sampled flag off: the caller records nothing of this trace.
+    let (status, run) = common::send(
+        s.req(Method::POST, "/v1/runs")
+            .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-00"))
+            .json(&json!({"workflow": "fetch", "wait_ms": 60000,
+                "input": {"url": format!("{upstream}/hello")}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "completed", "{run}");
+    // A run without a caller is traced, so the exporter is working.
+    let (status, traced) = common::send(
+        s.req(Method::POST, "/v1/runs")
+            .json(&json!({"workflow": "fetch", "wait_ms": 60000,
+            "input": {"url": format!("{upstream}/hello")}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{traced}");
+    assert_eq!(traced["status"], "completed", "{traced}");
+    stop(&mut s).await;
+
+    let spans = received.lock().unwrap().clone();
+    assert!(
+        spans
+            .iter()
+            .all(|(_, span)| hex::encode(&span.trace_id) != TRACE_ID),
+        "spans of an unsampled trace were exported: {spans:#?}"
+    );
+    let traced_id = traced["id"].as_str().unwrap();
+    assert!(
+        spans.iter().any(|(_, span)| span.name == "run"
+            && attributes(span).get("weft.run_id") == Some(&Any::StringValue(traced_id.into()))),
+        "the caller-less run was not exported: {spans:#?}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let unsampled = seen[0]
+        .as_deref()
+        .expect("a traceparent on the first request");
+    assert!(
+        unsampled.starts_with(&format!("00-{TRACE_ID}-")) && unsampled.ends_with("-00"),
+        "the caller's trace and its unsampled flag go out: {unsampled}"
+    );
+    let sampled = seen[1]
+        .as_deref()
+        .expect("a traceparent on the second request");
+    assert!(
+        !sampled.contains(TRACE_ID) && sampled.ends_with("-01"),
+        "{sampled}"
+    );
+}
