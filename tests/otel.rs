@@ -145,6 +145,29 @@ fn the_span<'a>(spans: &'a [(String, Span)], name: &str) -> &'a Span {
     found[0]
 }
 
+/// Publishes `fetch`: one `http_request` step to `{{input.url}}`.
+async fn publish_fetch(s: &Server) {
+    s.publish(json!({"key": "fetch", "name": "fetch", "steps": [
+        {"id": "get", "uses": "http_request@1", "config": {"url": "{{input.url}}"}}
+    ]}))
+    .await;
+}
+
+/// Runs `fetch` against `upstream` to its end, with `traceparent` if
+/// given; the completed run.
+async fn run_fetch(s: &Server, upstream: &str, traceparent: Option<&str>) -> serde_json::Value {
+    let mut request = s.req(Method::POST, "/v1/runs");
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let body = json!({"workflow": "fetch", "wait_ms": 60000,
+        "input": {"url": format!("{upstream}/hello")}});
+    let (status, run) = common::send(request.json(&body)).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "completed", "{run}");
+    run
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 
@@ -299,19 +322,13 @@ async fn without_an_endpoint_nothing_is_exported_and_no_traceparent_goes_out() {
     let (upstream, seen) = upstream().await;
     let mut s = Server::start_args(&common::ALLOW_LOOPBACK);
     grant_loopback(&s).await;
-    s.publish(json!({"key": "fetch", "name": "fetch", "steps": [
-        {"id": "get", "uses": "http_request@1", "config": {"url": "{{input.url}}"}}
-    ]}))
-    .await;
-    let (status, run) = common::send(
-        s.req(Method::POST, "/v1/runs")
-            .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01"))
-            .json(&json!({"workflow": "fetch", "wait_ms": 60000,
-                "input": {"url": format!("{upstream}/hello")}})),
+    publish_fetch(&s).await;
+    run_fetch(
+        &s,
+        &upstream,
+        Some(&format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01")),
     )
     .await;
-    assert_eq!(status, 200, "{run}");
-    assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(*seen.lock().unwrap(), vec![None]);
     stop(&mut s).await;
 }
@@ -328,29 +345,16 @@ async fn a_caller_that_does_not_sample_gets_no_spans_and_its_flag_is_passed_on()
     ];
     let mut s = Server::start_args(&args);
     grant_loopback(&s).await;
-    s.publish(json!({"key": "fetch", "name": "fetch", "steps": [
-        {"id": "get", "uses": "http_request@1", "config": {"url": "{{input.url}}"}}
-    ]}))
-    .await;
+    publish_fetch(&s).await;
     // The sampled flag off: the caller records nothing of this trace.
-    let (status, run) = common::send(
-        s.req(Method::POST, "/v1/runs")
-            .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-00"))
-            .json(&json!({"workflow": "fetch", "wait_ms": 60000,
-                "input": {"url": format!("{upstream}/hello")}})),
+    run_fetch(
+        &s,
+        &upstream,
+        Some(&format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-00")),
     )
     .await;
-    assert_eq!(status, 200, "{run}");
-    assert_eq!(run["status"], "completed", "{run}");
     // A run without a caller is traced, so the exporter is working.
-    let (status, traced) = common::send(
-        s.req(Method::POST, "/v1/runs")
-            .json(&json!({"workflow": "fetch", "wait_ms": 60000,
-            "input": {"url": format!("{upstream}/hello")}})),
-    )
-    .await;
-    assert_eq!(status, 200, "{traced}");
-    assert_eq!(traced["status"], "completed", "{traced}");
+    let traced = run_fetch(&s, &upstream, None).await;
     stop(&mut s).await;
 
     let spans = received.lock().unwrap().clone();
