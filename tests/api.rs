@@ -518,6 +518,110 @@ async fn starting_runs_honours_wait_ms_idempotency_and_input_schema() {
     assert_eq!(other.status(), 409);
 }
 
+/// A run's body is compact unless asked: each attempt's logs and rendered
+/// input only with `?view=full` (on `GET /v1/runs/{id}` and on a start
+/// with `wait_ms`); an unknown view is a 400 naming it.
+#[tokio::test]
+async fn attempt_logs_are_in_the_full_view_only() {
+    let s = shared();
+    s.publish(json!({"key": "talkative", "name": "Talkative",
+        "steps": [testkit("say", json!({"mode": "log", "lines": 3}))]}))
+        .await;
+    let compact = s.run_sync("talkative", json!({})).await;
+    assert_eq!(compact["status"], "completed", "{compact}");
+    let attempt = &step(&compact, "say")["attempt_log"][0];
+    assert_eq!(attempt["status"], "completed", "{attempt}");
+    assert!(
+        attempt.get("logs").is_none() && attempt.get("input").is_none(),
+        "{attempt}"
+    );
+    let id = compact["id"].as_str().unwrap();
+
+    let (status, full) = s.get(&format!("/v1/runs/{id}?view=full")).await;
+    assert_eq!(status, 200, "{full}");
+    let attempt = &step(&full, "say")["attempt_log"][0];
+    let logs = attempt["logs"].as_array().expect("logs in the full view");
+    assert!(
+        logs.iter()
+            .any(|l| l["message"].as_str().unwrap().starts_with("line 2")),
+        "{attempt}"
+    );
+    assert_eq!(attempt["input"]["mode"], "log", "{attempt}");
+    let (status, same) = s.get(&format!("/v1/runs/{id}?view=compact")).await;
+    assert_eq!(status, 200);
+    assert!(step(&same, "say")["attempt_log"][0].get("logs").is_none());
+
+    let (status, waited) = s
+        .post(
+            "/v1/runs?view=full",
+            json!({"workflow": "talkative", "input": {}, "wait_ms": 30000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{waited}");
+    assert!(
+        step(&waited, "say")["attempt_log"][0]["logs"].is_array(),
+        "{waited}"
+    );
+
+    let (status, problem) = s.get(&format!("/v1/runs/{id}?view=everything")).await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("everything"),
+        "{problem}"
+    );
+}
+
+/// A long chain: each step's cost must not grow with the steps before it.
+/// Loose, because the tests share the machine: the median time between
+/// one step's end and the next's over the last 20 steps is under three
+/// times that of the first 20 (at least 1 ms), in the best of three runs.
+/// A cost per step that grows with the run's length fails all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_step_chain_costs_the_same_per_step_at_its_end() {
+    const STEPS: usize = 200;
+    let s = shared();
+    let steps: Vec<Value> = (0..STEPS)
+        .map(|i| {
+            let mut step = testkit(&format!("s{i}"), json!({"mode": "echo"}));
+            if i > 0 {
+                // A template on the step before, as real chains have.
+                step["config"]["after"] = json!(format!("{{{{steps.s{}.status}}}}", i - 1));
+                step["depends_on"] = json!([format!("s{}", i - 1)]);
+            }
+            step
+        })
+        .collect();
+    s.publish(json!({"key": "chain-200", "name": "Chain", "steps": steps}))
+        .await;
+    let median_gap = |ends: &[i64]| {
+        let mut gaps: Vec<i64> = ends.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort_unstable();
+        gaps[gaps.len() / 2]
+    };
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let run = s.run_sync("chain-200", json!({})).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let ends: Vec<i64> = (0..STEPS)
+            .map(|i| {
+                let step = step(&run, &format!("s{i}"));
+                assert_eq!(step["status"], "completed", "{step}");
+                let end = step["ended_at"].as_str().expect("ended_at");
+                chrono::DateTime::parse_from_rfc3339(end)
+                    .expect("an RFC 3339 time")
+                    .timestamp_millis()
+            })
+            .collect();
+        assert!(ends.windows(2).all(|w| w[0] <= w[1]), "in order: {ends:?}");
+        let (first, last) = (median_gap(&ends[..21]), median_gap(&ends[STEPS - 21..]));
+        if last <= 3 * first.max(1) {
+            return;
+        }
+        tries.push((first, last));
+    }
+    panic!("the last steps' median cost (ms) is over 3x the first's: {tries:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_starts_with_one_key_create_one_run() {
     let s = shared();

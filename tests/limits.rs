@@ -41,6 +41,119 @@ async fn over_a_rate_limit_is_429_with_retry_after() {
     assert!((1..=20).contains(&seconds), "{seconds}");
 }
 
+/// Past `--tenant-max-pending` runs waiting to start, a start is refused
+/// with 429, `backlog-full` and Retry-After; once the queue drains, starts
+/// are accepted again. Nothing refused was created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_refuses_starts_until_it_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &["--tenant-max-pending", "3", "--max-parallel", "1"],
+    );
+    s.publish(json!({"key": "slow", "name": "Slow", "steps": [{"id": "nap", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 1500}}]}))
+        .await;
+    let start = || async {
+        let response = s
+            .req(reqwest::Method::POST, "/v1/runs")
+            .json(&json!({"workflow": "slow", "input": {}}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        let body: Value = response.json().await.unwrap();
+        (status, retry_after, body)
+    };
+    // One running (one slot), three waiting: the fifth start is refused.
+    let mut accepted = 0;
+    let refused = loop {
+        let (status, retry_after, body) = start().await;
+        match status {
+            202 => accepted += 1,
+            429 => break (retry_after, body),
+            other => panic!("{other} {body}"),
+        }
+        assert!(accepted <= 4, "a fifth start was accepted: {body}");
+    };
+    assert!(accepted >= 3, "refused after {accepted} starts");
+    let (retry_after, problem) = refused;
+    assert_eq!(problem["type"], "https://weft.dev/problems/backlog-full");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--tenant-max-pending 3"),
+        "{problem}"
+    );
+    assert!(retry_after.is_some_and(|s| (1..=10).contains(&s)));
+    let (_, runs) = s.get("/v1/runs?workflow=slow&limit=100").await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), accepted, "{runs}");
+    // As runs start, the backlog has room again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = start().await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(Instant::now() < deadline, "never accepted again: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `--retention`: finished runs are deleted with their steps, attempts and
+/// events once they are older than it; a run still under way is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_runs_past_the_retention_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &["--retention", "2s"]);
+    s.publish(json!({"key": "brief", "name": "Brief", "steps": [
+        {"id": "a", "uses": "testkit@0", "config": {"mode": "echo"}},
+        {"id": "b", "uses": "testkit@0", "depends_on": ["a"], "config": {"mode": "echo"}}]}))
+        .await;
+    s.publish(json!({"key": "asks", "name": "Asks", "steps": [
+        {"id": "form", "uses": "collect_inputs", "config": {"schema": {"type": "object"}}}]}))
+        .await;
+    let mut finished = Vec::new();
+    for _ in 0..5 {
+        let run = s.run_sync("brief", json!({})).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        finished.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let paused = s.run_sync("asks", json!({})).await;
+    assert_eq!(paused["status"], "paused", "{paused}");
+    let paused = paused["id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for id in &finished {
+        loop {
+            let (status, body) = s.get(&format!("/v1/runs/{id}")).await;
+            if status == 404 {
+                break;
+            }
+            assert_eq!(status, 200, "{body}");
+            assert!(Instant::now() < deadline, "run {id} was kept: {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (status, _) = s.get(&format!("/v1/runs/{id}/events")).await;
+        assert_eq!(status, 404, "its events went with it");
+    }
+    let (_, feed) = s.get("/v1/events?limit=100").await;
+    let feed = feed.to_string();
+    assert!(
+        finished.iter().all(|id| !feed.contains(id.as_str())),
+        "the tenant feed no longer holds their events: {feed}"
+    );
+    let (status, run) = s.get(&format!("/v1/runs/{paused}")).await;
+    assert_eq!(status, 200, "a paused run is kept: {run}");
+    assert_eq!(run["status"], "paused");
+    assert!(metric(&s, "weft_runs_deleted_total").await >= 5.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_noisy_tenant_does_not_hold_back_another() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,8 +49,13 @@ async fn main() {
     } else {
         None
     };
+    if std::env::args().any(|a| a == "--chains") {
+        // Only the chains (for a profiler): the default settings.
+        measure(defaults, Part::Chains).await;
+        return;
+    }
     for config in [defaults, one_tenant] {
-        measure(config).await;
+        measure(config, Part::All).await;
         println!();
     }
     if let Some((guard, spans)) = traces {
@@ -105,7 +110,14 @@ async fn export_traces() -> (weft::telemetry::Guard, Arc<std::sync::atomic::Atom
     (guard, spans)
 }
 
-async fn measure(config: EngineConfig) {
+/// What a pass over one configuration measures.
+#[derive(PartialEq)]
+enum Part {
+    All,
+    Chains,
+}
+
+async fn measure(config: EngineConfig, part: Part) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(
         &format!("sqlite://{}/weft.db", dir.path().display()),
@@ -153,18 +165,27 @@ async fn measure(config: EngineConfig) {
             .send()
     };
 
-    let steps = linear_steps(STEPS);
-    let created = post(
-        "/v1/workflows",
-        json!({"key": "linear", "name": "Linear", "steps": steps}),
-    )
-    .await
-    .expect("create");
-    assert_eq!(created.status(), 201);
-    let published = post("/v1/workflows/linear/publish", json!({"version": "0.1.0"}))
+    for (key, n) in [("linear", STEPS), ("chain-1", 1), ("chain-100", 100)] {
+        let created = post(
+            "/v1/workflows",
+            json!({"key": key, "name": key, "steps": linear_steps(n)}),
+        )
+        .await
+        .expect("create");
+        assert_eq!(created.status(), 201);
+        let published = post(
+            &format!("/v1/workflows/{key}/publish"),
+            json!({"version": "0.1.0"}),
+        )
         .await
         .expect("publish");
-    assert_eq!(published.status(), 200);
+        assert_eq!(published.status(), 200);
+    }
+    if part == Part::Chains {
+        chains(&post).await;
+        shutdown.cancel();
+        return;
+    }
 
     // Warm-up.
     for _ in 0..20 {
@@ -298,7 +319,49 @@ async fn measure(config: EngineConfig) {
         "one statement through the writer connection (sqlx round trip): {:.1} µs",
         round_trip.as_secs_f64() * 1e6
     );
+    chains(&post).await;
     shutdown.cancel();
+}
+
+/// Latency of synchronous runs of chains of 1, 10 and 100 sequential
+/// steps, one run at a time: the engine's cost per step should not grow
+/// with the length of the run.
+async fn chains<F, R>(post: &F)
+where
+    F: Fn(&str, Value) -> R,
+    R: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    for (key, n, runs) in [
+        ("chain-1", 1, 200),
+        ("linear", STEPS, 200),
+        ("chain-100", 100, 40),
+    ] {
+        let mut latencies = Vec::with_capacity(runs);
+        for i in 0..runs + 5 {
+            let t = Instant::now();
+            let response = post(
+                "/v1/runs",
+                json!({"workflow": key, "input": {"n": 1}, "wait_ms": 60000}),
+            )
+            .await
+            .expect("sync run");
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["status"], "completed");
+            // The first five warm up.
+            if i >= 5 {
+                latencies.push(t.elapsed());
+            }
+        }
+        latencies.sort();
+        let p50 = latencies[runs / 2];
+        println!(
+            "chain of {n} steps ({runs} sync runs): p50 {:.2} ms, p99 {:.2} ms, {:.3} ms/step",
+            ms(p50),
+            ms(latencies[runs * 99 / 100]),
+            ms(p50) / n as f64
+        );
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -1,5 +1,7 @@
 //! Request and response bodies, converted by hand from engine and db types.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -7,7 +9,7 @@ use utoipa::ToSchema;
 use crate::db::runs::{AttemptRow, EventRow, RunRow, StepRow};
 use crate::db::workflows::{Version, Workflow};
 use crate::engine::rfc3339;
-use crate::engine::runs::RunView;
+use crate::engine::runs::{Detail, RunView};
 
 fn parse(text: &Option<String>) -> Value {
     text.as_deref()
@@ -285,11 +287,16 @@ pub struct AttemptOut {
     pub error_kind: Option<String>,
     pub error: Option<String>,
     /// What the attempt logged, oldest first (null if it logged nothing
-    /// or is still running).
-    pub logs: Option<Vec<LogLineOut>>,
+    /// or is still running). Only in the full view (`?view=full`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<LogLineOut>>)]
+    pub logs: Option<Option<Vec<LogLineOut>>>,
     /// The step's config as this attempt saw it, templates rendered (null
-    /// for steps without a plugin, or if it could not be rendered).
-    pub input: Value,
+    /// for steps without a plugin, or if it could not be rendered). Only in
+    /// the full view (`?view=full`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
+    pub input: Option<Value>,
 }
 
 /// A line an attempt logged (through `host.log`, stdout or stderr).
@@ -320,7 +327,8 @@ pub struct StepOut {
     pub attempt_log: Vec<AttemptOut>,
 }
 
-fn attempt_out(a: &AttemptRow) -> AttemptOut {
+fn attempt_out(a: &AttemptRow, detail: Detail) -> AttemptOut {
+    let full = detail == Detail::Full;
     AttemptOut {
         attempt: a.attempt,
         status: a.status.clone(),
@@ -330,12 +338,12 @@ fn attempt_out(a: &AttemptRow) -> AttemptOut {
         duration_ms: a.ended_at.map(|e| e - a.started_at),
         error_kind: a.error_kind.clone(),
         error: a.error.clone(),
-        logs: a.logs.as_deref().and_then(|t| serde_json::from_str(t).ok()),
-        input: parse(&a.input),
+        logs: full.then(|| a.logs.as_deref().and_then(|t| serde_json::from_str(t).ok())),
+        input: full.then(|| parse(&a.input)),
     }
 }
 
-fn step_out(s: &StepRow, attempts: &[AttemptRow]) -> StepOut {
+fn step_out(s: &StepRow, attempts: &[&AttemptRow], detail: Detail) -> StepOut {
     StepOut {
         id: s.step_id.clone(),
         kind: s.kind.clone(),
@@ -350,11 +358,7 @@ fn step_out(s: &StepRow, attempts: &[AttemptRow]) -> StepOut {
             .map(rfc3339),
         output: parse(&s.output),
         error: parse(&s.error),
-        attempt_log: attempts
-            .iter()
-            .filter(|a| a.step_id == s.step_id)
-            .map(attempt_out)
-            .collect(),
+        attempt_log: attempts.iter().map(|a| attempt_out(a, detail)).collect(),
     }
 }
 
@@ -427,10 +431,19 @@ impl RunOut {
                 .map(|s| s.step_id.clone())
                 .collect(),
         );
+        let mut by_step: HashMap<&str, Vec<&AttemptRow>> = HashMap::new();
+        for attempt in &view.attempts {
+            by_step.entry(&attempt.step_id).or_default().push(attempt);
+        }
         out.steps = Some(
             view.steps
                 .iter()
-                .map(|s| step_out(s, &view.attempts))
+                .map(|s| {
+                    let attempts = by_step
+                        .get(s.step_id.as_str())
+                        .map_or(&[][..], Vec::as_slice);
+                    step_out(s, attempts, view.detail)
+                })
                 .collect(),
         );
         out

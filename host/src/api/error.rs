@@ -43,6 +43,9 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("too many requests; retry after {retry_after} s")]
     TooManyRequests { retry_after: u64 },
+    /// The tenant has as many runs waiting to start as it may.
+    #[error("{message}")]
+    Backlog { message: String, retry_after: u64 },
     #[error("{0}")]
     Unprocessable(String),
     /// Refused by the operator's configuration (e.g. a registry not in
@@ -77,7 +80,7 @@ impl ApiError {
             }
             Self::PayloadTooLarge(_) | Self::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::Backlog { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) | Self::InvalidDefinition(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,6 +103,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) | Self::FieldTooLarge { .. } => "payload-too-large",
             Self::Unsupported(_) => "unsupported-media-type",
             Self::TooManyRequests { .. } => "rate-limited",
+            Self::Backlog { .. } => "backlog-full",
             Self::QuotaExceeded(_) => "quota-exceeded",
             Self::Unprocessable(_) => "validation-failed",
             Self::InvalidDefinition(_) => "invalid-definition",
@@ -136,7 +140,9 @@ impl IntoResponse for ApiError {
             tracing::error!(%message, "internal error");
         }
         let retry_after = match &self {
-            Self::TooManyRequests { retry_after } => Some(*retry_after),
+            Self::TooManyRequests { retry_after } | Self::Backlog { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Self::IdempotencyInFlight(_) => Some(1),
             _ => None,
         };
@@ -160,6 +166,13 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(what) => Self::NotFound(what),
             EngineError::Conflict(m) => Self::Conflict(m),
             EngineError::Overlap { message, run_id } => Self::Overlap { message, run_id },
+            EngineError::Backlog {
+                message,
+                retry_after,
+            } => Self::Backlog {
+                message,
+                retry_after,
+            },
             EngineError::InvalidDefinition(problems) => Self::InvalidDefinition(problems),
             EngineError::InvalidInput(m) => Self::Unprocessable(m),
             EngineError::Db(e) => Self::Internal(e.to_string()),

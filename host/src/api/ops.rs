@@ -94,6 +94,11 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     let _ = writeln!(out, "weft_attempt_duration_seconds_count {cumulative}");
     let _ = writeln!(
         out,
+        "# HELP weft_runs_deleted_total Finished runs deleted past the retention (--retention) by this host.\n# TYPE weft_runs_deleted_total counter\nweft_runs_deleted_total {}",
+        m.runs_deleted.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP weft_queue_depth Steps ready to run now.\n# TYPE weft_queue_depth gauge\nweft_queue_depth {depth}"
     );
     let c = &state.connections;

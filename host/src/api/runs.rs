@@ -24,7 +24,7 @@ use super::{
 };
 use crate::db;
 use crate::engine::advance::run_is_terminal;
-use crate::engine::runs::{Resume, StartKey, Started, Stop};
+use crate::engine::runs::{Detail, Resume, StartKey, Started, Stop};
 
 /// What `Idempotency-Key`s of run starts are scoped to.
 const START_ROUTE: &str = "POST /v1/runs";
@@ -55,6 +55,33 @@ fn json(value: impl serde::Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// How much of each attempt a run's body carries.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ViewQuery {
+    /// `compact` (the default): each attempt's status, host, times and
+    /// error. `full`: also its logs and rendered input.
+    #[param(value_type = Option<ViewDoc>, inline)]
+    view: Option<ViewDoc>,
+}
+
+/// A run body's detail.
+#[derive(Deserialize, utoipa::ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ViewDoc {
+    Compact,
+    Full,
+}
+
+impl ViewQuery {
+    fn detail(&self) -> Detail {
+        match self.view {
+            Some(ViewDoc::Full) => Detail::Full,
+            Some(ViewDoc::Compact) | None => Detail::Compact,
+        }
+    }
+}
+
 /// Starts a run. Without `wait_ms`: 202 at once. With it: 200 with the
 /// finished run if it ends (or pauses) in time, else 202. Also accepts
 /// `multipart/form-data`: fields `workflow`, `version`, `wait_ms`, `input`
@@ -63,17 +90,20 @@ fn json(value: impl serde::Serialize) -> Result<Value, ApiError> {
 /// `attachment: {id, name, size, sha256, content_type}` and `file_id`.
 #[utoipa::path(post, path = "/v1/runs", tag = "runs",
     request_body(content((StartRun = "application/json"), (StartRunForm = "multipart/form-data"))),
-    params(IdempotencyKey, TraceParent),
-    responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 404, body = ProblemDoc),
+    params(IdempotencyKey, TraceParent, ViewQuery),
+    responses((status = 200, body = RunOut), (status = 202, body = RunOut), (status = 400, body = ProblemDoc, description = "An unknown `view`"), (status = 404, body = ProblemDoc),
         (status = 409, description = "The workflow is archived, it refuses runs past its concurrency limit, or the `Idempotency-Key` was used with another body or is still in flight.", body = ProblemDoc),
-        (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+        (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc),
+        (status = 429, description = "Over the tenant's start rate, or the tenant already has `--tenant-max-pending` runs waiting to start (`backlog-full`); `Retry-After` says when to try again.", body = ProblemDoc)))]
 async fn start(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
+    view: Result<Query<ViewQuery>, axum::extract::rejection::QueryRejection>,
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require("runs:start")?;
+    let detail = view?.detail();
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -156,7 +186,12 @@ async fn start(
     };
     let run = match started {
         Started::Created(run) => *run,
-        Started::Existing(id) => state.engine.get_run(tenant, &id).await?.run,
+        Started::Existing(id) => {
+            let mut conn = state.engine.db.reader().await?;
+            db::runs::get_run(&mut conn, tenant, &id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("run {id:?}")))?
+        }
         Started::KeyReused => return Err(reused_key(key.as_deref().unwrap_or_default())),
     };
     match request.wait_ms {
@@ -164,7 +199,7 @@ async fn start(
         Some(wait) => {
             let view = state
                 .engine
-                .wait_for_run(tenant, &run.id, Duration::from_millis(wait))
+                .wait_for_run(tenant, &run.id, Duration::from_millis(wait), detail)
                 .await?;
             // It returns when the run ends or pauses: both are answers.
             let settled = run_is_terminal(&view.run.status) || view.run.status == "paused";
@@ -257,16 +292,22 @@ async fn list(
     Ok(Json(RunList { items, next_cursor }))
 }
 
-/// The whole run: steps, attempts with logs, outputs and errors.
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
-    responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc)))]
+/// The whole run: steps, their outputs, errors and attempts; each attempt's
+/// logs and rendered input with `?view=full`.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path), ViewQuery),
+    responses((status = 200, body = RunOut), (status = 400, body = ProblemDoc, description = "An unknown `view`"), (status = 404, body = ProblemDoc)))]
 async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    view: Result<Query<ViewQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RunOut>, ApiError> {
     principal.require("runs:read")?;
-    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    let detail = view?.detail();
+    let view = state
+        .engine
+        .get_run(&principal.tenant_id, &id, detail)
+        .await?;
     Ok(Json(RunOut::full(&view)))
 }
 
@@ -279,7 +320,10 @@ async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<RunStatus>, ApiError> {
     principal.require("runs:read")?;
-    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    let view = state
+        .engine
+        .get_run(&principal.tenant_id, &id, Detail::Compact)
+        .await?;
     Ok(Json(RunStatus {
         id: view.run.id,
         status: view.run.status,
@@ -358,7 +402,7 @@ async fn events(
                 return;
             }
             let finished = engine
-                .get_run(&tenant, &id)
+                .get_run(&tenant, &id, Detail::Compact)
                 .await
                 .map(|v| run_is_terminal(&v.run.status))
                 .unwrap_or(true);
@@ -544,7 +588,10 @@ async fn stop(
             request.reason.as_deref(),
         )
         .await?;
-    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    let view = state
+        .engine
+        .get_run(&principal.tenant_id, &id, Detail::Compact)
+        .await?;
     Ok(Json(RunOut::full(&view)))
 }
 
@@ -580,6 +627,9 @@ async fn resume(
         .engine
         .resume(&principal.tenant_id, &id, &request.step_id, what)
         .await?;
-    let view = state.engine.get_run(&principal.tenant_id, &id).await?;
+    let view = state
+        .engine
+        .get_run(&principal.tenant_id, &id, Detail::Compact)
+        .await?;
     Ok(Json(RunOut::full(&view)))
 }

@@ -55,6 +55,15 @@ pub struct ServeArgs {
     /// lock).
     #[arg(long, env = "WEFT_TENANT_MAX_RUNNING", default_value_t = 16)]
     tenant_max_running: usize,
+    /// Runs one tenant may have waiting to start; a start past it gets 429
+    /// with Retry-After instead of a queue that only grows. 0: no limit.
+    #[arg(long, env = "WEFT_TENANT_MAX_PENDING", default_value_t = crate::engine::DEFAULT_TENANT_MAX_PENDING)]
+    tenant_max_pending: usize,
+    /// Deletes finished runs this long after they ended (`90s`, `15m`,
+    /// `24h`, `30d`), with their steps, attempts and events, in small
+    /// batches. Off by default: runs are kept for ever.
+    #[arg(long, env = "WEFT_RETENTION", value_parser = parse_duration)]
+    retention: Option<Duration>,
     /// Requests per second one API key may make (bursts to twice that);
     /// over it: 429 with Retry-After.
     #[arg(long, env = "WEFT_RATE_LIMIT_PER_KEY", default_value_t = 100.0)]
@@ -318,6 +327,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 0 => usize::MAX,
                 n => n,
             },
+            tenant_max_pending: match args.tenant_max_pending {
+                0 => usize::MAX,
+                n => n,
+            },
+            retention: args.retention.filter(|r| !r.is_zero()),
             lease: Duration::from_millis(args.lease_ms.max(1_000)),
             smtp,
             mail_retry: crate::mail::MailRetry {

@@ -450,11 +450,65 @@ pub async fn overdue_runs(conn: &mut Conn, now: i64) -> Result<Vec<String>, DbEr
     .await?)
 }
 
-pub async fn attempts_of(conn: &mut Conn, run_id: &str) -> Result<Vec<AttemptRow>, DbError> {
-    let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = $1 ORDER BY step_id, attempt")
-        .bind(run_id)
-        .fetch_all(conn)
-        .await?;
+/// Deletes up to `limit` finished runs that ended before `ended_before`,
+/// oldest first, with their steps, attempts and events, in one round trip
+/// after the read of their ids. Returns how many runs it deleted.
+pub async fn delete_finished_runs(
+    conn: &mut Conn,
+    ended_before: i64,
+    limit: i64,
+) -> Result<usize, DbError> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM runs WHERE ended_at IS NOT NULL AND ended_at < $1
+           AND status IN ('completed', 'failed', 'cancelled', 'terminated', 'declined')
+         ORDER BY ended_at LIMIT $2",
+    )
+    .bind(ended_before)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut statements = Vec::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        for sql in [
+            "DELETE FROM events WHERE run_id IN ",
+            "DELETE FROM attempts WHERE run_id IN ",
+            "DELETE FROM steps WHERE run_id IN ",
+            "DELETE FROM runs WHERE id IN ",
+        ] {
+            let mut statement = Statement::new(sql);
+            statement.tuple(chunk.iter().map(Arg::from));
+            statements.push(statement);
+        }
+    }
+    sql::execute_all(conn, &statements).await?;
+    Ok(ids.len())
+}
+
+/// How many runs of `tenant` wait to start.
+pub async fn count_pending(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE tenant_id = $1 AND status = 'pending'")
+            .bind(tenant)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// A run's attempts, by step and attempt number; without their logs and
+/// rendered input (the bulk of a long run's rows) unless `full`.
+pub async fn attempts_of(
+    conn: &mut Conn,
+    run_id: &str,
+    full: bool,
+) -> Result<Vec<AttemptRow>, DbError> {
+    let sql = if full {
+        "SELECT * FROM attempts WHERE run_id = $1 ORDER BY step_id, attempt"
+    } else {
+        "SELECT run_id, step_id, attempt, status, host, started_at, ended_at, error_kind, error,
+                CAST(NULL AS TEXT) AS logs, CAST(NULL AS TEXT) AS input
+         FROM attempts WHERE run_id = $1 ORDER BY step_id, attempt"
+    };
+    let rows = sqlx::query(sql).bind(run_id).fetch_all(conn).await?;
     Ok(rows.iter().map(attempt).collect())
 }
 
@@ -639,11 +693,18 @@ const ROWS_PER_STATEMENT: usize = 200;
 /// Statements gathered to run together ([`sql::execute_all`]): on SQLite
 /// one multi-statement query, a single round trip to the connection's
 /// thread. Multi-row statements hold at most [`ROWS_PER_STATEMENT`] rows.
+///
+/// On SQLite, every run whose row or steps they write gets its `version`
+/// raised by one, once per [`Self::execute`].
 #[derive(Default)]
 pub struct Writes<'a> {
     statements: Vec<Statement<'a>>,
     /// Begins a transaction by hand before the statements.
     begin: bool,
+    /// Ends them with `COMMIT`.
+    commit: bool,
+    /// Runs written, whose versions are raised.
+    touched: Vec<&'a str>,
 }
 
 impl<'a> Writes<'a> {
@@ -708,8 +769,15 @@ impl<'a> Writes<'a> {
         self
     }
 
+    /// Raises the versions of these runs, whose rows changed otherwise.
+    pub fn touch(&mut self, run_ids: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        self.touched.extend(run_ids);
+        self
+    }
+
     /// New steps are inserted, existing ones get every mutable column.
     pub fn upsert_steps(&mut self, steps: &[&'a StepRow]) -> &mut Self {
+        self.touched.extend(steps.iter().map(|s| s.run_id.as_str()));
         for chunk in steps.chunks(ROWS_PER_STATEMENT) {
             self.statement(
                 "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at) ",
@@ -785,6 +853,7 @@ impl<'a> Writes<'a> {
 
     /// Every mutable column of a run.
     pub fn update_run(&mut self, r: &'a RunRow) -> &mut Self {
+        self.touched.push(&r.id);
         self.statement("UPDATE runs SET status = ")
             .bind(&r.status)
             .push(", result = ")
@@ -832,7 +901,7 @@ impl<'a> Writes<'a> {
     /// Ends the gathered statements with `COMMIT`, for a transaction begun
     /// by hand ([`Self::begin`], [`begin_and_read_runs`]).
     pub fn commit(&mut self) -> &mut Self {
-        self.statement("COMMIT");
+        self.commit = true;
         self
     }
 
@@ -844,6 +913,20 @@ impl<'a> Writes<'a> {
                 Backend::Postgres => super::PG_BEGIN,
             };
             self.statements.insert(0, Statement::new(begin));
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        if Backend::of(conn) != Backend::Sqlite {
+            // Versions are kept on SQLite only (see `run_versions`).
+            touched.clear();
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for chunk in touched.chunks(ROWS_PER_STATEMENT) {
+            self.statement("UPDATE runs SET version = version + 1 WHERE id IN ")
+                .tuple(chunk.iter().map(|id| Arg::from(*id)));
+        }
+        if std::mem::take(&mut self.commit) {
+            self.statement("COMMIT");
         }
         sql::execute_all(conn, &self.statements).await
     }
@@ -860,7 +943,8 @@ pub async fn run_with_steps(
     conn: &mut Conn,
     id: &str,
 ) -> Result<Option<(RunRow, Vec<StepRow>)>, DbError> {
-    Ok(read_runs(conn, &[id], false, false).await?.pop())
+    let (mut found, _) = read_runs(conn, &[id], &[], false, false).await?;
+    Ok(found.pop().map(|r| (r.run, r.steps)))
 }
 
 /// Runs by id in one round trip (runs that do not exist are left out).
@@ -887,18 +971,68 @@ pub async fn begin_and_read_runs(
     conn: &mut Conn,
     ids: &[&str],
 ) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
-    read_runs(conn, ids, true, true).await
+    let (found, _) = read_runs(conn, ids, &[], true, true).await?;
+    Ok(found.into_iter().map(|r| (r.run, r.steps)).collect())
 }
 
-async fn read_runs(
+/// A run as read, with its steps and version (SQLite; 0 on Postgres).
+pub struct ReadRun {
+    pub run: RunRow,
+    pub steps: Vec<StepRow>,
+    pub version: i64,
+}
+
+/// [`begin_and_read_runs`] for a caller that already holds the state of
+/// some runs as of a version (`known`, SQLite only): those runs are read
+/// only if their version moved. Returns the runs read and the known runs
+/// that did not change, in at most two round trips.
+pub async fn begin_and_read_changed<'a>(
     conn: &mut Conn,
     ids: &[&str],
+    known: &[(&'a str, i64)],
+) -> Result<(Vec<ReadRun>, Vec<&'a str>), DbError> {
+    let known_ids: Vec<&str> = known.iter().map(|(id, _)| *id).collect();
+    let (mut found, versions) = read_runs(conn, ids, &known_ids, true, true).await?;
+    let mut current = Vec::new();
+    let mut moved = Vec::new();
+    for (id, version) in known {
+        if versions.iter().any(|(v_id, v)| v_id == id && v == version) {
+            current.push(*id);
+        } else {
+            moved.push(*id);
+        }
+    }
+    if !moved.is_empty() {
+        let (more, _) = read_runs(conn, &moved, &[], false, false).await?;
+        found.extend(more);
+    }
+    Ok((found, current))
+}
+
+/// Reads runs `ids` with their steps, and the versions of runs `versions`
+/// (SQLite), in one round trip; begins the transaction and locks the runs
+/// (Postgres) first if asked.
+async fn read_runs<'q>(
+    conn: &mut Conn,
+    ids: &'q [&'q str],
+    versions: &'q [&'q str],
     mut begin: bool,
     lock: bool,
-) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
+) -> Result<(Vec<ReadRun>, Vec<(String, i64)>), DbError> {
     let backend = Backend::of(conn);
-    let mut found: Vec<(RunRow, Vec<StepRow>)> = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    let mut found: Vec<ReadRun> = Vec::with_capacity(ids.len());
+    let mut current: Vec<(String, i64)> = Vec::with_capacity(versions.len());
+    let rounds = ids
+        .len()
+        .max(versions.len())
+        .div_ceil(ROWS_PER_STATEMENT)
+        .max(1);
+    for round in 0..rounds {
+        let part = |all: &'q [&'q str]| {
+            let start = (round * ROWS_PER_STATEMENT).min(all.len());
+            &all[start..(start + ROWS_PER_STATEMENT).min(all.len())]
+        };
+        let (chunk, known) = (part(ids), part(versions));
         let mut query = Statement::new(match (std::mem::take(&mut begin), backend) {
             (false, _) => "",
             (true, Backend::Sqlite) => "BEGIN IMMEDIATE;\n",
@@ -909,71 +1043,91 @@ async fn read_runs(
         // are held and sees what their previous holders committed. (One
         // statement that locks as it reads would, in READ COMMITTED, get a
         // locked run's new row but its steps as they were when it began.)
-        let locking = lock && backend == Backend::Postgres;
+        let locking = lock && backend == Backend::Postgres && !chunk.is_empty();
         if locking {
             query
                 .push("SELECT count(*) FROM (SELECT id FROM runs WHERE id IN ")
                 .tuple(chunk.iter().map(|id| Arg::from(*id)))
                 .push(" ORDER BY id FOR UPDATE) locked;\n");
         }
-        query
-            .push(
-                "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
+        if !known.is_empty() {
+            query
+                .push("SELECT id, version FROM runs WHERE id IN ")
+                .tuple(known.iter().map(|id| Arg::from(*id)))
+                .push(";\n");
+        }
+        if !chunk.is_empty() {
+            query
+                .push(
+                    "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
                     r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
                     r.traceparent, r.trace_parent_span_id,
                     s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
-                    s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at
-             FROM runs r LEFT JOIN steps s ON s.run_id = r.id
-             WHERE r.id IN ",
-            )
-            .tuple(chunk.iter().map(|id| Arg::from(*id)))
-            .push(" ORDER BY r.id, s.position");
+                    s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at, ",
+                )
+                .push(match backend {
+                    Backend::Sqlite => "r.version",
+                    Backend::Postgres => "CAST(0 AS BIGINT) AS version",
+                })
+                .push(
+                    " FROM runs r LEFT JOIN steps s ON s.run_id = r.id
+                 WHERE r.id IN ",
+                )
+                .tuple(chunk.iter().map(|id| Arg::from(*id)))
+                .push(" ORDER BY r.id, s.position");
+        }
         let rows = query.fetch_all(&mut *conn).await?;
-        // The locking statement's one row (its count) comes first.
+        // The locking statement's one row (its count) comes first, then
+        // the versions (two columns), then the runs' rows.
         for r in &rows[usize::from(locking).min(rows.len())..] {
-            let id: String = r.get(0);
-            if found.last().is_none_or(|(run, _)| run.id != id) {
-                found.push((
-                    RunRow {
-                        id,
-                        tenant_id: r.get(1),
-                        workflow_key: r.get(2),
-                        workflow_version: r.get(3),
-                        status: r.get(4),
-                        input: r.get(5),
-                        result: r.get(6),
-                        error: r.get(7),
-                        created_at: r.get(8),
-                        started_at: r.get(9),
-                        ended_at: r.get(10),
-                        deadline_at: r.get(11),
-                        queued: r.get::<i64, _>(12) != 0,
-                        schedule_id: r.get(13),
-                        traceparent: r.get(14),
-                        trace_parent_span_id: r.get(15),
-                    },
-                    Vec::new(),
-                ));
+            if r.len() == 2 {
+                current.push((r.try_get(0)?, r.try_get(1)?));
+                continue;
             }
-            if r.get::<Option<String>, _>(16).is_some() {
-                let (_, steps) = found.last_mut().expect("pushed above");
-                steps.push(StepRow {
-                    run_id: r.get(16),
-                    step_id: r.get(17),
-                    position: r.get(18),
-                    kind: r.get(19),
-                    status: r.get(20),
-                    attempts: r.get(21),
-                    due_at: r.get(22),
-                    lease_owner: r.get(23),
-                    lease_expires_at: r.get(24),
-                    output: r.get(25),
-                    error: r.get(26),
-                    started_at: r.get(27),
-                    ended_at: r.get(28),
+            let id: String = r.try_get(0)?;
+            if found.last().is_none_or(|read| read.run.id != id) {
+                found.push(ReadRun {
+                    run: RunRow {
+                        id,
+                        tenant_id: r.try_get(1)?,
+                        workflow_key: r.try_get(2)?,
+                        workflow_version: r.try_get(3)?,
+                        status: r.try_get(4)?,
+                        input: r.try_get(5)?,
+                        result: r.try_get(6)?,
+                        error: r.try_get(7)?,
+                        created_at: r.try_get(8)?,
+                        started_at: r.try_get(9)?,
+                        ended_at: r.try_get(10)?,
+                        deadline_at: r.try_get(11)?,
+                        queued: r.try_get::<i64, _>(12)? != 0,
+                        schedule_id: r.try_get(13)?,
+                        traceparent: r.try_get(14)?,
+                        trace_parent_span_id: r.try_get(15)?,
+                    },
+                    steps: Vec::new(),
+                    version: r.try_get(29)?,
+                });
+            }
+            if r.try_get::<Option<String>, _>(16)?.is_some() {
+                let read = found.last_mut().expect("pushed above");
+                read.steps.push(StepRow {
+                    run_id: r.try_get(16)?,
+                    step_id: r.try_get(17)?,
+                    position: r.try_get(18)?,
+                    kind: r.try_get(19)?,
+                    status: r.try_get(20)?,
+                    attempts: r.try_get(21)?,
+                    due_at: r.try_get(22)?,
+                    lease_owner: r.try_get(23)?,
+                    lease_expires_at: r.try_get(24)?,
+                    output: r.try_get(25)?,
+                    error: r.try_get(26)?,
+                    started_at: r.try_get(27)?,
+                    ended_at: r.try_get(28)?,
                 });
             }
         }
     }
-    Ok(found)
+    Ok((found, current))
 }

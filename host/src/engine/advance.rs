@@ -12,12 +12,13 @@
 //! - A run whose steps are all finished is `completed`; a run with a step
 //!   waiting for a person or system and nothing else to do is `paused`.
 
-use std::collections::BTreeMap;
+use std::cell::OnceCell;
+use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
 use super::definition::{self, Definition};
-use super::template::{self, Scope};
+use super::template::{self, Scope, Steps as _};
 use crate::db::runs::{RunRow, StepRow};
 
 /// An event to append to the run's log.
@@ -70,22 +71,35 @@ pub fn catch_id(step_id: &str) -> String {
     format!("{step_id}.catch")
 }
 
-/// What templates in a step of this run can see.
-pub fn step_records(steps: &[StepRow]) -> BTreeMap<String, Value> {
-    steps
-        .iter()
-        .map(|s| {
+/// What templates in a step of this run can see: each step's record,
+/// decoded from its row the first time a template refers to it.
+pub struct StepRecords<'a> {
+    steps: &'a [StepRow],
+    records: Vec<OnceCell<Value>>,
+}
+
+impl<'a> StepRecords<'a> {
+    pub fn new(steps: &'a [StepRow]) -> Self {
+        Self {
+            steps,
+            records: (0..steps.len()).map(|_| OnceCell::new()).collect(),
+        }
+    }
+}
+
+impl template::Steps for StepRecords<'_> {
+    fn record(&self, id: &str) -> Option<&Value> {
+        let i = self.steps.iter().position(|s| s.step_id == id)?;
+        let step = &self.steps[i];
+        Some(self.records[i].get_or_init(|| {
             let parse = |text: &Option<String>| {
                 text.as_deref()
                     .and_then(|t| serde_json::from_str(t).ok())
                     .unwrap_or(Value::Null)
             };
-            (
-                s.step_id.clone(),
-                json!({"status": s.status, "output": parse(&s.output), "error": parse(&s.error)}),
-            )
-        })
-        .collect()
+            json!({"status": step.status, "output": parse(&step.output), "error": parse(&step.error)})
+        }))
+    }
 }
 
 pub fn run_record(run: &RunRow) -> Value {
@@ -104,112 +118,147 @@ pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i
         return events;
     }
     let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
+    // Each pass decides over the steps as they are, then applies; a pass
+    // that decides nothing ends it.
     loop {
-        let mut changed = false;
-        let records = step_records(steps);
-        let status_of: BTreeMap<String, String> = steps
-            .iter()
-            .map(|s| (s.step_id.clone(), s.status.clone()))
-            .collect();
-        for step in steps.iter_mut().filter(|s| s.status == "pending") {
-            let Some(step_def) = def.step(&step.step_id) else {
-                continue;
-            };
-            let dep_status: Vec<&str> = step_def
-                .depends_on
-                .iter()
-                .map(|d| status_of.get(d).map_or("pending", String::as_str))
-                .collect();
-            if !dep_status
-                .iter()
-                .all(|s| *s == "completed" || *s == "skipped")
-            {
-                continue;
-            }
-            changed = true;
-            if let Some(skipped) = step_def
-                .depends_on
-                .iter()
-                .find(|d| status_of.get(*d).is_some_and(|s| s == "skipped"))
-            {
-                step.status = "skipped".into();
-                step.ended_at = Some(now);
-                events.push(Event::step(
-                    "step.skipped",
-                    &step.step_id,
-                    json!({"reason": format!("dependency {skipped:?} was skipped")}),
-                ));
-                continue;
-            }
-            if let Some(condition) = &step_def.condition {
-                let run_value = run_record(run);
-                let scope = Scope {
-                    input: &input,
-                    steps: &records,
-                    run: &run_value,
-                    failure: None,
-                };
-                match template::condition(condition, &scope) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        step.status = "skipped".into();
-                        step.ended_at = Some(now);
-                        events.push(Event::step(
-                            "step.skipped",
-                            &step.step_id,
-                            json!({"reason": "if condition is false"}),
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        step.status = "failed".into();
-                        step.ended_at = Some(now);
-                        let error = json!({"kind": "invalid_input", "message": format!("if: {e}")});
-                        step.error = Some(error.to_string());
-                        events.push(Event::step("step.failed", &step.step_id, error));
-                        continue;
-                    }
+        let decisions = decide(def, run, steps, &input, now);
+        if decisions.is_empty() {
+            break;
+        }
+        for (i, decision) in decisions {
+            let step = &mut steps[i];
+            match decision {
+                Decision::Skip(reason) => {
+                    step.status = "skipped".into();
+                    step.ended_at = Some(now);
+                    events.push(Event::step(
+                        "step.skipped",
+                        &step.step_id,
+                        json!({"reason": reason}),
+                    ));
                 }
-            }
-            match step_def.uses.as_str() {
-                definition::COLLECT_INPUTS | definition::REQUEST_USER_ACTION => {
+                Decision::Fail(error) => {
+                    step.status = "failed".into();
+                    step.ended_at = Some(now);
+                    step.error = Some(error.to_string());
+                    events.push(Event::step("step.failed", &step.step_id, error));
+                }
+                Decision::Pause(kind) => {
                     step.status = "paused".into();
                     step.started_at = Some(now);
                     events.push(Event::step(
                         "step.paused",
                         &step.step_id,
-                        json!({"kind": step_def.uses}),
+                        json!({"kind": kind}),
                     ));
                 }
-                definition::WAIT => {
+                Decision::Ready(due_at) => {
                     step.status = "ready".into();
-                    step.due_at = Some(wait_until(
-                        step_def.config.as_ref(),
-                        &input,
-                        &records,
-                        run,
-                        now,
-                    ));
-                }
-                _ => {
-                    step.status = "ready".into();
-                    step.due_at = Some(now);
+                    step.due_at = Some(due_at);
                 }
             }
-        }
-        if !changed {
-            break;
         }
     }
     settle(def, run, steps, now, &mut events);
     events
 }
 
+/// What becomes of a pending step whose dependencies are all done.
+enum Decision {
+    Skip(String),
+    Fail(Value),
+    Pause(String),
+    /// Ready to run at this time.
+    Ready(i64),
+}
+
+/// The pending steps that can move, and where to.
+fn decide(
+    def: &Definition,
+    run: &RunRow,
+    steps: &[StepRow],
+    input: &Value,
+    now: i64,
+) -> Vec<(usize, Decision)> {
+    let status_of: HashMap<&str, &str> = steps
+        .iter()
+        .map(|s| (s.step_id.as_str(), s.status.as_str()))
+        .collect();
+    let records = StepRecords::new(steps);
+    let mut decisions = Vec::new();
+    for (i, step) in steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.status == "pending")
+    {
+        let Some(step_def) = def.step(&step.step_id) else {
+            continue;
+        };
+        let status = |d: &String| status_of.get(d.as_str()).copied().unwrap_or("pending");
+        if !step_def
+            .depends_on
+            .iter()
+            .all(|d| matches!(status(d), "completed" | "skipped"))
+        {
+            continue;
+        }
+        if let Some(skipped) = step_def.depends_on.iter().find(|d| status(d) == "skipped") {
+            decisions.push((
+                i,
+                Decision::Skip(format!("dependency {skipped:?} was skipped")),
+            ));
+            continue;
+        }
+        if let Some(condition) = &step_def.condition {
+            let run_value = run_record(run);
+            let scope = Scope {
+                input,
+                steps: &records,
+                run: &run_value,
+                failure: None,
+            };
+            match template::condition(condition, &scope) {
+                Ok(true) => {}
+                Ok(false) => {
+                    decisions.push((i, Decision::Skip("if condition is false".into())));
+                    continue;
+                }
+                Err(e) => {
+                    decisions.push((
+                        i,
+                        Decision::Fail(
+                            json!({"kind": "invalid_input", "message": format!("if: {e}")}),
+                        ),
+                    ));
+                    continue;
+                }
+            }
+        }
+        decisions.push((
+            i,
+            match step_def.uses.as_str() {
+                definition::COLLECT_INPUTS | definition::REQUEST_USER_ACTION => {
+                    Decision::Pause(step_def.uses.clone())
+                }
+                definition::WAIT => Decision::Ready(wait_until(
+                    step_def.config.as_ref(),
+                    input,
+                    &records,
+                    run,
+                    now,
+                )),
+                _ => Decision::Ready(now),
+            },
+        ));
+    }
+    decisions
+}
+
 /// When a `wait` step is due.
 fn wait_until(
     config: Option<&Value>,
     input: &Value,
-    records: &BTreeMap<String, Value>,
+    records: &StepRecords<'_>,
     run: &RunRow,
     now: i64,
 ) -> i64 {
@@ -306,7 +355,7 @@ fn settle(
 }
 
 fn result_of(def: &Definition, run: &RunRow, steps: &[StepRow]) -> Value {
-    let records = step_records(steps);
+    let records = StepRecords::new(steps);
     if let Some(output) = &def.output {
         let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
         let run_value = run_record(run);
@@ -321,7 +370,7 @@ fn result_of(def: &Definition, run: &RunRow, steps: &[StepRow]) -> Value {
     }
     let mut result = serde_json::Map::new();
     for sink in def.sinks() {
-        if let Some(record) = records.get(&sink.id)
+        if let Some(record) = records.record(&sink.id)
             && record["status"] == "completed"
         {
             result.insert(sink.id.clone(), record["output"].clone());

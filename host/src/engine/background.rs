@@ -12,6 +12,9 @@ use crate::db;
 use crate::db::state::Delivery;
 use crate::mail::SmtpRelay;
 
+/// Runs deleted per retention transaction.
+const RETENTION_BATCH: i64 = 500;
+
 impl Engine {
     pub(crate) async fn watch_deadlines(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
@@ -32,6 +35,57 @@ impl Engine {
                 {
                     tracing::warn!(%run_id, error = %e, "could not fail an overdue run");
                 }
+            }
+        }
+    }
+
+    /// Deletes finished runs older than `--retention`, with their steps,
+    /// attempts and events: every half the retention (between 1 s and a
+    /// minute), in transactions of [`RETENTION_BATCH`] runs with a pause
+    /// between them, so the engine's own writes go on meanwhile.
+    pub(crate) async fn expire_runs(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(retention) = self.config.retention else {
+            return;
+        };
+        let every = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let age = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let mut deleted = 0;
+            loop {
+                let before = db::now_ms().saturating_sub(age);
+                let batch = async {
+                    let mut tx = self.db.begin().await?;
+                    let n =
+                        db::runs::delete_finished_runs(&mut tx, before, RETENTION_BATCH).await?;
+                    tx.commit().await.map_err(db::DbError::from)?;
+                    Ok::<usize, db::DbError>(n)
+                }
+                .await;
+                let n = match batch {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not delete expired runs; trying again later");
+                        break;
+                    }
+                };
+                deleted += n;
+                if i64::try_from(n).unwrap_or(i64::MAX) < RETENTION_BATCH {
+                    break;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            if deleted > 0 {
+                self.metrics
+                    .runs_deleted
+                    .fetch_add(deleted as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(deleted, "deleted runs past the retention");
             }
         }
     }

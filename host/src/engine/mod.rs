@@ -60,6 +60,9 @@ pub enum EngineError {
     /// Refused by the workflow's `concurrency` or `min_interval_ms`.
     #[error("{message}")]
     Overlap { message: String, run_id: String },
+    /// The tenant already has `tenant_max_pending` runs waiting to start.
+    #[error("{message}")]
+    Backlog { message: String, retry_after: u64 },
     #[error("the workflow definition is invalid")]
     InvalidDefinition(Vec<Problem>),
     #[error("{0}")]
@@ -81,6 +84,12 @@ pub struct EngineConfig {
     /// wait in the queue. `usize::MAX`: no cap (nothing to count, and on
     /// Postgres no tenant lock to take when claiming).
     pub tenant_max_running: usize,
+    /// Runs one tenant may have waiting to start (`pending`); a start past
+    /// it is refused (429 with Retry-After). `usize::MAX`: no limit.
+    pub tenant_max_pending: usize,
+    /// Finished runs older than this are deleted with their steps,
+    /// attempts and events; `None` keeps them for ever.
+    pub retention: Option<Duration>,
     /// Longest the scheduler sleeps without a wake-up (catches leases that
     /// expire and timers).
     pub poll: Duration,
@@ -117,6 +126,8 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(15),
             max_parallel: 32,
             tenant_max_running: 16,
+            tenant_max_pending: DEFAULT_TENANT_MAX_PENDING,
+            retention: None,
             poll: Duration::from_millis(500),
             smtp: None,
             mail_retry: MailRetry::default(),
@@ -130,6 +141,9 @@ impl Default for EngineConfig {
     }
 }
 
+/// Default for [`EngineConfig::tenant_max_pending`].
+pub const DEFAULT_TENANT_MAX_PENDING: usize = 10_000;
+
 /// Default for [`EngineConfig::max_upload_bytes`]: 32 MiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
 
@@ -141,6 +155,8 @@ pub struct Metrics {
     /// Attempt durations: counts per bucket of [`DURATION_BUCKETS_MS`], then +Inf.
     pub duration_buckets: [AtomicU64; 12],
     pub duration_sum_us: AtomicU64,
+    /// Finished runs deleted by `--retention`.
+    pub runs_deleted: AtomicU64,
 }
 
 pub const DURATION_BUCKETS_MS: [f64; 11] = [
@@ -170,6 +186,13 @@ pub struct Engine {
     backlog: std::sync::atomic::AtomicBool,
     /// Parsed definitions by (tenant, key, version): versions are immutable.
     definitions: Mutex<HashMap<(String, String, String), Arc<Definition>>>,
+    /// What the recorder last wrote for runs with steps in flight here,
+    /// with the run's version then (SQLite): the next record of such a run
+    /// reads only its version, not its steps.
+    recorded: Mutex<HashMap<String, scheduler::Recorded>>,
+    /// Each tenant's count of pending runs, when it was read, and the
+    /// starts accepted since: read again at most once a second.
+    pending: Mutex<HashMap<String, runs::PendingCount>>,
     /// Finished attempts on their way to the recorder.
     finished: tokio::sync::mpsc::UnboundedSender<scheduler::Finished>,
     /// The recorder's end, taken when the engine starts.
@@ -207,6 +230,8 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             backlog: std::sync::atomic::AtomicBool::new(true),
             definitions: Mutex::default(),
+            recorded: Mutex::default(),
+            pending: Mutex::default(),
             validators: Mutex::default(),
             finished,
             finished_rx: Mutex::new(Some(finished_rx)),

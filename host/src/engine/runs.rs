@@ -8,9 +8,18 @@ use serde_json::{Value, json};
 use super::advance::{self, Event, run_is_terminal};
 use super::definition::{self, COLLECT_INPUTS, REQUEST_USER_ACTION};
 use super::workflows::Selector;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, lock};
 use crate::db::runs::{AttemptRow, EventRow, RunRow, StepRow};
 use crate::db::{self, DbError};
+
+/// A tenant's pending runs as last counted (plus the starts since).
+pub(crate) struct PendingCount {
+    at: std::time::Instant,
+    count: i64,
+}
+
+/// How long a count of a tenant's pending runs is used.
+const PENDING_COUNT_TTL: Duration = Duration::from_secs(1);
 
 /// A run with its steps and attempts.
 #[derive(Debug, Clone)]
@@ -18,6 +27,17 @@ pub struct RunView {
     pub run: RunRow,
     pub steps: Vec<StepRow>,
     pub attempts: Vec<AttemptRow>,
+    pub detail: Detail,
+}
+
+/// How much of each attempt a run's view carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detail {
+    /// Status, host, times and error: what a long run's view can afford.
+    #[default]
+    Compact,
+    /// Also each attempt's logs and rendered input.
+    Full,
 }
 
 /// How a run is stopped from outside.
@@ -98,6 +118,7 @@ impl Engine {
         key: Option<StartKey<'_>>,
         traceparent: Option<&str>,
     ) -> Result<Started, EngineError> {
+        self.check_backlog(tenant).await?;
         let mut prepared = self.prepare_run(tenant, workflow, version, input).await?;
         prepared.caller_trace = traceparent.map(str::to_owned);
         // A transaction by hand: without overlap control, BEGIN, the writes
@@ -139,6 +160,43 @@ impl Engine {
         self.changed(&run.id);
         self.wake.notify_one();
         Ok(Started::Created(Box::new(run)))
+    }
+
+    /// Refuses a start while the tenant has `tenant_max_pending` runs
+    /// waiting to start. The count is read at most once a second per
+    /// tenant (an index holds only pending runs); starts accepted since are
+    /// added to it, so the limit errs on the side of refusing.
+    async fn check_backlog(&self, tenant: &str) -> Result<(), EngineError> {
+        let max = self.config.tenant_max_pending;
+        if max == usize::MAX {
+            return Ok(());
+        }
+        let fresh = lock(&self.pending)
+            .get(tenant)
+            .filter(|c| c.at.elapsed() < PENDING_COUNT_TTL)
+            .map(|c| c.count);
+        let count = match fresh {
+            Some(n) => n,
+            None => {
+                let mut conn = self.db.reader().await?;
+                let n = db::runs::count_pending(&mut conn, tenant).await?;
+                let at = std::time::Instant::now();
+                lock(&self.pending).insert(tenant.to_owned(), PendingCount { at, count: n });
+                n
+            }
+        };
+        if usize::try_from(count).unwrap_or(usize::MAX) >= max {
+            return Err(EngineError::Backlog {
+                message: format!(
+                    "the tenant has {count} runs waiting to start, as many as it may (--tenant-max-pending {max}); retry once some have started"
+                ),
+                retry_after: PENDING_COUNT_TTL.as_secs().max(1),
+            });
+        }
+        if let Some(c) = lock(&self.pending).get_mut(tenant) {
+            c.count += 1;
+        }
+        Ok(())
     }
 
     /// What an earlier start with `key` did: the run it created, if it
@@ -398,17 +456,23 @@ impl Engine {
         Ok(Some(run))
     }
 
-    pub async fn get_run(&self, tenant: &str, id: &str) -> Result<RunView, EngineError> {
+    pub async fn get_run(
+        &self,
+        tenant: &str,
+        id: &str,
+        detail: Detail,
+    ) -> Result<RunView, EngineError> {
         let mut conn = self.db.reader().await?;
         let run = db::runs::get_run(&mut conn, tenant, id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
         let steps = db::runs::steps_of(&mut conn, id).await?;
-        let attempts = db::runs::attempts_of(&mut conn, id).await?;
+        let attempts = db::runs::attempts_of(&mut conn, id, detail == Detail::Full).await?;
         Ok(RunView {
             run,
             steps,
             attempts,
+            detail,
         })
     }
 
@@ -418,6 +482,7 @@ impl Engine {
         tenant: &str,
         id: &str,
         wait: Duration,
+        detail: Detail,
     ) -> Result<RunView, EngineError> {
         let mut changes = self.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
@@ -430,14 +495,14 @@ impl Engine {
                     .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?
             };
             if run_is_terminal(&run.status) || run.status == "paused" {
-                return self.get_run(tenant, id).await;
+                return self.get_run(tenant, id, detail).await;
             }
             loop {
                 // Looks again every second even without news: on Postgres
                 // another host's notification may have been lost.
                 let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
                 match tokio::time::timeout_at(until, changes.recv()).await {
-                    Err(_) if until == deadline => return self.get_run(tenant, id).await,
+                    Err(_) if until == deadline => return self.get_run(tenant, id, detail).await,
                     Err(_) => break,
                     Ok(Ok(changed)) if changed != id => continue,
                     Ok(_) => break,

@@ -89,6 +89,13 @@ pub(crate) struct Snapshot {
     steps: Vec<StepRow>,
 }
 
+/// A run's state as a recording transaction committed it, and the run's
+/// version after that commit.
+pub(crate) struct Recorded {
+    snapshot: Arc<Snapshot>,
+    version: i64,
+}
+
 /// What one recording transaction tracks across its attempts.
 struct BatchState {
     /// Further steps this host may start now.
@@ -136,6 +143,11 @@ impl Engine {
         let engine = self.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move { engine.run_webhooks(stop).await });
+        if self.config.retention.is_some() {
+            let engine = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { engine.expire_runs(stop).await });
+        }
         if self.config.smtp.is_some() {
             let engine = self.clone();
             tokio::spawn(async move { engine.send_mail(shutdown).await });
@@ -292,7 +304,10 @@ impl Engine {
             .flat_map(|(run, events)| event_rows(run, events))
             .collect();
         let mut writes = db::runs::Writes::default();
-        writes.insert_attempts(&attempts);
+        // The claimed steps changed: their runs' versions move.
+        writes
+            .insert_attempts(&attempts)
+            .touch(steps.iter().map(|s| s.run_id.as_str()));
         for (run, _) in runs.iter().zip(&starting).filter(|(_, s)| **s) {
             writes.update_run(run);
         }
@@ -360,20 +375,23 @@ impl Engine {
                 ));
             }
         };
-        let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
-        let records = advance::step_records(steps);
-        let run_value = advance::run_record(run);
-        let scope = Scope {
-            input: &input,
-            steps: &records,
-            run: &run_value,
-            failure: failure.as_ref(),
+        let config = {
+            // The records are decoded as the templates refer to them.
+            let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
+            let records = advance::StepRecords::new(steps);
+            let run_value = advance::run_record(run);
+            let scope = Scope {
+                input: &input,
+                steps: &records,
+                run: &run_value,
+                failure: failure.as_ref(),
+            };
+            config
+                .as_ref()
+                .map(|c| template::render(c, &scope))
+                .transpose()
         };
-        let config = match config
-            .as_ref()
-            .map(|c| template::render(c, &scope))
-            .transpose()
-        {
+        let config = match config {
             Ok(config) => {
                 let config = config.unwrap_or(Value::Object(Default::default()));
                 *rendered = Some(config.to_string());
@@ -637,6 +655,7 @@ impl Engine {
                         }
                         // Dependents claimed in the same transaction start
                         // now, without a round through the scheduler.
+                        let version = change.version + i64::from(change.rewrites());
                         let RunChange {
                             run,
                             steps,
@@ -647,6 +666,9 @@ impl Engine {
                             continue;
                         }
                         let snapshot = Arc::new(Snapshot { run, steps });
+                        if self.db.exclusive() {
+                            self.remember(snapshot.clone(), version);
+                        }
                         for step in claimed_next {
                             self.dispatch(step, Some(snapshot.clone()));
                         }
@@ -660,6 +682,18 @@ impl Engine {
                 self.wake.notify_one();
             }
         }
+    }
+
+    /// Keeps a run's state as just committed, for the record of the steps
+    /// it dispatched. Entries leave when those steps are recorded; an
+    /// attempt that never is (its lease expires) leaves one behind, so the
+    /// map is emptied if it outgrows what can be in flight.
+    fn remember(&self, snapshot: Arc<Snapshot>, version: i64) {
+        let mut recorded = lock(&self.recorded);
+        if recorded.len() > 2 * self.config.max_parallel + 64 {
+            recorded.clear();
+        }
+        recorded.insert(snapshot.run.id.clone(), Recorded { snapshot, version });
     }
 
     /// One recording transaction in as few round trips to the writer's
@@ -677,14 +711,49 @@ impl Engine {
         let mut ids: Vec<&str> = batch.iter().map(|(s, _, _)| s.run_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let read = db::runs::begin_and_read_runs(&mut conn, &ids).await;
+        // Runs whose state this host last wrote are read again only if
+        // their version moved since (SQLite: one host owns the database).
+        let mut held: Vec<(String, Recorded)> = if self.db.exclusive() {
+            let mut recorded = lock(&self.recorded);
+            ids.iter()
+                .filter_map(|id| recorded.remove_entry(*id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let known: Vec<(&str, i64)> = held
+            .iter()
+            .map(|(id, r)| (id.as_str(), r.version))
+            .collect();
+        let unknown: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !known.iter().any(|(k, _)| k == id))
+            .collect();
+        let read = db::runs::begin_and_read_changed(&mut conn, &unknown, &known)
+            .await
+            .map(|(read, current)| {
+                let current: Vec<String> = current.into_iter().map(str::to_owned).collect();
+                (read, current)
+            });
         let result: Result<Vec<RunChange>, EngineError> = async {
             // Each attempt changes its run in memory; the batch is written
             // at the end.
-            let mut runs: Vec<RunChange> = read?
+            let (read, current) = read?;
+            let mut runs: Vec<RunChange> = read
                 .into_iter()
-                .map(|(run, steps)| RunChange::new(run, steps))
+                .map(|r| RunChange::new(r.run, r.steps, r.version))
                 .collect();
+            for (id, recorded) in held.drain(..) {
+                if current.contains(&id) {
+                    let Snapshot { run, steps } = Arc::try_unwrap(recorded.snapshot)
+                        .unwrap_or_else(|shared| Snapshot {
+                            run: shared.run.clone(),
+                            steps: shared.steps.clone(),
+                        });
+                    runs.push(RunChange::new(run, steps, recorded.version));
+                }
+            }
             let mut attempts = Vec::new();
             for (claimed, outcome, rendered) in batch {
                 let Some(change) = runs.iter_mut().find(|c| c.run.id == claimed.run_id) else {
@@ -1088,10 +1157,12 @@ struct RunChange {
     steps: Vec<StepRow>,
     events: Vec<Event>,
     claimed_next: Vec<StepRow>,
+    /// The run's version as read.
+    version: i64,
 }
 
 impl RunChange {
-    fn new(run: RunRow, steps: Vec<StepRow>) -> Self {
+    fn new(run: RunRow, steps: Vec<StepRow>, version: i64) -> Self {
         Self {
             original_run: run.clone(),
             run,
@@ -1099,7 +1170,14 @@ impl RunChange {
             steps,
             events: Vec::new(),
             claimed_next: Vec::new(),
+            version,
         }
+    }
+
+    /// Whether writing this change raises the run's version: its row or a
+    /// step changed.
+    fn rewrites(&self) -> bool {
+        self.original_run != self.run || self.written_steps().next().is_some()
     }
 
     fn changed(&self) -> bool {

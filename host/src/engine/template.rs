@@ -81,10 +81,23 @@ impl TemplateError {
 /// that step's record: `{"output": …, "status": "completed", "error": null}`.
 pub struct Scope<'a> {
     pub input: &'a Value,
-    pub steps: &'a BTreeMap<String, Value>,
+    pub steps: &'a dyn Steps,
     pub run: &'a Value,
     /// `{"step": …, "error": …}` while a `catch` step runs; otherwise none.
     pub failure: Option<&'a Value>,
+}
+
+/// A run's step records by step id, as templates read them. The engine's
+/// records are decoded only when a template refers to them, so rendering
+/// one step's config costs the same at step 2 as at step 200.
+pub trait Steps {
+    fn record(&self, id: &str) -> Option<&Value>;
+}
+
+impl Steps for BTreeMap<String, Value> {
+    fn record(&self, id: &str) -> Option<&Value> {
+        self.get(id)
+    }
 }
 
 /// Every reference in `value` (recursively), for validation when a
@@ -370,7 +383,7 @@ fn resolve<'a>(r: &Reference, scope: &Scope<'a>) -> Result<Option<&'a Value>, Te
                 });
             }
         },
-        Root::Step(id) => match scope.steps.get(id) {
+        Root::Step(id) => match scope.steps.record(id) {
             Some(record) => (record, format!("steps{}", segment(id))),
             None => return missing("steps".to_owned(), id),
         },
@@ -545,7 +558,7 @@ mod tests {
     fn with_scope<T>(in_catch: bool, f: impl FnOnce(&Scope<'_>) -> T) -> T {
         let all = json(FIXTURE);
         let steps = all["steps"].as_object().into_iter().flatten();
-        let steps = steps.map(|(k, v)| (k.clone(), v.clone())).collect();
+        let steps: BTreeMap<String, Value> = steps.map(|(k, v)| (k.clone(), v.clone())).collect();
         let failure = in_catch.then_some(&all["failure"]);
         f(&Scope {
             input: &all["input"],

@@ -234,7 +234,7 @@ function StepDetail({ run, step, definitionStep, me, onChanged }) {
 }
 
 export function RunPage({ id, me }) {
-  const run = useLoad(() => api(`/v1/runs/${enc(id)}`), [id]);
+  const run = useLoad(() => api(`/v1/runs/${enc(id)}?view=full`), [id]);
   const r = run.value;
   const definition = useLoad(
     () => (r ? api(`/v1/workflows/${enc(r.workflow)}?version=${enc(r.version)}`).then((w) => w.definition) : Promise.resolve(null)),
