@@ -58,8 +58,13 @@ async fn fetching_server(extra: &[&str]) -> Server {
     s
 }
 
+/// Runs the fetch workflow; the run with its attempts' logs.
 async fn fetch(s: &Server, url: &str) -> Value {
-    s.run_sync("fetch", json!({"url": url})).await
+    let run = s.run_sync("fetch", json!({"url": url})).await;
+    let id = run["id"].as_str().expect("a run id");
+    let (status, full) = s.get(&format!("/v1/runs/{id}?view=full")).await;
+    assert_eq!(status, 200, "{full}");
+    full
 }
 
 /// The run failed with "request denied", and the attempt's log says why

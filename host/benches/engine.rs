@@ -9,7 +9,10 @@
 //!
 //! Run: `cargo bench --bench engine`; with `-- --otlp`, traces are
 //! exported (as `weft serve --otlp-endpoint` would) to a receiver in this
-//! process that decodes and counts them, to compare with traces off.
+//! process that decodes and counts them, to compare with traces off. With
+//! `-- --history N`, the database first gets N finished steps of history
+//! (N/10 completed 10-step runs, each with its attempts and 22 events,
+//! written by direct inserts), to compare with an empty database.
 
 #![allow(clippy::print_stdout, reason = "a bench binary prints its figures")]
 
@@ -49,13 +52,19 @@ async fn main() {
     } else {
         None
     };
-    if std::env::args().any(|a| a == "--chains") {
+    let args: Vec<String> = std::env::args().collect();
+    let history = args
+        .iter()
+        .position(|a| a == "--history")
+        .and_then(|i| args.get(i + 1))
+        .map_or(0, |n| n.parse::<usize>().expect("--history takes a number of steps"));
+    if args.iter().any(|a| a == "--chains") {
         // Only the chains (for a profiler): the default settings.
-        measure(defaults, Part::Chains).await;
+        measure(defaults, Part::Chains, history).await;
         return;
     }
     for config in [defaults, one_tenant] {
-        measure(config, Part::All).await;
+        measure(config, Part::All, history).await;
         println!();
     }
     if let Some((guard, spans)) = traces {
@@ -117,7 +126,7 @@ enum Part {
     Chains,
 }
 
-async fn measure(config: EngineConfig, part: Part) {
+async fn measure(config: EngineConfig, part: Part, history: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(
         &format!("sqlite://{}/weft.db", dir.path().display()),
@@ -128,6 +137,9 @@ async fn measure(config: EngineConfig, part: Part) {
     api::auth::bootstrap(&db, Some(KEY))
         .await
         .expect("bootstrap");
+    if history > 0 {
+        fill_history(&db, history / 10).await;
+    }
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).expect("runtime"));
     let plugins = Plugins::default();
     let testkit = guests::rust("testkit");
@@ -362,6 +374,69 @@ where
             ms(p50) / n as f64
         );
     }
+}
+
+/// Writes `runs` finished 10-step runs of the bench's tenant, as the
+/// engine would have left them (steps with outputs, one attempt each with
+/// its rendered input, 22 events), with ids older than any new run's.
+async fn fill_history(db: &Db, runs: usize) {
+    let started = Instant::now();
+    let mut conn = db.writer().await.expect("writer");
+    let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM api_keys LIMIT 1")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("the bench tenant");
+    let day_ago = weft::db::now_ms() - 86_400_000;
+    let series = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1),
+                  s(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM s WHERE j < 9)";
+    let id = "'00000000-0000-7000-8000-' || printf('%012d', i)";
+    let statements = [
+        format!(
+            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, created_at, started_at, ended_at)
+             {series} SELECT {id}, $2, 'history', '0.1.0', 'completed', '{{\"n\":' || i || '}}',
+                 '{{\"s9\":{{\"n\":' || i || '}}}}', $3 + i, $3 + i, $3 + i + 10 FROM n"
+        ),
+        format!(
+            "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, output, started_at, ended_at)
+             {series} SELECT {id}, 's' || j, j, 'plugin', 'completed', 1, '{{\"n\":' || i || ',\"invoice\":\"inv-' || i || '\",\"amount\":12.5}}',
+                 $3 + i + j, $3 + i + j + 1 FROM n, s"
+        ),
+        format!(
+            "INSERT INTO attempts (run_id, step_id, attempt, status, host, started_at, ended_at, input)
+             {series} SELECT {id}, 's' || j, 1, 'completed', 'host-bench', $3 + i + j, $3 + i + j + 1,
+                 '{{\"mode\":\"echo\"}}' FROM n, s"
+        ),
+        format!(
+            "INSERT INTO events (tenant_id, run_id, type, step_id, data, at)
+             {series}, e(k, type) AS (VALUES (0, 'step.started'), (1, 'step.completed'))
+             SELECT $2, {id}, e.type, 's' || j, '{{\"attempt\":1}}', $3 + i + j FROM n, s, e
+             UNION ALL SELECT $2, {id}, 'run.started', NULL, '{{}}', $3 + i FROM n
+             UNION ALL SELECT $2, {id}, 'run.completed', NULL, '{{}}', $3 + i + 10 FROM n"
+        ),
+    ];
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .expect("begin");
+    for sql in &statements {
+        sqlx::query(sql)
+            .bind(runs as i64)
+            .bind(&tenant)
+            .bind(day_ago)
+            .execute(&mut *conn)
+            .await
+            .expect("history rows");
+    }
+    sqlx::query("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .expect("commit");
+    println!(
+        "history: {runs} finished runs, {} steps, {} events, written in {:.1} s",
+        runs * 10,
+        runs * 22,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn ms(d: Duration) -> f64 {

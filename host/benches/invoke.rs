@@ -78,6 +78,48 @@ async fn main() {
     println!("ratio (b)/(a): {:.2}", best_invoke / best_raw);
     println!();
     languages().await;
+    transform(&runtime, &memory).await;
+}
+
+/// The built-in `transform` step (a jq program through jaq) against the
+/// testkit's echo, one attempt each on the same runtime.
+async fn transform(runtime: &Runtime, memory: &MemoryServices) {
+    let echo = runtime
+        .load(&guests::rust("testkit"))
+        .await
+        .expect("load testkit");
+    let transform = runtime
+        .load(&guests::rust("transform"))
+        .await
+        .expect("load transform");
+    let data = r#"{"invoices":[{"id":"inv-1","amount":12.5,"overdue":true},{"id":"inv-2","amount":40,"overdue":false}]}"#;
+    let expression = format!(
+        r#"{{"expression":"[.invoices[] | select(.overdue) | .amount] | add","data":{data}}}"#
+    );
+    let echo_config = r#"{"mode":"echo"}"#.to_owned();
+    let time = |plugin, config: String| async move {
+        let run = || async {
+            let attempt = runtime
+                .invoke(plugin, invocation(&config, data, memory))
+                .await;
+            assert!(attempt.result.is_ok(), "{:?}", attempt.result);
+        };
+        for _ in 0..50 {
+            run().await;
+        }
+        let calls = 500;
+        let started = Instant::now();
+        for _ in 0..calls {
+            run().await;
+        }
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(calls)
+    };
+    let echo_us = time(&echo, echo_config).await;
+    let transform_us = time(&transform, expression).await;
+    println!(
+        "transform attempt: {transform_us:.0} µs; testkit echo: {echo_us:.0} µs ({:.1}x)",
+        transform_us / echo_us
+    );
 }
 
 async fn languages() {
