@@ -12,7 +12,9 @@
 //! process that decodes and counts them, to compare with traces off. With
 //! `-- --history N`, the database first gets N finished steps of history
 //! (N/10 completed 10-step runs, each with its attempts and 22 events,
-//! written by direct inserts), to compare with an empty database.
+//! written by direct inserts), to compare with an empty database. With
+//! `-- --backlog N`, only the throughput while N runs of the workflow wait
+//! to start (inserted directly, first steps due), over 20 s.
 
 #![allow(clippy::print_stdout, reason = "a bench binary prints its figures")]
 
@@ -57,7 +59,19 @@ async fn main() {
         .iter()
         .position(|a| a == "--history")
         .and_then(|i| args.get(i + 1))
-        .map_or(0, |n| n.parse::<usize>().expect("--history takes a number of steps"));
+        .map_or(0, |n| {
+            n.parse::<usize>()
+                .expect("--history takes a number of steps")
+        });
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--backlog")
+        .and_then(|i| args.get(i + 1))
+    {
+        let n = n.parse().expect("--backlog takes a number of runs");
+        measure(defaults, Part::Backlog(n), history).await;
+        return;
+    }
     if args.iter().any(|a| a == "--chains") {
         // Only the chains (for a profiler): the default settings.
         measure(defaults, Part::Chains, history).await;
@@ -124,6 +138,8 @@ async fn export_traces() -> (weft::telemetry::Guard, Arc<std::sync::atomic::Atom
 enum Part {
     All,
     Chains,
+    /// Throughput while this many runs wait to start.
+    Backlog(usize),
 }
 
 async fn measure(config: EngineConfig, part: Part, history: usize) {
@@ -207,6 +223,37 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
         )
         .await
         .expect("warm-up");
+    }
+
+    if let Part::Backlog(n) = part {
+        fill_backlog(&engine.db, n).await;
+        let completed = || async {
+            let metrics = client
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("weft_step_attempts_total{outcome=\"completed\"} "))
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .expect("the attempts counter")
+        };
+        // The scheduler finds the backlog on its next poll.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (before, t) = (completed().await, Instant::now());
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let steps = completed().await - before;
+        println!(
+            "with {n} runs waiting to start: {:.0} steps/s over {:.0} s",
+            steps / t.elapsed().as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        );
+        shutdown.cancel();
+        return;
     }
 
     // Throughput: 1,000 runs started as fast as the API takes them.
@@ -435,6 +482,53 @@ async fn fill_history(db: &Db, runs: usize) {
         "history: {runs} finished runs, {} steps, {} events, written in {:.1} s",
         runs * 10,
         runs * 22,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Writes `runs` pending runs of the `linear` workflow, as a start leaves
+/// them: the first step ready and due now, the others pending.
+async fn fill_backlog(db: &Db, runs: usize) {
+    let started = Instant::now();
+    let mut conn = db.writer().await.expect("writer");
+    let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM api_keys LIMIT 1")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("the bench tenant");
+    let now = weft::db::now_ms();
+    let series = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1),
+                  s(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM s WHERE j < 9)";
+    let id = "'00000000-0000-7000-9000-' || printf('%012d', i)";
+    let statements = [
+        format!(
+            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, created_at)
+             {series} SELECT {id}, $2, 'linear', '0.1.0', 'pending', '{{\"n\":' || i || '}}', $3 FROM n"
+        ),
+        format!(
+            "INSERT INTO steps (run_id, step_id, position, kind, status, due_at)
+             {series} SELECT {id}, 's' || j, j, 'plugin', CASE j WHEN 0 THEN 'ready' ELSE 'pending' END,
+                 CASE j WHEN 0 THEN $3 END FROM n, s"
+        ),
+    ];
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .expect("begin");
+    for sql in &statements {
+        sqlx::query(sql)
+            .bind(runs as i64)
+            .bind(&tenant)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .expect("backlog rows");
+    }
+    sqlx::query("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .expect("commit");
+    println!(
+        "backlog: {runs} pending runs written in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

@@ -78,9 +78,17 @@ fn record_attempt(span: &tracing::Span, attempt: Option<&Attempt>) {
     }
 }
 
-/// A finished attempt: the step as claimed, the outcome, what the runtime
-/// reported, and the config the step saw (rendered, as JSON text).
-pub(crate) type Finished = (StepRow, (Outcome, Option<Attempt>), Option<String>);
+/// A finished attempt, on its way to the recorder.
+pub(crate) struct Finished {
+    /// The step as claimed.
+    step: StepRow,
+    outcome: Outcome,
+    /// What the runtime reported; none when no plugin ran (a `wait` step,
+    /// a config that did not render, an interrupted attempt).
+    attempt: Option<Attempt>,
+    /// The config the step saw, rendered, as JSON text.
+    rendered: Option<String>,
+}
 
 /// A run as a recording transaction left it: handed to the dependents it
 /// claimed, so they render their config without reading the run again.
@@ -323,14 +331,20 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(run_id = %step.run_id, step_id = %step.step_id, attempt = step.attempts))]
     async fn execute(self: &Arc<Self>, step: StepRow, snapshot: Option<Arc<Snapshot>>) {
         let mut rendered = None;
-        let outcome = match self.prepare_and_run(&step, snapshot, &mut rendered).await {
-            Ok(outcome) => outcome,
+        let (outcome, attempt) = match self.prepare_and_run(&step, snapshot, &mut rendered).await {
+            Ok(ran) => ran,
             Err(e) => {
                 tracing::error!(error = %e, "could not run the step; it will be retried after its lease expires");
                 return;
             }
         };
-        if self.finished.send((step, outcome, rendered)).is_err() {
+        let finished = Finished {
+            step,
+            outcome,
+            attempt,
+            rendered,
+        };
+        if self.finished.send(finished).is_err() {
             tracing::error!(
                 "the recorder stopped; the attempt will be retried after its lease expires"
             );
@@ -708,7 +722,7 @@ impl Engine {
         state: &mut BatchState,
     ) -> Result<Vec<RunChange>, EngineError> {
         let mut conn = db::HandTx::new(self.db.writer().await?);
-        let mut ids: Vec<&str> = batch.iter().map(|(s, _, _)| s.run_id.as_str()).collect();
+        let mut ids: Vec<&str> = batch.iter().map(|f| f.step.run_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
         // Runs whose state this host last wrote are read again only if
@@ -755,15 +769,18 @@ impl Engine {
                 }
             }
             let mut attempts = Vec::new();
-            for (claimed, outcome, rendered) in batch {
-                let Some(change) = runs.iter_mut().find(|c| c.run.id == claimed.run_id) else {
+            for finished in batch {
+                let Some(change) = runs.iter_mut().find(|c| c.run.id == finished.step.run_id)
+                else {
                     continue;
                 };
+                let (run_id, step_id) =
+                    (finished.step.run_id.clone(), finished.step.step_id.clone());
                 if let Err(e) = self
-                    .record_in(&mut conn, change, &claimed, (outcome, rendered), &mut attempts, state)
+                    .record_in(&mut conn, change, finished, &mut attempts, state)
                     .await
                 {
-                    tracing::error!(run_id = %claimed.run_id, step_id = %claimed.step_id, error = %e,
+                    tracing::error!(%run_id, %step_id, error = %e,
                         "could not record an attempt; it will be retried after its lease expires");
                 }
             }
@@ -789,11 +806,17 @@ impl Engine {
         &self,
         tx: &mut db::Conn,
         change: &mut RunChange,
-        claimed: &StepRow,
-        ((outcome, attempt), rendered): ((Outcome, Option<Attempt>), Option<String>),
+        finished: Finished,
         attempts: &mut Vec<AttemptRow>,
         state: &mut BatchState,
     ) -> Result<(), EngineError> {
+        let Finished {
+            step: claimed,
+            outcome,
+            attempt,
+            rendered,
+        } = finished;
+        let claimed = &claimed;
         let now = db::now_ms();
         let mut run = change.run.clone();
         let mut steps = change.steps.clone();
