@@ -293,16 +293,44 @@ pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbE
     Ok(rows.iter().map(step).collect())
 }
 
-/// The claim on SQLite: CROSS JOIN keeps it on the small partial index of
+/// The claim on SQLite, in time that does not grow with the queue: the
+/// tenants with ready steps are found by skipping through an index
+/// (`steps_ready_by_tenant`, one probe per tenant), and of each only the
+/// `limit` earliest due steps are ranked: `cut` (materialized, so it is
+/// probed once per tenant) finds the `limit`-th in index order, and the
+/// range read stops there (a blob sorts after any text: with no cut, the
+/// bound is the due time alone). The range is the one row-value
+/// comparison on the index's columns: another bound on `due_at` beside it
+/// would make SQLite range on `due_at` alone and read the whole queue.
+/// Running steps are counted per tenant from the small partial index of
 /// running steps.
-const CLAIM_SQLITE: &str = "WITH running AS (
-         SELECT r.tenant_id, COUNT(*) AS c FROM steps s CROSS JOIN runs r ON r.id = s.run_id
-         WHERE s.status = 'running' GROUP BY r.tenant_id),
+const CLAIM_SQLITE: &str = "WITH RECURSIVE
+     tenants(t) AS (
+         SELECT (SELECT min(tenant_id) FROM steps WHERE status = 'ready')
+         UNION ALL
+         SELECT (SELECT min(tenant_id) FROM steps WHERE status = 'ready' AND tenant_id > tenants.t)
+         FROM tenants WHERE tenants.t IS NOT NULL),
+     running AS (
+         SELECT tenant_id, COUNT(*) AS c FROM steps WHERE status = 'running' GROUP BY tenant_id),
+     cut AS MATERIALIZED (
+         SELECT t,
+                (SELECT x.due_at FROM steps x
+                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.due_at <= $3
+                 ORDER BY x.due_at, x.run_id, x.step_id LIMIT 1 OFFSET $4 - 1) AS due_at,
+                (SELECT x.run_id FROM steps x
+                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.due_at <= $3
+                 ORDER BY x.due_at, x.run_id, x.step_id LIMIT 1 OFFSET $4 - 1) AS run_id,
+                (SELECT x.step_id FROM steps x
+                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.due_at <= $3
+                 ORDER BY x.due_at, x.run_id, x.step_id LIMIT 1 OFFSET $4 - 1) AS step_id
+         FROM tenants WHERE t IS NOT NULL),
      due AS (
-         SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
-                ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY s.due_at) AS n
-         FROM steps s CROSS JOIN runs r ON r.id = s.run_id
-         WHERE s.status = 'ready' AND s.due_at <= $3),
+         SELECT s.run_id, s.step_id, s.due_at AS t, s.tenant_id,
+                ROW_NUMBER() OVER (PARTITION BY s.tenant_id ORDER BY s.due_at, s.run_id, s.step_id) AS n
+         FROM cut CROSS JOIN steps s
+         WHERE s.status = 'ready' AND s.tenant_id = cut.t
+           AND (s.due_at, s.run_id, s.step_id)
+               <= (IFNULL(cut.due_at, $3), IFNULL(cut.run_id, x'ff'), IFNULL(cut.step_id, x'ff'))),
      picked AS (
          SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
          WHERE status = 'running' AND lease_expires_at < $3
@@ -580,11 +608,11 @@ pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
     )
 }
 
-/// Steps of a tenant running now, on SQLite: CROSS JOIN keeps it on the
-/// small partial index of running steps instead of walking every run of
-/// the tenant. (Postgres has no CROSS JOIN … ON: [`lock_and_count_running`]
-/// counts with a JOIN.)
-const RUNNING_SQLITE: &str = "SELECT COUNT(*) FROM steps s CROSS JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = $1";
+/// Steps of a tenant running now, on SQLite: from the small partial index
+/// of running steps by tenant. (Postgres steps carry no tenant:
+/// [`lock_and_count_running`] counts with a JOIN.)
+const RUNNING_SQLITE: &str =
+    "SELECT COUNT(*) FROM steps WHERE status = 'running' AND tenant_id = $1";
 
 /// Takes the tenant's lock ([`super::tenant_lock`]) — waiting for it with
 /// `wait`, else only if no other transaction holds it — then counts the

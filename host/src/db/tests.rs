@@ -287,6 +287,82 @@ async fn claims_lease_due_steps_and_take_over_expired_leases() {
     }
 }
 
+/// Over a long queue, a claim still takes the earliest due steps of every
+/// tenant in turns: a tenant with 300 steps due (all at one time, then
+/// later ones) does not hide another's single step, equal due times are
+/// taken in a stable order, and steps not yet due stay.
+#[tokio::test]
+async fn a_claim_over_a_long_queue_takes_each_tenants_earliest_in_turns() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "busy").await;
+        tenant(&db, "quiet").await;
+        run_with_ready_steps(&db, "r-busy", "busy", 300).await;
+        let later: Vec<StepRow> = (0..5)
+            .map(|i| ready_step("r-busy", &format!("later{i}"), 300 + i, 50))
+            .collect();
+        let future = ready_step("r-busy", "future", 400, 10_000);
+        let run = run_row("r-quiet", "quiet");
+        let quiet = ready_step("r-quiet", "only", 0, 20);
+        let mut conn = db.writer().await.expect("writer");
+        let mut refs: Vec<&StepRow> = later.iter().collect();
+        refs.push(&future);
+        Writes::default()
+            .begin()
+            .upsert_steps(&refs)
+            .insert_run(&run)
+            .upsert_steps(&[&quiet])
+            .commit()
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        drop(conn);
+        let claim = |limit: i64| {
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin().await.expect("begin");
+                let steps = runs::claim(&mut tx, "h", 100, 1_100, limit, 1_000, None)
+                    .await
+                    .expect("claim");
+                tx.commit().await.expect("commit");
+                steps
+            }
+        };
+        let first = claim(4).await;
+        let ids: Vec<&str> = first.iter().map(|s| s.step_id.as_str()).collect();
+        assert_eq!(first.len(), 4, "{backend}: {ids:?}");
+        assert!(
+            ids.contains(&"only"),
+            "{backend}: the quiet tenant's step: {ids:?}"
+        );
+        assert_eq!(
+            first.iter().filter(|s| s.run_id == "r-busy").count(),
+            3,
+            "{backend}: {ids:?}"
+        );
+        assert!(
+            first.iter().all(|s| !s.step_id.starts_with("later")),
+            "{backend}: the earliest first: {ids:?}"
+        );
+        // Everything due, nothing twice, the future step left.
+        let mut seen: std::collections::BTreeSet<String> =
+            first.iter().map(|s| s.step_id.clone()).collect();
+        loop {
+            let more = claim(32).await;
+            if more.is_empty() {
+                break;
+            }
+            for step in more {
+                assert!(
+                    seen.insert(step.step_id.clone()),
+                    "{backend}: twice: {step:?}"
+                );
+            }
+        }
+        assert_eq!(seen.len(), 300 + 5 + 1, "{backend}");
+        assert!(!seen.contains("future"), "{backend}");
+    }
+}
+
 /// Hosts claiming at the same moment never take the same step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_never_share_a_step() {
