@@ -298,7 +298,8 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
             .find_map(|l| l.strip_prefix("weft_runs{status=\"completed\"} "))
             .and_then(|n| n.trim().parse::<usize>().ok())
             .unwrap_or(0);
-        if done >= RUNS + 20 {
+        // The warm-up's 20 and any stored history's runs are completed too.
+        if done >= RUNS + 20 + history / 10 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
