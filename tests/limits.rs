@@ -305,27 +305,32 @@ async fn two_thousand_idle_connections_cost_little_memory_and_leave_the_server_a
     // Half of them make a request first and keep the connection alive, the
     // other half send nothing.
     let addr = address(&s);
-    let connects = (0..CONNECTIONS).map(|i| {
-        let addr = addr.clone();
-        async move {
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let mut stream = tokio::net::TcpStream::connect(addr).await?;
-            if i % 2 == 0 {
-                stream
-                    .write_all(b"GET /healthz HTTP/1.1\r\nhost: weft\r\n\r\n")
-                    .await?;
-                let mut answer = [0u8; 512];
-                let n = stream.read(&mut answer).await?;
-                assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    let burst = || {
+        let connects = (0..CONNECTIONS).map(|i| {
+            let addr = addr.clone();
+            async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut stream = tokio::net::TcpStream::connect(addr).await?;
+                if i % 2 == 0 {
+                    stream
+                        .write_all(b"GET /healthz HTTP/1.1\r\nhost: weft\r\n\r\n")
+                        .await?;
+                    let mut answer = [0u8; 512];
+                    let n = stream.read(&mut answer).await?;
+                    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+                }
+                Ok::<_, std::io::Error>(stream)
             }
-            Ok::<_, std::io::Error>(stream)
+        });
+        async {
+            futures::future::join_all(connects)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<tokio::net::TcpStream>, _>>()
+                .expect("every connect of the burst accepted")
         }
-    });
-    let idle: Vec<tokio::net::TcpStream> = futures::future::join_all(connects)
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .expect("every connect of the burst accepted");
+    };
+    let idle = burst().await;
     let open = metric_until(&s, "weft_http_connections", |n| n >= CONNECTIONS as f64).await;
     assert!(open >= CONNECTIONS as f64, "{open} connections open");
     let during = rss_bytes(pid);
@@ -359,9 +364,20 @@ async fn two_thousand_idle_connections_cost_little_memory_and_leave_the_server_a
         per_connection < 64 << 10,
         "{per_connection} bytes of RSS per idle connection"
     );
+    if after <= before + (16 << 20) {
+        return;
+    }
+    // The allocator may keep what the connections used, for reuse rather
+    // than lost: a second burst then costs (almost) nothing more.
+    let idle = burst().await;
+    metric_until(&s, "weft_http_connections", |n| n >= CONNECTIONS as f64).await;
+    drop(idle);
+    metric_until(&s, "weft_http_connections", |n| n <= 2.0).await;
+    let again = settled_rss(&s).await;
     assert!(
-        after <= before + (16 << 20),
-        "RSS {} KiB after the connections closed, {} KiB before, {} KiB with them",
+        again <= after + (16 << 20),
+        "RSS {} KiB after a second burst closed, {} KiB after the first, {} KiB before, {} KiB with them",
+        again / 1024,
         after / 1024,
         before / 1024,
         during / 1024

@@ -72,15 +72,16 @@ fn definitions() -> impl Iterator<Item = load::parse::Def<&'static str>> {
 
 type Data = data::JustLut<Val>;
 
-struct Transform;
-
-/// Runs `expression` on `data`; see the crate docs for the output rules.
-fn transform(expression: &str, data: &Value, collect: bool) -> Result<Value, StepError> {
+/// `expression` compiled against `defs` and the native filters.
+fn compile_with(
+    expression: &str,
+    defs: Vec<load::parse::Def<&'static str>>,
+) -> Result<jaq_core::Filter<Data>, StepError> {
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs());
     let arena = Arena::default();
-    let modules = Loader::new(definitions())
+    let modules = Loader::new(defs)
         .load(
             &arena,
             File {
@@ -89,10 +90,136 @@ fn transform(expression: &str, data: &Value, collect: bool) -> Result<Value, Ste
             },
         )
         .map_err(|errors| StepError::invalid_input(load_errors(expression, &errors)))?;
-    let filter = Compiler::default()
+    Compiler::default()
         .with_funs(funs)
         .compile(modules)
-        .map_err(|errors| StepError::invalid_input(compile_errors(expression, &errors)))?;
+        .map_err(|errors| StepError::invalid_input(compile_errors(expression, &errors)))
+}
+
+struct Transform;
+
+/// The definitions `expression` can reach: those named in it, and those
+/// their bodies call, transitively. Every attempt runs in a fresh sandbox,
+/// so nothing compiled survives it; compiling only these instead of the
+/// libraries' ~170 definitions is most of an attempt's cost. Conservative:
+/// any word of the expression counts as a name.
+fn reachable(expression: &str) -> Vec<load::parse::Def<&'static str>> {
+    let all: Vec<_> = definitions().collect();
+    let mut wanted: Vec<&str> = words(expression).collect();
+    let mut keep = vec![false; all.len()];
+    let mut next = 0;
+    while next < wanted.len() {
+        let name = wanted[next];
+        next += 1;
+        for (i, def) in all.iter().enumerate() {
+            if !keep[i] && def.name == name {
+                keep[i] = true;
+                let mut called = Vec::new();
+                calls(&def.body, &mut called);
+                for name in called {
+                    if !wanted.contains(&name) {
+                        wanted.push(name);
+                    }
+                }
+            }
+        }
+    }
+    all.into_iter()
+        .zip(keep)
+        .filter_map(|(def, keep)| keep.then_some(def))
+        .collect()
+}
+
+/// The words of a jq program that may name a filter (`map`, `@csv`).
+fn words(code: &str) -> impl Iterator<Item = &str> {
+    code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '@'))
+        .filter(|w| !w.is_empty())
+}
+
+/// The filters `term` calls, by name.
+fn calls<'a>(term: &load::parse::Term<&'a str>, out: &mut Vec<&'a str>) {
+    use jaq_core::load::lex::StrPart;
+    use jaq_core::load::parse::{Pattern, Term};
+    use jaq_core::path::Part;
+    fn pattern<'a>(p: &Pattern<&'a str>, out: &mut Vec<&'a str>) {
+        match p {
+            Pattern::Var(_) => {}
+            Pattern::Arr(ps) => ps.iter().for_each(|p| pattern(p, out)),
+            Pattern::Obj(kvs) => kvs.iter().for_each(|(k, p)| {
+                calls(k, out);
+                pattern(p, out);
+            }),
+        }
+    }
+    match term {
+        Term::Id | Term::Recurse | Term::Num(_) | Term::Var(_) | Term::Break(_) => {}
+        Term::Str(format, parts) => {
+            out.extend(format.iter().copied());
+            for part in parts {
+                if let StrPart::Term(t) = part {
+                    calls(t, out);
+                }
+            }
+        }
+        Term::Arr(t) => t.iter().for_each(|t| calls(t, out)),
+        Term::Obj(kvs) => kvs.iter().for_each(|(k, v)| {
+            calls(k, out);
+            v.iter().for_each(|v| calls(v, out));
+        }),
+        Term::Neg(t) | Term::Label(_, t) => calls(t, out),
+        Term::BinOp(l, op, r) => {
+            if let load::parse::BinaryOp::Pipe(Some(p)) = op {
+                pattern(p, out);
+            }
+            calls(l, out);
+            calls(r, out);
+        }
+        Term::Fold(_, t, p, ts) => {
+            calls(t, out);
+            pattern(p, out);
+            ts.iter().for_each(|t| calls(t, out));
+        }
+        Term::TryCatch(t, c) => {
+            calls(t, out);
+            c.iter().for_each(|c| calls(c, out));
+        }
+        Term::IfThenElse(branches, otherwise) => {
+            for (cond, then) in branches {
+                calls(cond, out);
+                calls(then, out);
+            }
+            otherwise.iter().for_each(|t| calls(t, out));
+        }
+        Term::Def(defs, t) => {
+            defs.iter().for_each(|d| calls(&d.body, out));
+            calls(t, out);
+        }
+        Term::Call(name, args) => {
+            out.push(name);
+            args.iter().for_each(|a| calls(a, out));
+        }
+        Term::Path(t, path) => {
+            calls(t, out);
+            for (part, _) in &path.0 {
+                match part {
+                    Part::Index(i) => calls(i, out),
+                    Part::Range(from, to) => {
+                        from.iter().for_each(|t| calls(t, out));
+                        to.iter().for_each(|t| calls(t, out));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `expression` on `data`; see the crate docs for the output rules.
+fn transform(expression: &str, data: &Value, collect: bool) -> Result<Value, StepError> {
+    // With the definitions the expression reaches; should that miss one
+    // (a name the compiler supplies itself), with all of them, which also
+    // gives the errors their usual wording.
+    let filter = compile_with(expression, reachable(expression))
+        .or_else(|_| compile_with(expression, definitions().collect()))?;
 
     let ctx = Ctx::<Data>::new(&filter.lut, Vars::new([]));
     let mut outputs = Vec::new();
@@ -365,6 +492,47 @@ mod tests {
 
     fn run(expression: &str, data: Value) -> Result<Value, StepError> {
         transform(expression, &data, false)
+    }
+
+    /// Programs compile against the definitions they reach alone, without
+    /// the fallback to every definition, across jq's syntax and library.
+    #[test]
+    fn programs_compile_with_only_the_definitions_they_reach() {
+        for expression in [
+            ".",
+            "..",
+            "map(.+1)",
+            "[.[] | select(.a)] | length",
+            "group_by(.k) | map({k: .[0].k, n: length})",
+            "reduce .[] as $x (0; . + $x)",
+            "foreach .[] as [$a, {b: $c}] (0; . + $a; [., $c])",
+            "limit(2; .[])",
+            "first(.[]), last, nth(1)",
+            "paths, getpath([\"a\"]), path(..)",
+            "walk(if type == \"number\" then . + 1 else . end)",
+            "to_entries | from_entries | with_entries(.value += 1)",
+            "@csv, @tsv, @base64, @base64d, @json, @text, @html, @uri, @sh",
+            "\"a \\(.x) b\" | ascii_downcase | ltrimstr(\"a\")",
+            "test(\"a\"), sub(\"a\"; \"b\"), gsub(\"a\"; \"b\"), splits(\", \")",
+            "try error(\"x\") catch ., (.a // 1), .a?, .[1:2]",
+            "label $out | 1, break $out",
+            "def twice(f): f | f; twice(. * 2)",
+            "min_by(.x), max_by(.x), unique_by(.a), sort_by(.a), add, any, all, flatten",
+            "range(3), indices(1), inside([1]), combinations, getpath([\"a\"]), del(.a)",
+            "tojson | fromjson, tostring, tonumber, keys, has(\"a\"), in({}), length, utf8bytelength",
+            "now | todate, (\"2024-01-01T00:00:00Z\" | fromdate), splits(\"a\")",
+            "ltrimstr(\"x\"), rtrimstr(\"x\"), splits(\"x\"; \"g\"), ascii_upcase",
+            "recurse(.a?; . != null), implode, explode, tojson",
+        ] {
+            let defs = reachable(expression);
+            assert!(
+                compile_with(expression, defs).is_ok(),
+                "{expression}: {:?}",
+                compile_with(expression, definitions().collect()).err()
+            );
+        }
+        // A program calling nothing of the libraries compiles with none.
+        assert!(reachable(".a + 1").is_empty());
     }
 
     fn all(expression: &str, data: Value) -> Value {
