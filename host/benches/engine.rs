@@ -14,7 +14,9 @@
 //! (N/10 completed 10-step runs, each with its attempts and 22 events,
 //! written by direct inserts), to compare with an empty database. With
 //! `-- --backlog N`, only the throughput while N runs of the workflow wait
-//! to start (inserted directly, first steps due), over 20 s.
+//! to start (inserted directly, first steps due), over 20 s. With
+//! `-- --sqlite-synchronous-full`, SQLite fsyncs every commit (as
+//! `weft serve --sqlite-synchronous full`).
 
 #![allow(clippy::print_stdout, reason = "a bench binary prints its figures")]
 
@@ -39,6 +41,9 @@ const RUNS: usize = 1_000;
 const STEPS: usize = 10;
 const SYNC_RUNS: usize = 200;
 
+/// SQLite's durability for every pass: `--sqlite-synchronous-full` or not.
+static SYNCHRONOUS: std::sync::OnceLock<weft::db::Synchronous> = std::sync::OnceLock::new();
+
 #[tokio::main]
 async fn main() {
     // The defaults; then a one-tenant host, whose tenant may use every
@@ -55,6 +60,14 @@ async fn main() {
         None
     };
     let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--sqlite-synchronous-full");
+    SYNCHRONOUS
+        .set(if full {
+            weft::db::Synchronous::Full
+        } else {
+            weft::db::Synchronous::Normal
+        })
+        .expect("set once");
     let history = args
         .iter()
         .position(|a| a == "--history")
@@ -146,7 +159,10 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(
         &format!("sqlite://{}/weft.db", dir.path().display()),
-        Options::default(),
+        Options {
+            synchronous: *SYNCHRONOUS.get().expect("set in main"),
+            ..Options::default()
+        },
     )
     .await
     .expect("db");
@@ -163,9 +179,15 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
         .add_shared(&runtime, &testkit)
         .await
         .expect("load testkit");
+    plugins
+        .add_shared(&runtime, &guests::rust("transform"))
+        .await
+        .expect("load transform");
     println!(
-        "engine: --max-parallel {}, --tenant-max-running {}",
-        config.max_parallel, config.tenant_max_running
+        "engine: --max-parallel {}, --tenant-max-running {}, --sqlite-synchronous {:?}",
+        config.max_parallel,
+        config.tenant_max_running,
+        SYNCHRONOUS.get().expect("set in main")
     );
     let engine = Engine::new(db, runtime.clone(), plugins, config);
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -193,10 +215,26 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
             .send()
     };
 
-    for (key, n) in [("linear", STEPS), ("chain-1", 1), ("chain-100", 100)] {
+    // The same chain of the built-in `transform`, to compare per step.
+    let transforms: Vec<Value> = (0..STEPS)
+        .map(|i| {
+            let mut step = json!({"id": format!("t{i}"), "uses": "transform@1",
+                "config": {"expression": "{n: (.n + 1), total: ([.n, 2] | add)}"}});
+            if i > 0 {
+                step["depends_on"] = json!([format!("t{}", i - 1)]);
+            }
+            step
+        })
+        .collect();
+    for (key, steps) in [
+        ("linear", linear_steps(STEPS)),
+        ("chain-1", linear_steps(1)),
+        ("chain-100", linear_steps(100)),
+        ("transform-10", transforms),
+    ] {
         let created = post(
             "/v1/workflows",
-            json!({"key": key, "name": key, "steps": linear_steps(n)}),
+            json!({"key": key, "name": key, "steps": steps}),
         )
         .await
         .expect("create");
@@ -395,6 +433,7 @@ where
         ("chain-1", 1, 200),
         ("linear", STEPS, 200),
         ("chain-100", 100, 40),
+        ("transform-10", STEPS, 200),
     ] {
         let mut latencies = Vec::with_capacity(runs);
         for i in 0..runs + 5 {
@@ -416,7 +455,7 @@ where
         latencies.sort();
         let p50 = latencies[runs / 2];
         println!(
-            "chain of {n} steps ({runs} sync runs): p50 {:.2} ms, p99 {:.2} ms, {:.3} ms/step",
+            "{key}: chain of {n} steps ({runs} sync runs): p50 {:.2} ms, p99 {:.2} ms, {:.3} ms/step",
             ms(p50),
             ms(latencies[runs * 99 / 100]),
             ms(p50) / n as f64
