@@ -17,13 +17,14 @@ from weft_client.models import (
     DefinitionDoc,
     FileOut,
     FileUpload,
+    GetRunsView,
     ProblemDoc,
     Publish,
     RunOut,
     StartRun,
     WorkflowOut,
 )
-from weft_client.types import File
+from weft_client.types import File, Unset
 
 
 def expect(response, status, model):
@@ -80,6 +81,10 @@ def main(url, key):
     assert steps["count"].output == {"n": 3}, steps["count"].to_dict()
     attempt = steps["count"].attempt_log[0]
     assert attempt.status == "completed" and attempt.error is None, attempt.to_dict()
+    # The compact view leaves the logs out; the full one has them.
+    assert isinstance(attempt.logs, Unset), attempt.logs
+    full = expect(get_runs.sync_detailed(run.id, client=client, view=GetRunsView.FULL), 200, RunOut)
+    attempt = {step.id: step for step in full.steps}["count"].attempt_log[0]
     assert attempt.logs is None or isinstance(attempt.logs, list), attempt.logs
 
     # A second, paused run, and a list read with query parameters.
