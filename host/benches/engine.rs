@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 mod guests;
 mod shared;
 
-use shared::{invocation, linear_steps};
+use shared::{invocation, linear_steps, metric};
 use weft::api::{self, AppState};
 use weft::db::{Db, Options};
 use weft::engine::plugins::Plugins;
@@ -266,19 +266,13 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
     if let Part::Backlog(n) = part {
         fill_backlog(&engine.db, n).await;
         let completed = || async {
-            let metrics = client
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("weft_step_attempts_total{outcome=\"completed\"} "))
-                .and_then(|n| n.trim().parse::<f64>().ok())
-                .expect("the attempts counter")
+            metric(
+                &client,
+                &url,
+                "weft_step_attempts_total{outcome=\"completed\"}",
+            )
+            .await
+            .expect("the attempts counter")
         };
         // The scheduler finds the backlog on its next poll.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -323,19 +317,9 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
             .await
             .expect("json");
         let _ = body;
-        let metrics = client
-            .get(format!("{url}/metrics"))
-            .send()
+        let done = metric(&client, &url, "weft_runs{status=\"completed\"}")
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let done = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("weft_runs{status=\"completed\"} "))
-            .and_then(|n| n.trim().parse::<usize>().ok())
-            .unwrap_or(0);
+            .map_or(0, |n| n as usize);
         // The warm-up's 20 and any stored history's runs are completed too.
         if done >= RUNS + 20 + history / 10 {
             break;
@@ -463,19 +447,46 @@ where
     }
 }
 
-/// Writes `runs` finished 10-step runs of the bench's tenant, as the
-/// engine would have left them (steps with outputs, one attempt each with
-/// its rendered input, 22 events), with ids older than any new run's.
-async fn fill_history(db: &Db, runs: usize) {
-    let started = Instant::now();
+/// Rows `i` in 0..$1 (`n`) and steps `j` in 0..10 (`s`), for the inserts
+/// of [`fill_history`] and [`fill_backlog`].
+const SERIES: &str =
+    "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1),
+                  s(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM s WHERE j < 9)";
+
+/// Runs `statements` in one transaction on the writer, each bound to the
+/// number of runs ($1), the bench's tenant ($2) and a time ($3).
+async fn insert_series(db: &Db, runs: usize, at: i64, statements: &[String]) {
     let mut conn = db.writer().await.expect("writer");
     let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM api_keys LIMIT 1")
         .fetch_one(&mut *conn)
         .await
         .expect("the bench tenant");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .expect("begin");
+    for sql in statements {
+        sqlx::query(sql)
+            .bind(runs as i64)
+            .bind(&tenant)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .expect("generated rows");
+    }
+    sqlx::query("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .expect("commit");
+}
+
+/// Writes `runs` finished 10-step runs of the bench's tenant, as the
+/// engine would have left them (steps with outputs, one attempt each with
+/// its rendered input, 22 events), with ids older than any new run's.
+async fn fill_history(db: &Db, runs: usize) {
+    let started = Instant::now();
     let day_ago = weft::db::now_ms() - 86_400_000;
-    let series = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1),
-                  s(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM s WHERE j < 9)";
+    let series = SERIES;
     let id = "'00000000-0000-7000-8000-' || printf('%012d', i)";
     let statements = [
         format!(
@@ -501,23 +512,7 @@ async fn fill_history(db: &Db, runs: usize) {
              UNION ALL SELECT $2, {id}, 'run.completed', NULL, '{{}}', $3 + i + 10 FROM n"
         ),
     ];
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .expect("begin");
-    for sql in &statements {
-        sqlx::query(sql)
-            .bind(runs as i64)
-            .bind(&tenant)
-            .bind(day_ago)
-            .execute(&mut *conn)
-            .await
-            .expect("history rows");
-    }
-    sqlx::query("COMMIT")
-        .execute(&mut *conn)
-        .await
-        .expect("commit");
+    insert_series(db, runs, day_ago, &statements).await;
     println!(
         "history: {runs} finished runs, {} steps, {} events, written in {:.1} s",
         runs * 10,
@@ -530,14 +525,8 @@ async fn fill_history(db: &Db, runs: usize) {
 /// them: the first step ready and due now, the others pending.
 async fn fill_backlog(db: &Db, runs: usize) {
     let started = Instant::now();
-    let mut conn = db.writer().await.expect("writer");
-    let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM api_keys LIMIT 1")
-        .fetch_one(&mut *conn)
-        .await
-        .expect("the bench tenant");
     let now = weft::db::now_ms();
-    let series = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1),
-                  s(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM s WHERE j < 9)";
+    let series = SERIES;
     let id = "'00000000-0000-7000-9000-' || printf('%012d', i)";
     let statements = [
         format!(
@@ -550,23 +539,7 @@ async fn fill_backlog(db: &Db, runs: usize) {
                  CASE j WHEN 0 THEN $3 END FROM n, s"
         ),
     ];
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .expect("begin");
-    for sql in &statements {
-        sqlx::query(sql)
-            .bind(runs as i64)
-            .bind(&tenant)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .expect("backlog rows");
-    }
-    sqlx::query("COMMIT")
-        .execute(&mut *conn)
-        .await
-        .expect("commit");
+    insert_series(db, runs, now, &statements).await;
     println!(
         "backlog: {runs} pending runs written in {:.1} s",
         started.elapsed().as_secs_f64()

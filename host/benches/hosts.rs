@@ -148,19 +148,9 @@ async fn publish(client: &reqwest::Client, url: &str, key: &str, steps: Vec<Valu
 
 /// Completed runs, from a host's `/metrics` (the database's count).
 async fn completed(client: &reqwest::Client, url: &str) -> usize {
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
+    shared::metric(client, url, "weft_runs{status=\"completed\"}")
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("weft_runs{status=\"completed\"} "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+        .map_or(0, |n| n as usize)
 }
 
 /// What each step of the benchmark workflow does.

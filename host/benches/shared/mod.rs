@@ -38,3 +38,19 @@ pub fn linear_steps(n: usize) -> Vec<Value> {
         })
         .collect()
 }
+
+/// The value of `series` (a metric's name and labels, as printed) in the
+/// `/metrics` of the host at `url`; none when it is not there.
+pub async fn metric(client: &reqwest::Client, url: &str, series: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+}

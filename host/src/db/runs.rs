@@ -988,33 +988,24 @@ pub async fn runs_by_ids(conn: &mut Conn, ids: &[&str]) -> Result<Vec<RunRow>, D
     Ok(found)
 }
 
-/// Begins a write transaction by hand and reads runs with their steps (in
-/// position order; runs that do not exist are left out), in one round
-/// trip, each run locked for the transaction first (`ids` sorted: two
-/// transactions locking runs in one order never deadlock): what
-/// recording a batch of attempts starts with. The caller
-/// ends the transaction (`Writes::commit`, or [`rollback`](super::rollback)
-/// on any error, this one included).
-pub async fn begin_and_read_runs(
-    conn: &mut Conn,
-    ids: &[&str],
-) -> Result<Vec<(RunRow, Vec<StepRow>)>, DbError> {
-    let (found, _) = read_runs(conn, ids, &[], true, true).await?;
-    Ok(found.into_iter().map(|r| (r.run, r.steps)).collect())
-}
-
 /// A run as read, with its steps and version (SQLite; 0 on Postgres).
+#[derive(Debug)]
 pub struct ReadRun {
     pub run: RunRow,
     pub steps: Vec<StepRow>,
     pub version: i64,
 }
 
-/// [`begin_and_read_runs`] for a caller that already holds the state of
-/// some runs as of a version (`known`, SQLite only): those runs are read
-/// only if their version moved. Returns the runs read and the known runs
-/// that did not change, in at most two round trips.
-pub async fn begin_and_read_changed<'a>(
+/// Begins a write transaction by hand and reads runs with their steps (in
+/// position order; runs that do not exist are left out), each run locked
+/// for the transaction first (`ids` sorted: two transactions locking runs
+/// in one order never deadlock): what recording a batch of attempts starts
+/// with. Runs the caller already holds as of a version (`known`, SQLite
+/// only) are read only if their version moved. Returns the runs read and
+/// the known runs that did not change, in one round trip (two when a known
+/// run moved). The caller ends the transaction (`Writes::commit`, or
+/// [`rollback`](super::rollback) on any error, this one included).
+pub async fn begin_and_read_runs<'a>(
     conn: &mut Conn,
     ids: &[&str],
     known: &[(&'a str, i64)],

@@ -148,7 +148,7 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
             .await
             .expect("insert");
 
-        let read = runs::begin_and_read_runs(&mut conn, &["r1", "missing"])
+        let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1", "missing"], &[])
             .await
             .expect("begin and read");
         assert_eq!(read.len(), 1, "{backend}: a missing run is left out");
@@ -161,7 +161,7 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
             .expect("write and commit");
         assert_eq!(status(&db, "r1").await, "running", "{backend}");
 
-        runs::begin_and_read_runs(&mut conn, &["r1"])
+        runs::begin_and_read_runs(&mut conn, &["r1"], &[])
             .await
             .expect("again");
         run.status = "failed".into();
@@ -175,7 +175,7 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
         super::rollback(&mut conn)
             .await
             .expect("a rollback without a transaction is harmless");
-        runs::begin_and_read_runs(&mut conn, &["r1"])
+        runs::begin_and_read_runs(&mut conn, &["r1"], &[])
             .await
             .expect("the connection begins cleanly after a rollback");
         super::rollback(&mut conn).await.expect("rollback");
@@ -196,20 +196,20 @@ async fn a_recorder_waiting_for_a_run_reads_what_the_holder_committed() {
         tenant(&db, "t1").await;
         run_with_ready_steps(&db, "r1", "t1", 2).await;
         let mut first = db.writer().await.expect("writer");
-        let read = runs::begin_and_read_runs(&mut first, &["r1"])
+        let (read, _) = runs::begin_and_read_runs(&mut first, &["r1"], &[])
             .await
             .expect("read");
         let db2 = db.clone();
         let second = tokio::spawn(async move {
             let mut conn = db2.writer().await.expect("writer");
-            let read = runs::begin_and_read_runs(&mut conn, &["r1"])
+            let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1"], &[])
                 .await
                 .expect("read");
             super::rollback(&mut conn).await.expect("rollback");
             read
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut done = read[0].1[0].clone();
+        let mut done = read[0].steps[0].clone();
         done.status = "completed".into();
         Writes::default()
             .upsert_steps(&[&done])
@@ -218,7 +218,7 @@ async fn a_recorder_waiting_for_a_run_reads_what_the_holder_committed() {
             .await
             .expect("write and commit");
         let seen = second.await.expect("task");
-        assert_eq!(seen[0].1[0].status, "completed", "{backend}: {seen:?}");
+        assert_eq!(seen[0].steps[0].status, "completed", "{backend}: {seen:?}");
     }
 }
 

@@ -744,7 +744,7 @@ impl Engine {
             .copied()
             .filter(|id| !known.iter().any(|(k, _)| k == id))
             .collect();
-        let read = db::runs::begin_and_read_changed(&mut conn, &unknown, &known)
+        let read = db::runs::begin_and_read_runs(&mut conn, &unknown, &known)
             .await
             .map(|(read, current)| {
                 let current: Vec<String> = current.into_iter().map(str::to_owned).collect();
