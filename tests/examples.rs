@@ -1,4 +1,4 @@
-//! The three examples under `examples/`, run as shipped through the HTTP
+//! The examples under `examples/`, run as shipped through the HTTP
 //! API of a real server with the built-in plugins.
 
 use crate::common;
@@ -319,5 +319,101 @@ async fn order_fulfilment_refunds_when_shipping_fails_and_completes_after_a_manu
     assert_eq!(
         run["result"],
         json!({"charge": "ch_1", "tracking": "MANUAL-42"})
+    );
+}
+
+/// The link in a task mail's body.
+fn link_in(mail: &Value) -> String {
+    let body = mail["body"].as_str().unwrap();
+    let start = body.find("http://").expect("a link in the mail");
+    body[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+async fn task_mail(s: &Server, run_id: &str, to: &str, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mail: Vec<Value> = outbox(s, run_id)
+            .await
+            .into_iter()
+            .filter(|m| m["to"][0] == to)
+            .collect();
+        if mail.len() >= count {
+            return mail;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {count} mails to {to}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn contract_signing_collects_two_signatures_in_order_by_link_with_reminders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &["--clock-start", "2026-12-01T09:00:00Z"]);
+    s.publish(example("contract-signing/workflow.json")).await;
+    let (status, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "contract-signing", "input": {
+                "contract": "Lease of unit 4B", "first_signer": "ann@tenant.example",
+                "second_signer": "ben@landlord.example"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let first = task_mail(&s, &run_id, "ann@tenant.example", 1).await;
+    assert_eq!(first[0]["subject"], "Sign: Lease of unit 4B");
+    assert!(
+        outbox(&s, &run_id).await.len() == 1,
+        "the second signer waits for the first"
+    );
+
+    // A day and a minute later (after a restart): one reminder to Ann.
+    s.kill();
+    let s = Server::start_in(dir.path(), &["--clock-start", "2026-12-02T09:01:00Z"]);
+    let ann = task_mail(&s, &run_id, "ann@tenant.example", 2).await;
+    assert!(
+        ann.iter()
+            .any(|m| m["subject"] == "Reminder: Sign: Lease of unit 4B"),
+        "{ann:?}"
+    );
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The links as this server serves them (the port changed with the restart).
+    let here = |link: String| format!("{}/t/{}", s.url, link.split("/t/").nth(1).unwrap());
+    let sign = |link: String| {
+        let link = here(link);
+        let client = client.clone();
+        async move {
+            let page = client.get(&link).send().await.unwrap();
+            assert_eq!(page.status(), 200);
+            assert!(page.text().await.unwrap().contains("Lease of unit 4B"));
+            let answer = client
+                .post(&link)
+                .form(&[("_action", "sign")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 303);
+        }
+    };
+    sign(link_in(&ann[0])).await;
+    let ben = task_mail(&s, &run_id, "ben@landlord.example", 1).await;
+    sign(link_in(&ben[0])).await;
+    let run = s
+        .wait_until(&run_id, Duration::from_secs(30), |r| {
+            r["status"] == "completed"
+        })
+        .await;
+    assert_eq!(step(&run, "second_signature")["output"]["action"], "sign");
+    let done = outbox(&s, &run_id).await;
+    assert!(
+        done.iter()
+            .any(|m| m["subject"] == "Signed: Lease of unit 4B"),
+        "{done:?}"
     );
 }

@@ -47,5 +47,7 @@ mod otel;
 mod runtime;
 /// Schedules and overlap control.
 mod schedules;
+/// People in the loop: tasks, signed links, reminders, expiry.
+mod tasks;
 /// Outbound webhooks to a local receiver.
 mod webhooks;

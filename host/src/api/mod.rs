@@ -24,6 +24,8 @@ pub mod runs;
 pub mod schedules;
 pub mod secrets;
 pub mod server;
+pub mod task_page;
+pub mod tasks;
 pub mod tenants;
 pub mod webhooks;
 pub mod workflows;
@@ -91,6 +93,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .merge(kv::router())
         .merge(schedules::router())
         .merge(webhooks::router())
+        .merge(tasks::router())
         .merge(jwt::router())
         .merge(ops::router())
         .split_for_parts();
@@ -105,6 +108,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
             }),
         )
         .merge(dashboard::router())
+        .merge(task_page::router())
         .fallback(|| async { ApiError::NotFound("this path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())

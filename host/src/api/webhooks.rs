@@ -35,7 +35,8 @@ pub struct WebhookIn {
     /// Event types to receive, or `["*"]` for all: `run.started`,
     /// `run.completed`, `run.failed`, `run.cancelled`, `run.terminated`,
     /// `run.paused`, `run.declined`, `step.started`, `step.completed`,
-    /// `step.failed`.
+    /// `step.failed`, `task.created`, `task.viewed`, `task.reminded`,
+    /// `task.completed`, `task.declined`, `task.expired`, `task.revoked`.
     pub events: Vec<String>,
     /// Signing secret `whsec_<base64 of 24–64 bytes>`; default: generated.
     pub secret: Option<String>,

@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The base URL people open task links at (`<url>/t/<token>`), e.g.
+    /// `https://weft.example.com`; default the address listened on.
+    #[arg(long, env = "WEFT_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Where the database, compiled-component cache and admin key live.
     #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
     data_dir: PathBuf,
@@ -317,6 +321,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|u| SmtpRelay::new(u, &args.mail_from))
         .transpose()?;
+    // Bound before the engine is made: task links default to the address
+    // actually bound (`--listen 127.0.0.1:0` picks a port).
+    let listener =
+        api::server::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let public_url = match &args.public_url {
+        Some(url) => check_public_url(url)?,
+        None => {
+            let shown = if local.ip().is_unspecified() {
+                std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+            } else {
+                local
+            };
+            if local.ip().is_unspecified() || !local.ip().is_loopback() {
+                tracing::warn!(
+                    "no --public-url: task links point at http://{shown}; set --public-url to the address people reach this host at"
+                );
+            }
+            format!("http://{shown}")
+        }
+    };
     let engine = Engine::new(
         db,
         runtime,
@@ -356,16 +381,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     plain_http: args.oci_plain_http.clone(),
                 },
             },
+            public_url,
             ..EngineConfig::default()
         },
     );
     let shutdown = CancellationToken::new();
     engine.start(shutdown.clone());
 
-    let listener =
-        api::server::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let limits = connection_limits(&args);
-    let local = listener.local_addr()?;
     println!("weft listening on http://{local}");
     if args.stop_on_stdin_eof {
         let stop = shutdown.clone();
@@ -409,6 +432,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await?;
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--public-url`: http or https, a host, no query or fragment; returned
+/// without a trailing slash.
+fn check_public_url(text: &str) -> anyhow::Result<String> {
+    let uri: axum::http::Uri = text
+        .parse()
+        .with_context(|| format!("--public-url {text:?} is not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none_or(str::is_empty) {
+        anyhow::bail!("--public-url {text:?} must be an http or https URL with a host");
+    }
+    if uri.query().is_some() || text.contains('#') {
+        anyhow::bail!("--public-url {text:?} must not have a query or fragment");
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// The connection limits from the flags, the count capped by the number of

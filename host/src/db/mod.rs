@@ -31,6 +31,7 @@ pub mod runs;
 pub mod schedules;
 mod sql;
 pub mod state;
+pub mod tasks;
 #[cfg(test)]
 mod tests;
 pub mod webhooks;

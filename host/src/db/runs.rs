@@ -499,6 +499,8 @@ pub async fn delete_finished_runs(
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         for sql in [
             "DELETE FROM events WHERE run_id IN ",
+            "DELETE FROM tasks WHERE run_id IN ",
+            "DELETE FROM task_rounds WHERE run_id IN ",
             "DELETE FROM attempts WHERE run_id IN ",
             "DELETE FROM steps WHERE run_id IN ",
             "DELETE FROM runs WHERE id IN ",

@@ -164,7 +164,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn step(step: &str, message: String) -> Self {
+    pub(crate) fn step(step: &str, message: String) -> Self {
         Self {
             step: Some(step.to_owned()),
             message,
@@ -443,6 +443,13 @@ fn check_step(
     }
     match step.uses.as_str() {
         WAIT => check_wait(&id, step.config.as_ref(), problems),
+        COLLECT_INPUTS | REQUEST_USER_ACTION => {
+            super::tasks::check_config(&id, &step.uses, step.config.as_ref(), problems);
+        }
+        _ => {}
+    }
+    match step.uses.as_str() {
+        WAIT => {}
         COLLECT_INPUTS => {
             let schema = step.config.as_ref().and_then(|c| c.get("schema"));
             match schema {

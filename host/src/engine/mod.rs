@@ -32,6 +32,7 @@ pub mod scheduler;
 pub mod schedules;
 pub mod secrets;
 pub mod services;
+pub mod tasks;
 pub mod template;
 pub mod webhooks;
 pub mod workflows;
@@ -108,6 +109,8 @@ pub struct EngineConfig {
     pub webhooks: webhooks::WebhookConfig,
     /// Which OCI registries `POST /v1/plugins {"oci": …}` may pull from.
     pub oci: OciConfig,
+    /// The base of task links (`<public url>/t/<token>`).
+    pub public_url: String,
 }
 
 /// The operator's OCI registry settings.
@@ -137,6 +140,7 @@ impl Default for EngineConfig {
             clock_offset_ms: 0,
             webhooks: webhooks::WebhookConfig::default(),
             oci: OciConfig::default(),
+            public_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -175,6 +179,9 @@ pub struct Engine {
     schedule_wake: Notify,
     /// Wakes the webhook loop: new events, changed subscriptions.
     webhook_wake: Notify,
+    /// Wakes the task loop: a run changed (it may have paused), a task
+    /// changed.
+    task_wake: Notify,
     /// Tells listeners (waiting starts, event streams) that a run changed.
     changes: broadcast::Sender<String>,
     /// Attempts running here, by (run id, step id), to interrupt them.
@@ -225,6 +232,7 @@ impl Engine {
             wake: Notify::new(),
             schedule_wake: Notify::new(),
             webhook_wake: Notify::new(),
+            task_wake: Notify::new(),
             changes,
             running: Mutex::default(),
             in_flight: AtomicUsize::new(0),
@@ -284,6 +292,7 @@ impl Engine {
             let _ = peers.send(run_id.to_owned());
         }
         self.webhook_wake.notify_one();
+        self.task_wake.notify_one();
     }
 }
 

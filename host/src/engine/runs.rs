@@ -811,7 +811,7 @@ impl Engine {
     }
 }
 
-fn complete(step: &mut StepRow, output: &Value, now: i64) {
+pub(crate) fn complete(step: &mut StepRow, output: &Value, now: i64) {
     step.status = "completed".into();
     step.output = Some(output.to_string());
     step.error = None;

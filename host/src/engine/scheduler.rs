@@ -151,6 +151,9 @@ impl Engine {
         let engine = self.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move { engine.run_webhooks(stop).await });
+        let engine = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { engine.run_tasks(stop).await });
         if self.config.retention.is_some() {
             let engine = self.clone();
             let stop = shutdown.clone();

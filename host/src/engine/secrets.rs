@@ -25,6 +25,9 @@ pub enum SecretsError {
 
 pub struct SecretBox {
     cipher: ChaCha20Poly1305,
+    /// Signs task links: derived from the key, so every host that shares
+    /// the key accepts the links of the others.
+    link_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -41,6 +44,7 @@ impl SecretBox {
         }
         Ok(Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&bytes)),
+            link_key: mac(&bytes, b"weft task links v1"),
         })
     }
 
@@ -64,6 +68,21 @@ impl SecretBox {
                 .map_err(io)?;
         }
         Self::from_hex(&std::fs::read_to_string(path).map_err(io)?)
+    }
+
+    /// The signature of a task link's `message`.
+    pub fn sign_link(&self, message: &[u8]) -> [u8; 32] {
+        mac(&self.link_key, message)
+    }
+
+    /// Whether `tag` is the signature of `message` (compared in constant
+    /// time).
+    pub fn verify_link(&self, message: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac as _;
+        let mut hmac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.link_key)
+            .expect("HMAC takes any key length");
+        hmac.update(message);
+        hmac.verify_slice(tag).is_ok()
     }
 
     fn aad(tenant: &str, name: &str) -> Vec<u8> {
@@ -104,6 +123,15 @@ impl SecretBox {
             )
             .map_err(|_| SecretsError::Decrypt)
     }
+}
+
+/// HMAC-SHA256 of `message` under `key`.
+fn mac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut hmac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key)
+        .expect("HMAC takes any key length");
+    hmac.update(message);
+    hmac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]

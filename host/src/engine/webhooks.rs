@@ -33,7 +33,7 @@ use crate::db::{self, DbError};
 use crate::egress::{self, EgressError};
 
 /// Event types a subscription can ask for.
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 17] = [
     "run.started",
     "run.completed",
     "run.failed",
@@ -44,6 +44,13 @@ pub const EVENT_TYPES: [&str; 10] = [
     "step.started",
     "step.completed",
     "step.failed",
+    "task.created",
+    "task.viewed",
+    "task.reminded",
+    "task.completed",
+    "task.declined",
+    "task.expired",
+    "task.revoked",
 ];
 
 /// Default first retry delay.
