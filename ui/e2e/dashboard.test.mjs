@@ -379,6 +379,102 @@ test("grants are edited on the plugin's page", async () => {
   await shot("plugin");
 });
 
+/** The task links mailed for a run, by recipient, once `count` are queued. */
+async function taskLinks(runId, count) {
+  for (let i = 0; i < 200; i++) {
+    const outbox = await call("GET", `/v1/outbox?run_id=${runId}`);
+    const mails = outbox.body.items.filter((m) => /\/t\//.test(m.body));
+    if (mails.length >= count) {
+      return Object.fromEntries(mails.map((m) => [m.to[0], m.body.match(/https?:\/\/\S+\/t\/\S+/)[0]]));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`run ${runId} never mailed ${count} task links`);
+}
+
+test("an assignee approves through the mailed link, with no key, once", async () => {
+  await publish({ key: "link-approval", name: "Approval by link", steps: [
+    { id: "approve", uses: "request_user_action", config: {
+      actions: ["approve", "decline"], assignees: ["ann@example.com", "bob@example.com"],
+      title: "Approve the purchase of 3 chairs", description: "Total **450 EUR**, supplier *Acme*." } },
+    { id: "after", uses: "testkit@0", depends_on: ["approve"], config: { mode: "echo" } }] });
+  const runId = await startRun("link-approval");
+  const links = await taskLinks(runId, 2);
+
+  // The dashboard lists both tasks and offers the controls.
+  await page.goto(`${URL}/ui/#/tasks`);
+  await page.getByRole("heading", { name: "Tasks", level: 1 }).waitFor();
+  await page.getByRole("cell", { name: "bob@example.com" }).first().waitFor();
+  await page.getByRole("cell", { name: "ann@example.com" }).first().waitFor();
+  await shot("tasks");
+
+  // Ann opens her link in the same browser, at a phone's width: no key.
+  await page.setViewportSize({ width: 390, height: 800 });
+  const opened = await page.goto(links["ann@example.com"]);
+  assert.equal(opened.status(), 200);
+  await page.getByRole("heading", { name: "Approve the purchase of 3 chairs" }).waitFor();
+  assert.match(opened.headers()["content-security-policy"], /default-src 'self'/);
+  assert.match(await page.locator(".description strong").innerText(), /450 EUR/);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `the task page scrolls sideways by ${overflow}px at 390px`);
+  await shot("task-link");
+  await page.getByRole("button", { name: "Approve" }).click();
+  await page.getByRole("heading", { name: "Thank you" }).waitFor();
+  await shot("task-answered");
+  const run = await waitForStatus(runId, "completed");
+  assert.equal(run.steps.find((s) => s.id === "approve").output.action, "approve");
+
+  // The link again: already answered. Bob's: no longer needed. A tampered one: not found.
+  const again = await page.goto(links["ann@example.com"]);
+  await page.getByRole("heading", { name: "Already answered" }).waitFor();
+  assert.equal(again.status(), 200);
+  const bob = await page.goto(links["bob@example.com"]);
+  assert.equal(bob.status(), 410);
+  const link = links["ann@example.com"];
+  const tampered = await page.goto(link.slice(0, -2) + (link.endsWith("AA") ? "BB" : "AA"));
+  assert.equal(tampered.status(), 404);
+  await page.getByRole("heading", { name: "This link is not valid" }).waitFor();
+  assert.doesNotMatch(await page.content(), /chairs/);
+  await shot("task-not-found");
+  await page.setViewportSize({ width: 1280, height: 860 });
+});
+
+test("a form task refuses data against its nested schema and takes valid data as output", async () => {
+  await publish({ key: "link-form", name: "Form by link", steps: [
+    { id: "details", uses: "collect_inputs", config: {
+      assignees: ["cy@example.com"], title: "Delivery details",
+      schema: { type: "object", required: ["contact", "lines"], properties: {
+        contact: { type: "object", required: ["name"], properties: {
+          name: { type: "string", title: "Full name" }, phone: { type: "string" } } },
+        lines: { type: "array", minItems: 1, items: { type: "object", required: ["sku", "qty"], properties: {
+          sku: { type: "string" }, qty: { type: "integer", minimum: 1 } } } } } } } }] });
+  const runId = await startRun("link-form");
+  const links = await taskLinks(runId, 1);
+  await page.goto(links["cy@example.com"]);
+  await page.getByRole("heading", { name: "Delivery details" }).waitFor();
+  await page.getByLabel("Full name").fill("Cy Young");
+  await page.getByLabel("Sku").fill("CHAIR-1");
+  await page.getByLabel("Qty").fill("0");
+  // Enter submits the form (not the array's Add button).
+  await page.getByLabel("Qty").press("Enter");
+  const alert = page.getByRole("alert");
+  await alert.waitFor();
+  assert.match(await alert.innerText(), /0 is less than the minimum of 1/);
+  assert.equal(await page.getByLabel("Full name").inputValue(), "Cy Young");
+  await shot("task-form-invalid");
+  await page.getByRole("button", { name: "Add line" }).click();
+  await page.locator('input[name="f/lines/1/sku"]').fill("DESK-2");
+  await page.locator('input[name="f/lines/1/qty"]').fill("1");
+  await page.locator('input[name="f/lines/0/qty"]').fill("4");
+  await page.getByRole("button", { name: "Submit" }).click();
+  await page.getByRole("heading", { name: "Thank you" }).waitFor();
+  const run = await waitForStatus(runId, "completed");
+  assert.deepEqual(run.steps.find((s) => s.id === "details").output, {
+    contact: { name: "Cy Young" }, lines: [{ sku: "CHAIR-1", qty: 4 }, { sku: "DESK-2", qty: 1 }] });
+  await page.goto(`${URL}/ui/#/runs`);
+  await page.getByRole("navigation", { name: "Sections" }).waitFor();
+});
+
 test("screens read at a phone's width", async () => {
   await page.setViewportSize({ width: 390, height: 800 });
   await nav("Runs").click();
@@ -392,9 +488,9 @@ test("screens read at a phone's width", async () => {
 test("no console errors and nothing fetched from another origin", () => {
   // The only errors allowed are the browser's notes on the HTTP errors the
   // tests provoke on purpose (the wrong key, the bad upload, the invalid
-  // resume data).
+  // resume data, the used, unneeded and tampered task links).
   const unexpected = consoleErrors.filter(
-    (e) => !/Failed to load resource: the server responded with a status of (401|400|422)/.test(e),
+    (e) => !/Failed to load resource: the server responded with a status of (401|400|404|409|410|422)/.test(e),
   );
   assert.deepEqual(unexpected, []);
   assert.deepEqual(offOrigin, []);

@@ -7,11 +7,13 @@ import { WorkflowsPage, WorkflowPage } from "./pages/workflows.jsx";
 import { PluginsPage, PluginPage } from "./pages/plugins.jsx";
 import { SchedulesPage } from "./pages/schedules.jsx";
 import { WebhooksPage, WebhookPage } from "./pages/webhooks.jsx";
+import { TasksPage } from "./pages/tasks.jsx";
 import { Problem } from "./components.jsx";
 import "./style.css";
 
 const SECTIONS = [
   ["runs", "Runs"],
+  ["tasks", "Tasks"],
   ["workflows", "Workflows"],
   ["plugins", "Plugins"],
   ["schedules", "Schedules"],
@@ -70,6 +72,8 @@ function Page({ route, me }) {
       return id ? <WorkflowPage key={id} wfKey={id} me={me} /> : <WorkflowsPage me={me} />;
     case "plugins":
       return id ? <PluginPage key={id} name={id} me={me} /> : <PluginsPage me={me} />;
+    case "tasks":
+      return <TasksPage me={me} query={route.query} />;
     case "schedules":
       return <SchedulesPage me={me} />;
     case "webhooks":

@@ -310,6 +310,9 @@ fn form_page(
         }
         body.push_str("</div>\n");
     } else {
+        // Enter in a field presses the form's first submit button: make
+        // that Submit, not an array's Add or Remove.
+        body.push_str("<button type=\"submit\" class=\"default\" tabindex=\"-1\" aria-hidden=\"true\">Submit</button>\n");
         let schema = form.get("schema").cloned().unwrap_or(json!({}));
         let errors: BTreeMap<&str, Vec<&str>> =
             problems.iter().fold(BTreeMap::new(), |mut map, (at, m)| {

@@ -1,3 +1,4 @@
+import { StepTasks } from "./tasks.jsx";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, all, can, duration, enc, follow, when } from "../api.js";
 import { navigate } from "../router.js";
@@ -157,6 +158,9 @@ function StepDetail({ run, step, definitionStep, me, onChanged }) {
         {step.next_attempt_at ? ` · next attempt ${when(step.next_attempt_at)}` : ""}
       </p>
 
+      {(paused || step.kind === "collect_inputs" || step.kind === "request_user_action") && definitionStep?.config?.assignees && (
+        <StepTasks run={run} step={step} me={me} />
+      )}
       {paused && definitionStep?.uses === "collect_inputs" && (
         <div class="card">
           <h3>Provide the input this step waits for</h3>
