@@ -513,3 +513,109 @@ async fn three_hosts_racing_on_the_same_runs_leave_one_consistent_state() {
     .unwrap();
     assert!(twice.is_empty(), "side effects ran twice: {twice:?}");
 }
+
+/// Every host runs the task loop: each pause gets its tasks once, each
+/// reminder and expiry happens once, and a link mailed by one host is
+/// answered on another (they share the secrets key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_create_remind_and_expire_each_task_once() {
+    if !pg::available() {
+        return;
+    }
+    const RUNS: usize = 6;
+    let (hosts, _dirs, _url) = three_hosts("tasks", &[]).await;
+    hosts[0]
+        .publish(json!({"key": "nag", "name": "Nag", "steps": [
+            {"id": "ok", "uses": "request_user_action", "config": {
+                "actions": ["approve", "decline"], "title": "Approve {{input.i}}",
+                "assignees": ["ann@example.com", "bob@example.com"],
+                "remind_after_ms": 1000, "max_reminders": 2,
+                "expires_after_ms": 4500, "on_expiry": "fail"}}]}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..RUNS {
+        let (status, run) = hosts[i % 3]
+            .post("/v1/runs", json!({"workflow": "nag", "input": {"i": i}}))
+            .await;
+        assert_eq!(status, 202, "{run}");
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    // The first run is answered through host 2 with a link host 0 or 1 may
+    // have mailed; the rest expire.
+    let answered = &ids[0];
+    let link = loop {
+        let (_, tasks) = hosts[1].get(&format!("/v1/tasks?run_id={answered}")).await;
+        if let Some(link) = tasks["items"]
+            .as_array()
+            .and_then(|t| t.first())
+            .and_then(|t| t["link"].as_str())
+        {
+            break link.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let token = link.split("/t/").nth(1).unwrap();
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/t/{token}", hosts[2].url))
+        .form(&[("_action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids[1..] {
+        loop {
+            let (_, run) = hosts[0].get(&format!("/v1/runs/{id}")).await;
+            if run["status"] == "failed" {
+                assert_eq!(step(&run, "ok")["error"]["kind"], "expired", "{run}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not expire: {run}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (_, run) = hosts[0].get(&format!("/v1/runs/{answered}")).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    for id in &ids[1..] {
+        let (_, mail) = hosts[1]
+            .get(&format!("/v1/outbox?run_id={id}&limit=100"))
+            .await;
+        let mail = mail["items"].as_array().unwrap();
+        for to in ["ann@example.com", "bob@example.com"] {
+            let subjects: Vec<&str> = mail
+                .iter()
+                .filter(|m| m["to"][0] == to)
+                .map(|m| m["subject"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                subjects.len(),
+                3,
+                "one link and two reminders to {to}: {subjects:?}"
+            );
+            assert_eq!(
+                subjects
+                    .iter()
+                    .filter(|s| s.starts_with("Reminder: "))
+                    .count(),
+                2
+            );
+        }
+        let (_, events) = hosts[2]
+            .get(&format!("/v1/runs/{id}/events?limit=100"))
+            .await;
+        let count = |kind: &str| {
+            events["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == kind)
+                .count()
+        };
+        assert_eq!(count("task.created"), 2, "{events}");
+        assert_eq!(count("task.reminded"), 4, "{events}");
+        assert_eq!(count("task.expired"), 2, "{events}");
+    }
+}

@@ -224,6 +224,23 @@ async fn an_approval_link_needs_no_key_and_answers_once() {
         assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
     }
     assert_eq!(kinds.iter().filter(|k| *k == "task.created").count(), 2);
+    // The tenant's feed (what webhooks fan out) has them too.
+    let mut cursor = String::new();
+    let mut found = false;
+    for _ in 0..1000 {
+        let (status, feed) = s.get(&format!("/v1/events?limit=100{cursor}")).await;
+        assert_eq!(status, 200, "{feed}");
+        found |= feed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["run_id"] == run.as_str() && e["type"] == "task.completed");
+        match feed["next_cursor"].as_str() {
+            Some(next) if !found => cursor = format!("&cursor={next}"),
+            _ => break,
+        }
+    }
+    assert!(found, "task.completed of run {run} in the tenant feed");
     let (_, full) = s.get(&format!("/v1/runs/{run}?view=full")).await;
     let logs = step(&full, "approve")["attempt_log"].to_string();
     assert!(logs.contains("answered by ann@example.com"), "{full}");
@@ -396,6 +413,36 @@ async fn every_assignee_answers_when_completion_is_all_and_reassigning_moves_the
     assert_eq!(submit(link, &[("_action", "decline")]).await.0, 303);
     s.wait_until(&run, Duration::from_secs(20), |r| r["status"] == "declined")
         .await;
+
+    // One signs, the other's task is revoked: the step has every answer it
+    // will get and completes with the one.
+    let run = start(&s, "all-sign", json!({})).await;
+    let tasks = tasks_of(&s, &run, 2).await;
+    assert_eq!(
+        submit(tasks[0]["link"].as_str().unwrap(), &[("_action", "sign")])
+            .await
+            .0,
+        303
+    );
+    let (status, _) = s
+        .post(
+            &format!("/v1/tasks/{}/revoke", tasks[1]["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let done = s
+        .wait_until(&run, Duration::from_secs(20), |r| {
+            r["status"] == "completed"
+        })
+        .await;
+    assert_eq!(
+        step(&done, "sign")["output"]["answers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

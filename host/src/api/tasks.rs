@@ -140,12 +140,38 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Open,
+    Viewed,
+    Completed,
+    Declined,
+    Expired,
+    Revoked,
+}
+
+impl TaskStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Viewed => "viewed",
+            Self::Completed => "completed",
+            Self::Declined => "declined",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
-    /// open, viewed, completed, declined, expired or revoked.
-    status: Option<String>,
+    /// Only tasks in this status.
+    #[param(inline)]
+    status: Option<TaskStatus>,
     /// Only this assignee's tasks (exact match).
     assignee: Option<String>,
     /// Only this run's tasks.
@@ -169,16 +195,8 @@ async fn list(
     principal.require("runs:read")?;
     let Query(query) = query?;
     let limit = page_limit(query.limit)?;
-    if let Some(status) = &query.status
-        && !STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::BadRequest(format!(
-            "status must be one of {}, got {status:?}",
-            STATUSES.join(", ")
-        )));
-    }
     let filter = db::tasks::Filter {
-        status: query.status.as_deref(),
+        status: query.status.map(TaskStatus::as_str),
         assignee: query.assignee.as_deref(),
         run_id: query.run_id.as_deref(),
         workflow: query.workflow.as_deref(),
@@ -230,6 +248,7 @@ async fn remind(
 #[serde(deny_unknown_fields)]
 pub struct ReassignIn {
     /// The new assignee: an email address or a user id.
+    #[schema(min_length = 1, max_length = 320)]
     pub assignee: String,
 }
 

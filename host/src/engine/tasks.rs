@@ -549,26 +549,9 @@ impl Engine {
                 output: json!({"action": action, "answered_by": task.assignee}),
                 data: json!({"step_id": task.step_id, "action": action, "by": task.assignee}),
             }),
-            (_, "all") if !others_open.is_empty() => None,
             (_, "all") => {
-                let answered = store::of_round(&mut tx, &run.id, &task.step_id, task.round)
-                    .await?
-                    .into_iter()
-                    .filter(|t| t.status == "completed" || t.id == task.id)
-                    .map(|t| {
-                        let t = if t.id == task.id { task.clone() } else { t };
-                        let mut entry: Value =
-                            serde_json::from_str(t.answer.as_deref().unwrap_or("{}"))
-                                .unwrap_or(json!({}));
-                        entry["assignee"] = json!(t.assignee);
-                        entry["answered_at"] = json!(t.answered_at.map(rfc3339));
-                        entry
-                    })
-                    .collect::<Vec<_>>();
-                Some(Finish::Output(match &answer {
-                    Answer::Data(_) => json!({"answers": answered}),
-                    Answer::Action(action) => json!({"action": action, "answers": answered}),
-                }))
+                all_answers(&store::of_round(&mut tx, &run.id, &task.step_id, task.round).await?)
+                    .map(Finish::Output)
             }
             (Answer::Data(data), _) => Some(Finish::Output(data.clone())),
             (Answer::Action(action), _) => Some(Finish::Output(json!({"action": action}))),
@@ -665,6 +648,28 @@ impl Engine {
                     "task.revoked",
                     json!({"reason": "revoked"}),
                 ));
+                // With `completion: all`, the last open task revoked and
+                // the others answered: the step has all it will get.
+                let round = store::of_round(&mut tx, &run.id, &task.step_id, task.round).await?;
+                if task.completion == "all"
+                    && let Some(output) = all_answers(&round)
+                {
+                    let mut run = run;
+                    let events = std::mem::take(&mut events);
+                    self.finish_paused(
+                        &mut tx,
+                        &mut run,
+                        &task,
+                        Some(Finish::Output(output)),
+                        events,
+                        now,
+                    )
+                    .await?;
+                    tx.commit().await.map_err(DbError::from)?;
+                    self.changed(&run.id);
+                    self.wake.notify_one();
+                    return Ok(task);
+                }
                 task
             }
             TaskAction::Reassign(assignee) => {
@@ -907,10 +912,6 @@ impl Engine {
         }
         let mut events = Vec::new();
         if task.expires_at.is_some_and(|t| t <= now) {
-            let definition = self.definition_for_run(&run).await?;
-            let original_run = run.clone();
-            let original = db::runs::steps_of(&mut tx, run_id).await?;
-            let mut steps = original.clone();
             let round = store::of_round(&mut tx, run_id, &task.step_id, task.round).await?;
             for mut t in round.into_iter().filter(TaskRow::is_open) {
                 t.status = "expired".into();
@@ -923,46 +924,9 @@ impl Engine {
                     json!({"expired_at": t.expires_at.map(rfc3339)}),
                 ));
             }
-            if let Some(index) = steps.iter().position(|s| {
-                s.step_id == task.step_id
-                    && s.status == "paused"
-                    && s.started_at == Some(task.round)
-            }) {
-                let on_expiry: Value =
-                    serde_json::from_str(&task.on_expiry).unwrap_or(json!("fail"));
-                let form: Value = serde_json::from_str(&task.form).unwrap_or(Value::Null);
-                let finish = match (&on_expiry, on_expiry["action"].as_str()) {
-                    (_, Some(action)) if declines_of(&form).iter().any(|d| d == action) => {
-                        Finish::Declined {
-                            output: json!({"action": action, "expired": true}),
-                            data: json!({"step_id": task.step_id, "action": action, "reason": "expired"}),
-                        }
-                    }
-                    (_, Some(action)) => Finish::Output(json!({"action": action, "expired": true})),
-                    (Value::String(s), _) if s == "decline" => Finish::Declined {
-                        output: json!({"declined": true, "reason": "expired"}),
-                        data: json!({"step_id": task.step_id, "reason": "expired"}),
-                    },
-                    _ => Finish::Failed(json!({
-                        "kind": "expired",
-                        "message": format!("nobody answered step {:?} before its tasks expired", task.step_id),
-                    })),
-                };
-                events.extend(finish_step(&mut run, &mut steps, index, finish, now));
-                if !run_is_terminal(&run.status) {
-                    events.extend(advance::advance(&definition, &mut run, &mut steps, now));
-                }
-            }
-            self.write_changes(
-                &mut tx,
-                &original_run,
-                &run,
-                &original,
-                &steps,
-                &events,
-                now,
-            )
-            .await?;
+            let finish = on_expiry(&task);
+            self.finish_paused(&mut tx, &mut run, &task, Some(finish), events, now)
+                .await?;
         } else {
             task.reminders_sent += 1;
             task.next_reminder_at = match task.remind_after_ms {
@@ -982,6 +946,34 @@ impl Engine {
         self.changed(run_id);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Ends the step `task` waits on with `finish` if it still waits on
+    /// that pause, advances the run, and writes it with `events`.
+    async fn finish_paused(
+        &self,
+        tx: &mut db::Conn,
+        run: &mut RunRow,
+        task: &TaskRow,
+        finish: Option<Finish>,
+        mut events: Vec<Event>,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let definition = self.definition_for_run(run).await?;
+        let original_run = run.clone();
+        let original = db::runs::steps_of(tx, &run.id).await?;
+        let mut steps = original.clone();
+        let paused = steps.iter().position(|s| {
+            s.step_id == task.step_id && s.status == "paused" && s.started_at == Some(task.round)
+        });
+        if let (Some(index), Some(finish)) = (paused, finish) {
+            events.extend(finish_step(run, &mut steps, index, finish, now));
+            if !run_is_terminal(&run.status) {
+                events.extend(advance::advance(&definition, run, &mut steps, now));
+            }
+        }
+        self.write_changes(tx, &original_run, run, &original, &steps, &events, now)
+            .await
     }
 
     /// Queues a task's mail (exactly once: keyed by the task and what it
@@ -1124,6 +1116,53 @@ fn answer_attempt(step: &StepRow, task: &TaskRow, answer: &Value, now: i64) -> A
         logs: serde_json::to_string(&[line]).ok(),
         input: Some(json!({"task_id": task.id, "assignee": task.assignee}).to_string()),
     }
+}
+
+/// What expiry does to a task's step (`on_expiry`).
+fn on_expiry(task: &TaskRow) -> Finish {
+    let on_expiry: Value = serde_json::from_str(&task.on_expiry).unwrap_or(json!("fail"));
+    let form: Value = serde_json::from_str(&task.form).unwrap_or(Value::Null);
+    match (&on_expiry, on_expiry["action"].as_str()) {
+        (_, Some(action)) if declines_of(&form).iter().any(|d| d == action) => Finish::Declined {
+            output: json!({"action": action, "expired": true}),
+            data: json!({"step_id": task.step_id, "action": action, "reason": "expired"}),
+        },
+        (_, Some(action)) => Finish::Output(json!({"action": action, "expired": true})),
+        (Value::String(s), _) if s == "decline" => Finish::Declined {
+            output: json!({"declined": true, "reason": "expired"}),
+            data: json!({"step_id": task.step_id, "reason": "expired"}),
+        },
+        _ => Finish::Failed(json!({
+            "kind": "expired",
+            "message": format!("nobody answered step {:?} before its tasks expired", task.step_id),
+        })),
+    }
+}
+
+/// The output of a step with `completion: all` once none of its tasks is
+/// open and at least one was answered: every answer, oldest first, and
+/// the latest action.
+fn all_answers(round: &[TaskRow]) -> Option<Value> {
+    if round.iter().any(TaskRow::is_open) {
+        return None;
+    }
+    let mut answered: Vec<&TaskRow> = round.iter().filter(|t| t.status == "completed").collect();
+    answered.sort_by_key(|t| t.answered_at);
+    let answers: Vec<Value> = answered
+        .iter()
+        .map(|t| {
+            let mut entry: Value =
+                serde_json::from_str(t.answer.as_deref().unwrap_or("{}")).unwrap_or(json!({}));
+            entry["assignee"] = json!(t.assignee);
+            entry["answered_at"] = json!(t.answered_at.map(rfc3339));
+            entry
+        })
+        .collect();
+    let last = answers.last()?;
+    Some(match last.get("action") {
+        Some(action) => json!({"action": action, "answers": answers}),
+        None => json!({"answers": answers}),
+    })
 }
 
 /// Ends a paused step: completed, completed and the run declined, or failed.
