@@ -279,3 +279,48 @@ fn without_a_key_the_cli_says_how_to_give_one() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("(404)"), "{out:?}");
 }
+
+#[test]
+fn tasks_are_listed_reminded_reassigned_and_revoked_from_the_cli() {
+    let s = shared();
+    publish(
+        &s,
+        &json!({"key": "cli-task", "name": "CLI task", "steps": [
+            {"id": "approve", "uses": "request_user_action",
+             "config": {"actions": ["approve"], "assignees": ["ann@example.com"], "title": "Approve it"}}]}),
+    );
+    let out = weft(&s, &["run", "start", "cli-task"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let run = out.stdout.split_whitespace().next().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let out = weft(&s, &["task", "list", "--run", &run]);
+        assert_eq!(out.code, 0, "{out:?}");
+        if let Some(line) = out.stdout.lines().next() {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no task for run {run}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let id = line.split_whitespace().next().unwrap().to_owned();
+    assert!(
+        line.ends_with("open ann@example.com cli-task/approve Approve it"),
+        "{line}"
+    );
+    let out = weft(&s, &["task", "remind", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("\"reminders_sent\": 1"), "{out:?}");
+    let out = weft(&s, &["task", "reassign", &id, "--to", "ben@example.com"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let new: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(new["assignee"], "ben@example.com");
+    assert!(new["link"].as_str().unwrap().contains("/t/"), "{new}");
+    let out = weft(&s, &["task", "revoke", new["id"].as_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = weft(&s, &["task", "list", "--run", &run, "--status", "revoked"]);
+    assert_eq!(out.stdout.lines().count(), 2, "{out:?}");
+    // Revoking again names the problem.
+    let out = weft(&s, &["task", "revoke", &id]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("only open or viewed tasks"), "{out:?}");
+}

@@ -200,3 +200,45 @@ async fn the_outbox_pages_past_100_messages_with_next_cursor() {
     let (status, body) = s.get("/v1/outbox?limit=101").await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test]
+async fn a_task_link_arrives_by_smtp_and_answers_the_step() {
+    let port = free_port();
+    let relay = Relay::start(port);
+    let (s, _dir) = server_mailing(port, &[]);
+    s.publish(json!({"key": "mailed-task", "name": "Mailed task", "steps": [
+        {"id": "ok", "uses": "request_user_action", "config": {
+            "actions": ["approve", "decline"], "assignees": ["pat@example.com"],
+            "title": "Approve the quarterly report",
+            "description": "A long description line that makes the mail's lines long enough to be wrapped by the transfer encoding, which a link must survive intact."}}]}))
+        .await;
+    let (status, run) = s
+        .post("/v1/runs", json!({"workflow": "mailed-task", "input": {}}))
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let got = relay.next(Duration::from_secs(20)).expect("the task mail");
+    assert!(got.ends_with(" pat@example.com"), "{got}");
+    let body = relay.next_body(Duration::from_secs(5)).expect("its body");
+    assert!(body.contains("Approve the quarterly report"), "{body}");
+    // The link as a mail client shows it, decoded from the wire.
+    let start = body.find("http://").expect("a link");
+    let link = body[start..].split_whitespace().next().unwrap().to_owned();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = browser.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{link}");
+    let answer = browser
+        .post(&link)
+        .form(&[("_action", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let id = run["id"].as_str().unwrap();
+    let done = s
+        .wait_until(id, Duration::from_secs(20), |r| r["status"] == "completed")
+        .await;
+    assert_eq!(common::step(&done, "ok")["output"]["action"], "approve");
+}

@@ -96,7 +96,7 @@ async fn an_approval_link_needs_no_key_and_answers_once() {
             "actions": ["approve", "decline"],
             "assignees": ["ann@example.com", "{{input.second}}"],
             "title": "Approve the order for {{input.customer}}",
-            "description": "Order **#42**: <b>3 chairs</b>. [Terms](https://example.com/terms)"}},
+            "description": "Order **#42**: <b>3 chairs</b>. [Terms](https://example.com/terms) Note: {{input.note}}"}},
         {"id": "ship", "uses": "testkit@0", "depends_on": ["approve"],
          "config": {"mode": "echo", "action": "{{steps.approve.output.action}}"}}]}),
     )
@@ -104,7 +104,8 @@ async fn an_approval_link_needs_no_key_and_answers_once() {
     let run = start(
         &s,
         "approval-link",
-        json!({"customer": "Acme", "second": "bob@example.com"}),
+        json!({"customer": "Acme", "second": "bob@example.com",
+               "note": "[Sign here](https://evil.example) *now*"}),
     )
     .await;
     let tasks = tasks_of(&s, &run, 2).await;
@@ -143,6 +144,12 @@ async fn an_approval_link_needs_no_key_and_answers_once() {
     assert!(page.contains("<strong>#42</strong>"), "{page}");
     assert!(page.contains("&lt;b&gt;3 chairs&lt;/b&gt;"), "{page}");
     assert!(page.contains("value=\"approve\""), "{page}");
+    // A value from the run's input is text, not Markdown.
+    assert!(
+        page.contains("Note: [Sign here](https://evil.example) *now*"),
+        "{page}"
+    );
+    assert!(!page.contains("href=\"https://evil.example"), "{page}");
     assert!(!page.contains("<script"), "{page}");
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'self'"), "{csp}");
@@ -164,6 +171,10 @@ async fn an_approval_link_needs_no_key_and_answers_once() {
     // An unknown action is refused on the page; approving resumes the run.
     let (status, page, _) = submit(&ann, &[("_action", "ship-it")]).await;
     assert_eq!(status, 422, "{page}");
+    // A post with no action (a form's fields instead) does not answer it.
+    let (status, page, _) = submit(&ann, &[("f/x", "1")]).await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("choose one of the actions"), "{page}");
     let (status, _, location) = submit(&ann, &[("_action", "approve")]).await;
     assert_eq!(status, 303);
     assert!(location.unwrap().ends_with("?answered=1"));
@@ -301,6 +312,14 @@ async fn a_form_task_refuses_data_against_its_schema_and_takes_valid_data_as_out
     );
     assert!(page.contains("0 is less than the minimum of 1"), "{page}");
     assert!(page.contains("value=\"Carol\""), "{page}");
+
+    // Add and Remove only touch arrays of the schema: a forged, deeply
+    // nested pointer is ignored.
+    let deep = "/items".repeat(50_000);
+    let (status, page, _) = submit(&link, &[("f/name", "Carol"), ("_add", &deep)]).await;
+    assert_eq!(status, 200, "{page}");
+    let (status, page, _) = submit(&link, &[("_remove", "/name/0")]).await;
+    assert_eq!(status, 200, "{page}");
 
     // Adding a row works without scripts.
     let (status, page, _) = submit(
@@ -647,6 +666,42 @@ async fn task_routes_and_links_never_cross_tenants() {
     assert_eq!(mail_of(&s, &run).await.len(), 2);
     let (status, list) = s.get("/v1/tasks?status=bogus").await;
     assert_eq!(status, 400, "{list}");
+
+    // A read-only key sees the task, not its link (which answers it),
+    // neither in the task nor in the outbox.
+    let (status, reader) = s
+        .post(
+            "/v1/api-keys",
+            json!({"name": "task-reader", "scopes": ["runs:read"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reader}");
+    let reader = reader["key"].as_str().unwrap();
+    let (status, seen) = s
+        .call_as(reader, Method::GET, &format!("/v1/tasks/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["title"], "Secret title");
+    assert!(seen.get("link").is_none(), "{seen}");
+    let (_, mail) = s
+        .call_as(
+            reader,
+            Method::GET,
+            &format!("/v1/outbox?run_id={run}"),
+            None,
+        )
+        .await;
+    let body = mail["items"][0]["body"].as_str().unwrap();
+    assert!(body.contains("/t/(hidden: needs runs:control)"), "{body}");
+    let (status, _) = s
+        .call_as(
+            reader,
+            Method::POST,
+            &format!("/v1/tasks/{id}/remind"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 403);
 }
 
 #[tokio::test]
@@ -676,4 +731,28 @@ async fn a_misnamed_task_setting_is_refused_with_a_hint() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("on_expiry.action"), "{body}");
+    for (config, wanted) in [
+        (
+            json!({"actions": ["approve"], "assignees": []}),
+            "config.assignees is empty",
+        ),
+        (
+            json!({"actions": ["approve"], "assignees": ["kim@example.com"], "on_expiry": "decline"}),
+            "config.on_expiry needs config.expires_after_ms",
+        ),
+        (
+            json!({"actions": ["approve"], "assignees": ["kim@example.com"], "remind_after_ms": 100}),
+            "from 1000 to",
+        ),
+    ] {
+        let (status, body) = s
+            .post(
+                "/v1/workflows",
+                json!({"key": "bad-task", "name": "Bad", "steps": [
+                    {"id": "ok", "uses": "request_user_action", "config": config}]}),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body.to_string().contains(wanted), "{wanted}: {body}");
+    }
 }

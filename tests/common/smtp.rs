@@ -74,6 +74,7 @@ pub fn free_port() -> u16 {
 pub struct Relay {
     child: Child,
     received: mpsc::Receiver<String>,
+    bodies: mpsc::Receiver<String>,
 }
 
 impl Relay {
@@ -91,20 +92,35 @@ impl Relay {
         let first = lines.next().and_then(Result::ok);
         assert_eq!(first.as_deref(), Some("ready"), "aiosmtpd did not start");
         let (tx, received) = mpsc::channel();
+        let (body_tx, bodies) = mpsc::channel();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("received ") {
                     let _ = tx.send(rest.to_owned());
+                } else if let Some(rest) = line.strip_prefix("body ") {
+                    let body: String = serde_json::from_str(rest).unwrap_or_default();
+                    let _ = body_tx.send(body);
                 }
             }
         });
-        Self { child, received }
+        Self {
+            child,
+            received,
+            bodies,
+        }
     }
 
     /// The next message received (`<Message-ID> <recipients>`), waiting up
     /// to `timeout`.
     pub fn next(&self, timeout: Duration) -> Option<String> {
         self.received.recv_timeout(timeout).ok()
+    }
+
+    /// The decoded text of the next message received, as a mail client
+    /// would show it (the messages' bodies arrive in order, separately
+    /// from [`Self::next`]).
+    pub fn next_body(&self, timeout: Duration) -> Option<String> {
+        self.bodies.recv_timeout(timeout).ok()
     }
 
     pub fn stop(&mut self) {

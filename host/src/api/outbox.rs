@@ -29,6 +29,7 @@ pub struct OutboxOut {
     pub to: Vec<String>,
     pub cc: Vec<String>,
     pub subject: String,
+    /// The text; task links are hidden from keys without `runs:control`.
     pub body: String,
     /// queued, sent or failed.
     pub status: String,
@@ -105,8 +106,18 @@ async fn list(
     )
     .await?;
     let (rows, next_cursor) = paginate(rows, limit, |m| m.message_id.clone());
+    let control = principal.require("runs:control").is_ok();
     Ok(Json(OutboxList {
-        items: rows.into_iter().map(OutboxOut::from).collect(),
+        items: rows
+            .into_iter()
+            .map(OutboxOut::from)
+            .map(|mut m| {
+                if !control {
+                    m.body = super::tasks::hide_links(&m.body);
+                }
+                m
+            })
+            .collect(),
         next_cursor,
     }))
 }

@@ -54,8 +54,9 @@ struct ShowQuery {
 async fn show(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    Query(query): Query<ShowQuery>,
+    query: Result<Query<ShowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let query = query.map_or(ShowQuery { answered: None }, |Query(q)| q);
     match state.engine.open_link(&token).await {
         Ok(task) => form_page(&task, None, &[], StatusCode::OK),
         Err(LinkError::Closed(task)) => {
@@ -96,16 +97,25 @@ async fn answer(
         let schema = form.get("schema").cloned().unwrap_or(json!({}));
         let mut data = collect(&schema, "", &values).unwrap_or(json!({}));
         let edit = |key: &str| values.get(key).and_then(|v| v.first()).cloned();
+        // Add and Remove name an array of the schema; anything else is
+        // ignored (the pointer comes from the client).
         if let Some(pointer) = edit("_add") {
-            if let Some(Value::Array(items)) = data.pointer_mut(&pointer) {
-                items.push(Value::Null);
-            } else if let Some(parent) = set_pointer(&mut data, &pointer) {
-                *parent = json!([null]);
+            if is_array_of(&schema, &pointer) {
+                match data.pointer_mut(&pointer) {
+                    Some(Value::Array(items)) if items.len() < MAX_ROWS => items.push(Value::Null),
+                    Some(Value::Array(_)) => {}
+                    _ => {
+                        if let Some(slot) = set_pointer(&mut data, &pointer) {
+                            *slot = json!([null]);
+                        }
+                    }
+                }
             }
             return form_page(&task, Some(&data), &[], StatusCode::OK);
         }
         if let Some(pointer) = edit("_remove") {
             if let Some((array, index)) = pointer.rsplit_once('/')
+                && is_array_of(&schema, array)
                 && let Ok(index) = index.parse::<usize>()
                 && let Some(Value::Array(items)) = data.pointer_mut(array)
                 && index < items.len()
@@ -137,6 +147,29 @@ async fn answer(
         Err(LinkError::Closed(task)) => closed_page(&task, false, StatusCode::CONFLICT),
         Err(e) => error_page(e),
     }
+}
+
+/// Most rows an array of a form shows.
+const MAX_ROWS: usize = 200;
+
+/// Whether `pointer` names an array in forms of `schema`: each step of it
+/// a property of an object or an index into an array, at most 32 deep.
+fn is_array_of(schema: &Value, pointer: &str) -> bool {
+    let mut at = schema;
+    for (depth, part) in pointer.split('/').skip(1).enumerate() {
+        if depth >= 32 {
+            return false;
+        }
+        at = match type_of(at) {
+            "object" => match at["properties"].get(part.replace("~1", "/").replace("~0", "~")) {
+                Some(next) => next,
+                None => return false,
+            },
+            "array" if part.parse::<usize>().is_ok_and(|i| i < MAX_ROWS) => &at["items"],
+            _ => return false,
+        };
+    }
+    !pointer.is_empty() && type_of(at) == "array"
 }
 
 /// Makes room for a value at `pointer` (its parents as objects).
@@ -471,12 +504,20 @@ fn field(out: &mut String, f: &Field<'_>, ids: &mut usize) {
         }
         "array" => {
             let items = &f.schema["items"];
-            let min = f.schema["minItems"].as_u64().unwrap_or(0) as usize;
+            let min = f.schema["minItems"]
+                .as_u64()
+                .unwrap_or(0)
+                .min(MAX_ROWS as u64) as usize;
             let max = f.schema["maxItems"]
                 .as_u64()
                 .map_or(usize::MAX, |m| m as usize);
             let current = f.value.and_then(Value::as_array);
-            let rows = current.map_or(0, Vec::len).max(min).max(1).min(max.max(1));
+            let rows = current
+                .map_or(0, Vec::len)
+                .max(min)
+                .max(1)
+                .min(max.max(1))
+                .min(MAX_ROWS);
             let _ = writeln!(out, "<fieldset>\n<legend>{}{required}</legend>", esc(title));
             out.push_str(&hint_html);
             out.push_str(&error_html);
@@ -509,7 +550,7 @@ fn field(out: &mut String, f: &Field<'_>, ids: &mut usize) {
                 }
                 out.push_str("</div>\n");
             }
-            if rows < max {
+            if rows < max && rows < MAX_ROWS {
                 let _ = writeln!(
                     out,
                     "<button type=\"submit\" name=\"_add\" value=\"{}\" class=\"small\">Add {}</button>",
@@ -683,7 +724,7 @@ fn label_of_pointer(pointer: &str) -> String {
         .split('/')
         .skip(1)
         .map(|p| match p.parse::<usize>() {
-            Ok(i) => (i + 1).to_string(),
+            Ok(i) => i.saturating_add(1).to_string(),
             Err(_) => humanize(&p.replace("~1", "/").replace("~0", "~")),
         })
         .collect::<Vec<_>>()
@@ -770,12 +811,34 @@ pub fn markdown(text: &str) -> String {
     out
 }
 
+/// `text` with every character Markdown gives a meaning escaped with a
+/// backslash: shown as typed by [`markdown`].
+pub fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '-'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Inline Markdown over escaped text.
 fn inline(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix('`')
+        if let Some(after) = rest.strip_prefix('\\')
+            && let Some(c) = after.chars().next()
+            && c.is_ascii_punctuation()
+        {
+            out.push_str(&esc(&c.to_string()));
+            rest = &after[c.len_utf8()..];
+        } else if let Some(after) = rest.strip_prefix('`')
             && let Some(end) = after.find('`')
         {
             let _ = write!(out, "<code>{}</code>", esc(&after[..end]));
@@ -844,6 +907,23 @@ mod tests {
         assert!(!html.contains("href=\"javascript"), "{html}");
         assert!(html.contains("<h2>Contract</h2>"), "{html}");
         assert!(html.contains("<li>one</li>"), "{html}");
+    }
+
+    #[test]
+    fn escaped_values_show_as_typed() {
+        let value = "[Sign here](https://evil.example) # *now*";
+        let html = markdown(&format!("Contract: {}", escape_markdown(value)));
+        assert!(!html.contains("<a "), "{html}");
+        assert!(!html.contains("<em>"), "{html}");
+        assert!(
+            html.contains("[Sign here](https://evil.example) # *now*"),
+            "{html}"
+        );
+        let heading = markdown(&escape_markdown("# not a heading\n- nor a list"));
+        assert!(
+            !heading.contains("<h2>") && !heading.contains("<li>"),
+            "{heading}"
+        );
     }
 
     #[test]

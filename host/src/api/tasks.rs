@@ -57,7 +57,8 @@ pub struct TaskOut {
     pub description: Option<String>,
     /// `any` (one answer completes the step) or `all`.
     pub completion: String,
-    /// The assignee's link, while the task is open or viewed.
+    /// The assignee's link, while the task is open or viewed, to keys with
+    /// `runs:control` (the link answers the task).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     /// What the assignee answered: `{"data": …}` or `{"action": …}`.
@@ -87,9 +88,11 @@ pub struct TaskOut {
 }
 
 impl TaskOut {
-    pub fn new(engine: &Engine, t: TaskRow) -> Self {
+    pub fn new(engine: &Engine, t: TaskRow, with_link: bool) -> Self {
         let form: Value = serde_json::from_str(&t.form).unwrap_or(Value::Null);
-        let link = t.is_open().then(|| engine.task_link(&t)).flatten();
+        let link = (with_link && t.is_open())
+            .then(|| engine.task_link(&t))
+            .flatten();
         Self {
             link,
             answer: t
@@ -211,10 +214,11 @@ async fn list(
     )
     .await?;
     let (rows, next_cursor) = paginate(rows, limit, |t| t.id.clone());
+    let control = principal.require("runs:control").is_ok();
     Ok(Json(TaskList {
         items: rows
             .into_iter()
-            .map(|t| TaskOut::new(&state.engine, t))
+            .map(|t| TaskOut::new(&state.engine, t, control))
             .collect(),
         next_cursor,
     }))
@@ -230,7 +234,8 @@ async fn get(
 ) -> Result<Json<TaskOut>, ApiError> {
     principal.require("runs:read")?;
     let task = state.engine.get_task(&principal.tenant_id, &id).await?;
-    Ok(Json(TaskOut::new(&state.engine, task)))
+    let control = principal.require("runs:control").is_ok();
+    Ok(Json(TaskOut::new(&state.engine, task, control)))
 }
 
 /// Mails the assignee a reminder now (counted in `reminders_sent`).
@@ -300,5 +305,42 @@ async fn act(
         .engine
         .act_on_task(&principal.tenant_id, id, action)
         .await?;
-    Ok(Json(TaskOut::new(&state.engine, task)))
+    Ok(Json(TaskOut::new(&state.engine, task, true)))
+}
+
+/// `text` with the tokens of task links hidden: a mail in the outbox
+/// shows a key without `runs:control` that a link was sent, not the link
+/// (which answers the task).
+pub fn hide_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("/t/") {
+        out.push_str(&rest[..at + 3]);
+        rest = &rest[at + 3..];
+        let token_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            .count();
+        let token = &rest[..token_len];
+        if token.len() > 33 && token.as_bytes().get(32) == Some(&b'.') {
+            out.push_str("(hidden: needs runs:control)");
+        } else {
+            out.push_str(token);
+        }
+        rest = &rest[token_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn task_link_tokens_are_hidden() {
+        let body = "Open: http://h/t/0123456789abcdef0123456789abcdef.AbC-_x\nand http://h/t/other";
+        assert_eq!(
+            super::hide_links(body),
+            "Open: http://h/t/(hidden: needs runs:control)\nand http://h/t/other"
+        );
+    }
 }

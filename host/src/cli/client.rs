@@ -1,7 +1,8 @@
 //! The integrator's commands (`weft workflow …`, `weft run …`, and the
 //! administrator's `weft tenant …`, `weft key …`): a thin
 //! client of the HTTP API and nothing else, so what it does an integrator's
-//! own code can do too.
+//! own code can do too. `task` lists and manages the tasks of paused
+//! human steps.
 //!
 //! # Layout
 //!
@@ -12,6 +13,7 @@
 
 mod admin;
 mod run;
+mod task;
 mod watch;
 mod workflow;
 
@@ -24,6 +26,7 @@ use serde_json::Value;
 
 pub use admin::{KeyArgs, TenantArgs, key as key_command, tenant as tenant_command};
 pub use run::{RunArgs, run as run_command};
+pub use task::{TaskArgs, task as task_command};
 pub use workflow::{WorkflowArgs, run as workflow_command};
 
 /// How long one request may take (a run is watched by many short ones).

@@ -44,6 +44,8 @@ pub enum Command {
     Workflow(client::WorkflowArgs),
     /// Start, follow and control runs on a server.
     Run(client::RunArgs),
+    /// List, remind, reassign and revoke the tasks of paused human steps.
+    Task(client::TaskArgs),
     /// Create and list tenants on a server (the operator's key only).
     Tenant(client::TenantArgs),
     /// Create, list and revoke your tenant's API keys (`admin` scope).
@@ -88,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(command) => plugin::run(command).await,
         Command::Workflow(args) => client::workflow_command(args).await,
         Command::Run(args) => client::run_command(args).await,
+        Command::Task(args) => client::task_command(args).await,
         Command::Tenant(args) => client::tenant_command(args).await,
         Command::Key(args) => client::key_command(args).await,
     }

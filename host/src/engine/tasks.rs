@@ -51,6 +51,10 @@ pub const MAX_REMINDERS: i64 = 20;
 pub const DEFAULT_MAX_REMINDERS: i64 = 3;
 /// Shortest `remind_after_ms` and `expires_after_ms`.
 pub const MIN_DELAY_MS: u64 = 1000;
+/// Longest `remind_after_ms` and `expires_after_ms`: a year.
+pub const MAX_DELAY_MS: u64 = 366 * 24 * 3600 * 1000;
+/// Most reminders a task gets, automatic and by hand together.
+const MAX_MANUAL_REMINDERS: i64 = 50;
 /// Longest title and description, in characters.
 const MAX_TITLE: usize = 200;
 const MAX_DESCRIPTION: usize = 10_000;
@@ -166,7 +170,7 @@ fn parse(config: &Value, actions: &[&str], lenient: bool) -> Result<TaskConfig, 
                     }
                 }
             }
-            if out.is_empty() && !lenient {
+            if out.is_empty() && (!lenient || list.is_empty()) {
                 return Err("config.assignees is empty: name at least one assignee".into());
             }
             if out.len() > MAX_ASSIGNEES {
@@ -213,9 +217,11 @@ fn parse(config: &Value, actions: &[&str], lenient: bool) -> Result<TaskConfig, 
                 .as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             {
-                Some(ms) if ms >= MIN_DELAY_MS => Ok(Some(i64::try_from(ms).unwrap_or(i64::MAX))),
+                Some(ms) if (MIN_DELAY_MS..=MAX_DELAY_MS).contains(&ms) => {
+                    Ok(Some(i64::try_from(ms).unwrap_or(i64::MAX)))
+                }
                 _ => Err(format!(
-                    "config.{key} must be a number of milliseconds, at least {MIN_DELAY_MS}, found {v}"
+                    "config.{key} must be a number of milliseconds from {MIN_DELAY_MS} to {MAX_DELAY_MS} (a year), found {v}"
                 )),
             },
         }
@@ -240,7 +246,7 @@ fn parse(config: &Value, actions: &[&str], lenient: bool) -> Result<TaskConfig, 
             }
         },
     };
-    if max_reminders > 0 && remind_after_ms.is_none() && !lenient {
+    if max_reminders > 0 && config.get("remind_after_ms").is_none() {
         return Err("config.max_reminders needs config.remind_after_ms".into());
     }
     let on_expiry = match &config["on_expiry"] {
@@ -263,7 +269,7 @@ fn parse(config: &Value, actions: &[&str], lenient: bool) -> Result<TaskConfig, 
             ));
         }
     };
-    if config.get("on_expiry").is_some() && expires_after_ms.is_none() && !lenient {
+    if config.get("on_expiry").is_some() && config.get("expires_after_ms").is_none() {
         return Err("config.on_expiry needs config.expires_after_ms".into());
     }
     Ok(TaskConfig {
@@ -300,7 +306,12 @@ fn render_config(
         run: &run_value,
         failure: None,
     };
-    let rendered = template::render(config, &scope).map_err(|e| format!("config: {e}"))?;
+    let mut rendered = template::render(config, &scope).map_err(|e| format!("config: {e}"))?;
+    // Values put into the description are text, never Markdown: a run's
+    // input cannot add links or headings to the page.
+    if let Some(text) = config["description"].as_str() {
+        rendered["description"] = json!(render_description(text, &scope)?);
+    }
     let actions = actions_of(&rendered);
     let parsed = parse(
         &rendered,
@@ -317,6 +328,31 @@ fn render_config(
         json!({"actions": actions, "decline": declines_of(&rendered)})
     };
     Ok(Some((parsed, form)))
+}
+
+/// A description's templates rendered with their values' Markdown
+/// escaped.
+fn render_description(text: &str, scope: &Scope<'_>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start..].find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let expression = &rest[start..start + len + 2];
+        let value = template::render(&json!(expression), scope)
+            .map_err(|e| format!("config.description: {e}"))?;
+        let text = match value {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        out.push_str(&crate::api::task_page::escape_markdown(&text));
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn actions_of(config: &Value) -> Vec<String> {
@@ -419,6 +455,10 @@ impl Engine {
     async fn task_of_token(&self, conn: &mut db::Conn, token: &str) -> Result<TaskRow, LinkError> {
         let secrets = self.config.secrets.as_ref().ok_or(LinkError::NotFound)?;
         let (id, tag) = token.split_once('.').ok_or(LinkError::NotFound)?;
+        // Only the form links are made in: 32 lowercase hex digits.
+        if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(LinkError::NotFound);
+        }
         let id = uuid::Uuid::try_parse(id)
             .map_err(|_| LinkError::NotFound)?
             .hyphenated()
@@ -442,6 +482,7 @@ impl Engine {
             let mut conn = self.db.reader().await?;
             self.task_of_token(&mut conn, token).await?
         };
+        let task = past_expiry(task, now);
         if task.status != "open" {
             return if task.is_open() {
                 Ok(task)
@@ -453,9 +494,13 @@ impl Engine {
         let run = db::runs::locked_run(&mut tx, Some(&task.tenant_id), &task.run_id)
             .await?
             .ok_or(LinkError::NotFound)?;
-        let Some(mut task) = store::get(&mut tx, None, &task.id).await? else {
+        let Some(task) = store::get(&mut tx, None, &task.id).await? else {
             return Err(LinkError::NotFound);
         };
+        let mut task = past_expiry(task, now);
+        if !task.is_open() {
+            return Err(LinkError::Closed(Box::new(task)));
+        }
         if task.status == "open" {
             task.status = "viewed".into();
             task.viewed_at = Some(now);
@@ -479,11 +524,27 @@ impl Engine {
         let mut run = db::runs::locked_run(&mut tx, Some(&task.tenant_id), &task.run_id)
             .await?
             .ok_or(LinkError::NotFound)?;
-        let Some(mut task) = store::get(&mut tx, None, &task.id).await? else {
+        let Some(task) = store::get(&mut tx, None, &task.id).await? else {
             return Err(LinkError::NotFound);
         };
+        let mut task = past_expiry(task, now);
         if !task.is_open() {
             return Err(LinkError::Closed(Box::new(task)));
+        }
+        let fits = match &answer {
+            Answer::Data(_) => task.kind == COLLECT_INPUTS,
+            Answer::Action(_) => task.kind == REQUEST_USER_ACTION,
+        };
+        if !fits {
+            let wanted = if task.kind == REQUEST_USER_ACTION {
+                "choose one of the actions"
+            } else {
+                "fill in the form"
+            };
+            return Err(LinkError::Invalid(vec![(
+                String::new(),
+                format!("this task needs you to {wanted}"),
+            )]));
         }
         let definition = self.definition_for_run(&run).await?;
         let original_run = run.clone();
@@ -546,8 +607,8 @@ impl Engine {
             .collect();
         let finish = match (&answer, task.completion.as_str()) {
             (Answer::Action(action), _) if declined => Some(Finish::Declined {
-                output: json!({"action": action, "answered_by": task.assignee}),
-                data: json!({"step_id": task.step_id, "action": action, "by": task.assignee}),
+                output: json!({"action": action}),
+                data: json!({"step": task.step_id, "action": action, "by": task.assignee}),
             }),
             (_, "all") => {
                 all_answers(&store::of_round(&mut tx, &run.id, &task.step_id, task.round).await?)
@@ -628,6 +689,18 @@ impl Engine {
         let mut events = Vec::new();
         let result = match action {
             TaskAction::Remind => {
+                if !looks_like_email(&task.assignee) {
+                    return Err(EngineError::Conflict(format!(
+                        "task {id}'s assignee {:?} is not an email address, so there is no mail to send: deliver its link yourself",
+                        task.assignee
+                    )));
+                }
+                if task.reminders_sent >= MAX_MANUAL_REMINDERS {
+                    return Err(EngineError::Conflict(format!(
+                        "task {id} was already reminded {} times",
+                        task.reminders_sent
+                    )));
+                }
                 task.reminders_sent += 1;
                 self.queue_mail(&mut tx, &task, Mail::Reminder, now).await?;
                 store::update(&mut tx, &task).await?;
@@ -698,7 +771,10 @@ impl Engine {
                 new.created_at = now;
                 new.viewed_at = None;
                 new.ended_at = None;
-                new.next_reminder_at = task.remind_after_ms.map(|ms| now + ms);
+                new.next_reminder_at = task
+                    .remind_after_ms
+                    .filter(|_| task.max_reminders > 0)
+                    .map(|ms| now.saturating_add(ms));
                 store::insert(&mut tx, &new).await?;
                 self.queue_mail(&mut tx, &new, Mail::Created, now).await?;
                 events.push(task_event(
@@ -751,11 +827,17 @@ impl Engine {
                 store::stale(&mut conn, BATCH).await?,
             )
         };
+        // One item's failure is logged and the rest go on: a bad row must
+        // not hold every tenant's tasks back.
         for (run_id, step_id, round) in rounds {
-            self.open_round(&run_id, &step_id, round).await?;
+            if let Err(e) = self.open_round(&run_id, &step_id, round).await {
+                tracing::warn!(run = %run_id, step = %step_id, error = %e, "creating tasks");
+            }
         }
         for (run_id, task_id) in stale {
-            self.close_stale(&run_id, &task_id).await?;
+            if let Err(e) = self.close_stale(&run_id, &task_id).await {
+                tracing::warn!(task = %task_id, error = %e, "closing a task");
+            }
         }
         let now = self.now_ms();
         let due = {
@@ -763,7 +845,9 @@ impl Engine {
             store::due(&mut conn, now, BATCH).await?
         };
         for (run_id, task_id) in due {
-            self.task_due(&run_id, &task_id, now).await?;
+            if let Err(e) = self.task_due(&run_id, &task_id, now).await {
+                tracing::warn!(task = %task_id, error = %e, "a task's reminder or expiry");
+            }
         }
         Ok(())
     }
@@ -820,8 +904,8 @@ impl Engine {
                         next_reminder_at: config
                             .remind_after_ms
                             .filter(|_| config.max_reminders > 0)
-                            .map(|ms| now + ms),
-                        expires_at: config.expires_after_ms.map(|ms| now + ms),
+                            .map(|ms| now.saturating_add(ms)),
+                        expires_at: config.expires_after_ms.map(|ms| now.saturating_add(ms)),
                         on_expiry: config.on_expiry.to_string(),
                         created_at: now,
                         viewed_at: None,
@@ -861,6 +945,7 @@ impl Engine {
         .await?;
         tx.commit().await.map_err(DbError::from)?;
         self.changed(run_id);
+        self.wake.notify_one();
         Ok(())
     }
 
@@ -930,7 +1015,9 @@ impl Engine {
         } else {
             task.reminders_sent += 1;
             task.next_reminder_at = match task.remind_after_ms {
-                Some(ms) if task.reminders_sent < task.max_reminders => Some(now + ms),
+                Some(ms) if task.reminders_sent < task.max_reminders => {
+                    Some(now.saturating_add(ms))
+                }
                 _ => None,
             };
             self.queue_mail(&mut tx, &task, Mail::Reminder, now).await?;
@@ -1057,6 +1144,15 @@ enum Mail {
     Reminder,
 }
 
+/// A task whose expiry has passed is shown and refused as expired even
+/// before the task loop gets to it.
+fn past_expiry(mut task: TaskRow, now: i64) -> TaskRow {
+    if task.is_open() && task.expires_at.is_some_and(|t| t <= now) {
+        task.status = "expired".into();
+    }
+    task
+}
+
 fn looks_like_email(s: &str) -> bool {
     s.split_once('@')
         .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !s.contains(' '))
@@ -1125,12 +1221,12 @@ fn on_expiry(task: &TaskRow) -> Finish {
     match (&on_expiry, on_expiry["action"].as_str()) {
         (_, Some(action)) if declines_of(&form).iter().any(|d| d == action) => Finish::Declined {
             output: json!({"action": action, "expired": true}),
-            data: json!({"step_id": task.step_id, "action": action, "reason": "expired"}),
+            data: json!({"step": task.step_id, "action": action, "reason": "expired"}),
         },
         (_, Some(action)) => Finish::Output(json!({"action": action, "expired": true})),
         (Value::String(s), _) if s == "decline" => Finish::Declined {
             output: json!({"declined": true, "reason": "expired"}),
-            data: json!({"step_id": task.step_id, "reason": "expired"}),
+            data: json!({"step": task.step_id, "reason": "expired"}),
         },
         _ => Finish::Failed(json!({
             "kind": "expired",
@@ -1194,8 +1290,12 @@ fn finish_step(
             advance::cancel_unstarted(steps, now, "declined", false);
             run.status = "declined".into();
             run.ended_at = Some(now);
+            let mut event = data.clone();
+            if let Some(step) = event.as_object_mut().and_then(|d| d.remove("step")) {
+                event["step_id"] = step;
+            }
             run.result = Some(json!({"declined": data}).to_string());
-            events.push(Event::run("run.declined", data));
+            events.push(Event::run("run.declined", event));
         }
         Finish::Failed(error) => {
             let step = &mut steps[index];
