@@ -523,7 +523,9 @@ async fn three_hosts_create_remind_and_expire_each_task_once() {
         return;
     }
     const RUNS: usize = 6;
-    let (hosts, _dirs, _url) = three_hosts("tasks", &[]).await;
+    // Small pools: this test runs beside the other three-host tests, and
+    // the Postgres server allows 100 connections in all.
+    let (hosts, _dirs, _url) = three_hosts("tasks", &["--db-max-connections", "4"]).await;
     hosts[0]
         .publish(json!({"key": "nag", "name": "Nag", "steps": [
             {"id": "ok", "uses": "request_user_action", "config": {

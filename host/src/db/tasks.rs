@@ -5,6 +5,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::sql::{Arg, Statement};
 use super::{Conn, DbError};
 
 /// Statuses in which a task can still be answered.
@@ -284,6 +285,51 @@ pub async fn new_rounds(
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect()
+}
+
+/// [`new_rounds`] of the runs `ids` only (found by primary key).
+pub async fn new_rounds_of(
+    conn: &mut Conn,
+    ids: &[String],
+) -> Result<Vec<(String, String, i64)>, DbError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let mut query = Statement::new(
+            "SELECT s.run_id, s.step_id, s.started_at FROM steps s WHERE s.run_id IN ",
+        );
+        query.tuple(chunk.iter().map(|id| Arg::from(id.as_str()))).push(
+            " AND s.status = 'paused' AND s.started_at IS NOT NULL
+              AND s.kind IN ('collect_inputs', 'request_user_action')
+              AND NOT EXISTS (SELECT 1 FROM task_rounds r
+                              WHERE r.run_id = s.run_id AND r.step_id = s.step_id AND r.round = s.started_at)",
+        );
+        for r in query.fetch_all(conn).await? {
+            out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        }
+    }
+    Ok(out)
+}
+
+/// [`stale`] among the tasks of the runs `ids` only.
+pub async fn stale_of(conn: &mut Conn, ids: &[String]) -> Result<Vec<(String, String)>, DbError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let mut query = Statement::new(
+            "SELECT t.run_id, t.id FROM tasks t
+             LEFT JOIN steps s ON s.run_id = t.run_id AND s.step_id = t.step_id
+             WHERE t.run_id IN ",
+        );
+        query
+            .tuple(chunk.iter().map(|id| Arg::from(id.as_str())))
+            .push(
+                " AND t.status IN ('open', 'viewed')
+              AND (s.status IS NULL OR s.status <> 'paused' OR s.started_at <> t.round)",
+            );
+        for r in query.fetch_all(conn).await? {
+            out.push((r.try_get(0)?, r.try_get(1)?));
+        }
+    }
+    Ok(out)
 }
 
 /// Open tasks whose step no longer waits on them (answered through the

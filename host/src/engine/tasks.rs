@@ -792,12 +792,52 @@ impl Engine {
         Ok(result)
     }
 
-    /// Creates, closes, reminds and expires tasks until shutdown: a pass
-    /// when woken (a run changed) or when the next reminder or expiry is
-    /// due, at least once a second and at most ten times.
+    /// Creates, closes, reminds and expires tasks until shutdown. A pass
+    /// looks at the runs that changed since the last one (their new
+    /// pauses, their tasks whose step stopped waiting) and at the
+    /// reminders and expiries due; once a minute, and whenever changes
+    /// were missed, it looks at every paused step and open task instead,
+    /// so thousands of runs waiting on people cost nothing between. Passes
+    /// run when something changed or is due, at most ten a second.
     pub(crate) async fn run_tasks(self: Arc<Self>, shutdown: CancellationToken) {
+        const SWEEP: Duration = Duration::from_secs(60);
+        let changed: Arc<std::sync::Mutex<Changed>> = Arc::default();
+        {
+            // Collects the ids of changed runs (this host's, and other
+            // hosts' through `peers`) as they come.
+            let mut changes = self.subscribe();
+            let changed = changed.clone();
+            let engine = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let received = tokio::select! {
+                        r = changes.recv() => r,
+                        () = stop.cancelled() => return,
+                    };
+                    match received {
+                        Ok(id) => {
+                            super::lock(&changed).runs.insert(id);
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            super::lock(&changed).missed = true;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                    engine.task_wake.notify_one();
+                }
+            });
+        }
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
-            if let Err(e) = self.tasks_pass().await {
+            let Changed { runs, missed } = std::mem::take(&mut *super::lock(&changed));
+            let sweep = missed || last_sweep.is_none_or(|t| t.elapsed() >= SWEEP);
+            if sweep {
+                last_sweep = Some(std::time::Instant::now());
+            }
+            let runs: Vec<String> = runs.into_iter().collect();
+            let scope = if sweep { None } else { Some(&runs[..]) };
+            if let Err(e) = self.tasks_pass(scope).await {
                 tracing::warn!(error = %e, "task loop");
             }
             let next = match self.db.reader().await {
@@ -817,15 +857,23 @@ impl Engine {
         }
     }
 
-    /// One pass of the task loop.
-    pub async fn tasks_pass(&self) -> Result<(), EngineError> {
+    /// One pass of the task loop over the runs `changed` (every run when
+    /// `None`): new pauses get their tasks, tasks whose step stopped
+    /// waiting close; then the reminders and expiries due.
+    pub async fn tasks_pass(&self, changed: Option<&[String]>) -> Result<(), EngineError> {
         const BATCH: i64 = 100;
         let (rounds, stale) = {
             let mut conn = self.db.reader().await?;
-            (
-                store::new_rounds(&mut conn, BATCH).await?,
-                store::stale(&mut conn, BATCH).await?,
-            )
+            match changed {
+                None => (
+                    store::new_rounds(&mut conn, BATCH).await?,
+                    store::stale(&mut conn, BATCH).await?,
+                ),
+                Some(runs) => (
+                    store::new_rounds_of(&mut conn, runs).await?,
+                    store::stale_of(&mut conn, runs).await?,
+                ),
+            }
         };
         // One item's failure is logged and the rest go on: a bad row must
         // not hold every tenant's tasks back.
@@ -1136,6 +1184,14 @@ impl Engine {
         .await?;
         Ok(())
     }
+}
+
+/// Runs changed since the task loop's last pass.
+#[derive(Debug, Default)]
+struct Changed {
+    runs: std::collections::HashSet<String>,
+    /// Some changes were missed (the channel lagged): sweep everything.
+    missed: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
