@@ -324,3 +324,88 @@ fn tasks_are_listed_reminded_reassigned_and_revoked_from_the_cli() {
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("only open or viewed tasks"), "{out:?}");
 }
+
+#[test]
+fn runs_are_labelled_listed_rerun_and_retried_from_the_cli() {
+    let s = shared();
+    publish(
+        &s,
+        &json!({"key": "cli-labels", "name": "CLI labels", "steps": [
+            {"id": "first", "uses": "testkit@0", "config": {"mode": "echo"}},
+            {"id": "second", "uses": "testkit@0", "depends_on": ["first"],
+             "config": {"mode": "{{input.mode}}"}, "retry": {"max_attempts": 1}}]}),
+    );
+    let out = weft(
+        &s,
+        &[
+            "run",
+            "start",
+            "cli-labels",
+            "--input",
+            r#"{"mode": "fail"}"#,
+            "--label",
+            "customer:c-7",
+            "--label",
+            "case:x",
+            "--wait",
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let id = started_id(&out);
+    let out = weft(
+        &s,
+        &[
+            "run",
+            "list",
+            "--label",
+            "customer:c-7",
+            "--label",
+            "case:x",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let line = out.stdout.lines().next().expect("a run");
+    assert!(
+        line.starts_with(&format!("{id} failed cli-labels@")),
+        "{line}"
+    );
+    assert!(line.ends_with("case:x,customer:c-7"), "{line}");
+    let out = weft(&s, &["run", "list", "--label", "customer:c-8"]);
+    assert_eq!(out.stdout, "", "{out:?}");
+    let out = weft(&s, &["run", "list", "--label", "customer"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("name:value"), "{out:?}");
+
+    // Re-run from the failing step with input that works.
+    let out = weft(
+        &s,
+        &[
+            "run",
+            "rerun",
+            &id,
+            "--from-step",
+            "second",
+            "--input",
+            r#"{"mode": "echo"}"#,
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let new = out.stdout.split_whitespace().next().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let run = get_run(&s, &new);
+        if run["status"] == "completed" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "{run}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(run["rerun_of"], id.as_str());
+    assert_eq!(run["labels"]["customer"], "c-7");
+
+    // The original is still failed: retried by the bulk command it fails
+    // again (its input still says fail), and the count says so.
+    let out = weft(&s, &["run", "retry-failed", "--workflow", "cli-labels"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("retried 1"), "{out:?}");
+}

@@ -27,6 +27,8 @@ mod durability;
 mod egress;
 /// The examples under `examples/`, as shipped.
 mod examples;
+/// Runs found by labels and presets; re-runs and bulk retries.
+mod finding;
 /// The operator's key and tenants' tokens.
 mod keys;
 /// One contract, every plugin language.

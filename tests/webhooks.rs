@@ -249,7 +249,13 @@ async fn deliveries_are_signed_filtered_and_logged() {
     let (_, again) = s.get(&format!("/v1/webhooks/{id}")).await;
     assert!(again.get("secret").is_none(), "{again}");
 
-    let run = s.run_sync("hooked", json!({})).await;
+    let (status, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "hooked", "labels": {"customer": "c-42"}, "wait_ms": 60000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "completed");
     let seen = wait_for(&rx.seen, 4, 20).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -279,6 +285,11 @@ async fn deliveries_are_signed_filtered_and_logged() {
     for body in &bodies {
         assert_eq!(body["data"]["run_id"], run["id"]);
         assert_eq!(body["data"]["workflow"], "hooked");
+        assert_eq!(
+            body["data"]["labels"],
+            json!({"customer": "c-42"}),
+            "{body}"
+        );
         assert!(body["timestamp"].is_string());
     }
     let completed = bodies

@@ -1,6 +1,6 @@
 //! Request and response bodies, converted by hand from engine and db types.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -101,6 +101,10 @@ pub struct DefinitionDoc {
     pub concurrency: Option<ConcurrencyDoc>,
     /// Manual starts closer together than this are refused with 409.
     pub min_interval_ms: Option<u64>,
+    /// Labels every run gets: name to a template over `input` (e.g.
+    /// `{"customer": "{{input.customer_id}}"}`), rendered at start; a
+    /// start's own labels win.
+    pub labels: Option<BTreeMap<String, String>>,
     /// Template for the run's result (any JSON, `{{…}}` templates
     /// rendered); default: outputs of the final steps.
     pub output: Option<Value>,
@@ -392,6 +396,12 @@ pub struct RunOut {
     /// The schedule that started the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule_id: Option<String>,
+    /// What the run is about, name to value (`{}` without any).
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub labels: serde_json::Map<String, Value>,
+    /// The run this one re-runs (`POST /v1/runs/{id}/rerun`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
     /// Absent in lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepOut>>,
@@ -418,6 +428,8 @@ impl RunOut {
             paused_on: (run.status != "paused").then(Vec::new),
             queued: run.queued,
             schedule_id: run.schedule_id.clone(),
+            labels: run.label_map(),
+            rerun_of: run.rerun_of.clone(),
             steps: None,
         }
     }
@@ -546,6 +558,52 @@ pub struct StartRun {
     /// Wait up to this long for the run to finish or pause.
     #[schema(maximum = 60000)]
     pub wait_ms: Option<u64>,
+    /// What the run is about, name to value (at most 20; names 1-64
+    /// letters, digits, `_ - . /`; values 1-256 bytes). They win over the
+    /// workflow's own `labels`. Runs are found by them:
+    /// `GET /v1/runs?label=customer:c-42`.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// A preset of the workflow: its input goes under `input` (objects
+    /// merge, `input` wins), and the run gets the label `preset: <name>`.
+    pub preset: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunRun {
+    /// This step and every step after it run again; the records of the
+    /// others (completed or skipped) are kept.
+    pub from_step: String,
+    /// The new run's input; default: the old run's.
+    pub input: Option<Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFailed {
+    /// Key of the workflow whose failed runs are retried.
+    pub workflow: String,
+    /// Only runs that failed at or after this time (RFC 3339).
+    pub since: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RetryFailedOut {
+    /// How many runs were retried.
+    pub retried: usize,
+    /// Their ids, newest first.
+    pub run_ids: Vec<String>,
+    /// Runs that matched but were not retried, with why (for example a
+    /// run past its `max_duration_ms`).
+    pub not_retried: Vec<NotRetried>,
+    /// More failed runs match than one call retries (500): call again.
+    pub more: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NotRetried {
+    pub run_id: String,
+    pub reason: String,
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod ops;
 pub mod outbox;
 pub mod plugins;
+pub mod presets;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
@@ -83,6 +84,7 @@ impl AppState {
 pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, mut spec) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(workflows::router())
+        .merge(presets::router())
         .merge(runs::router())
         .merge(plugins::router())
         .merge(tenants::router())

@@ -16,15 +16,17 @@ use utoipa_axum::routes;
 
 use super::auth::Principal;
 use super::dto::{
-    EventList, EventOut, IdempotencyKey, ProblemDoc, ResumeRun, RunList, RunOut, RunStatus,
-    StartRun, StartRunForm, TenantEventList, TenantEventOut, Terminate, TraceParent,
+    EventList, EventOut, IdempotencyKey, NotRetried, ProblemDoc, RerunRun, ResumeRun, RetryFailed,
+    RetryFailedOut, RunList, RunOut, RunStatus, StartRun, StartRunForm, TenantEventList,
+    TenantEventOut, Terminate, TraceParent,
 };
 use super::{
     ApiError, AppState, body_hash, idempotency_key, page_limit, paginate, replay, reused_key,
 };
 use crate::db;
 use crate::engine::advance::run_is_terminal;
-use crate::engine::runs::{Detail, Resume, StartKey, Started, Stop};
+use crate::engine::labels;
+use crate::engine::runs::{Detail, Resume, StartKey, StartSpec, Started, Stop};
 
 /// What `Idempotency-Key`s of run starts are scoped to.
 const START_ROUTE: &str = "POST /v1/runs";
@@ -49,6 +51,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel))
         .routes(routes!(terminate))
         .routes(routes!(resume))
+        .routes(routes!(rerun))
+        .routes(routes!(retry_failed))
 }
 
 fn json(value: impl serde::Serialize) -> Result<Value, ApiError> {
@@ -171,13 +175,18 @@ async fn start(
     let started = match started {
         Some(started) => started,
         None => {
+            let spec = StartSpec {
+                workflow: &request.workflow,
+                version: request.version.as_deref(),
+                input: request.input,
+                labels: request.labels.unwrap_or_default(),
+                preset: request.preset.as_deref(),
+            };
             state
                 .engine
                 .start_run(
                     tenant,
-                    &request.workflow,
-                    request.version.as_deref(),
-                    request.input,
+                    spec,
                     start_key,
                     headers.get("traceparent").and_then(|v| v.to_str().ok()),
                 )
@@ -213,16 +222,49 @@ async fn start(
     }
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
+/// `GET /v1/runs`'s query. Read by hand from the query's pairs (see
+/// [`ListQuery::from_pairs`]): `label` may be repeated.
+#[derive(Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 struct ListQuery {
     workflow: Option<String>,
     #[param(value_type = Option<RunStatusDoc>, inline)]
     status: Option<String>,
+    /// `name:value`; repeat it for runs that carry every one (at most 5).
+    #[param(value_type = Option<Vec<String>>)]
+    label: Vec<(String, String)>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<String>,
+}
+
+impl ListQuery {
+    fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, ApiError> {
+        let mut query = Self::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "workflow" => query.workflow = Some(value),
+                "status" => query.status = Some(value),
+                "cursor" => query.cursor = Some(value),
+                "limit" => {
+                    query.limit = Some(value.parse().map_err(|_| {
+                        ApiError::BadRequest(format!(
+                            "Failed to deserialize query string: limit: invalid digit in {value:?}"
+                        ))
+                    })?);
+                }
+                "label" => query
+                    .label
+                    .push(labels::parse_filter(&value).map_err(ApiError::Unprocessable)?),
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "Failed to deserialize query string: unknown field `{other}`, expected one of `workflow`, `status`, `label`, `limit`, `cursor`"
+                    )));
+                }
+            }
+        }
+        Ok(query)
+    }
 }
 
 /// A run's status.
@@ -240,23 +282,31 @@ enum RunStatusDoc {
     Declined,
 }
 
-/// Runs, newest first.
+/// Runs, newest first; by workflow, status and labels
+/// (`?label=customer:c-42&label=case:7` for runs with both).
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery),
-    responses((status = 200, body = RunList), (status = 422, body = ProblemDoc, description = "An unknown status")))]
+    responses((status = 200, body = RunList), (status = 400, body = ProblemDoc, description = "An unknown parameter"),
+        (status = 422, body = ProblemDoc, description = "An unknown status, a label filter that is not `name:value`, or more than 5 label filters")))]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RunList>, ApiError> {
     principal.require("runs:read")?;
-    let Query(query) = query?;
+    let Query(pairs) = query?;
+    let query = ListQuery::from_pairs(pairs)?;
     let limit = page_limit(query.limit)?;
+    let filter = db::runs::RunFilter {
+        workflow: query.workflow.as_deref(),
+        status: query.status.as_deref(),
+        labels: &query.label,
+        ended_since: None,
+    };
     let runs = state
         .engine
         .list_runs(
             &principal.tenant_id,
-            query.workflow.as_deref(),
-            query.status.as_deref(),
+            filter,
             query.cursor.as_deref(),
             limit + 1,
         )
@@ -632,4 +682,88 @@ async fn resume(
         .get_run(&principal.tenant_id, &id, Detail::Compact)
         .await?;
     Ok(Json(RunOut::full(&view)))
+}
+
+/// Starts a new run of this run's workflow version that keeps the outputs
+/// of the steps `from_step` does not lead to and runs `from_step` and
+/// everything after it again, with new `input` if given (else the old
+/// run's). The new run carries the old one's labels and `rerun_of`; the
+/// old run's feed gets `run.rerun`. Only a finished run can be re-run.
+#[utoipa::path(post, path = "/v1/runs/{id}/rerun", tag = "runs", params(("id" = String, Path), IdempotencyKey), request_body = RerunRun,
+    responses((status = 201, body = RunOut), (status = 404, body = ProblemDoc),
+        (status = 409, body = ProblemDoc, description = "The run is not finished, or the workflow refuses runs past its concurrency limit"),
+        (status = 422, body = ProblemDoc, description = "An unknown step, or input that does not match the workflow's input_schema")))]
+async fn rerun(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require("runs:start")?;
+    let Json(body) = body?;
+    let tenant = principal.tenant_id.clone();
+    let route = format!("POST /v1/runs/{id}/rerun");
+    super::idempotent_create(&state, &tenant, &headers, &route, body, |body| async {
+        let request: RerunRun = serde_json::from_value(body)
+            .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
+        let run = state
+            .engine
+            .rerun(&tenant, &id, &request.from_step, request.input)
+            .await?;
+        json(RunOut::summary(&run))
+    })
+    .await
+}
+
+/// Retries every failed step of each failed run of a workflow (those that
+/// failed at or after `since`, if given), newest first, at most 500 runs a
+/// call: `more` says to call again.
+#[utoipa::path(post, path = "/v1/runs:retry-failed", tag = "runs", request_body = RetryFailed,
+    responses((status = 200, body = RetryFailedOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+async fn retry_failed(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RetryFailedOut>, ApiError> {
+    principal.require("runs:control")?;
+    let Json(body) = body?;
+    let request: RetryFailed = serde_json::from_value(body)
+        .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
+    let since = request
+        .since
+        .as_deref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| {
+                    ApiError::Unprocessable(format!(
+                        "since must be an RFC 3339 time such as 2026-12-01T00:00:00Z, found {s:?}: {e}"
+                    ))
+                })
+        })
+        .transpose()?;
+    // The workflow must exist.
+    state
+        .engine
+        .get_workflow(
+            &principal.tenant_id,
+            &request.workflow,
+            &crate::engine::workflows::Selector::Latest,
+        )
+        .await?;
+    let done = state
+        .engine
+        .retry_failed(&principal.tenant_id, &request.workflow, since)
+        .await?;
+    Ok(Json(RetryFailedOut {
+        retried: done.retried.len(),
+        run_ids: done.retried,
+        not_retried: done
+            .not_retried
+            .into_iter()
+            .map(|(run_id, reason)| NotRetried { run_id, reason })
+            .collect(),
+        more: done.more,
+    }))
 }

@@ -27,6 +27,7 @@
 
 pub mod auth;
 pub mod plugins;
+pub mod presets;
 pub mod runs;
 pub mod schedules;
 mod sql;

@@ -30,6 +30,10 @@ pub struct RunRow {
     pub traceparent: Option<String>,
     /// The caller's span (hex), parent of the run span; `None` for a root.
     pub trace_parent_span_id: Option<String>,
+    /// What the run is about: a JSON object of names to string values.
+    pub labels: Option<String>,
+    /// The run this one re-runs from one of its steps.
+    pub rerun_of: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +80,17 @@ impl RunRow {
             schedule_id: None,
             traceparent: None,
             trace_parent_span_id: None,
+            labels: None,
+            rerun_of: None,
         }
+    }
+
+    /// The run's labels, name to value (empty without any).
+    pub fn label_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.labels
+            .as_deref()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -146,6 +160,8 @@ fn run(r: &AnyRow) -> RunRow {
         schedule_id: r.get("schedule_id"),
         traceparent: r.get("traceparent"),
         trace_parent_span_id: r.get("trace_parent_span_id"),
+        labels: r.get("labels"),
+        rerun_of: r.get("rerun_of"),
     }
 }
 
@@ -237,30 +253,87 @@ pub async fn locked_run(
     Ok(row.as_ref().map(run))
 }
 
-/// Runs of a tenant, newest first, before `cursor` (a run id).
+/// What a list of runs is filtered by.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunFilter<'a> {
+    pub workflow: Option<&'a str>,
+    pub status: Option<&'a str>,
+    /// `(name, value)` pairs the run must all carry.
+    pub labels: &'a [(String, String)],
+    /// Runs that ended at or after this time (ms).
+    pub ended_since: Option<i64>,
+}
+
+/// Runs of a tenant, newest first, before `cursor` (a run id). With
+/// labels, the first label's rows in `run_labels` (in run id order, from
+/// its primary key) drive the read and each other label is one probe of
+/// that key, so a page costs the same on a million runs.
 pub async fn list_runs(
     conn: &mut Conn,
     tenant: &str,
-    workflow: Option<&str>,
-    status: Option<&str>,
+    filter: RunFilter<'_>,
     cursor: Option<&str>,
     limit: i64,
 ) -> Result<Vec<RunRow>, DbError> {
-    let rows = sqlx::query(
-        "SELECT * FROM runs WHERE tenant_id = $1
-           AND ($2 IS NULL OR workflow_key = $2)
-           AND ($3 IS NULL OR status = $3)
-           AND ($4 IS NULL OR id < $4)
-         ORDER BY id DESC LIMIT $5",
-    )
-    .bind(tenant)
-    .bind(workflow)
-    .bind(status)
-    .bind(cursor)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let rows = list_runs_query("", tenant, filter, cursor, limit)
+        .fetch_all(conn)
+        .await?;
     Ok(rows.iter().map(run).collect())
+}
+
+/// [`list_runs`]'s statement after `prefix` (`EXPLAIN …` in tests).
+pub(crate) fn list_runs_query<'q>(
+    prefix: &str,
+    tenant: &'q str,
+    filter: RunFilter<'q>,
+    cursor: Option<&'q str>,
+    limit: i64,
+) -> Statement<'q> {
+    let mut query = Statement::new(prefix);
+    let id = match filter.labels.split_first() {
+        None => {
+            query
+                .push("SELECT r.* FROM runs r WHERE r.tenant_id = ")
+                .bind(tenant);
+            "r.id"
+        }
+        Some(((name, value), rest)) => {
+            query
+                .push("SELECT r.* FROM run_labels l JOIN runs r ON r.id = l.run_id WHERE l.tenant_id = ")
+                .bind(tenant)
+                .push(" AND l.name = ")
+                .bind(name.as_str())
+                .push(" AND l.value = ")
+                .bind(value.as_str());
+            for (name, value) in rest {
+                query
+                    .push(" AND EXISTS (SELECT 1 FROM run_labels m WHERE m.tenant_id = ")
+                    .bind(tenant)
+                    .push(" AND m.name = ")
+                    .bind(name.as_str())
+                    .push(" AND m.value = ")
+                    .bind(value.as_str())
+                    .push(" AND m.run_id = l.run_id)");
+            }
+            "l.run_id"
+        }
+    };
+    if let Some(workflow) = filter.workflow {
+        query.push(" AND r.workflow_key = ").bind(workflow);
+    }
+    if let Some(status) = filter.status {
+        query.push(" AND r.status = ").bind(status);
+    }
+    if let Some(since) = filter.ended_since {
+        query.push(" AND r.ended_at >= ").bind(since);
+    }
+    if let Some(cursor) = cursor {
+        query.push(&format!(" AND {id} < ")).bind(cursor);
+    }
+    query
+        .push(&format!(" ORDER BY {id} DESC LIMIT "))
+        .bind(limit);
+    query
 }
 
 /// The paused steps of `tenant`'s runs `ids` (at most a page), as
@@ -501,6 +574,7 @@ pub async fn delete_finished_runs(
             "DELETE FROM events WHERE run_id IN ",
             "DELETE FROM tasks WHERE run_id IN ",
             "DELETE FROM task_rounds WHERE run_id IN ",
+            "DELETE FROM run_labels WHERE run_id IN ",
             "DELETE FROM attempts WHERE run_id IN ",
             "DELETE FROM steps WHERE run_id IN ",
             "DELETE FROM runs WHERE id IN ",
@@ -774,7 +848,7 @@ impl<'a> Writes<'a> {
     /// A new run.
     pub fn insert_run(&mut self, r: &'a RunRow) -> &mut Self {
         self.statement(
-            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id, traceparent, trace_parent_span_id) ",
+            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id, traceparent, trace_parent_span_id, labels, rerun_of) ",
         )
         .values([r], |r| {
             [
@@ -794,8 +868,22 @@ impl<'a> Writes<'a> {
                 Arg::from(&r.schedule_id),
                 Arg::from(&r.traceparent),
                 Arg::from(&r.trace_parent_span_id),
+                Arg::from(&r.labels),
+                Arg::from(&r.rerun_of),
             ]
         });
+        let labels = r.label_map();
+        if !labels.is_empty() {
+            self.statement("INSERT INTO run_labels (tenant_id, name, value, run_id) ")
+                .values(labels, |(name, value)| {
+                    [
+                        Arg::from(&r.tenant_id),
+                        Arg::Owned(Some(name)),
+                        Arg::Owned(Some(value.as_str().unwrap_or_default().to_owned())),
+                        Arg::from(&r.id),
+                    ]
+                });
+        }
         self
     }
 
@@ -1082,7 +1170,7 @@ async fn read_runs<'q>(
                 .push(
                     "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
                     r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
-                    r.traceparent, r.trace_parent_span_id,
+                    r.traceparent, r.trace_parent_span_id, r.labels, r.rerun_of,
                     s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
                     s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at, ",
                 )
@@ -1125,27 +1213,29 @@ async fn read_runs<'q>(
                         schedule_id: r.try_get(13)?,
                         traceparent: r.try_get(14)?,
                         trace_parent_span_id: r.try_get(15)?,
+                        labels: r.try_get(16)?,
+                        rerun_of: r.try_get(17)?,
                     },
                     steps: Vec::new(),
-                    version: r.try_get(29)?,
+                    version: r.try_get(31)?,
                 });
             }
-            if r.try_get::<Option<String>, _>(16)?.is_some() {
+            if r.try_get::<Option<String>, _>(18)?.is_some() {
                 let read = found.last_mut().expect("pushed above");
                 read.steps.push(StepRow {
-                    run_id: r.try_get(16)?,
-                    step_id: r.try_get(17)?,
-                    position: r.try_get(18)?,
-                    kind: r.try_get(19)?,
-                    status: r.try_get(20)?,
-                    attempts: r.try_get(21)?,
-                    due_at: r.try_get(22)?,
-                    lease_owner: r.try_get(23)?,
-                    lease_expires_at: r.try_get(24)?,
-                    output: r.try_get(25)?,
-                    error: r.try_get(26)?,
-                    started_at: r.try_get(27)?,
-                    ended_at: r.try_get(28)?,
+                    run_id: r.try_get(18)?,
+                    step_id: r.try_get(19)?,
+                    position: r.try_get(20)?,
+                    kind: r.try_get(21)?,
+                    status: r.try_get(22)?,
+                    attempts: r.try_get(23)?,
+                    due_at: r.try_get(24)?,
+                    lease_owner: r.try_get(25)?,
+                    lease_expires_at: r.try_get(26)?,
+                    output: r.try_get(27)?,
+                    error: r.try_get(28)?,
+                    started_at: r.try_get(29)?,
+                    ended_at: r.try_get(30)?,
                 });
             }
         }

@@ -511,6 +511,140 @@ async fn workflow_search_ignores_case_and_pages_by_key() {
     }
 }
 
+/// Label filters: the runs carrying every label, of this tenant only,
+/// newest first in cursor pages; and the plan reads the labels' primary key
+/// in run id order (no scan of the tenant's runs, no sort), so a page
+/// costs the same however many runs there are.
+#[tokio::test]
+async fn label_filters_read_the_label_index_in_run_order() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        tenant(&db, "t2").await;
+        let mut runs_made = Vec::new();
+        for t in ["t1", "t2"] {
+            for i in 0..3000 {
+                let mut run = run_row(&format!("{t}-r{i:05}"), t);
+                run.labels = Some(
+                    serde_json::json!({"customer": format!("c-{}", i % 100), "case": format!("k-{}", i % 7)})
+                        .to_string(),
+                );
+                runs_made.push(run);
+            }
+        }
+        let mut conn = db.writer().await.expect("writer");
+        for chunk in runs_made.chunks(200) {
+            let mut writes = Writes::default();
+            writes.begin();
+            for run in chunk {
+                writes.insert_run(run);
+            }
+            writes
+                .commit()
+                .execute(&mut conn)
+                .await
+                .expect("insert runs");
+        }
+        if backend == "postgres" {
+            sqlx::query("ANALYZE")
+                .execute(&mut *conn)
+                .await
+                .expect("analyze");
+        }
+        let one = [("customer".to_owned(), "c-5".to_owned())];
+        let both = [
+            ("customer".to_owned(), "c-5".to_owned()),
+            ("case".to_owned(), "k-3".to_owned()),
+        ];
+        let filter = |labels| runs::RunFilter {
+            labels,
+            ..runs::RunFilter::default()
+        };
+        let ids = |found: Vec<RunRow>| -> Vec<String> { found.into_iter().map(|r| r.id).collect() };
+        let expected: Vec<String> = (0..3000)
+            .rev()
+            .filter(|i| i % 100 == 5)
+            .map(|i| format!("t1-r{i:05}"))
+            .collect();
+        let found = runs::list_runs(&mut conn, "t1", filter(&one), None, 1000)
+            .await
+            .expect("list");
+        assert_eq!(
+            ids(found),
+            expected,
+            "{backend}: one label, t1 only, newest first"
+        );
+        let expected_both: Vec<String> = (0..3000)
+            .rev()
+            .filter(|i| i % 100 == 5 && i % 7 == 3)
+            .map(|i| format!("t1-r{i:05}"))
+            .collect();
+        let first = runs::list_runs(&mut conn, "t1", filter(&both), None, 2)
+            .await
+            .expect("page 1");
+        let first = ids(first);
+        assert_eq!(first, expected_both[..2], "{backend}: both labels");
+        let rest = runs::list_runs(&mut conn, "t1", filter(&both), Some(&first[1]), 100)
+            .await
+            .expect("page 2");
+        assert_eq!(ids(rest), expected_both[2..], "{backend}: the next page");
+        let done = runs::RunFilter {
+            labels: &one,
+            status: Some("completed"),
+            ..runs::RunFilter::default()
+        };
+        let none = runs::list_runs(&mut conn, "t1", done, None, 10)
+            .await
+            .expect("list");
+        assert!(none.is_empty(), "{backend}: and the status");
+
+        let explain = match backend {
+            "sqlite" => "EXPLAIN QUERY PLAN ",
+            _ => "EXPLAIN ",
+        };
+        let plan = runs::list_runs_query(explain, "t1", filter(&both), Some("t1-r02000"), 51)
+            .fetch_all(&mut conn)
+            .await
+            .expect("explain");
+        let plan: Vec<String> = plan
+            .iter()
+            .map(|row| {
+                use sqlx::Row as _;
+                match backend {
+                    "sqlite" => row.try_get::<String, _>(3).expect("detail"),
+                    _ => row.try_get::<String, _>(0).expect("plan line"),
+                }
+            })
+            .collect();
+        let text = plan.join("\n");
+        match backend {
+            "sqlite" => {
+                assert!(
+                    text.contains("SEARCH l USING PRIMARY KEY (tenant_id=? AND name=? AND value=? AND run_id<?)"),
+                    "{backend}: the first label's key drives the read:\n{text}"
+                );
+                assert!(
+                    plan.iter().any(|line| line.starts_with("SEARCH m USING")
+                        && ["run_id=?", "tenant_id=?", "name=?", "value=?"]
+                            .iter()
+                            .all(|c| line.contains(c))),
+                    "{backend}: each other label is one probe:\n{text}"
+                );
+                assert!(!text.contains("TEMP B-TREE"), "{backend}: no sort:\n{text}");
+            }
+            _ => {
+                assert!(
+                    text.contains("Index Only Scan Backward using run_labels_pkey on run_labels l")
+                        || text
+                            .contains("Index Scan Backward using run_labels_pkey on run_labels l"),
+                    "{backend}: the first label's key drives the read:\n{text}"
+                );
+                assert!(!text.contains("Seq Scan"), "{backend}: no scan:\n{text}");
+                assert!(!text.contains("Sort"), "{backend}: no sort:\n{text}");
+            }
+        }
+    }
+}
+
 /// Bytes, large integers and sums come back as stored.
 #[tokio::test]
 async fn values_round_trip() {

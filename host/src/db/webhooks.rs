@@ -188,6 +188,8 @@ pub struct EventForDelivery {
     pub workflow_key: Option<String>,
     pub workflow_version: Option<String>,
     pub run_status: Option<String>,
+    /// The run's labels (JSON text), if it has any.
+    pub run_labels: Option<String>,
 }
 
 /// Where the event feed of a tenant stands.
@@ -249,7 +251,7 @@ pub async fn events_after(
     };
     let sql = format!(
         "SELECT e.id, e.run_id, e.type, e.step_id, e.data, e.at,
-                r.workflow_key, r.workflow_version, r.status AS run_status
+                r.workflow_key, r.workflow_version, r.status AS run_status, r.labels AS run_labels
          FROM events e LEFT JOIN runs r ON r.id = e.run_id
          WHERE e.tenant_id = $1 AND {order} LIMIT $3"
     );
@@ -271,6 +273,7 @@ pub async fn events_after(
                 workflow_key: r.try_get("workflow_key")?,
                 workflow_version: r.try_get("workflow_version")?,
                 run_status: r.try_get("run_status")?,
+                run_labels: r.try_get("run_labels")?,
             })
         })
         .collect()

@@ -395,6 +395,7 @@ mod tests {
             output: None,
             concurrency: None,
             min_interval_ms: None,
+            labels: None,
         }
     }
 

@@ -48,6 +48,10 @@ pub struct Definition {
     /// refused (409). Schedules are not affected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_interval_ms: Option<u64>,
+    /// Labels every run gets: name to a template over `input`, rendered at
+    /// start (see [`super::labels`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// Overlap control for a workflow's runs.
@@ -253,6 +257,13 @@ impl Definition {
             problems.push(Problem::workflow(
                 "min_interval_ms must be positive (leave it out for no minimum)".into(),
             ));
+        }
+        if let Some(labels) = &self.labels {
+            problems.extend(
+                super::labels::check_templates(labels)
+                    .into_iter()
+                    .map(Problem::workflow),
+            );
         }
         if let Some(schema) = &self.input_schema
             && let Err(e) = jsonschema::validator_for(schema)

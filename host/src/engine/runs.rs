@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::advance::{self, Event, run_is_terminal};
 use super::definition::{self, COLLECT_INPUTS, REQUEST_USER_ACTION};
+use super::labels::{self, Labels};
 use super::workflows::Selector;
 use super::{Engine, EngineError, lock};
 use crate::db::runs::{AttemptRow, EventRow, RunRow, StepRow};
@@ -72,6 +73,8 @@ pub enum Origin<'a> {
     Manual(Option<StartKey<'a>>),
     /// A schedule's tick (ms).
     Schedule { id: &'a str, tick: i64 },
+    /// A re-run of a finished run (`min_interval_ms` does not apply).
+    Rerun,
 }
 
 /// A start's `Idempotency-Key`, stored in the transaction that inserts the
@@ -105,6 +108,32 @@ pub(crate) struct Prepared {
     input: Value,
     /// The starter's `traceparent` header, when it sent one.
     caller_trace: Option<String>,
+    /// The definition's labels rendered over the input, then the start's.
+    pub(crate) labels: Labels,
+    /// A re-run: the run it re-runs and the steps whose records it keeps.
+    pub(crate) rerun: Option<(String, Vec<StepRow>)>,
+}
+
+impl Prepared {
+    /// Adds a start's own labels (they win over the definition's).
+    fn with_labels(mut self, labels: Labels) -> Result<Self, EngineError> {
+        self.labels.extend(labels);
+        labels::check(&self.labels).map_err(EngineError::InvalidInput)?;
+        Ok(self)
+    }
+}
+
+/// What a start asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StartSpec<'a> {
+    pub workflow: &'a str,
+    /// Default: the published version.
+    pub version: Option<&'a str>,
+    pub input: Value,
+    /// The start's own labels.
+    pub labels: Labels,
+    /// A preset of the workflow whose input goes under `input`.
+    pub preset: Option<&'a str>,
 }
 
 impl Engine {
@@ -112,14 +141,26 @@ impl Engine {
     pub async fn start_run(
         &self,
         tenant: &str,
-        workflow: &str,
-        version: Option<&str>,
-        input: Value,
+        spec: StartSpec<'_>,
         key: Option<StartKey<'_>>,
         traceparent: Option<&str>,
     ) -> Result<Started, EngineError> {
+        let StartSpec {
+            workflow,
+            version,
+            input,
+            mut labels,
+            preset,
+        } = spec;
+        labels::check(&labels).map_err(EngineError::InvalidInput)?;
         self.check_backlog(tenant).await?;
-        let mut prepared = self.prepare_run(tenant, workflow, version, input).await?;
+        let input = self
+            .apply_preset(tenant, workflow, preset, input, &mut labels)
+            .await?;
+        let mut prepared = self
+            .prepare_run(tenant, workflow, version, input)
+            .await?
+            .with_labels(labels)?;
         prepared.caller_trace = traceparent.map(str::to_owned);
         // A transaction by hand: without overlap control, BEGIN, the writes
         // and COMMIT go to the writer's thread in one round trip.
@@ -255,11 +296,18 @@ impl Engine {
                 )));
             }
         }
+        let labels = match &definition.labels {
+            Some(templates) => labels::render(templates, &input)
+                .map_err(|e| EngineError::InvalidInput(format!("the workflow's labels: {e}")))?,
+            None => Labels::new(),
+        };
         Ok(Prepared {
             definition,
             version: found.version.version.to_string(),
             input,
             caller_trace: None,
+            labels,
+            rerun: None,
         })
     }
 
@@ -283,6 +331,8 @@ impl Engine {
             version,
             input,
             caller_trace,
+            labels,
+            rerun,
         } = prepared;
         let now = db::now_ms();
         let reads = matches!(origin, Origin::Manual(_)) && definition.min_interval_ms.is_some()
@@ -342,8 +392,11 @@ impl Engine {
         }
         run.schedule_id = match origin {
             Origin::Schedule { id, .. } => Some(id.to_owned()),
-            Origin::Manual(_) => None,
+            Origin::Manual(_) | Origin::Rerun => None,
         };
+        run.labels = labels::to_column(&labels);
+        let (rerun_of, reused) = rerun.unzip();
+        run.rerun_of = rerun_of;
         let mut steps: Vec<StepRow> = definition
             .steps
             .iter()
@@ -355,10 +408,30 @@ impl Engine {
                     REQUEST_USER_ACTION => REQUEST_USER_ACTION,
                     _ => "plugin",
                 };
-                StepRow::new(&run.id, s.id.clone(), i as i64, kind, "pending")
+                let kept = reused.iter().flatten().find(|kept| kept.step_id == s.id);
+                match kept {
+                    // A re-run keeps the step's record, not its attempts.
+                    Some(kept) => StepRow {
+                        run_id: run.id.clone(),
+                        position: i as i64,
+                        attempts: 0,
+                        lease_owner: None,
+                        lease_expires_at: None,
+                        due_at: None,
+                        ..kept.clone()
+                    },
+                    None => StepRow::new(&run.id, s.id.clone(), i as i64, kind, "pending"),
+                }
             })
             .collect();
         let mut created = json!({"workflow": workflow, "version": run.workflow_version});
+        if !labels.is_empty() {
+            created["labels"] = json!(labels);
+        }
+        if let (Some(of), Some(reused)) = (&run.rerun_of, &reused) {
+            created["rerun_of"] = json!(of);
+            created["reused_steps"] = json!(reused.iter().map(|s| &s.step_id).collect::<Vec<_>>());
+        }
         if let Origin::Schedule { id, tick } = origin {
             created["schedule_id"] = json!(id);
             created["scheduled_for"] = json!(super::rfc3339(tick));
@@ -514,8 +587,7 @@ impl Engine {
     pub async fn list_runs(
         &self,
         tenant: &str,
-        workflow: Option<&str>,
-        status: Option<&str>,
+        filter: db::runs::RunFilter<'_>,
         cursor: Option<&str>,
         limit: i64,
     ) -> Result<Vec<RunRow>, EngineError> {
@@ -529,15 +601,22 @@ impl Engine {
             "terminated",
             "declined",
         ];
-        if let Some(s) = status
+        if let Some(s) = filter.status
             && !STATUSES.contains(&s)
         {
             return Err(EngineError::InvalidInput(format!(
                 "status {s:?} is not one of {STATUSES:?}"
             )));
         }
+        if filter.labels.len() > labels::MAX_FILTERS {
+            return Err(EngineError::InvalidInput(format!(
+                "at most {} label filters, found {}",
+                labels::MAX_FILTERS,
+                filter.labels.len()
+            )));
+        }
         let mut conn = self.db.reader().await?;
-        Ok(db::runs::list_runs(&mut conn, tenant, workflow, status, cursor, limit).await?)
+        Ok(db::runs::list_runs(&mut conn, tenant, filter, cursor, limit).await?)
     }
 
     /// Cancels, terminates or (deadline) fails a run. `tenant` `None` is the
@@ -762,19 +841,8 @@ impl Engine {
         if !run_is_terminal(&run.status) {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         }
-        self.write_changes(
-            &mut tx,
-            &original_run,
-            &run,
-            &original,
-            &steps,
-            &events,
-            now,
-        )
-        .await?;
-        tx.commit().await.map_err(DbError::from)?;
-        self.changed(id);
-        self.wake.notify_one();
+        self.commit_changes(tx, &original_run, &run, &original, &steps, &events, now)
+            .await?;
         Ok(run)
     }
 
@@ -821,7 +889,7 @@ pub(crate) fn complete(step: &mut StepRow, output: &Value, now: i64) {
 
 /// A failed run becomes running again: steps cancelled because of the
 /// failure go back to pending.
-fn reopen(run: &mut RunRow, steps: &mut [StepRow]) {
+pub(crate) fn reopen(run: &mut RunRow, steps: &mut [StepRow]) {
     if run.status != "failed" {
         return;
     }

@@ -1110,6 +1110,27 @@ impl Engine {
         Ok(())
     }
 
+    /// [`Self::write_changes`] in `tx`, then commits it and tells those
+    /// waiting on the run and the scheduler.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one change")]
+    pub(crate) async fn commit_changes(
+        &self,
+        mut tx: db::Tx,
+        original_run: &RunRow,
+        run: &RunRow,
+        original: &[StepRow],
+        steps: &[StepRow],
+        events: &[Event],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        self.write_changes(&mut tx, original_run, run, original, steps, events, now)
+            .await?;
+        tx.commit().await.map_err(crate::db::DbError::from)?;
+        self.changed(&run.id);
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// [`Self::write_changes`] without releasing queued runs.
     #[allow(clippy::too_many_arguments, reason = "the parts of one change")]
     pub(crate) async fn write_rows(

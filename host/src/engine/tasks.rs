@@ -640,19 +640,8 @@ impl Engine {
             .insert_attempts(std::slice::from_ref(&attempt))
             .execute(&mut tx)
             .await?;
-        self.write_changes(
-            &mut tx,
-            &original_run,
-            &run,
-            &original,
-            &steps,
-            &events,
-            now,
-        )
-        .await?;
-        tx.commit().await.map_err(DbError::from)?;
-        self.changed(&run.id);
-        self.wake.notify_one();
+        self.commit_changes(tx, &original_run, &run, &original, &steps, &events, now)
+            .await?;
         Ok(task)
     }
 
@@ -981,19 +970,8 @@ impl Engine {
                 events.extend(advance::advance(&definition, &mut run, &mut steps, now));
             }
         }
-        self.write_changes(
-            &mut tx,
-            &original_run,
-            &run,
-            &original,
-            &steps,
-            &events,
-            now,
-        )
-        .await?;
-        tx.commit().await.map_err(DbError::from)?;
-        self.changed(run_id);
-        self.wake.notify_one();
+        self.commit_changes(tx, &original_run, &run, &original, &steps, &events, now)
+            .await?;
         Ok(())
     }
 

@@ -186,6 +186,12 @@ fn payload(event: &EventForDelivery) -> Value {
     if let Some(step) = &event.step_id {
         data["step_id"] = json!(step);
     }
+    let labels: Value = event
+        .run_labels
+        .as_deref()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| json!({}));
+    data["labels"] = labels;
     if let (Value::Object(details), Value::Object(out)) = (details, &mut data) {
         for (k, v) in details {
             out.entry(k).or_insert(v);

@@ -30,9 +30,16 @@ enum RunCommand {
         /// The version to run (default: the published one).
         #[arg(long)]
         version: Option<String>,
-        /// The run's input: JSON, or `@file.json`.
-        #[arg(long, default_value = "{}")]
-        input: String,
+        /// The run's input: JSON, or `@file.json` (default `{}`; with
+        /// --preset, none).
+        #[arg(long)]
+        input: Option<String>,
+        /// What the run is about, `name:value`; repeat for more.
+        #[arg(long = "label", value_name = "NAME:VALUE")]
+        labels: Vec<String>,
+        /// A preset of the workflow whose input goes under --input.
+        #[arg(long)]
+        preset: Option<String>,
         /// Follow the run, printing each step's progress to stderr and the
         /// result to stdout.
         #[arg(long)]
@@ -40,6 +47,47 @@ enum RunCommand {
         /// With --wait: how long to follow the run before giving up.
         #[arg(long, default_value_t = 600, requires = "wait")]
         timeout_secs: u64,
+    },
+    /// Lists runs, newest first, one per line: id, status, workflow@version,
+    /// created, labels.
+    List {
+        /// Only this workflow's runs.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// pending, running, paused, completed, failed, cancelled,
+        /// terminated or declined.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs with this label, `name:value`; repeat for runs with
+        /// every one.
+        #[arg(long = "label", value_name = "NAME:VALUE")]
+        labels: Vec<String>,
+        /// At most this many (1-100).
+        #[arg(long, default_value_t = 25)]
+        limit: u32,
+    },
+    /// Starts a new run of a finished run's workflow version that keeps the
+    /// outputs of the steps before --from-step and runs it and everything
+    /// after it again; prints the new run's id and status.
+    Rerun {
+        /// The finished run's id.
+        id: String,
+        /// The step to run again, with every step after it.
+        #[arg(long)]
+        from_step: String,
+        /// New input: JSON, or `@file.json` (default: the old run's).
+        #[arg(long)]
+        input: Option<String>,
+    },
+    /// Retries every failed run of a workflow (each failed step again);
+    /// prints how many, and the runs it could not retry.
+    RetryFailed {
+        /// The workflow's key.
+        #[arg(long)]
+        workflow: String,
+        /// Only runs that failed at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
     },
     /// Prints the whole run as JSON: status, steps, attempts, result.
     Get {
@@ -87,12 +135,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             workflow,
             version,
             input,
+            labels,
+            preset,
             wait,
             timeout_secs,
         } => {
-            let mut body = json!({"workflow": workflow, "input": json_arg(&input, "--input")?});
+            let input = match (input, &preset) {
+                (Some(input), _) => json_arg(&input, "--input")?,
+                (None, Some(_)) => Value::Null,
+                (None, None) => json!({}),
+            };
+            let mut body = json!({"workflow": workflow, "input": input});
             if let Some(version) = version {
                 body["version"] = json!(version);
+            }
+            if !labels.is_empty() {
+                let mut map = serde_json::Map::new();
+                for label in &labels {
+                    let (name, value) = label.split_once(':').with_context(|| {
+                        format!("--label {label:?} must be name:value, e.g. customer:c-42")
+                    })?;
+                    map.insert(name.to_owned(), json!(value));
+                }
+                body["labels"] = Value::Object(map);
+            }
+            if let Some(preset) = preset {
+                body["preset"] = json!(preset);
             }
             let run = client.post(&["v1", "runs"], &body).await?;
             let id = run_id(&run)?;
@@ -105,6 +173,67 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 run["version"].as_str().unwrap_or("?")
             );
             watch::follow(&client, id, Duration::from_secs(timeout_secs)).await
+        }
+        RunCommand::List {
+            workflow,
+            status,
+            labels,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(workflow.map(|w| ("workflow", w)));
+            query.extend(status.map(|s| ("status", s)));
+            query.extend(labels.into_iter().map(|l| ("label", l)));
+            let list = client.get_query(&["v1", "runs"], &query).await?;
+            for r in list["items"].as_array().into_iter().flatten() {
+                let labels: Vec<String> = r["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, value)| format!("{name}:{}", text(value)))
+                    .collect();
+                println!(
+                    "{} {} {}@{} {} {}",
+                    text(&r["id"]),
+                    text(&r["status"]),
+                    text(&r["workflow"]),
+                    text(&r["version"]),
+                    text(&r["created_at"]),
+                    labels.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunCommand::Rerun {
+            id,
+            from_step,
+            input,
+        } => {
+            let mut body = json!({"from_step": from_step});
+            if let Some(input) = input {
+                body["input"] = json_arg(&input, "--input")?;
+            }
+            let run = client.post(&["v1", "runs", &id, "rerun"], &body).await?;
+            print_status(&run)
+        }
+        RunCommand::RetryFailed { workflow, since } => {
+            let mut body = json!({"workflow": workflow});
+            if let Some(since) = since {
+                body["since"] = json!(since);
+            }
+            let done = client.post(&["v1", "runs:retry-failed"], &body).await?;
+            println!("retried {}", text(&done["retried"]));
+            for skipped in done["not_retried"].as_array().into_iter().flatten() {
+                println!(
+                    "not retried {}: {}",
+                    text(&skipped["run_id"]),
+                    text(&skipped["reason"])
+                );
+            }
+            if done["more"] == true {
+                println!("more failed runs match: run it again");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         RunCommand::Get { id } => {
             let run = client.get(&["v1", "runs", &id]).await?;

@@ -1,0 +1,28 @@
+-- What a run is about: labels (name → value, a JSON object on the run,
+-- and one row each in run_labels so `?label=name:value` filters read an
+-- index in run id order however many runs there are), and the run it
+-- re-runs, if it does.
+ALTER TABLE runs ADD COLUMN labels TEXT;
+ALTER TABLE runs ADD COLUMN rerun_of TEXT;
+CREATE TABLE run_labels (
+    tenant_id TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    run_id    TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, name, value, run_id)
+) WITHOUT ROWID;
+-- Retention deletes a run's labels by run.
+CREATE INDEX run_labels_of_run ON run_labels (run_id);
+
+-- Saved inputs of a workflow: a run started with `"preset": name` gets the
+-- preset's input under its own.
+CREATE TABLE presets (
+    tenant_id    TEXT NOT NULL,
+    workflow_key TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    input        TEXT NOT NULL,   -- JSON
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, workflow_key, name)
+);

@@ -1,0 +1,235 @@
+//! After an incident: re-running a finished run from one of its steps, and
+//! retrying every failed run of a workflow at once.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::advance::{self, Event, run_is_terminal};
+use super::definition::Definition;
+use super::runs::{Origin, reopen};
+use super::{Engine, EngineError};
+use crate::db::runs::{RunFilter, RunRow};
+use crate::db::{self, DbError};
+
+/// Most runs one `retry-failed` call retries; the answer says whether more
+/// matched (call again: retried runs no longer match).
+pub const MAX_RETRY_BATCH: i64 = 500;
+
+/// What a bulk retry did.
+#[derive(Debug, Clone, Default)]
+pub struct Retried {
+    /// Runs retried.
+    pub retried: Vec<String>,
+    /// Runs that matched but could not be retried, with why.
+    pub not_retried: Vec<(String, String)>,
+    /// More failed runs match than one call retries.
+    pub more: bool,
+}
+
+/// `from` and every step that depends on it, directly or not.
+fn downstream(definition: &Definition, from: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::from([from.to_owned()]);
+    loop {
+        let before = found.len();
+        for step in &definition.steps {
+            if step.depends_on.iter().any(|d| found.contains(d)) {
+                found.insert(step.id.clone());
+            }
+        }
+        if found.len() == before {
+            return found;
+        }
+    }
+}
+
+impl Engine {
+    /// A new run of `id`'s workflow version that keeps the records of the
+    /// steps `from_step` does not lead to (completed or skipped in `id`)
+    /// and runs `from_step` and everything after it, with `input` if given
+    /// (else `id`'s input). The new run carries `id`'s labels and
+    /// `rerun_of: id`.
+    pub async fn rerun(
+        &self,
+        tenant: &str,
+        id: &str,
+        from_step: &str,
+        input: Option<Value>,
+    ) -> Result<RunRow, EngineError> {
+        let (old, steps) = {
+            let mut conn = self.db.reader().await?;
+            let old = db::runs::get_run(&mut conn, tenant, id)
+                .await?
+                .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
+            let steps = db::runs::steps_of(&mut conn, id).await?;
+            (old, steps)
+        };
+        if !run_is_terminal(&old.status) {
+            return Err(EngineError::Conflict(format!(
+                "run {id} is {}; only a finished run can be re-run (cancel it first)",
+                old.status
+            )));
+        }
+        let definition = self.definition_for_run(&old).await?;
+        if definition.step(from_step).is_none() {
+            let ids: Vec<&str> = definition.steps.iter().map(|s| s.id.as_str()).collect();
+            return Err(EngineError::InvalidInput(format!(
+                "from_step {from_step:?} is not a step of {}@{} (its steps: {})",
+                old.workflow_key,
+                old.workflow_version,
+                ids.join(", ")
+            )));
+        }
+        let rerun = downstream(&definition, from_step);
+        let kept: Vec<_> = steps
+            .into_iter()
+            .filter(|s| !rerun.contains(&s.step_id))
+            .filter(|s| matches!(s.status.as_str(), "completed" | "skipped"))
+            .collect();
+        let input = match input {
+            Some(input) => input,
+            None => serde_json::from_str(&old.input).unwrap_or(Value::Null),
+        };
+        let mut prepared = self
+            .prepare_run(
+                tenant,
+                &old.workflow_key,
+                Some(&old.workflow_version),
+                input,
+            )
+            .await?;
+        prepared.labels = old
+            .label_map()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+            .collect();
+        prepared.rerun = Some((old.id.clone(), kept));
+        let mut tx = self.db.begin().await?;
+        // The old run's row lock, taken first: its feed gets an event.
+        db::runs::locked_run(&mut tx, Some(tenant), &old.id).await?;
+        let run = self
+            .insert_run(
+                &mut tx,
+                tenant,
+                &old.workflow_key,
+                prepared,
+                Origin::Rerun,
+                false,
+            )
+            .await?;
+        // The old run's feed says where it was re-run.
+        let event = Event::run(
+            "run.rerun",
+            json!({"run_id": run.id, "from_step": from_step}),
+        );
+        let rows = super::scheduler::event_rows(&old, std::slice::from_ref(&event));
+        let mut writes = db::runs::Writes::default();
+        writes.append_events(&rows, db::now_ms());
+        writes.execute(&mut tx).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.changed(&run.id);
+        self.changed(&old.id);
+        self.wake.notify_one();
+        Ok(run)
+    }
+
+    /// Retries every failed step of each failed run of `workflow` that
+    /// ended at or after `since` (ms), newest first, at most
+    /// [`MAX_RETRY_BATCH`] runs a call.
+    pub async fn retry_failed(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        since: Option<i64>,
+    ) -> Result<Retried, EngineError> {
+        let failed = {
+            let mut conn = self.db.reader().await?;
+            let filter = RunFilter {
+                workflow: Some(workflow),
+                status: Some("failed"),
+                ended_since: since,
+                ..RunFilter::default()
+            };
+            db::runs::list_runs(&mut conn, tenant, filter, None, MAX_RETRY_BATCH + 1).await?
+        };
+        let mut out = Retried {
+            more: failed.len() as i64 > MAX_RETRY_BATCH,
+            ..Retried::default()
+        };
+        for run in failed.iter().take(MAX_RETRY_BATCH as usize) {
+            match self.retry_run(tenant, &run.id).await {
+                Ok(()) => out.retried.push(run.id.clone()),
+                Err(EngineError::Db(e)) => return Err(EngineError::Db(e)),
+                Err(e) => out.not_retried.push((run.id.clone(), e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Retries every failed step of a failed run, in one transaction.
+    async fn retry_run(&self, tenant: &str, id: &str) -> Result<(), EngineError> {
+        let now = db::now_ms();
+        let mut tx = self.db.begin().await?;
+        let mut run = db::runs::locked_run(&mut tx, Some(tenant), id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
+        if run.status != "failed" {
+            // Retried or changed since it was listed.
+            return Err(EngineError::Conflict(format!("run {id} is {}", run.status)));
+        }
+        if run.deadline_at.is_some_and(|d| d < now) {
+            return Err(EngineError::Conflict(format!(
+                "run {id} passed its max_duration_ms; start it again instead"
+            )));
+        }
+        let definition = self.definition_for_run(&run).await?;
+        let original_run = run.clone();
+        let original = db::runs::steps_of(&mut tx, id).await?;
+        let mut steps = original.clone();
+        if !steps.iter().any(|s| s.status == "failed") {
+            return Err(EngineError::Conflict(format!(
+                "run {id} has no failed step to retry"
+            )));
+        }
+        reopen(&mut run, &mut steps);
+        let mut events = Vec::new();
+        for step in steps.iter_mut().filter(|s| s.status == "failed") {
+            step.status = "ready".into();
+            step.due_at = Some(now);
+            step.ended_at = None;
+            events.push(Event::step(
+                "step.retrying",
+                &step.step_id,
+                json!({"manual": true, "bulk": true}),
+            ));
+        }
+        events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+        self.commit_changes(tx, &original_run, &run, &original, &steps, &events, now)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downstream_follows_depends_on() {
+        let definition: Definition = serde_json::from_value(json!({
+            "key": "k", "name": "n",
+            "steps": [
+                {"id": "a", "uses": "echo"},
+                {"id": "b", "uses": "echo", "depends_on": ["a"]},
+                {"id": "c", "uses": "echo", "depends_on": ["b"]},
+                {"id": "d", "uses": "echo", "depends_on": ["a"]},
+                {"id": "e", "uses": "echo", "depends_on": ["c", "d"]}
+            ]
+        }))
+        .unwrap();
+        let ids = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>();
+        assert_eq!(ids(downstream(&definition, "b")), ["b", "c", "e"]);
+        assert_eq!(ids(downstream(&definition, "a")), ["a", "b", "c", "d", "e"]);
+        assert_eq!(ids(downstream(&definition, "e")), ["e"]);
+    }
+}

@@ -1,0 +1,483 @@
+//! Runs found by what they are about, and what operators do after an
+//! incident, through the real binary: labels from a start, the definition
+//! and a preset; `GET /v1/runs?label=…` with pages; presets; re-running a
+//! finished run from a step with new input; retrying every failed run of a
+//! workflow at once; and another tenant seeing none of it.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::{Server, shared, step};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn start(s: &Server, body: Value) -> Value {
+    let (status, run) = s.post("/v1/runs", body).await;
+    assert_eq!(status, 202, "{run}");
+    run
+}
+
+/// The ids of the runs a `GET /v1/runs` query lists, every page.
+async fn listed(s: &Server, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            Some(c) => format!("/v1/runs?{query}&limit=2&cursor={c}"),
+            None => format!("/v1/runs?{query}&limit=2"),
+        };
+        let (status, body) = s.get(&page).await;
+        assert_eq!(status, 200, "{page}: {body}");
+        for run in body["items"].as_array().unwrap() {
+            ids.push(run["id"].as_str().unwrap().to_owned());
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn runs_are_found_by_labels_from_the_start_the_definition_and_a_preset() {
+    let s = shared();
+    s.publish(json!({"key": "labelled", "name": "Labelled",
+        "labels": {"customer": "{{input.customer}}", "region": "{{input.region?}}"},
+        "steps": [{"id": "a", "uses": "testkit@0", "config": {"mode": "echo"}}]}))
+        .await;
+    let a = start(
+        &s,
+        json!({"workflow": "labelled", "input": {"customer": "c-1", "region": "eu"},
+        "labels": {"case": "k1"}}),
+    )
+    .await;
+    let b = start(
+        &s,
+        json!({"workflow": "labelled", "input": {"customer": "c-2"},
+        "labels": {"case": "k1"}}),
+    )
+    .await;
+    let c = start(
+        &s,
+        json!({"workflow": "labelled", "input": {"customer": "c-1"},
+        "labels": {"case": "k2", "customer": "c-1"}}),
+    )
+    .await;
+    let id = |run: &Value| run["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        a["labels"],
+        json!({"case": "k1", "customer": "c-1", "region": "eu"}),
+        "the definition's templates and the start's own"
+    );
+    assert_eq!(
+        b["labels"],
+        json!({"case": "k1", "customer": "c-2"}),
+        "a missing optional field sets no label"
+    );
+
+    assert_eq!(
+        listed(&s, "label=customer:c-1").await,
+        [id(&c), id(&a)],
+        "newest first"
+    );
+    assert_eq!(
+        listed(&s, "label=customer:c-1&label=case:k1").await,
+        [id(&a)],
+        "AND-ed"
+    );
+    assert_eq!(listed(&s, "label=case:k1").await, [id(&b), id(&a)]);
+    assert_eq!(
+        listed(&s, "label=case:k1&workflow=labelled&status=completed")
+            .await
+            .len()
+            + listed(&s, "label=case:k1&workflow=labelled&status=running")
+                .await
+                .len()
+            + listed(&s, "label=case:k1&workflow=labelled&status=pending")
+                .await
+                .len(),
+        2,
+        "with the other filters"
+    );
+    assert!(listed(&s, "label=case:k1&workflow=other").await.is_empty());
+    assert!(listed(&s, "label=customer:c-404").await.is_empty());
+
+    // The run's body, when done, carries its labels.
+    let done = s
+        .wait_until(&id(&a), Duration::from_secs(30), |r| {
+            r["status"] == "completed"
+        })
+        .await;
+    assert_eq!(done["labels"]["region"], "eu");
+
+    // Bad filters and labels are named.
+    let (status, body) = s.get("/v1/runs?label=customer").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("name:value"),
+        "{body}"
+    );
+    let six = (0..6)
+        .map(|i| format!("label=n{i}:v"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let (status, body) = s.get(&format!("/v1/runs?{six}")).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("at most 5"),
+        "{body}"
+    );
+    let (status, body) = s.get("/v1/runs?labels=customer:c-1").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("labels"),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "labelled", "input": {"customer": "c-1"},
+            "labels": {"bad name": "x"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("bad name"),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "labelled", "input": {"customer": "c-1"},
+            "labels": {"case": "x".repeat(257)}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("1-256"), "{body}");
+    let (status, body) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "labelled", "input": {"customer": {"id": 1}}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("labels.customer"),
+        "{body}"
+    );
+    // A definition whose labels read what a start cannot know is refused.
+    let (status, body) = s
+        .post(
+            "/v1/workflows",
+            json!({"key": "bad-labels", "name": "Bad",
+            "labels": {"x": "{{steps.a.output}}"},
+            "steps": [{"id": "a", "uses": "testkit@0"}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("input only"), "{body}");
+
+    // Another tenant sees none of it.
+    let (_, key) = s.new_tenant("labels-other").await;
+    let (status, body) = s
+        .call_as(&key, Method::GET, "/v1/runs?label=customer:c-1", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"], json!([]));
+}
+
+#[tokio::test]
+async fn a_preset_goes_under_a_runs_input_and_names_it() {
+    let s = shared();
+    s.publish(json!({"key": "preset-flow", "name": "Preset flow",
+        "input_schema": {"type": "object", "required": ["customer"]},
+        "steps": [{"id": "a", "uses": "testkit@0", "config": {"mode": "echo", "input": "{{input}}"}}]}))
+        .await;
+    let path = "/v1/workflows/preset-flow/presets/big-customer";
+    let preset = json!({"input": {"customer": "c-9", "options": {"tier": "gold", "notify": true}},
+        "description": "Our biggest customer"});
+    let (status, body) = s.call(Method::PUT, path, Some(preset.clone())).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "big-customer");
+    let (status, body) = s.call(Method::PUT, path, Some(preset)).await;
+    assert_eq!(status, 200, "a replace: {body}");
+    let (status, body) = s.get("/v1/workflows/preset-flow/presets").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"][0]["description"], "Our biggest customer");
+
+    let (status, run) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "preset-flow", "preset": "big-customer",
+            "input": {"options": {"notify": false}}, "wait_ms": 30000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        run["input"],
+        json!({"customer": "c-9", "options": {"tier": "gold", "notify": false}}),
+        "merged under the run's own input"
+    );
+    assert_eq!(run["labels"]["preset"], "big-customer");
+    assert_eq!(
+        step(&run, "a")["output"]["options"]["tier"],
+        "gold",
+        "the step sees it"
+    );
+    assert_eq!(
+        listed(&s, "label=preset:big-customer").await,
+        [run["id"].as_str().unwrap()]
+    );
+
+    // Mistakes are named.
+    let (status, body) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "preset-flow", "preset": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("preset \"nope\""),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "preset-flow", "preset": "big-customer", "input": [1]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            "/v1/workflows/preset-flow/presets/x",
+            Some(json!({"input": 5})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("JSON object"),
+        "{body}"
+    );
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            "/v1/workflows/preset-flow/presets/bad%20name",
+            Some(json!({"input": {}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            "/v1/workflows/no-such-flow/presets/x",
+            Some(json!({"input": {}})),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Another tenant can neither read nor use it.
+    let (_, key) = s.new_tenant("presets-other").await;
+    let (status, _) = s.call_as(&key, Method::GET, path, None).await;
+    assert_eq!(status, 404);
+
+    let (status, _) = s.call(Method::DELETE, path, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = s.get(path).await;
+    assert_eq!(status, 404);
+    let (status, _) = s.call(Method::DELETE, path, None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_rerun_keeps_the_steps_before_and_runs_the_rest_with_new_input() {
+    let s = shared();
+    // fetch → parse → (notify, summarise): parse fails on the first input.
+    s.publish(json!({"key": "rerun-flow", "name": "Rerun flow",
+        "steps": [
+            {"id": "fetch", "uses": "testkit@0", "config": {"mode": "echo"}},
+            {"id": "side", "uses": "testkit@0", "config": {"mode": "echo", "side": true}},
+            {"id": "parse", "uses": "testkit@0", "depends_on": ["fetch"],
+             "config": {"mode": "{{input.parse_mode}}", "ms": "{{input.ms?}}"}, "retry": {"max_attempts": 1}},
+            {"id": "summarise", "uses": "testkit@0", "depends_on": ["parse"],
+             "config": {"mode": "echo", "fetched": "{{steps.fetch.output.source}}", "mode_was": "{{input.parse_mode}}"}}
+        ]}))
+        .await;
+    let first = s
+        .run_sync("rerun-flow", json!({"source": "s3", "parse_mode": "fail"}))
+        .await;
+    assert_eq!(first["status"], "failed", "{first}");
+    let old = first["id"].as_str().unwrap();
+
+    // Only a finished run, only a known step.
+    let (status, body) = s
+        .post(
+            &format!("/v1/runs/{old}/rerun"),
+            json!({"from_step": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fetch, side, parse, summarise"),
+        "{body}"
+    );
+
+    let (status, rerun) = s
+        .post(
+            &format!("/v1/runs/{old}/rerun"),
+            json!({"from_step": "parse", "input": {"source": "changed", "parse_mode": "echo"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{rerun}");
+    assert_eq!(rerun["rerun_of"], old);
+    let new = rerun["id"].as_str().unwrap();
+    let done = s
+        .wait_until(new, Duration::from_secs(30), |r| r["status"] == "completed")
+        .await;
+    // fetch and side kept: no attempt in the new run, the old outputs.
+    for kept in ["fetch", "side"] {
+        assert_eq!(step(&done, kept)["status"], "completed");
+        assert_eq!(step(&done, kept)["attempts"], 0, "{done}");
+    }
+    assert_eq!(
+        step(&done, "fetch")["output"]["source"],
+        "s3",
+        "the old output, not the new input"
+    );
+    assert_eq!(step(&done, "parse")["attempts"], 1);
+    // summarise rendered its config from the kept output and the new input.
+    let (_, full) = s.get(&format!("/v1/runs/{new}?view=full")).await;
+    let rendered = &step(&full, "summarise")["attempt_log"][0]["input"];
+    assert_eq!(rendered["fetched"], "s3", "{rendered}");
+    assert_eq!(rendered["mode_was"], "echo", "{rendered}");
+    assert_eq!(done["input"]["source"], "changed");
+
+    // The old run says where it was re-run; the new one how it began.
+    let (_, events) = s.get(&format!("/v1/runs/{old}/events?limit=100")).await;
+    let rerun_event = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "run.rerun")
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(rerun_event["data"]["run_id"], new);
+    let (_, events) = s.get(&format!("/v1/runs/{new}/events?limit=100")).await;
+    assert_eq!(events["items"][0]["data"]["rerun_of"], old);
+    assert_eq!(
+        events["items"][0]["data"]["reused_steps"],
+        json!(["fetch", "side"])
+    );
+
+    // Re-run from the first step without input: everything again, same input.
+    let (status, again) = s
+        .post(
+            &format!("/v1/runs/{new}/rerun"),
+            json!({"from_step": "fetch"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{again}");
+    let again = s
+        .wait_until(
+            again["id"].as_str().unwrap(),
+            Duration::from_secs(30),
+            |r| r["status"] == "completed",
+        )
+        .await;
+    assert_eq!(
+        step(&again, "fetch")["output"]["source"],
+        "changed",
+        "the new run's input"
+    );
+    assert_eq!(step(&again, "fetch")["attempts"], 1);
+    assert_eq!(
+        step(&again, "side")["attempts"],
+        0,
+        "side does not follow fetch"
+    );
+
+    // Not while it runs; not another tenant's.
+    let running = start(
+        &s,
+        json!({"workflow": "rerun-flow",
+        "input": {"source": "x", "parse_mode": "sleep", "ms": 5000}}),
+    )
+    .await;
+    let running = running["id"].as_str().unwrap();
+    let (status, body) = s
+        .post(
+            &format!("/v1/runs/{running}/rerun"),
+            json!({"from_step": "parse"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (_, key) = s.new_tenant("rerun-other").await;
+    let (status, _) = s
+        .call_as(
+            &key,
+            Method::POST,
+            &format!("/v1/runs/{old}/rerun"),
+            Some(json!({"from_step": "parse"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn every_failed_run_of_a_workflow_is_retried_at_once() {
+    let s = shared();
+    // Fails its first attempt, then succeeds: a retry completes the run.
+    s.publish(json!({"key": "retry-all", "name": "Retry all",
+    "steps": [
+        {"id": "call", "uses": "testkit@0", "config": {"mode": "flaky", "times": 1},
+         "retry": {"max_attempts": 1}},
+        {"id": "after", "uses": "testkit@0", "depends_on": ["call"], "config": {"mode": "echo"}}
+    ]}))
+    .await;
+    let mut failed = Vec::new();
+    for _ in 0..5 {
+        let run = s.run_sync("retry-all", json!({})).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        failed.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = s
+        .post(
+            "/v1/runs:retry-failed",
+            json!({"workflow": "retry-all", "since": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retried"], 5, "{body}");
+    assert_eq!(body["more"], false);
+    for id in &failed {
+        let run = s
+            .wait_until(id, Duration::from_secs(30), |r| r["status"] == "completed")
+            .await;
+        assert_eq!(step(&run, "call")["attempts"], 2, "{run}");
+    }
+    // Nothing left to retry; a time after them matches none.
+    let (status, body) = s
+        .post("/v1/runs:retry-failed", json!({"workflow": "retry-all"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retried"], 0);
+    let (status, body) = s
+        .post(
+            "/v1/runs:retry-failed",
+            json!({"workflow": "retry-all", "since": "yesterday"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("RFC 3339"),
+        "{body}"
+    );
+    let (status, _) = s
+        .post("/v1/runs:retry-failed", json!({"workflow": "no-such-flow"}))
+        .await;
+    assert_eq!(status, 404);
+}
