@@ -955,6 +955,8 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/runs/{id}/terminate", "post"),
         ("/v1/runs/{id}/resume", "post"),
         ("/v1/runs/{id}/rerun", "post"),
+        ("/v1/runs/{id}/pause", "post"),
+        ("/v1/runs/{id}/unpause", "post"),
         ("/v1/runs:retry-failed", "post"),
         ("/v1/workflows/{key}/presets", "get"),
         ("/v1/workflows/{key}/presets/{name}", "get"),

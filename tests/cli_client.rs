@@ -333,7 +333,7 @@ fn runs_are_labelled_listed_rerun_and_retried_from_the_cli() {
         &json!({"key": "cli-labels", "name": "CLI labels", "steps": [
             {"id": "first", "uses": "testkit@0", "config": {"mode": "echo"}},
             {"id": "second", "uses": "testkit@0", "depends_on": ["first"],
-             "config": {"mode": "{{input.mode}}"}, "retry": {"max_attempts": 1}}]}),
+             "config": {"mode": "{{input.mode}}", "ms": "{{input.ms?}}"}, "retry": {"max_attempts": 1}}]}),
     );
     let out = weft(
         &s,
@@ -402,6 +402,25 @@ fn runs_are_labelled_listed_rerun_and_retried_from_the_cli() {
     };
     assert_eq!(run["rerun_of"], id.as_str());
     assert_eq!(run["labels"]["customer"], "c-7");
+
+    // Paused and unpaused by hand.
+    let out = weft(
+        &s,
+        &[
+            "run",
+            "start",
+            "cli-labels",
+            "--input",
+            r#"{"mode": "sleep", "ms": 3000}"#,
+        ],
+    );
+    let other = out.stdout.split_whitespace().next().unwrap().to_owned();
+    let out = weft(&s, &["run", "pause", &other, "--reason", "incident"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("(paused by an operator)"), "{out:?}");
+    let out = weft(&s, &["run", "unpause", &other]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains("paused by"), "{out:?}");
 
     // The original is still failed: retried by the bulk command it fails
     // again (its input still says fail), and the count says so.

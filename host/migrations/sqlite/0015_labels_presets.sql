@@ -1,9 +1,11 @@
 -- What a run is about: labels (name → value, a JSON object on the run,
 -- and one row each in run_labels so `?label=name:value` filters read an
 -- index in run id order however many runs there are), and the run it
--- re-runs, if it does.
+-- re-runs, if it does; and whether an operator paused it.
 ALTER TABLE runs ADD COLUMN labels TEXT;
 ALTER TABLE runs ADD COLUMN rerun_of TEXT;
+-- Paused by an operator (POST /v1/runs/{id}/pause): no new step starts.
+ALTER TABLE runs ADD COLUMN held_at INTEGER;
 CREATE TABLE run_labels (
     tenant_id TEXT NOT NULL,
     name      TEXT NOT NULL,

@@ -402,6 +402,11 @@ pub struct RunOut {
     /// The run this one re-runs (`POST /v1/runs/{id}/rerun`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerun_of: Option<String>,
+    /// Set while an operator has paused the run (`POST /v1/runs/{id}/pause`):
+    /// no new step starts (their status is `held`); attempts under way
+    /// finish. The run's `status` is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_at: Option<String>,
     /// Absent in lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepOut>>,
@@ -430,6 +435,7 @@ impl RunOut {
             schedule_id: run.schedule_id.clone(),
             labels: run.label_map(),
             rerun_of: run.rerun_of.clone(),
+            held_at: run.held_at.map(rfc3339),
             steps: None,
         }
     }

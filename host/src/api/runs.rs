@@ -52,6 +52,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(terminate))
         .routes(routes!(resume))
         .routes(routes!(rerun))
+        .routes(routes!(pause))
+        .routes(routes!(unpause))
         .routes(routes!(retry_failed))
 }
 
@@ -614,21 +616,7 @@ async fn stop(
     body: &[u8],
 ) -> Result<Json<RunOut>, ApiError> {
     principal.require("runs:control")?;
-    let request: Terminate = if body.iter().all(u8::is_ascii_whitespace) {
-        Terminate::default()
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
-    };
-    if request
-        .reason
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_REASON_BYTES)
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "reason is at most {MAX_REASON_BYTES} bytes"
-        )));
-    }
+    let request = reason_body(body)?;
     state
         .engine
         .stop_run(
@@ -645,7 +633,77 @@ async fn stop(
     Ok(Json(RunOut::full(&view)))
 }
 
-/// Longest `reason` a cancel or terminate keeps.
+/// Pauses the run: no new step starts (ready steps become `held`, and so
+/// does every step that becomes ready later); attempts under way finish and
+/// are recorded. The run keeps its status and gets `held_at`; a `run.held`
+/// event carries the optional `reason`. Pausing a paused run changes
+/// nothing. Cancel and terminate still work; `max_duration_ms` still counts.
+#[utoipa::path(post, path = "/v1/runs/{id}/pause", tag = "runs", params(("id" = String, Path)), request_body(content = Terminate, description = "Optional reason"),
+    responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc, description = "The run is finished")))]
+async fn pause(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<RunOut>, ApiError> {
+    hold(state, principal, id, true, &body).await
+}
+
+/// Unpauses a paused run: its held steps start again, each at its own due
+/// time (a retry's backoff or a `wait` is kept). Unpausing a run that is
+/// not paused changes nothing.
+#[utoipa::path(post, path = "/v1/runs/{id}/unpause", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc, description = "The run is finished")))]
+async fn unpause(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<RunOut>, ApiError> {
+    hold(state, principal, id, false, &[]).await
+}
+
+async fn hold(
+    state: AppState,
+    principal: Principal,
+    id: String,
+    hold: bool,
+    body: &[u8],
+) -> Result<Json<RunOut>, ApiError> {
+    principal.require("runs:control")?;
+    let request = reason_body(body)?;
+    state
+        .engine
+        .hold_run(&principal.tenant_id, &id, hold, request.reason.as_deref())
+        .await?;
+    let view = state
+        .engine
+        .get_run(&principal.tenant_id, &id, Detail::Compact)
+        .await?;
+    Ok(Json(RunOut::full(&view)))
+}
+
+/// The optional `{reason}` body of a cancel, terminate or pause (empty
+/// allowed).
+fn reason_body(body: &[u8]) -> Result<Terminate, ApiError> {
+    let request: Terminate = if body.iter().all(u8::is_ascii_whitespace) {
+        Terminate::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
+    };
+    if request
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "reason is at most {MAX_REASON_BYTES} bytes"
+        )));
+    }
+    Ok(request)
+}
+
+/// Longest `reason` a cancel, terminate or pause keeps.
 const MAX_REASON_BYTES: usize = 4096;
 
 /// Resumes a paused step with `data` or `action`, completes a step by hand

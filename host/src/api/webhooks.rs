@@ -34,7 +34,8 @@ pub struct WebhookIn {
     pub url: String,
     /// Event types to receive, or `["*"]` for all: `run.started`,
     /// `run.completed`, `run.failed`, `run.cancelled`, `run.terminated`,
-    /// `run.paused`, `run.declined`, `step.started`, `step.completed`,
+    /// `run.paused`, `run.declined`, `run.held` (paused by an operator),
+    /// `run.unheld`, `run.rerun`, `step.started`, `step.completed`,
     /// `step.failed`, `task.created`, `task.viewed`, `task.reminded`,
     /// `task.completed`, `task.declined`, `task.expired`, `task.revoked`.
     pub events: Vec<String>,

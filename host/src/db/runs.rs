@@ -34,6 +34,9 @@ pub struct RunRow {
     pub labels: Option<String>,
     /// The run this one re-runs from one of its steps.
     pub rerun_of: Option<String>,
+    /// When an operator paused the run: its ready steps are `held`, and
+    /// no new step starts until it is unpaused.
+    pub held_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +85,7 @@ impl RunRow {
             trace_parent_span_id: None,
             labels: None,
             rerun_of: None,
+            held_at: None,
         }
     }
 
@@ -162,6 +166,7 @@ fn run(r: &AnyRow) -> RunRow {
         trace_parent_span_id: r.get("trace_parent_span_id"),
         labels: r.get("labels"),
         rerun_of: r.get("rerun_of"),
+        held_at: r.get("held_at"),
     }
 }
 
@@ -986,6 +991,8 @@ impl<'a> Writes<'a> {
             .bind(r.deadline_at)
             .push(", queued = ")
             .bind(i64::from(r.queued))
+            .push(", held_at = ")
+            .bind(r.held_at)
             .push(" WHERE id = ")
             .bind(&r.id);
         self
@@ -1170,7 +1177,7 @@ async fn read_runs<'q>(
                 .push(
                     "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
                     r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
-                    r.traceparent, r.trace_parent_span_id, r.labels, r.rerun_of,
+                    r.traceparent, r.trace_parent_span_id, r.labels, r.rerun_of, r.held_at,
                     s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
                     s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at, ",
                 )
@@ -1215,27 +1222,28 @@ async fn read_runs<'q>(
                         trace_parent_span_id: r.try_get(15)?,
                         labels: r.try_get(16)?,
                         rerun_of: r.try_get(17)?,
+                        held_at: r.try_get(18)?,
                     },
                     steps: Vec::new(),
-                    version: r.try_get(31)?,
+                    version: r.try_get(32)?,
                 });
             }
-            if r.try_get::<Option<String>, _>(18)?.is_some() {
+            if r.try_get::<Option<String>, _>(19)?.is_some() {
                 let read = found.last_mut().expect("pushed above");
                 read.steps.push(StepRow {
-                    run_id: r.try_get(18)?,
-                    step_id: r.try_get(19)?,
-                    position: r.try_get(20)?,
-                    kind: r.try_get(21)?,
-                    status: r.try_get(22)?,
-                    attempts: r.try_get(23)?,
-                    due_at: r.try_get(24)?,
-                    lease_owner: r.try_get(25)?,
-                    lease_expires_at: r.try_get(26)?,
-                    output: r.try_get(27)?,
-                    error: r.try_get(28)?,
-                    started_at: r.try_get(29)?,
-                    ended_at: r.try_get(30)?,
+                    run_id: r.try_get(19)?,
+                    step_id: r.try_get(20)?,
+                    position: r.try_get(21)?,
+                    kind: r.try_get(22)?,
+                    status: r.try_get(23)?,
+                    attempts: r.try_get(24)?,
+                    due_at: r.try_get(25)?,
+                    lease_owner: r.try_get(26)?,
+                    lease_expires_at: r.try_get(27)?,
+                    output: r.try_get(28)?,
+                    error: r.try_get(29)?,
+                    started_at: r.try_get(30)?,
+                    ended_at: r.try_get(31)?,
                 });
             }
         }

@@ -53,11 +53,11 @@ pub fn run_is_terminal(status: &str) -> bool {
     TERMINAL_RUN.contains(&status)
 }
 
-/// Cancels every step that has not started (pending, ready or paused),
+/// Cancels every step that has not started (pending, ready, held or paused),
 /// sparing catch steps if asked: they still compensate a failure.
 pub fn cancel_unstarted(steps: &mut [StepRow], now: i64, message: &str, spare_catch: bool) {
     for step in steps.iter_mut().filter(|s| {
-        matches!(s.status.as_str(), "pending" | "ready" | "paused")
+        matches!(s.status.as_str(), "pending" | "ready" | "held" | "paused")
             && !(spare_catch && s.kind == "catch")
     }) {
         step.status = "cancelled".into();
@@ -159,8 +159,20 @@ pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i
             }
         }
     }
+    hold_ready(run, steps);
     settle(def, run, steps, now, &mut events);
     events
+}
+
+/// While an operator has paused the run, its ready steps are `held`: out of
+/// the claim's reach, with their due times kept for when it is unpaused.
+pub fn hold_ready(run: &RunRow, steps: &mut [StepRow]) {
+    if run.held_at.is_none() {
+        return;
+    }
+    for step in steps.iter_mut().filter(|s| s.status == "ready") {
+        step.status = "held".into();
+    }
 }
 
 /// What becomes of a pending step whose dependencies are all done.
@@ -312,7 +324,7 @@ fn settle(
         // `run.failed` means "failed and compensated".
         if steps
             .iter()
-            .any(|s| s.kind == "catch" && matches!(s.status.as_str(), "ready" | "running"))
+            .any(|s| s.kind == "catch" && matches!(s.status.as_str(), "ready" | "held" | "running"))
         {
             return;
         }
@@ -338,7 +350,7 @@ fn settle(
     }
     let busy = steps
         .iter()
-        .any(|s| s.status == "ready" || s.status == "running");
+        .any(|s| matches!(s.status.as_str(), "ready" | "held" | "running"));
     let paused = steps.iter().any(|s| s.status == "paused");
     if paused && !busy && run.status != "paused" {
         run.status = "paused".into();

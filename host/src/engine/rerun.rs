@@ -1,5 +1,6 @@
-//! After an incident: re-running a finished run from one of its steps, and
-//! retrying every failed run of a workflow at once.
+//! After an incident: pausing a run (no new step starts; attempts under way
+//! finish) and unpausing it, re-running a finished run from one of its
+//! steps, and retrying every failed run of a workflow at once.
 
 use std::collections::BTreeSet;
 
@@ -130,6 +131,64 @@ impl Engine {
         self.changed(&run.id);
         self.changed(&old.id);
         self.wake.notify_one();
+        Ok(run)
+    }
+
+    /// Pauses (`hold`) or unpauses a run. Paused, its ready steps are
+    /// `held` and every step that becomes ready after is too (see
+    /// [`advance::hold_ready`]); attempts under way finish and are recorded.
+    /// Unpaused, held steps are ready again at their own due times. Either
+    /// is a no-op when the run already is so; a finished run is a conflict.
+    pub async fn hold_run(
+        &self,
+        tenant: &str,
+        id: &str,
+        hold: bool,
+        reason: Option<&str>,
+    ) -> Result<RunRow, EngineError> {
+        let now = db::now_ms();
+        let mut tx = self.db.begin().await?;
+        let mut run = db::runs::locked_run(&mut tx, Some(tenant), id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
+        if run_is_terminal(&run.status) {
+            return Err(EngineError::Conflict(format!(
+                "run {id} is already {}",
+                run.status
+            )));
+        }
+        if run.held_at.is_some() == hold {
+            return Ok(run);
+        }
+        let definition = self.definition_for_run(&run).await?;
+        let original_run = run.clone();
+        let original = db::runs::steps_of(&mut tx, id).await?;
+        let mut steps = original.clone();
+        let mut events = Vec::new();
+        if hold {
+            run.held_at = Some(now);
+            advance::hold_ready(&run, &mut steps);
+            let held: Vec<&str> = steps
+                .iter()
+                .filter(|s| s.status == "held")
+                .map(|s| s.step_id.as_str())
+                .collect();
+            let mut data = json!({"held_steps": held});
+            if let Some(reason) = reason {
+                data["reason"] = json!(reason);
+            }
+            events.push(Event::run("run.held", data));
+        } else {
+            run.held_at = None;
+            for step in steps.iter_mut().filter(|s| s.status == "held") {
+                step.status = "ready".into();
+                step.due_at = Some(step.due_at.unwrap_or(now));
+            }
+            events.push(Event::run("run.unheld", json!({})));
+            events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+        }
+        self.commit_changes(tx, &original_run, &run, &original, &steps, &events, now)
+            .await?;
         Ok(run)
     }
 

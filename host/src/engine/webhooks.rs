@@ -33,7 +33,7 @@ use crate::db::{self, DbError};
 use crate::egress::{self, EgressError};
 
 /// Event types a subscription can ask for.
-pub const EVENT_TYPES: [&str; 17] = [
+pub const EVENT_TYPES: [&str; 20] = [
     "run.started",
     "run.completed",
     "run.failed",
@@ -41,6 +41,9 @@ pub const EVENT_TYPES: [&str; 17] = [
     "run.terminated",
     "run.paused",
     "run.declined",
+    "run.held",
+    "run.unheld",
+    "run.rerun",
     "step.started",
     "step.completed",
     "step.failed",

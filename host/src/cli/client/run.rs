@@ -113,6 +113,20 @@ enum RunCommand {
         #[arg(long)]
         override_output: Option<String>,
     },
+    /// Pauses the run: no new step starts until `weft run unpause`;
+    /// attempts under way finish.
+    Pause {
+        /// The run's id.
+        id: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Unpauses a paused run: its held steps start again.
+    Unpause {
+        /// The run's id.
+        id: String,
+    },
     /// Stops scheduling new steps; attempts under way finish.
     Cancel {
         /// The run's id.
@@ -260,6 +274,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let run = client.post(&["v1", "runs", &id, "resume"], &body).await?;
             print_status(&run)
         }
+        RunCommand::Pause { id, reason } => {
+            let body = match reason {
+                Some(reason) => json!({"reason": reason}),
+                None => json!({}),
+            };
+            let run = client.post(&["v1", "runs", &id, "pause"], &body).await?;
+            print_status(&run)
+        }
+        RunCommand::Unpause { id } => {
+            let run = client
+                .post(&["v1", "runs", &id, "unpause"], &json!({}))
+                .await?;
+            print_status(&run)
+        }
         RunCommand::Cancel { id } => {
             let run = client
                 .post(&["v1", "runs", &id, "cancel"], &json!({}))
@@ -293,10 +321,15 @@ fn print_status(run: &Value) -> anyhow::Result<ExitCode> {
         .as_array()
         .map(|steps| steps.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    if paused_on.is_empty() {
-        println!("{id} {status}");
+    let held = if run["held_at"].is_string() {
+        " (paused by an operator)"
     } else {
-        println!("{id} {status} (on {})", paused_on.join(", "));
+        ""
+    };
+    if paused_on.is_empty() {
+        println!("{id} {status}{held}");
+    } else {
+        println!("{id} {status}{held} (on {})", paused_on.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }
