@@ -475,6 +475,55 @@ test("a form task refuses data against its nested schema and takes valid data as
   await page.getByRole("navigation", { name: "Sections" }).waitFor();
 });
 
+test("runs are filtered by label, paused and unpaused, and re-run from a step", async () => {
+  await publish({
+    key: "labelled-sleep",
+    name: "Labelled sleep",
+    labels: { customer: "{{input.customer}}" },
+    steps: [
+      { id: "nap", uses: "testkit@0", config: { mode: "sleep", ms: 1500 } },
+      { id: "wake", uses: "testkit@0", config: { mode: "echo" }, depends_on: ["nap"] },
+    ],
+  });
+  const id = await startRun("labelled-sleep", { customer: "c-42" });
+  const other = await startRun("labelled-sleep", { customer: "c-7" });
+  await page.goto(`${URL}/ui/#/runs`);
+  await page.getByLabel("Labels").fill("customer:c-42");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.waitForURL(/label=customer%3Ac-42/);
+  await page.locator(`tr[data-run="${id}"]`).waitFor();
+  assert.equal(await page.locator(`tr[data-run="${other}"]`).count(), 0);
+  assert.equal(await page.locator("table.runs tbody tr").count(), 1);
+  await shot("runs-by-label");
+
+  // Paused while nap runs: wake is held until unpaused.
+  await page.locator(`tr[data-run="${id}"] a`).first().click();
+  await page.getByRole("button", { name: "Pause run" }).click();
+  await page.getByRole("button", { name: "Unpause run" }).waitFor();
+  await page.getByText("by an operator").waitFor();
+  for (let i = 0; i < 100; i++) {
+    const run = await call("GET", `/v1/runs/${id}`);
+    if (run.body.steps.find((s) => s.id === "wake").status === "held") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await page.locator('.dag [data-step="wake"].n-held').waitFor();
+  await shot("run-on-hold");
+  await page.getByRole("button", { name: "Unpause run" }).click();
+  await page.locator(".heading .status.s-completed").waitFor();
+
+  // Re-run from wake: nap's record is kept.
+  await page.getByLabel("Re-run from").selectOption("wake");
+  await page.getByRole("button", { name: "Re-run", exact: true }).click();
+  await page.waitForURL((u) => !u.hash.endsWith(id));
+  await page.getByText("Re-run of").waitFor();
+  await page.locator(".heading .status.s-completed").waitFor();
+  const newId = page.url().split("/runs/")[1];
+  const rerun = await call("GET", `/v1/runs/${newId}`);
+  assert.equal(rerun.body.rerun_of, id);
+  assert.equal(rerun.body.steps.find((s) => s.id === "nap").attempts, 0);
+  assert.equal(rerun.body.labels.customer, "c-42");
+});
+
 test("screens read at a phone's width", async () => {
   await page.setViewportSize({ width: 390, height: 800 });
   await nav("Runs").click();

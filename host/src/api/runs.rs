@@ -591,7 +591,7 @@ async fn cancel(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<RunOut>, ApiError> {
-    stop(state, principal, id, Stop::Cancel, &body).await
+    control(state, principal, id, Control::Stop(Stop::Cancel), &body).await
 }
 
 /// Stops the run and interrupts running attempts. An optional `reason` is
@@ -604,32 +604,43 @@ async fn terminate(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<RunOut>, ApiError> {
-    stop(state, principal, id, Stop::Terminate, &body).await
+    control(state, principal, id, Control::Stop(Stop::Terminate), &body).await
 }
 
-/// Cancel or terminate, with the optional `{reason}` body (empty allowed).
-async fn stop(
+/// What a control request does.
+enum Control {
+    Stop(Stop),
+    /// Pause (true) or unpause.
+    Hold(bool),
+}
+
+/// Cancel, terminate, pause or unpause, with the optional `{reason}` body
+/// (empty allowed); answers with the run as it is then.
+async fn control(
     state: AppState,
     principal: Principal,
     id: String,
-    how: Stop,
+    what: Control,
     body: &[u8],
 ) -> Result<Json<RunOut>, ApiError> {
     principal.require("runs:control")?;
-    let request = reason_body(body)?;
-    state
-        .engine
-        .stop_run(
-            Some(&principal.tenant_id),
-            &id,
-            how,
-            request.reason.as_deref(),
-        )
-        .await?;
-    let view = state
-        .engine
-        .get_run(&principal.tenant_id, &id, Detail::Compact)
-        .await?;
+    let reason = reason_body(body)?.reason;
+    let tenant = &principal.tenant_id;
+    match what {
+        Control::Stop(how) => {
+            state
+                .engine
+                .stop_run(Some(tenant), &id, how, reason.as_deref())
+                .await?;
+        }
+        Control::Hold(hold) => {
+            state
+                .engine
+                .hold_run(tenant, &id, hold, reason.as_deref())
+                .await?;
+        }
+    }
+    let view = state.engine.get_run(tenant, &id, Detail::Compact).await?;
     Ok(Json(RunOut::full(&view)))
 }
 
@@ -646,7 +657,7 @@ async fn pause(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<RunOut>, ApiError> {
-    hold(state, principal, id, true, &body).await
+    control(state, principal, id, Control::Hold(true), &body).await
 }
 
 /// Unpauses a paused run: its held steps start again, each at its own due
@@ -659,27 +670,7 @@ async fn unpause(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<RunOut>, ApiError> {
-    hold(state, principal, id, false, &[]).await
-}
-
-async fn hold(
-    state: AppState,
-    principal: Principal,
-    id: String,
-    hold: bool,
-    body: &[u8],
-) -> Result<Json<RunOut>, ApiError> {
-    principal.require("runs:control")?;
-    let request = reason_body(body)?;
-    state
-        .engine
-        .hold_run(&principal.tenant_id, &id, hold, request.reason.as_deref())
-        .await?;
-    let view = state
-        .engine
-        .get_run(&principal.tenant_id, &id, Detail::Compact)
-        .await?;
-    Ok(Json(RunOut::full(&view)))
+    control(state, principal, id, Control::Hold(false), &[]).await
 }
 
 /// The optional `{reason}` body of a cancel, terminate or pause (empty

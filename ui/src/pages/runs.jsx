@@ -25,7 +25,15 @@ function useThrottled(fn, ms) {
 export function RunsPage({ me, query }) {
   const status = query.status || "";
   const workflow = query.workflow || "";
-  const params = new URLSearchParams(Object.entries({ status, workflow }).filter(([, v]) => v)).toString();
+  // Labels as typed: `name:value` pairs separated by spaces, all required.
+  const label = query.label || "";
+  const labelPairs = label.split(/\s+/).filter(Boolean);
+  const params = new URLSearchParams([
+    ...Object.entries({ status, workflow }).filter(([, v]) => v),
+    ...labelPairs.map((l) => ["label", l]),
+  ]).toString();
+  const [labelText, setLabelText] = useState(label);
+  useEffect(() => setLabelText(label), [label]);
   const runs = useLoad(() => api(`/v1/runs?limit=50${params ? `&${params}` : ""}`), [params]);
   const workflows = useLoad(() => all("/v1/workflows"), []);
   const [live, setLive] = useState(false);
@@ -49,7 +57,7 @@ export function RunsPage({ me, query }) {
     };
   }, [params]);
 
-  const filter = (change) => navigate("/runs", { status, workflow, ...change });
+  const filter = (change) => navigate("/runs", { status, workflow, label, ...change });
 
   return (
     <section aria-labelledby="runs-title">
@@ -72,26 +80,34 @@ export function RunsPage({ me, query }) {
             {(workflows.value || []).map((w) => <option value={w.key}>{w.key}</option>)}
           </select>
         </label>
+        <form class="label-filter" onSubmit={(e) => { e.preventDefault(); filter({ label: labelText.trim() }); }}>
+          <label>
+            Labels
+            <input name="label" value={labelText} placeholder="customer:c-42" onInput={(e) => setLabelText(e.currentTarget.value)} />
+          </label>
+          <button type="submit">Filter</button>
+        </form>
       </div>
       <Problem error={runs.error} />
       {runs.loading ? (
         <Loading what="runs" />
       ) : runs.value?.items.length === 0 ? (
-        <p class="empty">No runs{status || workflow ? " match these filters" : " yet: start one from a workflow"}.</p>
+        <p class="empty">No runs{status || workflow || label ? " match these filters" : " yet: start one from a workflow"}.</p>
       ) : (
         <div class="table-wrap">
           <table class="runs">
             <thead>
-              <tr><th>Run</th><th>Workflow</th><th>Status</th><th>Started</th><th class="wide-only">Duration</th></tr>
+              <tr><th>Run</th><th>Workflow</th><th>Status</th><th>Started</th><th class="wide-only">Duration</th><th class="wide-only">Labels</th></tr>
             </thead>
             <tbody>
               {shown.map((r) => (
                 <tr data-run={r.id} data-status={r.status}>
                   <td><a href={`#/runs/${r.id}`}><code>{r.id.slice(-12)}</code></a></td>
                   <td>{r.workflow} <span class="muted">{r.version}</span></td>
-                  <td><Status status={r.status} />{r.queued ? <span class="muted"> queued</span> : null}</td>
+                  <td><Status status={r.status} />{r.queued ? <span class="muted"> queued</span> : null}{r.held_at ? <span class="muted"> on hold</span> : null}</td>
                   <td class="when">{when(r.created_at)}</td>
                   <td class="wide-only">{duration(r.duration_ms)}</td>
+                  <td class="wide-only"><Labels labels={r.labels} /></td>
                 </tr>
               ))}
             </tbody>
@@ -104,6 +120,17 @@ export function RunsPage({ me, query }) {
       )}
       {!can(me, "runs:read") && <p class="muted">This key lacks runs:read.</p>}
     </section>
+  );
+}
+
+/** A run's labels as chips; each filters the list by it. */
+function Labels({ labels }) {
+  return (
+    <span class="labels">
+      {Object.entries(labels || {}).map(([name, value]) => (
+        <a class="chip" href={`#/runs?label=${enc(`${name}:${value}`)}`} title={`Runs labelled ${name}:${value}`}>{name}: {value}</a>
+      ))}
+    </span>
   );
 }
 
@@ -247,6 +274,7 @@ export function RunPage({ id, me }) {
   const [selected, setSelected] = useState(null);
   const [terminating, setTerminating] = useState(false);
   const [reason, setReason] = useState("");
+  const [rerunFrom, setRerunFrom] = useState("");
   const refresh = useThrottled(run.reload, 250);
 
   useEffect(() => {
@@ -283,9 +311,32 @@ export function RunPage({ id, me }) {
         <dt>Ended</dt><dd>{when(r.ended_at)}</dd>
         <dt>Duration</dt><dd>{duration(r.duration_ms)}</dd>
         {r.paused_on.length > 0 && (<><dt>Waiting on</dt><dd>{r.paused_on.map((s) => <button class="link" onClick={() => setSelected(s)}>{s}</button>)}</dd></>)}
+        {Object.keys(r.labels || {}).length > 0 && (<><dt>Labels</dt><dd><Labels labels={r.labels} /></dd></>)}
+        {r.rerun_of && (<><dt>Re-run of</dt><dd><a href={`#/runs/${enc(r.rerun_of)}`}><code>{r.rerun_of.slice(-12)}</code></a></dd></>)}
+        {r.held_at && (<><dt>Paused</dt><dd>by an operator {when(r.held_at)}: no new step starts</dd></>)}
       </dl>
+      {control && TERMINAL.has(r.status) && steps.length > 0 && (
+        <div class="buttons run-actions">
+          <span class="inline-form">
+            <label for="rerun-from">Re-run from</label>
+            <select id="rerun-from" value={rerunFrom} onChange={(e) => setRerunFrom(e.currentTarget.value)}>
+              <option value="">choose a step</option>
+              {steps.map((s) => <option value={s.id}>{s.id}</option>)}
+            </select>
+            {rerunFrom && (
+              <Action label="Re-run" run={() => api(`/v1/runs/${r.id}/rerun`, { method: "POST", body: { from_step: rerunFrom } })}
+                onDone={(created) => navigate(`/runs/${created.id}`)} />
+            )}
+          </span>
+        </div>
+      )}
       {control && !TERMINAL.has(r.status) && (
         <div class="buttons run-actions">
+          {r.held_at ? (
+            <Action label="Unpause run" run={() => api(`/v1/runs/${r.id}/unpause`, { method: "POST" })} onDone={run.reload} />
+          ) : (
+            <Action label="Pause run" run={() => api(`/v1/runs/${r.id}/pause`, { method: "POST" })} onDone={run.reload} />
+          )}
           <Action label="Cancel run" run={() => api(`/v1/runs/${r.id}/cancel`, { method: "POST" })} onDone={run.reload} />
           {!terminating ? (
             <button class="danger" onClick={() => setTerminating(true)}>Terminate…</button>
@@ -309,7 +360,7 @@ export function RunPage({ id, me }) {
         {steps.length > 0 ? <Dag steps={steps} statuses={statuses} selected={selected} onSelect={setSelected} /> : <Loading what="the definition" />}
       </div>
       <p class="legend" aria-hidden="true">
-        {["pending", "running", "paused", "completed", "failed", "skipped", "cancelled"].map((s) => <span class={`status s-${s}`}>{s}</span>)}
+        {["pending", "running", "held", "paused", "completed", "failed", "skipped", "cancelled"].map((s) => <span class={`status s-${s}`}>{s}</span>)}
       </p>
       <h2>Timeline</h2>
       <Timeline run={r} onSelect={setSelected} />
