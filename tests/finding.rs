@@ -18,25 +18,29 @@ async fn start(s: &Server, body: Value) -> Value {
     run
 }
 
-/// The ids of the runs a `GET /v1/runs` query lists, every page.
-async fn listed(s: &Server, query: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
+/// Every run a `GET /v1/runs` query lists, reading pages of `limit`.
+async fn every_page(s: &Server, query: &str, limit: u32) -> Vec<Value> {
+    let mut runs = Vec::new();
+    let mut cursor = String::new();
     loop {
-        let page = match &cursor {
-            Some(c) => format!("/v1/runs?{query}&limit=2&cursor={c}"),
-            None => format!("/v1/runs?{query}&limit=2"),
-        };
+        let page = format!("/v1/runs?{query}&limit={limit}{cursor}");
         let (status, body) = s.get(&page).await;
         assert_eq!(status, 200, "{page}: {body}");
-        for run in body["items"].as_array().unwrap() {
-            ids.push(run["id"].as_str().unwrap().to_owned());
-        }
+        runs.extend(body["items"].as_array().unwrap().iter().cloned());
         match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return ids,
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return runs,
         }
     }
+}
+
+/// The ids of the runs a `GET /v1/runs` query lists, in pages of two.
+async fn listed(s: &Server, query: &str) -> Vec<String> {
+    every_page(s, query, 2)
+        .await
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -581,4 +585,167 @@ async fn a_paused_run_starts_no_step_until_unpaused() {
         )
         .await;
     assert_eq!(status, 404);
+}
+
+/// Starts `n` runs of `workflow` at once, customer `i % keys` each; their
+/// ids in start order of the answers.
+async fn start_many(s: &Server, workflow: &str, n: usize, keys: usize) -> Vec<(usize, u16, Value)> {
+    let starts = (0..n).map(|i| {
+        let body = json!({"workflow": workflow, "input": {"customer": format!("c-{}", i % keys)}});
+        async move {
+            let (status, run) = s.post("/v1/runs", body).await;
+            (i % keys, status, run)
+        }
+    });
+    futures::future::join_all(starts).await
+}
+
+/// Every run of the workflow once none is unfinished.
+async fn all_finished(s: &Server, workflow: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let runs = every_page(s, &format!("workflow={workflow}"), 100).await;
+        let done = runs
+            .iter()
+            .all(|r| ["completed", "cancelled", "failed"].contains(&r["status"].as_str().unwrap()));
+        if runs.len() == n && done {
+            return runs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runs still going: {}",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_concurrency_key_limits_runs_per_customer_and_queues_in_order() {
+    let s = shared();
+    s.publish(json!({"key": "per-customer", "name": "Per customer",
+        "concurrency": {"key": "{{input.customer}}", "limit": 1, "on_limit": "queue"},
+        "steps": [{"id": "work", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 30}}]}))
+        .await;
+    let started = start_many(&s, "per-customer", 200, 10).await;
+    assert!(
+        started.iter().all(|(_, status, _)| *status == 202),
+        "{started:?}"
+    );
+    let runs = all_finished(&s, "per-customer", 200).await;
+    for key in 0..10 {
+        let customer = format!("c-{key}");
+        let mut of_key: Vec<&Value> = runs
+            .iter()
+            .filter(|r| r["concurrency_key"] == customer.as_str())
+            .collect();
+        assert_eq!(of_key.len(), 20, "{customer}");
+        assert!(of_key.iter().all(|r| r["status"] == "completed"));
+        // Never two at once, and in the order they were started.
+        of_key.sort_by_key(|r| r["id"].as_str().unwrap().to_owned());
+        for pair in of_key.windows(2) {
+            let (earlier, later) = (pair[0], pair[1]);
+            assert!(
+                later["started_at"].as_str().unwrap() >= earlier["ended_at"].as_str().unwrap(),
+                "{customer}: {earlier} overlaps {later}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_replacing_key_leaves_only_the_newest_run_and_reject_refuses() {
+    let s = shared();
+    s.publish(json!({"key": "latest-wins", "name": "Latest wins",
+        "concurrency": {"key": "{{input.customer}}", "limit": 1, "on_limit": "replace"},
+        "steps": [{"id": "work", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 3000}}]}))
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let run = start(
+            &s,
+            json!({"workflow": "latest-wins", "input": {"customer": "c-1"}}),
+        )
+        .await;
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    // Another key is not touched.
+    let other = start(
+        &s,
+        json!({"workflow": "latest-wins", "input": {"customer": "c-2"}}),
+    )
+    .await;
+    let runs = all_finished(&s, "latest-wins", 6).await;
+    let status_of = |id: &str| {
+        runs.iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["status"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(status_of(&ids[4]), "completed");
+    for id in &ids[..4] {
+        assert_eq!(status_of(id), "cancelled", "{id}");
+    }
+    assert_eq!(status_of(other["id"].as_str().unwrap()), "completed");
+    let (_, replaced) = s.get(&format!("/v1/runs/{}", ids[0])).await;
+    assert_eq!(replaced["reason"], "replaced by a newer run", "{replaced}");
+
+    // Concurrent replacing starts: still only one survives.
+    let started = start_many(&s, "latest-wins", 30, 1).await;
+    assert!(
+        started.iter().all(|(_, status, _)| *status == 202),
+        "{started:?}"
+    );
+    let runs = all_finished(&s, "latest-wins", 36).await;
+    let survivors = runs
+        .iter()
+        .filter(|r| r["concurrency_key"] == "c-0" && r["status"] == "completed")
+        .count();
+    assert_eq!(
+        survivors, 1,
+        "one of the concurrent starts completes, the rest are replaced"
+    );
+
+    s.publish(json!({"key": "one-each", "name": "One each",
+        "concurrency": {"key": "{{input.customer}}", "limit": 1, "on_limit": "reject"},
+        "steps": [{"id": "work", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 2000}}]}))
+        .await;
+    let first = start(
+        &s,
+        json!({"workflow": "one-each", "input": {"customer": "c-1"}}),
+    )
+    .await;
+    let (status, body) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "one-each", "input": {"customer": "c-1"}}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["run_id"], first["id"], "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("with key \"c-1\""),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "one-each", "input": {"customer": "c-2"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "another key starts: {body}");
+    // A key that reads anything but input is refused at save.
+    let (status, body) = s
+        .post(
+            "/v1/workflows",
+            json!({"key": "bad-key", "name": "Bad",
+            "concurrency": {"key": "{{steps.a.output}}", "limit": 1},
+            "steps": [{"id": "a", "uses": "testkit@0"}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("concurrency.key"), "{body}");
 }

@@ -621,3 +621,99 @@ async fn three_hosts_create_remind_and_expire_each_task_once() {
         assert_eq!(count("task.expired"), 2, "{events}");
     }
 }
+
+/// Concurrency keys across hosts: 90 starts for 6 customers spread over
+/// three hosts, at most one run per customer at a time and each
+/// customer's runs in start order; then 30 replacing starts for one key
+/// through all three leave exactly one run of it completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_hold_a_concurrency_key_limit() {
+    if !pg::available() {
+        return;
+    }
+    let (hosts, _dirs, _url) = three_hosts("keys", &["--db-max-connections", "4"]).await;
+    hosts[0]
+        .publish(json!({"key": "per-customer", "name": "Per customer",
+            "concurrency": {"key": "{{input.customer}}", "limit": 1},
+            "steps": [{"id": "work", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 30}}]}))
+        .await;
+    hosts[0]
+        .publish(json!({"key": "latest", "name": "Latest",
+            "concurrency": {"key": "{{input.customer}}", "limit": 1, "on_limit": "replace"},
+            "steps": [{"id": "work", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 4000}}]}))
+        .await;
+    let starts = (0..90).map(|i| {
+        let host = &hosts[i % 3];
+        async move {
+            let (status, run) = host
+                .post("/v1/runs", json!({"workflow": "per-customer", "input": {"customer": format!("c-{}", i % 6)}}))
+                .await;
+            assert_eq!(status, 202, "{run}");
+        }
+    });
+    futures::future::join_all(starts).await;
+    let replacing = (0..30).map(|i| {
+        let host = &hosts[i % 3];
+        async move {
+            let (status, run) = host
+                .post(
+                    "/v1/runs",
+                    json!({"workflow": "latest", "input": {"customer": "c-1"}}),
+                )
+                .await;
+            assert_eq!(status, 202, "{run}");
+        }
+    });
+    futures::future::join_all(replacing).await;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let runs = loop {
+        let mut runs = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (_, page) = hosts[1].get(&format!("/v1/runs?limit=100{cursor}")).await;
+            runs.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        let unfinished = runs
+            .iter()
+            .filter(|r| !["completed", "cancelled"].contains(&r["status"].as_str().unwrap()))
+            .count();
+        if runs.len() == 120 && unfinished == 0 {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unfinished} of {} unfinished",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut by_key: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for run in runs.iter().filter(|r| r["workflow"] == "per-customer") {
+        assert_eq!(run["status"], "completed", "{run}");
+        by_key
+            .entry(run["concurrency_key"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(run);
+    }
+    assert_eq!(by_key.len(), 6);
+    for (key, mut of_key) in by_key {
+        assert_eq!(of_key.len(), 15, "{key}");
+        of_key.sort_by_key(|r| r["id"].as_str().unwrap().to_owned());
+        for pair in of_key.windows(2) {
+            assert!(
+                pair[1]["started_at"].as_str().unwrap() >= pair[0]["ended_at"].as_str().unwrap(),
+                "{key}: {} overlaps {}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+    let latest: Vec<&Value> = runs.iter().filter(|r| r["workflow"] == "latest").collect();
+    let completed = latest.iter().filter(|r| r["status"] == "completed").count();
+    assert_eq!(completed, 1, "one replacing start wins: {latest:?}");
+}

@@ -6,6 +6,11 @@ ALTER TABLE runs ADD COLUMN labels TEXT;
 ALTER TABLE runs ADD COLUMN rerun_of TEXT;
 -- Paused by an operator (POST /v1/runs/{id}/pause): no new step starts.
 ALTER TABLE runs ADD COLUMN held_at INTEGER;
+-- A workflow's concurrency key, rendered at start: its limit counts the
+-- unfinished runs with the same key.
+ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
+CREATE INDEX runs_active_by_key ON runs (tenant_id, workflow_key, concurrency_key)
+    WHERE status IN ('pending', 'running', 'paused') AND concurrency_key IS NOT NULL;
 CREATE TABLE run_labels (
     tenant_id TEXT NOT NULL,
     name      TEXT NOT NULL,

@@ -97,7 +97,8 @@ pub struct DefinitionDoc {
     pub steps: Vec<StepDoc>,
     /// A run that takes longer fails with `max_duration`.
     pub max_duration_ms: Option<u64>,
-    /// Overlap control: `{limit, on_limit: "queue" | "reject"}`.
+    /// Overlap control: `{limit, on_limit: "queue" | "reject" | "replace",
+    /// key?}`.
     pub concurrency: Option<ConcurrencyDoc>,
     /// Manual starts closer together than this are refused with 409.
     pub min_interval_ms: Option<u64>,
@@ -118,9 +119,13 @@ pub struct DefinitionDoc {
 pub struct ConcurrencyDoc {
     pub limit: u32,
     /// `queue` (default): wait in start order; `reject`: 409 naming a
-    /// running run.
+    /// running run; `replace`: the oldest unfinished runs are cancelled
+    /// (the newest start wins).
     #[schema(value_type = Option<OnLimitDoc>, nullable = false)]
     pub on_limit: Option<String>,
+    /// A template over `input` (`{{input.customer_id}}`): the limit holds
+    /// per value of it. A run whose key renders to null is not limited.
+    pub key: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -129,6 +134,7 @@ pub struct ConcurrencyDoc {
 pub enum OnLimitDoc {
     Queue,
     Reject,
+    Replace,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -407,6 +413,9 @@ pub struct RunOut {
     /// finish. The run's `status` is unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_at: Option<String>,
+    /// The workflow's `concurrency.key` as rendered for this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// Absent in lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepOut>>,
@@ -436,6 +445,7 @@ impl RunOut {
             labels: run.label_map(),
             rerun_of: run.rerun_of.clone(),
             held_at: run.held_at.map(rfc3339),
+            concurrency_key: run.concurrency_key.clone(),
             steps: None,
         }
     }
@@ -565,7 +575,7 @@ pub struct StartRun {
     #[schema(maximum = 60000)]
     pub wait_ms: Option<u64>,
     /// What the run is about, name to value (at most 20; names 1-64
-    /// letters, digits, `_ - . /`; values 1-256 bytes). They win over the
+    /// letters, digits, `_ - . /`; values 1-256 characters). They win over the
     /// workflow's own `labels`. Runs are found by them:
     /// `GET /v1/runs?label=customer:c-42`.
     pub labels: Option<BTreeMap<String, String>>,
@@ -579,6 +589,7 @@ pub struct StartRun {
 pub struct RerunRun {
     /// This step and every step after it run again; the records of the
     /// others (completed or skipped) are kept.
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
     pub from_step: String,
     /// The new run's input; default: the old run's.
     pub input: Option<Value>,
@@ -590,6 +601,7 @@ pub struct RetryFailed {
     /// Key of the workflow whose failed runs are retried.
     pub workflow: String,
     /// Only runs that failed at or after this time (RFC 3339).
+    #[schema(format = DateTime)]
     pub since: Option<String>,
 }
 

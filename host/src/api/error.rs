@@ -175,6 +175,7 @@ impl From<EngineError> for ApiError {
             },
             EngineError::InvalidDefinition(problems) => Self::InvalidDefinition(problems),
             EngineError::InvalidInput(m) => Self::Unprocessable(m),
+            EngineError::Busy(m) => Self::Conflict(m),
             EngineError::Db(e) => Self::Internal(e.to_string()),
         }
     }

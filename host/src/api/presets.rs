@@ -31,7 +31,7 @@ pub struct PresetIn {
     /// A JSON object (at most 64 KiB), merged under each run's input.
     #[schema(value_type = Object)]
     pub input: Value,
-    /// At most 1000 characters.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
 }
 
@@ -84,7 +84,7 @@ async fn list(
 
 /// One preset.
 #[utoipa::path(get, path = "/v1/workflows/{key}/presets/{name}", tag = "workflows",
-    params(("key" = String, Path), ("name" = String, Path)),
+    params(("key" = String, Path), ("name" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")),
     responses((status = 200, body = PresetOut), (status = 404, body = ProblemDoc)))]
 async fn get(
     State(state): State<AppState>,
@@ -102,7 +102,7 @@ async fn get(
 /// Creates (201) or replaces (200) a preset. Names are 1-64 letters,
 /// digits, `_ - .`; a workflow has at most 100 presets.
 #[utoipa::path(put, path = "/v1/workflows/{key}/presets/{name}", tag = "workflows",
-    params(("key" = String, Path), ("name" = String, Path)), request_body = PresetIn,
+    params(("key" = String, Path), ("name" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")), request_body = PresetIn,
     responses((status = 200, body = PresetOut), (status = 201, body = PresetOut), (status = 404, body = ProblemDoc),
         (status = 409, body = ProblemDoc, description = "The workflow already has 100 presets"), (status = 422, body = ProblemDoc)))]
 async fn put(
@@ -135,7 +135,7 @@ async fn put(
 
 /// Deletes a preset; runs started from it keep their input and label.
 #[utoipa::path(delete, path = "/v1/workflows/{key}/presets/{name}", tag = "workflows",
-    params(("key" = String, Path), ("name" = String, Path)),
+    params(("key" = String, Path), ("name" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")),
     responses((status = 204), (status = 404, body = ProblemDoc)))]
 async fn delete(
     State(state): State<AppState>,

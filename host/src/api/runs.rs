@@ -233,7 +233,7 @@ struct ListQuery {
     #[param(value_type = Option<RunStatusDoc>, inline)]
     status: Option<String>,
     /// `name:value`; repeat it for runs that carry every one (at most 5).
-    #[param(value_type = Option<Vec<String>>)]
+    #[param(value_type = Option<Vec<LabelFilterDoc>>, inline, max_items = 5)]
     label: Vec<(String, String)>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
@@ -268,6 +268,13 @@ impl ListQuery {
         Ok(query)
     }
 }
+
+/// A label filter: `name:value` (the name 1-64 letters, digits, `_ - . /`;
+/// the value 1-256 characters, no control characters).
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}:[^\x00-\x1f\x7f-\x9f]{1,256}$")]
+#[allow(dead_code, reason = "documents the parameter")]
+struct LabelFilterDoc(String);
 
 /// A run's status.
 #[derive(Deserialize, utoipa::ToSchema)]

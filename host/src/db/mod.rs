@@ -81,6 +81,13 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, Self::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// Whether Postgres aborted the transaction to break a deadlock or a
+    /// serialization conflict: the same work may simply be tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Sqlx(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    }
 }
 
 /// How hard SQLite works to keep a commit across power loss.

@@ -37,6 +37,8 @@ pub struct RunRow {
     /// When an operator paused the run: its ready steps are `held`, and
     /// no new step starts until it is unpaused.
     pub held_at: Option<i64>,
+    /// The workflow's `concurrency.key` as rendered for this run.
+    pub concurrency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +88,7 @@ impl RunRow {
             labels: None,
             rerun_of: None,
             held_at: None,
+            concurrency_key: None,
         }
     }
 
@@ -167,6 +170,7 @@ fn run(r: &AnyRow) -> RunRow {
         labels: r.get("labels"),
         rerun_of: r.get("rerun_of"),
         held_at: r.get("held_at"),
+        concurrency_key: r.get("concurrency_key"),
     }
 }
 
@@ -736,36 +740,85 @@ pub async fn lock_and_count_running(
     Ok(Some(rows.get(1).map_or(Ok(0), |r| r.try_get(0))?))
 }
 
-/// An unfinished run of a workflow that counts against its concurrency
-/// limit (not queued), oldest first, and how many there are.
+/// A workflow's unfinished runs that count against its concurrency limit
+/// (not queued ones), with `key` those with that concurrency key only:
+/// (how many, the oldest's id).
 pub async fn active_of_workflow(
     conn: &mut Conn,
     tenant: &str,
     workflow: &str,
+    key: Option<&str>,
 ) -> Result<(i64, Option<String>), DbError> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) AS n, MIN(id) AS oldest FROM runs
-         WHERE tenant_id = $1 AND workflow_key = $2 AND status IN ('pending', 'running', 'paused') AND queued = 0",
+    let row = sqlx::query(match key {
+        None => {
+            "SELECT COUNT(*) AS n, MIN(id) AS oldest FROM runs
+             WHERE tenant_id = $1 AND workflow_key = $2 AND status IN ('pending', 'running', 'paused') AND queued = 0"
+        }
+        Some(_) => {
+            "SELECT COUNT(*) AS n, MIN(id) AS oldest FROM runs
+             WHERE tenant_id = $1 AND workflow_key = $2 AND concurrency_key = $3
+               AND status IN ('pending', 'running', 'paused') AND queued = 0"
+        }
+    })
+    .bind(tenant)
+    .bind(workflow)
+    .bind(key)
+    .fetch_one(conn)
+    .await?;
+    Ok((row.try_get("n")?, row.try_get("oldest")?))
+}
+
+/// The ids of a workflow's unfinished runs with concurrency key `key`
+/// (queued ones too), oldest first.
+pub async fn unfinished_with_key(
+    conn: &mut Conn,
+    tenant: &str,
+    workflow: &str,
+    key: &str,
+) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM runs
+         WHERE tenant_id = $1 AND workflow_key = $2 AND concurrency_key = $3
+           AND status IN ('pending', 'running', 'paused')
+         ORDER BY id",
     )
     .bind(tenant)
     .bind(workflow)
-    .fetch_one(conn)
-    .await?;
-    Ok((row.get("n"), row.get("oldest")))
+    .bind(key)
+    .fetch_all(conn)
+    .await?)
 }
 
-/// The oldest queued run of a workflow.
+/// The run locked for this transaction, unless another holds its lock
+/// (Postgres; `None` then). SQLite's one writer never waits.
+pub async fn try_lock_run(conn: &mut Conn, id: &str) -> Result<Option<RunRow>, DbError> {
+    let sql = match Backend::of(conn) {
+        Backend::Sqlite => "SELECT * FROM runs WHERE id = $1",
+        Backend::Postgres => "SELECT * FROM runs WHERE id = $1 FOR UPDATE SKIP LOCKED",
+    };
+    let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+    Ok(row.as_ref().map(run))
+}
+
+/// The oldest queued run of a workflow with concurrency key `key` (`None`:
+/// runs without one).
 pub async fn oldest_queued(
     conn: &mut Conn,
     tenant: &str,
     workflow: &str,
+    key: Option<&str>,
 ) -> Result<Option<RunRow>, DbError> {
     // Locked: a queued run being cancelled meanwhile is skipped (its
     // canceller releases the next one itself).
     let sql = format!(
         "SELECT * FROM runs
          WHERE tenant_id = $1 AND workflow_key = $2 AND status = 'pending' AND queued = 1
+           AND concurrency_key {} $3
          ORDER BY created_at, id LIMIT 1{}",
+        match Backend::of(conn) {
+            Backend::Sqlite => "IS",
+            Backend::Postgres => "IS NOT DISTINCT FROM",
+        },
         match Backend::of(conn) {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -774,6 +827,7 @@ pub async fn oldest_queued(
     let row = sqlx::query(&sql)
         .bind(tenant)
         .bind(workflow)
+        .bind(key)
         .fetch_optional(conn)
         .await?;
     Ok(row.as_ref().map(run))
@@ -853,7 +907,7 @@ impl<'a> Writes<'a> {
     /// A new run.
     pub fn insert_run(&mut self, r: &'a RunRow) -> &mut Self {
         self.statement(
-            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id, traceparent, trace_parent_span_id, labels, rerun_of) ",
+            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id, traceparent, trace_parent_span_id, labels, rerun_of, concurrency_key) ",
         )
         .values([r], |r| {
             [
@@ -875,6 +929,7 @@ impl<'a> Writes<'a> {
                 Arg::from(&r.trace_parent_span_id),
                 Arg::from(&r.labels),
                 Arg::from(&r.rerun_of),
+                Arg::from(&r.concurrency_key),
             ]
         });
         let labels = r.label_map();
@@ -1177,7 +1232,7 @@ async fn read_runs<'q>(
                 .push(
                     "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
                     r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
-                    r.traceparent, r.trace_parent_span_id, r.labels, r.rerun_of, r.held_at,
+                    r.traceparent, r.trace_parent_span_id, r.labels, r.rerun_of, r.held_at, r.concurrency_key,
                     s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
                     s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at, ",
                 )
@@ -1223,27 +1278,28 @@ async fn read_runs<'q>(
                         labels: r.try_get(16)?,
                         rerun_of: r.try_get(17)?,
                         held_at: r.try_get(18)?,
+                        concurrency_key: r.try_get(19)?,
                     },
                     steps: Vec::new(),
-                    version: r.try_get(32)?,
+                    version: r.try_get(33)?,
                 });
             }
-            if r.try_get::<Option<String>, _>(19)?.is_some() {
+            if r.try_get::<Option<String>, _>(20)?.is_some() {
                 let read = found.last_mut().expect("pushed above");
                 read.steps.push(StepRow {
-                    run_id: r.try_get(19)?,
-                    step_id: r.try_get(20)?,
-                    position: r.try_get(21)?,
-                    kind: r.try_get(22)?,
-                    status: r.try_get(23)?,
-                    attempts: r.try_get(24)?,
-                    due_at: r.try_get(25)?,
-                    lease_owner: r.try_get(26)?,
-                    lease_expires_at: r.try_get(27)?,
-                    output: r.try_get(28)?,
-                    error: r.try_get(29)?,
-                    started_at: r.try_get(30)?,
-                    ended_at: r.try_get(31)?,
+                    run_id: r.try_get(20)?,
+                    step_id: r.try_get(21)?,
+                    position: r.try_get(22)?,
+                    kind: r.try_get(23)?,
+                    status: r.try_get(24)?,
+                    attempts: r.try_get(25)?,
+                    due_at: r.try_get(26)?,
+                    lease_owner: r.try_get(27)?,
+                    lease_expires_at: r.try_get(28)?,
+                    output: r.try_get(29)?,
+                    error: r.try_get(30)?,
+                    started_at: r.try_get(31)?,
+                    ended_at: r.try_get(32)?,
                 });
             }
         }

@@ -62,6 +62,11 @@ pub struct Concurrency {
     pub limit: u32,
     #[serde(default)]
     pub on_limit: OnLimit,
+    /// A template over `input` (`{{input.customer_id}}`): the limit then
+    /// holds per value, among the runs with the same key. A run whose key
+    /// renders to null is not limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// What a start beyond the concurrency limit does.
@@ -73,6 +78,9 @@ pub enum OnLimit {
     Queue,
     /// The start is refused with 409 naming a running run.
     Reject,
+    /// The oldest unfinished runs (queued or running) are cancelled to make
+    /// room: the newest start wins (debounce).
+    Replace,
 }
 
 /// Most runs a concurrency limit may allow.
@@ -252,6 +260,14 @@ impl Definition {
             problems.push(Problem::workflow(format!(
                 "concurrency.limit must be 1 to {MAX_CONCURRENCY}"
             )));
+        }
+        if let Some(key) = self.concurrency.as_ref().and_then(|c| c.key.as_ref()) {
+            let one = BTreeMap::from([("key".to_owned(), key.clone())]);
+            problems.extend(
+                super::labels::check_templates(&one)
+                    .into_iter()
+                    .map(|p| Problem::workflow(p.replace("labels", "concurrency"))),
+            );
         }
         if self.min_interval_ms == Some(0) {
             problems.push(Problem::workflow(

@@ -14,7 +14,7 @@ use crate::db::{self, presets::PresetRow};
 pub const MAX_LABELS: usize = 20;
 /// Longest label name, in bytes.
 pub const MAX_NAME: usize = 64;
-/// Longest label value, in bytes.
+/// Longest label value, in characters.
 pub const MAX_VALUE: usize = 256;
 /// Most labels one `GET /v1/runs` filters by.
 pub const MAX_FILTERS: usize = 5;
@@ -47,10 +47,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// Why a label value is refused, if it is.
 pub fn check_value(name: &str, value: &str) -> Result<(), String> {
-    if value.is_empty() || value.len() > MAX_VALUE {
+    let length = value.chars().count();
+    if length == 0 || length > MAX_VALUE {
         return Err(format!(
-            "label {name:?} must have a value of 1-{MAX_VALUE} bytes, found {}",
-            value.len()
+            "label {name:?} must have a value of 1-{MAX_VALUE} characters, found {length}"
         ));
     }
     if value.chars().any(char::is_control) {

@@ -70,6 +70,9 @@ pub enum EngineError {
     InvalidDefinition(Vec<Problem>),
     #[error("{0}")]
     InvalidInput(String),
+    /// A run this needs to change is being written elsewhere: try again.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }

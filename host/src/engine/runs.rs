@@ -19,6 +19,9 @@ pub(crate) struct PendingCount {
     count: i64,
 }
 
+/// How many times a start that replaces busy runs is tried (20 ms apart).
+const BUSY_TRIES: usize = 250;
+
 /// How long a count of a tenant's pending runs is used.
 const PENDING_COUNT_TTL: Duration = Duration::from_secs(1);
 
@@ -102,6 +105,7 @@ pub enum Started {
 }
 
 /// A run checked against its workflow, ready to be inserted.
+#[derive(Clone)]
 pub(crate) struct Prepared {
     definition: std::sync::Arc<definition::Definition>,
     version: String,
@@ -112,6 +116,8 @@ pub(crate) struct Prepared {
     pub(crate) labels: Labels,
     /// A re-run: the run it re-runs and the steps whose records it keeps.
     pub(crate) rerun: Option<(String, Vec<StepRow>)>,
+    /// The workflow's `concurrency.key` rendered over the input.
+    concurrency_key: Option<String>,
 }
 
 impl Prepared {
@@ -162,6 +168,45 @@ impl Engine {
             .await?
             .with_labels(labels)?;
         prepared.caller_trace = traceparent.map(str::to_owned);
+        let replaces = prepared
+            .definition
+            .concurrency
+            .as_ref()
+            .is_some_and(|c| c.on_limit == definition::OnLimit::Replace);
+        if !replaces {
+            return self.start_prepared(tenant, workflow, prepared, key).await;
+        }
+        // A start that replaces a run being written elsewhere tries again.
+        let mut last = None;
+        for _ in 0..BUSY_TRIES {
+            match self
+                .start_prepared(tenant, workflow, prepared.clone(), key)
+                .await
+            {
+                // A run it replaces is being written, or Postgres broke a
+                // deadlock with a claim of that run's step: again.
+                Err(e @ EngineError::Busy(_)) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(EngineError::Db(e)) if e.is_retryable() => {
+                    last = Some(EngineError::Busy(e.to_string()));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+        Err(last.expect("tried at least once"))
+    }
+
+    /// [`Self::start_run`] once its run is prepared.
+    async fn start_prepared(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        prepared: Prepared,
+        key: Option<StartKey<'_>>,
+    ) -> Result<Started, EngineError> {
         // A transaction by hand: without overlap control, BEGIN, the writes
         // and COMMIT go to the writer's thread in one round trip.
         let mut conn = db::HandTx::new(self.db.writer().await?);
@@ -301,6 +346,20 @@ impl Engine {
                 .map_err(|e| EngineError::InvalidInput(format!("the workflow's labels: {e}")))?,
             None => Labels::new(),
         };
+        let concurrency_key = match definition.concurrency.as_ref().and_then(|c| c.key.clone()) {
+            Some(template) => {
+                let one = std::collections::BTreeMap::from([("key".to_owned(), template)]);
+                labels::render(&one, &input)
+                    .map_err(|e| {
+                        EngineError::InvalidInput(format!(
+                            "the workflow's concurrency.{}",
+                            e.trim_start_matches("labels.")
+                        ))
+                    })?
+                    .remove("key")
+            }
+            None => None,
+        };
         Ok(Prepared {
             definition,
             version: found.version.version.to_string(),
@@ -308,6 +367,7 @@ impl Engine {
             caller_trace: None,
             labels,
             rerun: None,
+            concurrency_key,
         })
     }
 
@@ -333,6 +393,7 @@ impl Engine {
             caller_trace,
             labels,
             rerun,
+            concurrency_key,
         } = prepared;
         let now = db::now_ms();
         let reads = matches!(origin, Origin::Manual(_)) && definition.min_interval_ms.is_some()
@@ -360,20 +421,34 @@ impl Engine {
         }
         let mut queued = false;
         if let Some(limit) = &definition.concurrency {
-            let (active, oldest) = db::runs::active_of_workflow(tx, tenant, workflow).await?;
+            // With a key, the limit holds among the runs with the same key;
+            // a run whose key rendered to null is not limited.
+            let keyed = limit.key.is_some();
+            let key = concurrency_key.as_deref();
+            let (active, oldest) = if keyed && key.is_none() {
+                (0, None)
+            } else {
+                db::runs::active_of_workflow(tx, tenant, workflow, key).await?
+            };
             if active >= i64::from(limit.limit) {
                 let oldest = oldest.unwrap_or_default();
+                let of_key = key.map(|k| format!(" with key {k:?}")).unwrap_or_default();
                 match limit.on_limit {
                     definition::OnLimit::Reject => {
                         return Err(EngineError::Overlap {
                             message: format!(
-                                "workflow {workflow:?} allows {} unfinished run(s) at once and has {active}; run {oldest} is still going",
+                                "workflow {workflow:?} allows {} unfinished run(s){of_key} at once and has {active}; run {oldest} is still going",
                                 limit.limit
                             ),
                             run_id: oldest,
                         });
                     }
                     definition::OnLimit::Queue => queued = true,
+                    definition::OnLimit::Replace => {
+                        let excess = active - i64::from(limit.limit) + 1;
+                        self.replace_oldest(tx, tenant, workflow, key, excess, now)
+                            .await?;
+                    }
                 }
             }
         }
@@ -395,6 +470,7 @@ impl Engine {
             Origin::Manual(_) | Origin::Rerun => None,
         };
         run.labels = labels::to_column(&labels);
+        run.concurrency_key = concurrency_key;
         let (rerun_of, reused) = rerun.unzip();
         run.rerun_of = rerun_of;
         let mut steps: Vec<StepRow> = definition
@@ -469,7 +545,8 @@ impl Engine {
         }
         writes.execute(tx).await?;
         if ended {
-            self.release_queued(tx, &run.tenant_id, &run.workflow_key, now)
+            let key = run.concurrency_key.as_deref();
+            self.release_queued(tx, &run.tenant_id, &run.workflow_key, key, now)
                 .await?;
             if own_transaction {
                 db::runs::Writes::default().commit().execute(tx).await?;
@@ -478,18 +555,20 @@ impl Engine {
         Ok(run)
     }
 
-    /// After a run of `workflow` ended in `tx`: starts queued runs of that
-    /// workflow, oldest first, while the limit allows.
+    /// After a run of `workflow` with concurrency key `key` ended in `tx`:
+    /// starts queued runs of that workflow and key, oldest first, while the
+    /// limit allows.
     pub(crate) async fn release_queued(
         &self,
         tx: &mut db::Conn,
         tenant: &str,
         workflow: &str,
+        key: Option<&str>,
         now: i64,
     ) -> Result<(), EngineError> {
         db::lock(tx, &db::workflow_lock(tenant, workflow)).await?;
         // A released run can end at once (every step skipped): go on then.
-        while let Some(run) = self.release_one(tx, tenant, workflow, now).await? {
+        while let Some(run) = self.release_one(tx, tenant, workflow, key, now).await? {
             self.changed(&run.id);
             if !run_is_terminal(&run.status) {
                 break;
@@ -503,9 +582,10 @@ impl Engine {
         tx: &mut db::Conn,
         tenant: &str,
         workflow: &str,
+        key: Option<&str>,
         now: i64,
     ) -> Result<Option<RunRow>, EngineError> {
-        let Some(mut run) = db::runs::oldest_queued(tx, tenant, workflow).await? else {
+        let Some(mut run) = db::runs::oldest_queued(tx, tenant, workflow, key).await? else {
             return Ok(None);
         };
         let definition = self.definition_for_run(&run).await?;
@@ -513,7 +593,7 @@ impl Engine {
             .concurrency
             .as_ref()
             .map_or(u32::MAX, |c| c.limit);
-        let (active, _) = db::runs::active_of_workflow(tx, tenant, workflow).await?;
+        let (active, _) = db::runs::active_of_workflow(tx, tenant, workflow, key).await?;
         if active >= i64::from(limit) {
             return Ok(None);
         }
@@ -640,9 +720,30 @@ impl Engine {
                 run.status
             )));
         }
+        let run = self.stop_locked(&mut tx, run, how, reason, now).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        if how != Stop::Cancel {
+            self.interrupt(id);
+        }
+        self.changed(id);
+        Ok(run)
+    }
+
+    /// Stops `run`, already locked in `tx` and unfinished, in `tx`.
+    async fn stop_locked(
+        &self,
+        tx: &mut db::Conn,
+        run: RunRow,
+        how: Stop,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<RunRow, EngineError> {
+        // Now that the run is held: a lock waited for must not make it end
+        // before what its holder wrote.
+        let now = now.max(db::now_ms());
         let original_run = run.clone();
         let mut run = run;
-        let original = db::runs::steps_of(&mut tx, id).await?;
+        let original = db::runs::steps_of(tx, &run.id).await?;
         let mut steps = original.clone();
         let (status, event, kind, message) = match how {
             Stop::Cancel => (
@@ -675,22 +776,48 @@ impl Engine {
         }
         run.error = Some(error.to_string());
         let events = [Event::run(event, data)];
-        self.write_changes(
-            &mut tx,
-            &original_run,
-            &run,
-            &original,
-            &steps,
-            &events,
-            now,
-        )
-        .await?;
-        tx.commit().await.map_err(DbError::from)?;
-        if how != Stop::Cancel {
-            self.interrupt(id);
-        }
-        self.changed(id);
+        self.write_changes(tx, &original_run, &run, &original, &steps, &events, now)
+            .await?;
         Ok(run)
+    }
+
+    /// Cancels the `excess` oldest unfinished runs of `workflow` with
+    /// concurrency key `key` (`on_limit: replace`), in `tx`, which holds
+    /// the workflow's lock. A run another transaction holds (its attempt
+    /// being recorded) makes this [`EngineError::Busy`]: the start is tried
+    /// again, never waiting for a run's lock while holding the workflow's
+    /// (a recorder takes them in the other order).
+    async fn replace_oldest(
+        &self,
+        tx: &mut db::Conn,
+        tenant: &str,
+        workflow: &str,
+        key: Option<&str>,
+        excess: i64,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let older = match key {
+            Some(key) => db::runs::unfinished_with_key(tx, tenant, workflow, key).await?,
+            None => db::runs::active_of_workflow(tx, tenant, workflow, None)
+                .await?
+                .1
+                .into_iter()
+                .collect(),
+        };
+        for id in older.iter().take(usize::try_from(excess).unwrap_or(0)) {
+            let Some(run) = db::runs::try_lock_run(tx, id).await? else {
+                return Err(EngineError::Busy(format!(
+                    "run {id}, which this start replaces, is being written; try again"
+                )));
+            };
+            if run_is_terminal(&run.status) {
+                continue;
+            }
+            self.stop_locked(tx, run, Stop::Cancel, Some("replaced by a newer run"), now)
+                .await?;
+            self.changed(id);
+        }
+        Ok(())
     }
 
     /// Resumes a paused step, completes one by hand, or retries a failed one.

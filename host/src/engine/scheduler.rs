@@ -1063,10 +1063,16 @@ impl Engine {
         writes.append_events(&events, now);
         // Each workflow once, in order: releasing takes the workflow's lock,
         // and two transactions taking locks in one order never deadlock.
-        let mut ended: Vec<(&str, &str)> = runs
+        let mut ended: Vec<(&str, &str, Option<&str>)> = runs
             .iter()
             .filter(|c| run_is_terminal(&c.run.status) && !run_is_terminal(&c.original_run.status))
-            .map(|c| (c.run.tenant_id.as_str(), c.run.workflow_key.as_str()))
+            .map(|c| {
+                (
+                    c.run.tenant_id.as_str(),
+                    c.run.workflow_key.as_str(),
+                    c.run.concurrency_key.as_deref(),
+                )
+            })
             .collect();
         ended.sort_unstable();
         ended.dedup();
@@ -1076,8 +1082,8 @@ impl Engine {
             return Ok(());
         }
         writes.execute(tx).await?;
-        for (tenant, workflow) in ended {
-            self.release_queued(tx, tenant, workflow, now).await?;
+        for (tenant, workflow, key) in ended {
+            self.release_queued(tx, tenant, workflow, key, now).await?;
         }
         db::runs::Writes::default().commit().execute(tx).await?;
         Ok(())
@@ -1104,7 +1110,8 @@ impl Engine {
         if run_is_terminal(&run.status) && !run_is_terminal(&original_run.status) {
             // Written, about to be committed by the caller.
             crate::telemetry::run_ended(run);
-            self.release_queued(tx, &run.tenant_id, &run.workflow_key, now)
+            let key = run.concurrency_key.as_deref();
+            self.release_queued(tx, &run.tenant_id, &run.workflow_key, key, now)
                 .await?;
         }
         Ok(())
