@@ -368,7 +368,7 @@ async fn a_rerun_keeps_the_steps_before_and_runs_the_rest_with_new_input() {
         .iter()
         .find(|e| e["type"] == "run.rerun")
         .unwrap_or_else(|| panic!("{events}"));
-    assert_eq!(rerun_event["data"]["run_id"], new);
+    assert_eq!(rerun_event["data"]["rerun_id"], new);
     let (_, events) = s.get(&format!("/v1/runs/{new}/events?limit=100")).await;
     assert_eq!(events["items"][0]["data"]["rerun_of"], old);
     assert_eq!(
@@ -635,21 +635,14 @@ async fn a_concurrency_key_limits_runs_per_customer_and_queues_in_order() {
     let runs = all_finished(&s, "per-customer", 200).await;
     for key in 0..10 {
         let customer = format!("c-{key}");
-        let mut of_key: Vec<&Value> = runs
+        let of_key: Vec<&Value> = runs
             .iter()
             .filter(|r| r["concurrency_key"] == customer.as_str())
             .collect();
         assert_eq!(of_key.len(), 20, "{customer}");
         assert!(of_key.iter().all(|r| r["status"] == "completed"));
         // Never two at once, and in the order they were started.
-        of_key.sort_by_key(|r| r["id"].as_str().unwrap().to_owned());
-        for pair in of_key.windows(2) {
-            let (earlier, later) = (pair[0], pair[1]);
-            assert!(
-                later["started_at"].as_str().unwrap() >= earlier["ended_at"].as_str().unwrap(),
-                "{customer}: {earlier} overlaps {later}"
-            );
-        }
+        common::assert_one_at_a_time_in_order(&customer, of_key);
     }
 }
 
@@ -748,4 +741,100 @@ async fn a_replacing_key_leaves_only_the_newest_run_and_reject_refuses() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("concurrency.key"), "{body}");
+}
+
+#[tokio::test]
+async fn a_rate_limit_lets_some_steps_wait_for_the_next_minute_and_none_fail() {
+    let s = shared();
+    s.publish(json!({"key": "partner-call", "name": "Partner call",
+        "steps": [{"id": "call", "uses": "testkit@0", "config": {"mode": "echo"},
+                   "rate_limit": {"key": "partner:{{input.partner}}", "per_minute": 3}}]}))
+        .await;
+    // All five starts within one minute.
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second >= 45 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let run = start(
+            &s,
+            json!({"workflow": "partner-call", "input": {"partner": "acme"}}),
+        )
+        .await;
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    // Another key has its own allowance.
+    let other = start(
+        &s,
+        json!({"workflow": "partner-call", "input": {"partner": "globex"}}),
+    )
+    .await;
+    let other = other["id"].as_str().unwrap().to_owned();
+    s.wait_until(&other, Duration::from_secs(20), |r| {
+        r["status"] == "completed"
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (done, waiting) = loop {
+        let mut done = Vec::new();
+        let mut waiting = Vec::new();
+        for id in &ids {
+            let (_, run) = s.get(&format!("/v1/runs/{id}")).await;
+            if run["status"] == "completed" {
+                done.push(run);
+            } else if step(&run, "call")["attempt_log"][0]["status"] == "rate_limited" {
+                waiting.push(run);
+            }
+        }
+        if done.len() == 3 && waiting.len() == 2 {
+            break (done, waiting);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} done, {} waiting",
+            done.len(),
+            waiting.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for run in &waiting {
+        let call = step(run, "call");
+        assert_eq!(call["status"], "ready", "{run}");
+        assert_eq!(call["attempts"], 0, "a deferral is not an attempt: {run}");
+        let error = call["attempt_log"][0]["error"].as_str().unwrap();
+        assert!(
+            error.contains("rate limit \"partner:acme\" is used up"),
+            "{error}"
+        );
+    }
+    assert!(done.iter().all(|r| step(r, "call")["attempts"] == 1));
+    // The next minute they run: waiting, never failing.
+    for run in &waiting {
+        let id = run["id"].as_str().unwrap();
+        let finished = s
+            .wait_until(id, Duration::from_secs(75), |r| r["status"] == "completed")
+            .await;
+        assert_eq!(step(&finished, "call")["attempts"], 1, "{finished}");
+        let (_, events) = s.get(&format!("/v1/runs/{id}/events?limit=100")).await;
+        assert!(
+            events["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == "step.rate_limited"),
+            "{events}"
+        );
+    }
+    // A limit of nothing is refused at save.
+    let (status, body) = s
+        .post("/v1/workflows", json!({"key": "bad-rate", "name": "Bad",
+            "steps": [{"id": "a", "uses": "testkit@0", "rate_limit": {"key": "x", "per_minute": 0}}]}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string()
+            .contains("rate_limit.per_minute must be 1 to 1000000"),
+        "{body}"
+    );
 }

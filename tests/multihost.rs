@@ -701,19 +701,74 @@ async fn three_hosts_hold_a_concurrency_key_limit() {
             .push(run);
     }
     assert_eq!(by_key.len(), 6);
-    for (key, mut of_key) in by_key {
+    for (key, of_key) in by_key {
         assert_eq!(of_key.len(), 15, "{key}");
-        of_key.sort_by_key(|r| r["id"].as_str().unwrap().to_owned());
-        for pair in of_key.windows(2) {
-            assert!(
-                pair[1]["started_at"].as_str().unwrap() >= pair[0]["ended_at"].as_str().unwrap(),
-                "{key}: {} overlaps {}",
-                pair[0],
-                pair[1]
-            );
-        }
+        common::assert_one_at_a_time_in_order(&key, of_key);
     }
     let latest: Vec<&Value> = runs.iter().filter(|r| r["workflow"] == "latest").collect();
     let completed = latest.iter().filter(|r| r["status"] == "completed").count();
     assert_eq!(completed, 1, "one replacing start wins: {latest:?}");
+}
+
+/// A step's rate limit is one count in the database: 12 runs started
+/// through three hosts within one minute, a limit of 5 a minute for their
+/// key: 5 run, 7 wait for the next minute (none fails, none runs twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_share_a_rate_limit() {
+    if !pg::available() {
+        return;
+    }
+    let (hosts, _dirs, _url) = three_hosts("rates", &["--db-max-connections", "4"]).await;
+    hosts[0]
+        .publish(json!({"key": "partner", "name": "Partner",
+            "steps": [{"id": "call", "uses": "testkit@0", "config": {"mode": "echo"},
+                       "rate_limit": {"key": "partner", "per_minute": 5}}]}))
+        .await;
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second >= 40 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    let starts = (0..12).map(|i| {
+        let host = &hosts[i % 3];
+        async move {
+            let (status, run) = host
+                .post(
+                    "/v1/runs",
+                    json!({"workflow": "partner", "input": {"i": i}}),
+                )
+                .await;
+            assert_eq!(status, 202, "{run}");
+            run["id"].as_str().unwrap().to_owned()
+        }
+    });
+    let ids = futures::future::join_all(starts).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut completed = 0;
+        let mut waiting = 0;
+        for id in &ids {
+            let (_, run) = hosts[2].get(&format!("/v1/runs/{id}")).await;
+            let call = step(&run, "call");
+            if run["status"] == "completed" {
+                completed += 1;
+            } else if call["status"] == "ready"
+                && call["attempt_log"][0]["status"] == "rate_limited"
+            {
+                waiting += 1;
+            }
+            assert_ne!(run["status"], "failed", "{run}");
+        }
+        assert!(
+            completed <= 5,
+            "{completed} ran in one minute with a limit of 5"
+        );
+        if completed == 5 && waiting == 7 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{completed} completed, {waiting} waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

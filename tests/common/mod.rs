@@ -329,3 +329,27 @@ pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
         .and_then(|steps| steps.iter().find(|s| s["id"] == id))
         .unwrap_or_else(|| panic!("no step {id} in {run}"))
 }
+
+/// Runs limited to one at a time (a concurrency key): in the order they
+/// started, none starts before the previous one ended, and after the first
+/// (which may have taken the workflow's lock before runs created earlier)
+/// they start in the order queued runs are released, creation time then id.
+pub fn assert_one_at_a_time_in_order(key: &str, mut runs: Vec<&Value>) {
+    let text = |r: &Value, field: &str| r[field].as_str().unwrap_or_default().to_owned();
+    runs.sort_by_key(|r| text(r, "started_at"));
+    for pair in runs.windows(2) {
+        let (earlier, later) = (pair[0], pair[1]);
+        assert!(
+            text(later, "started_at") >= text(earlier, "ended_at"),
+            "{key}: {earlier} overlaps {later}"
+        );
+    }
+    for pair in runs[1.min(runs.len())..].windows(2) {
+        let (earlier, later) = (pair[0], pair[1]);
+        assert!(
+            (text(earlier, "created_at"), text(earlier, "id"))
+                <= (text(later, "created_at"), text(later, "id")),
+            "{key}: {later} was created first but started after {earlier}"
+        );
+    }
+}

@@ -33,3 +33,13 @@ CREATE TABLE presets (
     updated_at   BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, workflow_key, name)
 );
+
+-- Steps' rate limits: how many attempts each key of a tenant started in a
+-- minute (window_start in ms, a multiple of 60000). Old windows are swept.
+CREATE TABLE rate_windows (
+    tenant_id    TEXT COLLATE "C" NOT NULL,
+    key          TEXT COLLATE "C" NOT NULL,
+    window_start BIGINT NOT NULL,
+    used         BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, key, window_start)
+);

@@ -33,3 +33,13 @@ CREATE TABLE presets (
     updated_at   INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, workflow_key, name)
 );
+
+-- Steps' rate limits: how many attempts each key of a tenant started in a
+-- minute (window_start in ms, a multiple of 60000). Old windows are swept.
+CREATE TABLE rate_windows (
+    tenant_id    TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    used         INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, key, window_start)
+) WITHOUT ROWID;

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::db::runs::{AttemptRow, EventRow, RunRow, StepRow};
 use crate::db::workflows::{Version, Workflow};
+use crate::engine::advance::run_is_terminal;
 use crate::engine::rfc3339;
 use crate::engine::runs::{Detail, RunView};
 
@@ -158,6 +159,19 @@ pub struct StepDoc {
     pub timeout_ms: Option<u64>,
     #[schema(value_type = Option<CatchDoc>)]
     pub catch: Option<Value>,
+    pub rate_limit: Option<RateLimitDoc>,
+}
+
+/// At most `per_minute` attempts a minute among the tenant's steps whose
+/// `key` renders the same (a template like `config`: `"{{input.partner}}"`);
+/// over it a step waits for the next minute, it never fails.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the shape; the engine parses it")]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitDoc {
+    pub key: String,
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub per_minute: u32,
 }
 
 /// A step's `if`: an expression such as `"{{steps.a.output.n}} > 0"` or
@@ -323,7 +337,8 @@ pub struct LogLineOut {
 pub struct StepOut {
     pub id: String,
     pub kind: String,
-    /// pending, ready, running, paused, completed, skipped, failed or cancelled.
+    /// pending, ready, held (its run paused by an operator), running,
+    /// paused, completed, skipped, failed or cancelled.
     pub status: String,
     pub attempts: i64,
     pub started_at: Option<String>,
@@ -444,7 +459,11 @@ impl RunOut {
             schedule_id: run.schedule_id.clone(),
             labels: run.label_map(),
             rerun_of: run.rerun_of.clone(),
-            held_at: run.held_at.map(rfc3339),
+            // A pause ends with the run.
+            held_at: run
+                .held_at
+                .filter(|_| !run_is_terminal(&run.status))
+                .map(rfc3339),
             concurrency_key: run.concurrency_key.clone(),
             steps: None,
         }

@@ -243,15 +243,24 @@ struct ListQuery {
 impl ListQuery {
     fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, ApiError> {
         let mut query = Self::default();
+        let once = |slot: &mut Option<String>, name: &str, value: String| {
+            if slot.is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "Failed to deserialize query string: duplicate field `{name}` (only label may repeat)"
+                )));
+            }
+            *slot = Some(value);
+            Ok(())
+        };
         for (name, value) in pairs {
             match name.as_str() {
-                "workflow" => query.workflow = Some(value),
-                "status" => query.status = Some(value),
-                "cursor" => query.cursor = Some(value),
+                "workflow" => once(&mut query.workflow, &name, value)?,
+                "status" => once(&mut query.status, &name, value)?,
+                "cursor" => once(&mut query.cursor, &name, value)?,
                 "limit" => {
                     query.limit = Some(value.parse().map_err(|_| {
                         ApiError::BadRequest(format!(
-                            "Failed to deserialize query string: limit: invalid digit in {value:?}"
+                            "Failed to deserialize query string: limit must be an integer from 1 to 100, found {value:?}"
                         ))
                     })?);
                 }
@@ -389,7 +398,7 @@ async fn status(
         current_steps: view
             .steps
             .iter()
-            .filter(|s| matches!(s.status.as_str(), "running" | "ready" | "paused"))
+            .filter(|s| matches!(s.status.as_str(), "running" | "ready" | "held" | "paused"))
             .map(|s| s.step_id.clone())
             .collect(),
     }))
@@ -653,8 +662,10 @@ async fn control(
 
 /// Pauses the run: no new step starts (ready steps become `held`, and so
 /// does every step that becomes ready later); attempts under way finish and
-/// are recorded. The run keeps its status and gets `held_at`; a `run.held`
-/// event carries the optional `reason`. Pausing a paused run changes
+/// are recorded; a human step that would pause is held too (no task until
+/// it is unpaused). The run keeps its status (a run waiting for a person
+/// stays `paused`) and gets `held_at`; a `run.held` event carries the
+/// optional `reason`. Pausing a run that already has `held_at` changes
 /// nothing. Cancel and terminate still work; `max_duration_ms` still counts.
 #[utoipa::path(post, path = "/v1/runs/{id}/pause", tag = "runs", params(("id" = String, Path)), request_body(content = Terminate, description = "Optional reason"),
     responses((status = 200, body = RunOut), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc, description = "The run is finished")))]
@@ -747,7 +758,8 @@ async fn resume(
 /// old run's feed gets `run.rerun`. Only a finished run can be re-run.
 #[utoipa::path(post, path = "/v1/runs/{id}/rerun", tag = "runs", params(("id" = String, Path), IdempotencyKey), request_body = RerunRun,
     responses((status = 201, body = RunOut), (status = 404, body = ProblemDoc),
-        (status = 409, body = ProblemDoc, description = "The run is not finished, or the workflow refuses runs past its concurrency limit"),
+        (status = 409, body = ProblemDoc, description = "The run is not finished, the workflow is archived, or it refuses runs past its concurrency limit"),
+        (status = 429, body = ProblemDoc, description = "The tenant already has `--tenant-max-pending` runs waiting to start"),
         (status = 422, body = ProblemDoc, description = "An unknown step, or input that does not match the workflow's input_schema")))]
 async fn rerun(
     State(state): State<AppState>,
@@ -774,7 +786,9 @@ async fn rerun(
 
 /// Retries every failed step of each failed run of a workflow (those that
 /// failed at or after `since`, if given), newest first, at most 500 runs a
-/// call: `more` says to call again.
+/// call (and 5,000 looked at): `more` says to call again. A run it cannot
+/// retry (past its `max_duration_ms`, no room under the workflow's
+/// concurrency limit) is listed in `not_retried` and passed over.
 #[utoipa::path(post, path = "/v1/runs:retry-failed", tag = "runs", request_body = RetryFailed,
     responses((status = 200, body = RetryFailedOut), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn retry_failed(

@@ -722,3 +722,38 @@ pub async fn kv_entries(
         .map(|r| (r.get("key"), r.get("value"), r.get("updated_at")))
         .collect())
 }
+
+/// Takes one of `per_minute` places of the rate-limit window starting at
+/// `window_start` for `tenant`'s `key`; false when the window is full. One
+/// statement, atomic on both backends (concurrent takers across hosts
+/// serialize on the window's row).
+pub async fn take_rate(
+    conn: &mut Conn,
+    tenant: &str,
+    key: &str,
+    window_start: i64,
+    per_minute: i64,
+) -> Result<bool, DbError> {
+    let taken: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO rate_windows (tenant_id, key, window_start, used) VALUES ($1, $2, $3, 1)
+         ON CONFLICT (tenant_id, key, window_start)
+         DO UPDATE SET used = rate_windows.used + 1 WHERE rate_windows.used < $4
+         RETURNING used",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(window_start)
+    .bind(per_minute)
+    .fetch_optional(conn)
+    .await?;
+    Ok(taken.is_some())
+}
+
+/// Deletes rate-limit windows that started before `before` (ms).
+pub async fn sweep_rate_windows(conn: &mut Conn, before: i64) -> Result<u64, DbError> {
+    let done = sqlx::query("DELETE FROM rate_windows WHERE window_start < $1")
+        .bind(before)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}

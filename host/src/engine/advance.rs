@@ -102,6 +102,26 @@ impl template::Steps for StepRecords<'_> {
     }
 }
 
+/// Calls `f` with the scope a template in a step of `run` sees: the run's
+/// input, its steps' records (decoded as templates refer to them), the
+/// run's record and, in a catch step, the failure.
+pub fn with_scope<T>(
+    run: &RunRow,
+    steps: &[StepRow],
+    failure: Option<&Value>,
+    f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
+) -> T {
+    let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
+    let records = StepRecords::new(steps);
+    let run_value = run_record(run);
+    f(&crate::engine::template::Scope {
+        input: &input,
+        steps: &records,
+        run: &run_value,
+        failure,
+    })
+}
+
 pub fn run_record(run: &RunRow) -> Value {
     json!({
         "id": run.id,
@@ -143,6 +163,11 @@ pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i
                     step.error = Some(error.to_string());
                     events.push(Event::step("step.failed", &step.step_id, error));
                 }
+                // Paused by an operator: a human step waits too, with no
+                // task yet (decided again once unpaused).
+                Decision::Pause(_) if run.held_at.is_some() => {
+                    step.status = "held".into();
+                }
                 Decision::Pause(kind) => {
                     step.status = "paused".into();
                     step.started_at = Some(now);
@@ -165,7 +190,8 @@ pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i
 }
 
 /// While an operator has paused the run, its ready steps are `held`: out of
-/// the claim's reach, with their due times kept for when it is unpaused.
+/// the claim's reach, with their due times kept for when it is unpaused
+/// (human steps that would pause are held by `advance` itself).
 pub fn hold_ready(run: &RunRow, steps: &mut [StepRow]) {
     if run.held_at.is_none() {
         return;
@@ -422,6 +448,7 @@ mod tests {
             retry: None,
             timeout_ms: None,
             catch: None,
+            rate_limit: None,
         }
     }
 

@@ -16,11 +16,23 @@ use crate::mail::SmtpRelay;
 const RETENTION_BATCH: i64 = 500;
 
 impl Engine {
+    /// Fails runs past their `max_duration_ms` (every second) and sweeps
+    /// rate-limit windows past use (every minute).
     pub(crate) async fn watch_deadlines(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
+        for tick in 0u64.. {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 () = shutdown.cancelled() => return,
+            }
+            if tick % 60 == 0 {
+                let before = db::now_ms() - 2 * super::scheduler::RATE_WINDOW_MS;
+                let swept = async {
+                    let mut conn = self.db.writer().await?;
+                    db::state::sweep_rate_windows(&mut conn, before).await
+                };
+                if let Err(e) = swept.await {
+                    tracing::warn!(error = %e, "could not sweep rate-limit windows");
+                }
             }
             let overdue = match self.db.reader().await {
                 Ok(mut conn) => db::runs::overdue_runs(&mut conn, db::now_ms())

@@ -113,7 +113,23 @@ pub struct StepDef {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch: Option<CatchDef>,
+    /// At most `per_minute` attempts a minute among the tenant's steps with
+    /// the same key; over it the step waits for the next minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
+
+/// A step's rate limit: a key (a template, rendered like `config`) shared
+/// by every step of the tenant that names it, and its allowance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub key: String,
+    pub per_minute: u32,
+}
+
+/// Most attempts a minute a rate limit may allow.
+pub const MAX_PER_MINUTE: u32 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -460,6 +476,26 @@ fn check_step(
     if let Some(config) = &step.config {
         check_refs("config", template::references(config), problems, false);
     }
+    if let Some(limit) = &step.rate_limit {
+        if limit.per_minute == 0 || limit.per_minute > MAX_PER_MINUTE {
+            problems.push(Problem::step(
+                &id,
+                format!("rate_limit.per_minute must be 1 to {MAX_PER_MINUTE}"),
+            ));
+        }
+        if limit.key.trim().is_empty() {
+            problems.push(Problem::step(
+                &id,
+                "rate_limit.key must not be empty".into(),
+            ));
+        }
+        check_refs(
+            "rate_limit.key",
+            template::references(&Value::String(limit.key.clone())),
+            problems,
+            false,
+        );
+    }
     if let Some(condition) = &step.condition {
         check_refs(
             "if",
@@ -681,6 +717,7 @@ mod tests {
             retry: None,
             timeout_ms: None,
             catch: None,
+            rate_limit: None,
         }
     }
 

@@ -118,9 +118,24 @@ pub fn check_templates(labels: &BTreeMap<String, String>) -> Vec<String> {
 }
 
 /// The definition's label templates rendered over `input`. A template
-/// that renders to null (an optional reference to a missing field) sets no
-/// label; numbers and booleans become their text.
+/// that renders to null or to empty text (an optional reference to a
+/// missing field) sets no label; numbers and booleans become their text.
+/// Errors are named `labels.<name>`.
 pub fn render(templates: &BTreeMap<String, String>, input: &Value) -> Result<Labels, String> {
+    let mut labels = Labels::new();
+    for (name, text) in templates {
+        let what = format!("labels.{name}");
+        if let Some(value) = render_one(&what, text, input)? {
+            check_value(name, &value).map_err(|e| format!("{what}: {e}"))?;
+            labels.insert(name.clone(), value);
+        }
+    }
+    Ok(labels)
+}
+
+/// One template over `input` as text, `None` for null or empty text;
+/// errors name it as `what`.
+pub fn render_one(what: &str, text: &str, input: &Value) -> Result<Option<String>, String> {
     let steps = BTreeMap::<String, Value>::new();
     let run = Value::Null;
     let scope = template::Scope {
@@ -129,25 +144,20 @@ pub fn render(templates: &BTreeMap<String, String>, input: &Value) -> Result<Lab
         run: &run,
         failure: None,
     };
-    let mut labels = Labels::new();
-    for (name, text) in templates {
-        let value = template::render(&Value::String(text.clone()), &scope)
-            .map_err(|e| format!("labels.{name}: {e}"))?;
-        let value = match value {
-            Value::Null => continue,
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            other => {
-                return Err(format!(
-                    "labels.{name} must render to text, a number or a boolean, found {other}"
-                ));
-            }
-        };
-        check_value(name, &value)?;
-        labels.insert(name.clone(), value);
-    }
-    Ok(labels)
+    let value = template::render(&Value::String(text.to_owned()), &scope)
+        .map_err(|e| format!("{what}: {e}"))?;
+    Ok(match value {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        other => {
+            return Err(format!(
+                "{what} must render to text, a number or a boolean, found {other}"
+            ));
+        }
+    })
 }
 
 /// `input` with `preset` under it: objects merge key by key (the run's own

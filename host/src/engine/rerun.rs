@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::advance::{self, Event, run_is_terminal};
-use super::definition::Definition;
+use super::definition::{COLLECT_INPUTS, Definition, REQUEST_USER_ACTION};
 use super::runs::{Origin, reopen};
 use super::{Engine, EngineError};
 use crate::db::runs::{RunFilter, RunRow};
@@ -16,6 +16,10 @@ use crate::db::{self, DbError};
 /// Most runs one `retry-failed` call retries; the answer says whether more
 /// matched (call again: retried runs no longer match).
 pub const MAX_RETRY_BATCH: i64 = 500;
+/// Most failed runs one `retry-failed` call looks at (retried or not).
+pub const MAX_RETRY_SCAN: i64 = 5_000;
+/// Failed runs read at a time.
+const RETRY_PAGE: i64 = 200;
 
 /// What a bulk retry did.
 #[derive(Debug, Clone, Default)]
@@ -48,8 +52,8 @@ impl Engine {
     /// A new run of `id`'s workflow version that keeps the records of the
     /// steps `from_step` does not lead to (completed or skipped in `id`)
     /// and runs `from_step` and everything after it, with `input` if given
-    /// (else `id`'s input). The new run carries `id`'s labels and
-    /// `rerun_of: id`.
+    /// (else `id`'s input). The new run carries `id`'s labels (with the
+    /// workflow's own rendered again over new input) and `rerun_of: id`.
     pub async fn rerun(
         &self,
         tenant: &str,
@@ -57,20 +61,31 @@ impl Engine {
         from_step: &str,
         input: Option<Value>,
     ) -> Result<RunRow, EngineError> {
-        let (old, steps) = {
-            let mut conn = self.db.reader().await?;
-            let old = db::runs::get_run(&mut conn, tenant, id)
-                .await?
-                .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
-            let steps = db::runs::steps_of(&mut conn, id).await?;
-            (old, steps)
-        };
+        self.check_backlog(tenant).await?;
+        // A run it replaces (concurrency) may be being written elsewhere.
+        super::runs::until_not_busy(|| self.rerun_once(tenant, id, from_step, input.clone())).await
+    }
+
+    async fn rerun_once(
+        &self,
+        tenant: &str,
+        id: &str,
+        from_step: &str,
+        input: Option<Value>,
+    ) -> Result<RunRow, EngineError> {
+        // The old run locked first and read under the lock: it cannot be
+        // reopened (retried, resumed) while it is copied.
+        let mut tx = self.db.begin().await?;
+        let old = db::runs::locked_run(&mut tx, Some(tenant), id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
         if !run_is_terminal(&old.status) {
             return Err(EngineError::Conflict(format!(
                 "run {id} is {}; only a finished run can be re-run (cancel it first)",
                 old.status
             )));
         }
+        let steps = db::runs::steps_of(&mut tx, id).await?;
         let definition = self.definition_for_run(&old).await?;
         if definition.step(from_step).is_none() {
             let ids: Vec<&str> = definition.steps.iter().map(|s| s.id.as_str()).collect();
@@ -87,6 +102,7 @@ impl Engine {
             .filter(|s| !rerun.contains(&s.step_id))
             .filter(|s| matches!(s.status.as_str(), "completed" | "skipped"))
             .collect();
+        let new_input = input.is_some();
         let input = match input {
             Some(input) => input,
             None => serde_json::from_str(&old.input).unwrap_or(Value::Null),
@@ -99,15 +115,17 @@ impl Engine {
                 input,
             )
             .await?;
-        prepared.labels = old
+        let mut labels: super::labels::Labels = old
             .label_map()
             .into_iter()
             .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
             .collect();
+        if new_input {
+            // What the workflow says the run is about, from the new input.
+            labels.extend(std::mem::take(&mut prepared.labels));
+        }
+        prepared.labels = labels;
         prepared.rerun = Some((old.id.clone(), kept));
-        let mut tx = self.db.begin().await?;
-        // The old run's row lock, taken first: its feed gets an event.
-        db::runs::locked_run(&mut tx, Some(tenant), &old.id).await?;
         let run = self
             .insert_run(
                 &mut tx,
@@ -121,7 +139,7 @@ impl Engine {
         // The old run's feed says where it was re-run.
         let event = Event::run(
             "run.rerun",
-            json!({"run_id": run.id, "from_step": from_step}),
+            json!({"rerun_id": run.id, "from_step": from_step}),
         );
         let rows = super::scheduler::event_rows(&old, std::slice::from_ref(&event));
         let mut writes = db::runs::Writes::default();
@@ -181,8 +199,13 @@ impl Engine {
         } else {
             run.held_at = None;
             for step in steps.iter_mut().filter(|s| s.status == "held") {
-                step.status = "ready".into();
-                step.due_at = Some(step.due_at.unwrap_or(now));
+                if matches!(step.kind.as_str(), COLLECT_INPUTS | REQUEST_USER_ACTION) {
+                    // Decided again: it pauses now, and gets its tasks.
+                    step.status = "pending".into();
+                } else {
+                    step.status = "ready".into();
+                    step.due_at = Some(step.due_at.unwrap_or(now));
+                }
             }
             events.push(Event::run("run.unheld", json!({})));
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
@@ -194,35 +217,51 @@ impl Engine {
 
     /// Retries every failed step of each failed run of `workflow` that
     /// ended at or after `since` (ms), newest first, at most
-    /// [`MAX_RETRY_BATCH`] runs a call.
+    /// [`MAX_RETRY_BATCH`] runs a call. Runs it cannot retry are passed
+    /// over (and reported), so they never hide older ones; at most
+    /// [`MAX_RETRY_SCAN`] runs are looked at a call.
     pub async fn retry_failed(
         &self,
         tenant: &str,
         workflow: &str,
         since: Option<i64>,
     ) -> Result<Retried, EngineError> {
-        let failed = {
-            let mut conn = self.db.reader().await?;
-            let filter = RunFilter {
-                workflow: Some(workflow),
-                status: Some("failed"),
-                ended_since: since,
-                ..RunFilter::default()
+        let mut out = Retried::default();
+        let mut cursor: Option<String> = None;
+        let mut scanned = 0;
+        loop {
+            let page = {
+                let mut conn = self.db.reader().await?;
+                let filter = RunFilter {
+                    workflow: Some(workflow),
+                    status: Some("failed"),
+                    ended_since: since,
+                    ..RunFilter::default()
+                };
+                db::runs::list_runs(&mut conn, tenant, filter, cursor.as_deref(), RETRY_PAGE)
+                    .await?
             };
-            db::runs::list_runs(&mut conn, tenant, filter, None, MAX_RETRY_BATCH + 1).await?
-        };
-        let mut out = Retried {
-            more: failed.len() as i64 > MAX_RETRY_BATCH,
-            ..Retried::default()
-        };
-        for run in failed.iter().take(MAX_RETRY_BATCH as usize) {
-            match self.retry_run(tenant, &run.id).await {
-                Ok(()) => out.retried.push(run.id.clone()),
-                Err(EngineError::Db(e)) => return Err(EngineError::Db(e)),
-                Err(e) => out.not_retried.push((run.id.clone(), e.to_string())),
+            for run in &page {
+                if out.retried.len() as i64 == MAX_RETRY_BATCH {
+                    out.more = true;
+                    return Ok(out);
+                }
+                match self.retry_run(tenant, &run.id).await {
+                    Ok(()) => out.retried.push(run.id.clone()),
+                    Err(EngineError::Db(e)) => return Err(EngineError::Db(e)),
+                    Err(e) => out.not_retried.push((run.id.clone(), e.to_string())),
+                }
             }
+            scanned += page.len() as i64;
+            if (page.len() as i64) < RETRY_PAGE {
+                return Ok(out);
+            }
+            if scanned >= MAX_RETRY_SCAN {
+                out.more = true;
+                return Ok(out);
+            }
+            cursor = page.last().map(|r| r.id.clone());
         }
-        Ok(out)
     }
 
     /// Retries every failed step of a failed run, in one transaction.
@@ -242,6 +281,24 @@ impl Engine {
             )));
         }
         let definition = self.definition_for_run(&run).await?;
+        if let Some(limit) = &definition.concurrency {
+            // A retried run is unfinished again: it counts like a start
+            // (run lock, then the workflow's, as a recorder takes them).
+            let keyed = limit.key.is_some();
+            let key = run.concurrency_key.as_deref();
+            if !(keyed && key.is_none()) {
+                db::lock(&mut tx, &db::workflow_lock(tenant, &run.workflow_key)).await?;
+                let (active, _) =
+                    db::runs::active_of_workflow(&mut tx, tenant, &run.workflow_key, key).await?;
+                if active >= i64::from(limit.limit) {
+                    let of_key = key.map(|k| format!(" with key {k:?}")).unwrap_or_default();
+                    return Err(EngineError::Conflict(format!(
+                        "workflow {:?} already has {active} unfinished run(s){of_key}, its concurrency limit",
+                        run.workflow_key
+                    )));
+                }
+            }
+        }
         let original_run = run.clone();
         let original = db::runs::steps_of(&mut tx, id).await?;
         let mut steps = original.clone();

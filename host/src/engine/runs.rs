@@ -19,8 +19,33 @@ pub(crate) struct PendingCount {
     count: i64,
 }
 
+/// Longest concurrency key kept as rendered; a longer one is its hash.
+const MAX_KEY_BYTES: usize = 256;
+
 /// How many times a start that replaces busy runs is tried (20 ms apart).
 const BUSY_TRIES: usize = 250;
+
+/// Runs `attempt` until it is not refused as [`EngineError::Busy`] (a run
+/// it must change is being written elsewhere) or by Postgres breaking a
+/// deadlock, at most [`BUSY_TRIES`] times, 20 ms apart.
+pub(crate) async fn until_not_busy<T, F, Fut>(mut attempt: F) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, EngineError>>,
+{
+    let mut last = None;
+    for _ in 0..BUSY_TRIES {
+        match attempt().await {
+            Err(e @ EngineError::Busy(_)) => last = Some(e),
+            Err(EngineError::Db(e)) if e.is_retryable() => {
+                last = Some(EngineError::Busy(e.to_string()));
+            }
+            other => return other,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(last.expect("tried at least once"))
+}
 
 /// How long a count of a tenant's pending runs is used.
 const PENDING_COUNT_TTL: Duration = Duration::from_secs(1);
@@ -177,26 +202,7 @@ impl Engine {
             return self.start_prepared(tenant, workflow, prepared, key).await;
         }
         // A start that replaces a run being written elsewhere tries again.
-        let mut last = None;
-        for _ in 0..BUSY_TRIES {
-            match self
-                .start_prepared(tenant, workflow, prepared.clone(), key)
-                .await
-            {
-                // A run it replaces is being written, or Postgres broke a
-                // deadlock with a claim of that run's step: again.
-                Err(e @ EngineError::Busy(_)) => {
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(EngineError::Db(e)) if e.is_retryable() => {
-                    last = Some(EngineError::Busy(e.to_string()));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => return other,
-            }
-        }
-        Err(last.expect("tried at least once"))
+        until_not_busy(|| self.start_prepared(tenant, workflow, prepared.clone(), key)).await
     }
 
     /// [`Self::start_run`] once its run is prepared.
@@ -252,7 +258,7 @@ impl Engine {
     /// waiting to start. The count is read at most once a second per
     /// tenant (an index holds only pending runs); starts accepted since are
     /// added to it, so the limit errs on the side of refusing.
-    async fn check_backlog(&self, tenant: &str) -> Result<(), EngineError> {
+    pub(crate) async fn check_backlog(&self, tenant: &str) -> Result<(), EngineError> {
         let max = self.config.tenant_max_pending;
         if max == usize::MAX {
             return Ok(());
@@ -343,21 +349,25 @@ impl Engine {
         }
         let labels = match &definition.labels {
             Some(templates) => labels::render(templates, &input)
-                .map_err(|e| EngineError::InvalidInput(format!("the workflow's labels: {e}")))?,
+                .map_err(|e| EngineError::InvalidInput(format!("the workflow's {e}")))?,
             None => Labels::new(),
         };
-        let concurrency_key = match definition.concurrency.as_ref().and_then(|c| c.key.clone()) {
-            Some(template) => {
-                let one = std::collections::BTreeMap::from([("key".to_owned(), template)]);
-                labels::render(&one, &input)
-                    .map_err(|e| {
-                        EngineError::InvalidInput(format!(
-                            "the workflow's concurrency.{}",
-                            e.trim_start_matches("labels.")
-                        ))
-                    })?
-                    .remove("key")
-            }
+        let concurrency_key = match definition.concurrency.as_ref().and_then(|c| c.key.as_ref()) {
+            Some(template) => labels::render_one("concurrency.key", template, &input)
+                .map_err(|e| EngineError::InvalidInput(format!("the workflow's {e}")))?
+                .map(|key| {
+                    // Kept whole in the index up to a bound; a longer key
+                    // is its hash.
+                    if key.len() <= MAX_KEY_BYTES {
+                        key
+                    } else {
+                        use sha2::Digest as _;
+                        format!(
+                            "sha256:{}",
+                            hex::encode(sha2::Sha256::digest(key.as_bytes()))
+                        )
+                    }
+                }),
             None => None,
         };
         Ok(Prepared {
@@ -1023,6 +1033,8 @@ pub(crate) fn reopen(run: &mut RunRow, steps: &mut [StepRow]) {
     run.status = "running".into();
     run.error = None;
     run.ended_at = None;
+    // A pause ends with the run.
+    run.held_at = None;
     for step in steps.iter_mut().filter(|s| s.status == "cancelled") {
         step.status = "pending".into();
         step.error = None;

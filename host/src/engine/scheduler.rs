@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 
 use super::advance::{self, Event, catch_id, run_is_terminal};
 use super::definition::{Definition, StepDef};
-use super::template::{self, Scope};
+use super::template;
 use super::{DURATION_BUCKETS_MS, Engine, EngineError, lock, rfc3339, services};
 use crate::db::runs::{AttemptRow, RunRow, StepRow};
 use crate::db::{self, DbError};
@@ -127,7 +127,16 @@ pub(crate) enum Outcome {
     Failed(AttemptError),
     /// Stopped from outside: terminate, or the run's deadline.
     Interrupted(String),
+    /// Not run: its rate limit's minute is full. The step waits for the
+    /// next minute (ms) and the attempt does not count.
+    Deferred {
+        until: i64,
+        key: String,
+    },
 }
+
+/// A rate limit's window.
+pub(crate) const RATE_WINDOW_MS: i64 = 60_000;
 
 impl Engine {
     /// Runs the scheduler, the deadline watcher, the schedule loop and the
@@ -331,6 +340,55 @@ impl Engine {
         Ok(steps)
     }
 
+    /// Takes a place in the step's rate limit for this minute, if it has
+    /// one: `None` to run now, or the deferral to the next minute when this
+    /// one is full. A key that cannot be rendered is a deferral too short
+    /// to matter: the step then fails on its config like any other.
+    async fn take_rate(
+        &self,
+        run: &RunRow,
+        step: &StepRow,
+        definition: &Definition,
+        steps: &[StepRow],
+    ) -> Result<Option<Outcome>, EngineError> {
+        let Some(limit) = definition
+            .step(&step.step_id)
+            .and_then(|s| s.rate_limit.as_ref())
+        else {
+            return Ok(None);
+        };
+        let rendered = advance::with_scope(run, steps, None, |scope| {
+            template::render(&Value::String(limit.key.clone()), scope)
+        });
+        let key = match rendered {
+            Ok(Value::String(key)) => key,
+            Ok(Value::Null) | Err(_) => return Ok(None),
+            Ok(other) => other.to_string(),
+        };
+        let now = db::now_ms();
+        let window = now - now.rem_euclid(RATE_WINDOW_MS);
+        let mut conn = self.db.writer().await?;
+        let taken = db::state::take_rate(
+            &mut conn,
+            &run.tenant_id,
+            &key,
+            window,
+            i64::from(limit.per_minute),
+        )
+        .await?;
+        if taken {
+            return Ok(None);
+        }
+        // The next minute, spread over its first second so the steps that
+        // waited do not all arrive at once; one that finds it full again
+        // waits again.
+        let spread = (step.attempts * 7919 + step.step_id.len() as i64 * 104_729).rem_euclid(1000);
+        Ok(Some(Outcome::Deferred {
+            until: window + RATE_WINDOW_MS + spread,
+            key,
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(run_id = %step.run_id, step_id = %step.step_id, attempt = step.attempts))]
     async fn execute(self: &Arc<Self>, step: StepRow, snapshot: Option<Arc<Snapshot>>) {
         let mut rendered = None;
@@ -392,22 +450,12 @@ impl Engine {
                 ));
             }
         };
-        let config = {
-            // The records are decoded as the templates refer to them.
-            let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
-            let records = advance::StepRecords::new(steps);
-            let run_value = advance::run_record(run);
-            let scope = Scope {
-                input: &input,
-                steps: &records,
-                run: &run_value,
-                failure: failure.as_ref(),
-            };
+        let config = advance::with_scope(run, steps, failure.as_ref(), |scope| {
             config
                 .as_ref()
-                .map(|c| template::render(c, &scope))
+                .map(|c| template::render(c, scope))
                 .transpose()
-        };
+        });
         let config = match config {
             Ok(config) => {
                 let config = config.unwrap_or(Value::Object(Default::default()));
@@ -450,6 +498,9 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join("; ");
             return Ok((Outcome::Failed(AttemptError::InvalidInput(message)), None));
+        }
+        if let Some(deferred) = self.take_rate(run, step, &definition, steps).await? {
+            return Ok((deferred, None));
         }
         let mut limits = Limits::DEFAULT;
         if let Some(ms) = timeout_ms {
@@ -849,6 +900,14 @@ impl Engine {
                 Some("interrupted".to_owned()),
                 Some(why.clone()),
             ),
+            Outcome::Deferred { until, key } => (
+                "rate_limited",
+                Some("rate_limited".to_owned()),
+                Some(format!(
+                    "rate limit {key:?} is used up for this minute; waiting until {}",
+                    rfc3339(*until)
+                )),
+            ),
         };
         // This step no longer runs (a count taken earlier in the transaction
         // still included it).
@@ -878,6 +937,18 @@ impl Engine {
         step.lease_expires_at = None;
         let duration_ms = attempt.as_ref().map(|a| a.duration.as_millis() as u64);
         match outcome {
+            // Not an attempt: the next claim takes this attempt's number
+            // again (and its row), and no retry is spent.
+            Outcome::Deferred { until, key } => {
+                step.status = "ready".into();
+                step.due_at = Some(until);
+                step.attempts -= 1;
+                events.push(Event::step(
+                    "step.rate_limited",
+                    &step.step_id,
+                    json!({"key": key, "until": rfc3339(until)}),
+                ));
+            }
             Outcome::Completed(output) => {
                 step.status = "completed".into();
                 step.output = Some(output.to_string());

@@ -272,7 +272,10 @@ impl Engine {
         };
         let (run_id, error) = match outcome {
             Ok(run) => (Some(run.id), None),
+            // Rolled back (nothing of a partial replace is kept): the tick
+            // is fired again on the next pass.
             Err(EngineError::Db(e)) => return Err(EngineError::Db(e)),
+            Err(e @ EngineError::Busy(_)) => return Err(e),
             Err(e) => (None, Some(e.to_string())),
         };
         db::schedules::record_fire(

@@ -297,21 +297,15 @@ fn render_config(
     if config.get("assignees").is_none() {
         return Ok(None);
     }
-    let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
-    let records = advance::StepRecords::new(steps);
-    let run_value = advance::run_record(run);
-    let scope = Scope {
-        input: &input,
-        steps: &records,
-        run: &run_value,
-        failure: None,
-    };
-    let mut rendered = template::render(config, &scope).map_err(|e| format!("config: {e}"))?;
-    // Values put into the description are text, never Markdown: a run's
-    // input cannot add links or headings to the page.
-    if let Some(text) = config["description"].as_str() {
-        rendered["description"] = json!(render_description(text, &scope)?);
-    }
+    let rendered = advance::with_scope(run, steps, None, |scope| {
+        let mut rendered = template::render(config, scope).map_err(|e| format!("config: {e}"))?;
+        // Values put into the description are text, never Markdown: a run's
+        // input cannot add links or headings to the page.
+        if let Some(text) = config["description"].as_str() {
+            rendered["description"] = json!(render_description(text, scope)?);
+        }
+        Ok::<_, String>(rendered)
+    })?;
     let actions = actions_of(&rendered);
     let parsed = parse(
         &rendered,

@@ -25,13 +25,9 @@ function useThrottled(fn, ms) {
 export function RunsPage({ me, query }) {
   const status = query.status || "";
   const workflow = query.workflow || "";
-  // Labels as typed: `name:value` pairs separated by spaces, all required.
+  // One label, `name:value` (the value may hold spaces and colons).
   const label = query.label || "";
-  const labelPairs = label.split(/\s+/).filter(Boolean);
-  const params = new URLSearchParams([
-    ...Object.entries({ status, workflow }).filter(([, v]) => v),
-    ...labelPairs.map((l) => ["label", l]),
-  ]).toString();
+  const params = new URLSearchParams(Object.entries({ status, workflow, label }).filter(([, v]) => v)).toString();
   const [labelText, setLabelText] = useState(label);
   useEffect(() => setLabelText(label), [label]);
   const runs = useLoad(() => api(`/v1/runs?limit=50${params ? `&${params}` : ""}`), [params]);
@@ -315,7 +311,7 @@ export function RunPage({ id, me }) {
         {r.rerun_of && (<><dt>Re-run of</dt><dd><a href={`#/runs/${enc(r.rerun_of)}`}><code>{r.rerun_of.slice(-12)}</code></a></dd></>)}
         {r.held_at && (<><dt>Paused</dt><dd>by an operator {when(r.held_at)}: no new step starts</dd></>)}
       </dl>
-      {control && TERMINAL.has(r.status) && steps.length > 0 && (
+      {can(me, "runs:start") && TERMINAL.has(r.status) && steps.length > 0 && (
         <div class="buttons run-actions">
           <span class="inline-form">
             <label for="rerun-from">Re-run from</label>
