@@ -838,3 +838,52 @@ async fn a_rate_limit_lets_some_steps_wait_for_the_next_minute_and_none_fail() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_paused_run_holds_a_human_step_and_creates_its_task_once_unpaused() {
+    let s = shared();
+    s.publish(
+        json!({"key": "pause-human", "name": "Pause before a person",
+        "steps": [
+            {"id": "prepare", "uses": "testkit@0", "config": {"mode": "sleep", "ms": 1000}},
+            {"id": "approve", "uses": "request_user_action", "depends_on": ["prepare"],
+             "config": {"actions": ["approve"], "assignees": ["ann@example.com"]}}
+        ]}),
+    )
+    .await;
+    let run = start(&s, json!({"workflow": "pause-human"})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    s.wait_until(&id, Duration::from_secs(10), |r| {
+        step(r, "prepare")["status"] == "running"
+    })
+    .await;
+    let (status, _) = s.post(&format!("/v1/runs/{id}/pause"), json!({})).await;
+    assert_eq!(status, 200);
+    let held = s
+        .wait_until(&id, Duration::from_secs(20), |r| {
+            step(r, "approve")["status"] == "held"
+        })
+        .await;
+    assert_eq!(
+        held["status"], "running",
+        "not waiting for a person yet: {held}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, tasks) = s.get(&format!("/v1/tasks?run_id={id}")).await;
+    assert_eq!(tasks["items"], json!([]), "no task while paused");
+
+    let (status, _) = s.post(&format!("/v1/runs/{id}/unpause"), json!({})).await;
+    assert_eq!(status, 200);
+    s.wait_until(&id, Duration::from_secs(20), |r| r["status"] == "paused")
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, tasks) = s.get(&format!("/v1/tasks?run_id={id}")).await;
+        if tasks["items"].as_array().unwrap().len() == 1 {
+            assert_eq!(tasks["items"][0]["assignee"], "ann@example.com");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{tasks}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

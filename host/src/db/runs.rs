@@ -274,9 +274,10 @@ pub struct RunFilter<'a> {
 }
 
 /// Runs of a tenant, newest first, before `cursor` (a run id). With
-/// labels, the first label's rows in `run_labels` (in run id order, from
-/// its primary key) drive the read and each other label is one probe of
-/// that key, so a page costs the same on a million runs.
+/// labels, one label's rows in `run_labels` (in run id order, from its
+/// primary key) drive the read and each other label is one probe of that
+/// key, so a page costs the same on a million runs. On SQLite the driving
+/// label is the rarest (each counted up to [`LABEL_COUNT_CAP`]).
 pub async fn list_runs(
     conn: &mut Conn,
     tenant: &str,
@@ -284,11 +285,62 @@ pub async fn list_runs(
     cursor: Option<&str>,
     limit: i64,
 ) -> Result<Vec<RunRow>, DbError> {
+    // SQLite drives by the first label: make it the rarest (Postgres's
+    // planner picks by itself).
+    let mut ordered;
+    let mut filter = filter;
+    if filter.labels.len() > 1 && Backend::of(conn) == Backend::Sqlite {
+        let counts = label_counts(conn, tenant, filter.labels).await?;
+        ordered = filter.labels.to_vec();
+        ordered.sort_by_key(|(name, value)| {
+            counts
+                .iter()
+                .find(|(n, v, _)| n == name && v == value)
+                .map_or(0, |(_, _, c)| *c)
+        });
+        filter.labels = &ordered;
+    }
     let rows = list_runs_query("", tenant, filter, cursor, limit)
         .fetch_all(conn)
         .await?;
     Ok(rows.iter().map(run).collect())
 }
+
+/// How many runs carry each label, counted up to [`LABEL_COUNT_CAP`] (a
+/// few index entries each: enough to tell a rare label from a broad one).
+async fn label_counts<'l>(
+    conn: &mut Conn,
+    tenant: &str,
+    labels: &'l [(String, String)],
+) -> Result<Vec<(&'l str, &'l str, i64)>, DbError> {
+    let mut query = Statement::new("");
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            query.push(" UNION ALL ");
+        }
+        query
+            .push(&format!(
+                "SELECT {i}, count(*) FROM (SELECT 1 FROM run_labels WHERE tenant_id = "
+            ))
+            .bind(tenant)
+            .push(" AND name = ")
+            .bind(name.as_str())
+            .push(" AND value = ")
+            .bind(value.as_str())
+            .push(&format!(" LIMIT {LABEL_COUNT_CAP})"));
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            let i: i64 = r.try_get(0)?;
+            let (name, value) = &labels[usize::try_from(i).unwrap_or(0)];
+            Ok((name.as_str(), value.as_str(), r.try_get(1)?))
+        })
+        .collect()
+}
+
+/// Most runs a label is counted up to when choosing the label to drive by.
+const LABEL_COUNT_CAP: i64 = 1000;
 
 /// [`list_runs`]'s statement after `prefix` (`EXPLAIN …` in tests).
 pub(crate) fn list_runs_query<'q>(
