@@ -887,3 +887,56 @@ async fn a_paused_run_holds_a_human_step_and_creates_its_task_once_unpaused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_retry_waits_for_room_under_the_concurrency_limit() {
+    let s = shared();
+    s.publish(json!({"key": "one-at-a-time", "name": "One at a time",
+        "concurrency": {"limit": 1, "on_limit": "reject"},
+        "steps": [{"id": "work", "uses": "testkit@0",
+                   "config": {"mode": "{{input.mode}}", "ms": 2500}, "retry": {"max_attempts": 1}}]}))
+        .await;
+    let failed = s.run_sync("one-at-a-time", json!({"mode": "fail"})).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let failed = failed["id"].as_str().unwrap();
+    let busy = start(
+        &s,
+        json!({"workflow": "one-at-a-time", "input": {"mode": "sleep"}}),
+    )
+    .await;
+    // Reopening the failed run would make two unfinished runs.
+    let (status, body) = s
+        .post(
+            &format!("/v1/runs/{failed}/resume"),
+            json!({"step_id": "work"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("concurrency limit"),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            "/v1/runs:retry-failed",
+            json!({"workflow": "one-at-a-time"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retried"], 0, "{body}");
+    assert_eq!(body["not_retried"][0]["run_id"], failed, "{body}");
+    s.wait_until(busy["id"].as_str().unwrap(), Duration::from_secs(20), |r| {
+        r["status"] == "completed"
+    })
+    .await;
+    let (status, body) = s
+        .post(
+            &format!("/v1/runs/{failed}/resume"),
+            json!({"step_id": "work"}),
+        )
+        .await;
+    assert_eq!(status, 200, "room again: {body}");
+}

@@ -281,24 +281,7 @@ impl Engine {
             )));
         }
         let definition = self.definition_for_run(&run).await?;
-        if let Some(limit) = &definition.concurrency {
-            // A retried run is unfinished again: it counts like a start
-            // (run lock, then the workflow's, as a recorder takes them).
-            let keyed = limit.key.is_some();
-            let key = run.concurrency_key.as_deref();
-            if !(keyed && key.is_none()) {
-                db::lock(&mut tx, &db::workflow_lock(tenant, &run.workflow_key)).await?;
-                let (active, _) =
-                    db::runs::active_of_workflow(&mut tx, tenant, &run.workflow_key, key).await?;
-                if active >= i64::from(limit.limit) {
-                    let of_key = key.map(|k| format!(" with key {k:?}")).unwrap_or_default();
-                    return Err(EngineError::Conflict(format!(
-                        "workflow {:?} already has {active} unfinished run(s){of_key}, its concurrency limit",
-                        run.workflow_key
-                    )));
-                }
-            }
-        }
+        super::runs::check_room(&mut tx, &run, &definition).await?;
         let original_run = run.clone();
         let original = db::runs::steps_of(&mut tx, id).await?;
         let mut steps = original.clone();

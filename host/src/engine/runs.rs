@@ -719,6 +719,18 @@ impl Engine {
         how: Stop,
         reason: Option<&str>,
     ) -> Result<RunRow, EngineError> {
+        // Postgres may break a deadlock with a claim of the run's step
+        // (the claim holds the step, this the run): again.
+        until_not_busy(|| self.stop_run_once(tenant, id, how, reason)).await
+    }
+
+    async fn stop_run_once(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+        how: Stop,
+        reason: Option<&str>,
+    ) -> Result<RunRow, EngineError> {
         let now = db::now_ms();
         let mut tx = self.db.begin().await?;
         let run = db::runs::locked_run(&mut tx, tenant, id)
@@ -867,6 +879,10 @@ impl Engine {
         let step_def = definition.step(step_id);
         let mut events = Vec::new();
         let step_status = steps[index].status.clone();
+        if run.status == "failed" && matches!(resume, Resume::Retry | Resume::Override(_)) {
+            // Reopened, the run counts against its workflow's limit again.
+            check_room(&mut tx, &run, &definition).await?;
+        }
         match resume {
             Resume::Data(data) => {
                 if steps[index].kind != COLLECT_INPUTS || step_status != "paused" {
@@ -1026,6 +1042,34 @@ pub(crate) fn complete(step: &mut StepRow, output: &Value, now: i64) {
 
 /// A failed run becomes running again: steps cancelled because of the
 /// failure go back to pending.
+/// Whether the workflow's concurrency limit has room for `run`, failed and
+/// locked in `tx`, to become unfinished again (a retry reopens it): it
+/// counts like a start, under the workflow's lock (taken after the run's,
+/// as a recorder takes them). A conflict naming the limit if not.
+pub(crate) async fn check_room(
+    tx: &mut db::Conn,
+    run: &RunRow,
+    definition: &definition::Definition,
+) -> Result<(), EngineError> {
+    let Some(limit) = &definition.concurrency else {
+        return Ok(());
+    };
+    let key = run.concurrency_key.as_deref();
+    if limit.key.is_some() && key.is_none() {
+        return Ok(());
+    }
+    let (tenant, workflow) = (&run.tenant_id, &run.workflow_key);
+    db::lock(tx, &db::workflow_lock(tenant, workflow)).await?;
+    let (active, _) = db::runs::active_of_workflow(tx, tenant, workflow, key).await?;
+    if active >= i64::from(limit.limit) {
+        let of_key = key.map(|k| format!(" with key {k:?}")).unwrap_or_default();
+        return Err(EngineError::Conflict(format!(
+            "workflow {workflow:?} already has {active} unfinished run(s){of_key}, its concurrency limit; retry once one ends"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn reopen(run: &mut RunRow, steps: &mut [StepRow]) {
     if run.status != "failed" {
         return;
