@@ -65,16 +65,7 @@ async fn runs_survive_a_killed_host() {
     assert!(interrupted > 0, "no attempt was interrupted by the kill");
 
     // Exactly one message per step in the outbox, whatever the retries.
-    let outbox: Vec<(String, String, String)> = {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&common::database_url(dir.path()))
-            .await
-            .unwrap();
-        sqlx::query_as("SELECT run_id, step_id, message_id FROM outbox")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-    };
+    let outbox = common::outbox_rows(dir.path()).await;
     let mut per_step: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (run_id, step_id, _) in &outbox {
         *per_step

@@ -37,6 +37,8 @@ mod languages;
 mod limits;
 /// The mail outbox against a real SMTP server.
 mod mail;
+/// Steps with `for_each`: one attempt per item.
+mod map;
 /// Tenant plugins, the marketplace and capability grants.
 mod marketplace;
 /// Several hosts on one Postgres database.

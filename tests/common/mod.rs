@@ -47,6 +47,19 @@ pub fn database_url(data_dir: &Path) -> String {
     }
 }
 
+/// Every message in the outbox of the server on `data_dir`, read from its
+/// database: run id, step id, message id.
+pub async fn outbox_rows(data_dir: &Path) -> Vec<(String, String, String)> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&database_url(data_dir))
+        .await
+        .unwrap();
+    sqlx::query_as("SELECT run_id, step_id, message_id FROM outbox")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+}
+
 pub struct Server {
     pub url: String,
     pub child: Child,

@@ -160,6 +160,30 @@ pub struct StepDoc {
     #[schema(value_type = Option<CatchDoc>)]
     pub catch: Option<Value>,
     pub rate_limit: Option<RateLimitDoc>,
+    /// A template that renders to a list (`"{{steps.find.output.invoices}}"`,
+    /// at most 10,000 items): the step runs once per item, with `{{item}}`
+    /// and `{{item_index}}` in its config and `rate_limit.key`. Each item
+    /// has its own attempts (the step's `retry`) and idempotency key
+    /// (`<run>/<step>/<index>`); the step's output is the list of the
+    /// items' outputs, in order.
+    pub for_each: Option<String>,
+    /// With `for_each`: at most this many items at a time (default 10).
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_parallel: Option<u32>,
+    /// With `for_each`: `fail` (default): an item that fails for good stops
+    /// the step, which fails once the items under way end; `continue`: its
+    /// place in the output is `{"error": {kind, message, attempt}}` and
+    /// the other items go on.
+    #[schema(value_type = Option<OnItemFailureDoc>, nullable = false)]
+    pub on_item_failure: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the allowed values")]
+#[serde(rename_all = "snake_case")]
+pub enum OnItemFailureDoc {
+    Fail,
+    Continue,
 }
 
 /// At most `per_minute` attempts a minute among the tenant's steps whose
@@ -350,6 +374,78 @@ pub struct StepOut {
     /// Why the step failed (null unless it did).
     pub error: Value,
     pub attempt_log: Vec<AttemptOut>,
+    /// A `for_each` step's items by status, once it has begun. The items
+    /// themselves: `GET /v1/runs/{id}/steps/{step_id}/items`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemCounts>,
+}
+
+/// How many items of a `for_each` step are in each status.
+#[derive(Serialize, ToSchema)]
+pub struct ItemCounts {
+    pub total: i64,
+    pub pending: i64,
+    pub running: i64,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+impl From<&crate::db::items::Counts> for ItemCounts {
+    fn from(c: &crate::db::items::Counts) -> Self {
+        Self {
+            total: c.total(),
+            pending: c.pending,
+            running: c.running,
+            completed: c.completed,
+            failed: c.failed,
+        }
+    }
+}
+
+/// One item of a `for_each` step.
+#[derive(Serialize, ToSchema)]
+pub struct ItemOut {
+    /// The item's place in the list, from 0.
+    pub index: i64,
+    /// pending, running, completed or failed.
+    pub status: String,
+    pub attempts: i64,
+    /// The item's output (null until it completes).
+    pub output: Value,
+    /// The last failed attempt's `{kind, message, attempt}` (null if none).
+    pub error: Value,
+    pub host: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// What the last attempt logged. Only in the full view (`?view=full`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<LogLineOut>>)]
+    pub logs: Option<Option<Vec<LogLineOut>>>,
+}
+
+impl ItemOut {
+    pub fn new(i: &crate::db::items::ItemRow, detail: Detail) -> Self {
+        Self {
+            index: i.index,
+            status: i.status.clone(),
+            attempts: i.attempts,
+            output: parse(&i.output),
+            error: parse(&i.error),
+            host: i.host.clone(),
+            started_at: i.started_at.map(rfc3339),
+            ended_at: i.ended_at.map(rfc3339),
+            duration_ms: i.started_at.zip(i.ended_at).map(|(a, b)| b - a),
+            logs: (detail == Detail::Full)
+                .then(|| i.logs.as_deref().and_then(|t| serde_json::from_str(t).ok())),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ItemList {
+    pub items: Vec<ItemOut>,
+    pub next_cursor: Option<String>,
 }
 
 fn attempt_out(a: &AttemptRow, detail: Detail) -> AttemptOut {
@@ -384,6 +480,7 @@ fn step_out(s: &StepRow, attempts: &[&AttemptRow], detail: Detail) -> StepOut {
         output: parse(&s.output),
         error: parse(&s.error),
         attempt_log: attempts.iter().map(|a| attempt_out(a, detail)).collect(),
+        items: None,
     }
 }
 
@@ -489,7 +586,13 @@ impl RunOut {
                     let attempts = by_step
                         .get(s.step_id.as_str())
                         .map_or(&[][..], Vec::as_slice);
-                    step_out(s, attempts, view.detail)
+                    let mut out = step_out(s, attempts, view.detail);
+                    out.items = view
+                        .items
+                        .iter()
+                        .find(|(id, _)| *id == s.step_id)
+                        .map(|(_, c)| ItemCounts::from(c));
+                    out
                 })
                 .collect(),
         );

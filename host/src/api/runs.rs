@@ -16,9 +16,9 @@ use utoipa_axum::routes;
 
 use super::auth::Principal;
 use super::dto::{
-    EventList, EventOut, IdempotencyKey, NotRetried, ProblemDoc, RerunRun, ResumeRun, RetryFailed,
-    RetryFailedOut, RunList, RunOut, RunStatus, StartRun, StartRunForm, TenantEventList,
-    TenantEventOut, Terminate, TraceParent,
+    EventList, EventOut, IdempotencyKey, ItemList, ItemOut, NotRetried, ProblemDoc, RerunRun,
+    ResumeRun, RetryFailed, RetryFailedOut, RunList, RunOut, RunStatus, StartRun, StartRunForm,
+    TenantEventList, TenantEventOut, Terminate, TraceParent,
 };
 use super::{
     ApiError, AppState, body_hash, idempotency_key, page_limit, paginate, replay, reused_key,
@@ -47,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get))
         .routes(routes!(status))
         .routes(routes!(events))
+        .routes(routes!(items))
         .routes(routes!(tenant_events))
         .routes(routes!(cancel))
         .routes(routes!(terminate))
@@ -595,6 +596,86 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(f(tx));
     ReceiverStream::new(rx)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ItemsQuery {
+    /// Only items in this status.
+    #[param(value_type = Option<ItemStatusDoc>, inline)]
+    status: Option<ItemStatusDoc>,
+    /// An item index: only later items.
+    #[param(value_type = Option<i64>)]
+    cursor: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// `full`: also each item's last attempt's logs.
+    #[param(value_type = Option<ViewDoc>, inline)]
+    view: Option<ViewDoc>,
+}
+
+/// An item's status.
+#[derive(Deserialize, utoipa::ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ItemStatusDoc {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl ItemStatusDoc {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The items of a `for_each` step, in list order: each one's status,
+/// attempts, output and last error; `?status=failed` for the failed ones.
+/// A step without `for_each` has none: 404.
+#[utoipa::path(get, path = "/v1/runs/{id}/steps/{step_id}/items", tag = "runs",
+    params(("id" = String, Path), ("step_id" = String, Path), ItemsQuery),
+    responses((status = 200, body = ItemList), (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
+async fn items(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, step_id)): Path<(String, String)>,
+    query: Result<Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ItemList>, ApiError> {
+    principal.require("runs:read")?;
+    let Query(query) = query?;
+    let after =
+        match query.cursor.as_deref() {
+            None => -1,
+            Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::BadRequest(format!("cursor {c:?} is not an item index"))
+            })?,
+        };
+    let limit = page_limit(query.limit)?;
+    let detail = match query.view {
+        Some(ViewDoc::Full) => Detail::Full,
+        Some(ViewDoc::Compact) | None => Detail::Compact,
+    };
+    let found = state
+        .engine
+        .step_items(
+            &principal.tenant_id,
+            &id,
+            &step_id,
+            query.status.map(ItemStatusDoc::as_str),
+            after,
+            limit + 1,
+        )
+        .await?;
+    let (found, next_cursor) = paginate(found, limit, |i| i.index.to_string());
+    let items = found.iter().map(|i| ItemOut::new(i, detail)).collect();
+    Ok(Json(ItemList { items, next_cursor }))
 }
 
 /// Stops scheduling new steps; running attempts finish. An optional

@@ -26,6 +26,7 @@
 //!   entries, the mail outbox, files; and idempotency records of the API.
 
 pub mod auth;
+pub mod items;
 pub mod plugins;
 pub mod presets;
 pub mod runs;

@@ -636,6 +636,7 @@ pub async fn delete_finished_runs(
             "DELETE FROM tasks WHERE run_id IN ",
             "DELETE FROM task_rounds WHERE run_id IN ",
             "DELETE FROM run_labels WHERE run_id IN ",
+            "DELETE FROM items WHERE run_id IN ",
             "DELETE FROM attempts WHERE run_id IN ",
             "DELETE FROM steps WHERE run_id IN ",
             "DELETE FROM runs WHERE id IN ",
@@ -1002,6 +1003,12 @@ impl<'a> Writes<'a> {
     /// Raises the versions of these runs, whose rows changed otherwise.
     pub fn touch(&mut self, run_ids: impl IntoIterator<Item = &'a str>) -> &mut Self {
         self.touched.extend(run_ids);
+        self
+    }
+
+    /// Items of `for_each` steps: every mutable column.
+    pub fn upsert_items(&mut self, rows: &'a [super::items::ItemRow]) -> &mut Self {
+        self.statements.extend(super::items::upserts(rows));
         self
     }
 

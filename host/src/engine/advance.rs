@@ -111,6 +111,27 @@ pub fn with_scope<T>(
     failure: Option<&Value>,
     f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
 ) -> T {
+    scope_of(run, steps, failure, None, f)
+}
+
+/// [`with_scope`] for one item of a `for_each` step: `item` and
+/// `item_index` as well.
+pub fn with_item_scope<T>(
+    run: &RunRow,
+    steps: &[StepRow],
+    item: (&Value, &Value),
+    f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
+) -> T {
+    scope_of(run, steps, None, Some(item), f)
+}
+
+fn scope_of<T>(
+    run: &RunRow,
+    steps: &[StepRow],
+    failure: Option<&Value>,
+    item: Option<(&Value, &Value)>,
+    f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
+) -> T {
     let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
     let records = StepRecords::new(steps);
     let run_value = run_record(run);
@@ -119,6 +140,7 @@ pub fn with_scope<T>(
         steps: &records,
         run: &run_value,
         failure,
+        item,
     })
 }
 
@@ -254,6 +276,7 @@ fn decide(
                 steps: &records,
                 run: &run_value,
                 failure: None,
+                item: None,
             };
             match template::condition(condition, &scope) {
                 Ok(true) => {}
@@ -306,6 +329,7 @@ fn wait_until(
         steps: records,
         run: &run_value,
         failure: None,
+        item: None,
     };
     let config = config
         .map(|c| template::render(c, &scope).unwrap_or_else(|_| c.clone()))
@@ -402,6 +426,7 @@ fn result_of(def: &Definition, run: &RunRow, steps: &[StepRow]) -> Value {
             steps: &records,
             run: &run_value,
             failure: None,
+            item: None,
         };
         return template::render(output, &scope)
             .unwrap_or_else(|e| json!({"error": e.to_string()}));
@@ -449,6 +474,9 @@ mod tests {
             timeout_ms: None,
             catch: None,
             rate_limit: None,
+            for_each: None,
+            max_parallel: None,
+            on_item_failure: None,
         }
     }
 

@@ -117,7 +117,37 @@ pub struct StepDef {
     /// the same key; over it the step waits for the next minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// A template that renders to a list: the step runs once per item
+    /// (`{{item}}`, `{{item_index}}` in its config), each item its own
+    /// attempts; its output is the list of the items' outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
+    /// With `for_each`: at most this many items run at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// With `for_each`: what an item that fails for good does to the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_item_failure: Option<OnItemFailure>,
 }
+
+/// What an item of a `for_each` step that fails for good does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnItemFailure {
+    /// No further item starts; the step fails once those under way end.
+    #[default]
+    Fail,
+    /// The item's place in the output holds `{"error": …}`; the step
+    /// completes.
+    Continue,
+}
+
+/// Most items a `for_each` list may have.
+pub const MAX_ITEMS: usize = 10_000;
+/// Most items of one step that may run at a time.
+pub const MAX_ITEMS_PARALLEL: u32 = 100;
+/// Items of one step that run at a time when `max_parallel` is not given.
+pub const DEFAULT_ITEMS_PARALLEL: u32 = 10;
 
 /// A step's rate limit: a key (a template, rendered like `config`) shared
 /// by every step of the tenant that names it, and its allowance.
@@ -444,10 +474,12 @@ fn check_step(
     if step.timeout_ms == Some(0) {
         problems.push(Problem::step(&id, "timeout_ms must be positive".into()));
     }
+    let mapped = step.for_each.is_some();
     let check_refs = |what: &str,
                       refs: Result<Vec<template::Reference>, template::TemplateError>,
                       problems: &mut Vec<Problem>,
-                      allow_failure: bool| {
+                      allow_failure: bool,
+                      allow_item: bool| {
         match refs {
             Err(e) => problems.push(Problem::step(&id, format!("{what}: {e}"))),
             Ok(refs) => {
@@ -467,6 +499,17 @@ fn check_step(
                                 format!("{what}: {} is only available in catch", r.text),
                             ));
                         }
+                        template::Root::Item | template::Root::ItemIndex if !allow_item => {
+                            let hint = if mapped {
+                                "in config and rate_limit.key"
+                            } else {
+                                "in a step with for_each"
+                            };
+                            problems.push(Problem::step(
+                                &id,
+                                format!("{what}: {} is only available {hint}", r.text),
+                            ));
+                        }
                         _ => {}
                     }
                 }
@@ -474,7 +517,13 @@ fn check_step(
         }
     };
     if let Some(config) = &step.config {
-        check_refs("config", template::references(config), problems, false);
+        check_refs(
+            "config",
+            template::references(config),
+            problems,
+            false,
+            mapped,
+        );
     }
     if let Some(limit) = &step.rate_limit {
         if limit.per_minute == 0 || limit.per_minute > MAX_PER_MINUTE {
@@ -494,6 +543,7 @@ fn check_step(
             template::references(&Value::String(limit.key.clone())),
             problems,
             false,
+            mapped,
         );
     }
     if let Some(condition) = &step.condition {
@@ -501,6 +551,17 @@ fn check_step(
             "if",
             template::condition_references(condition),
             problems,
+            false,
+            false,
+        );
+    }
+    check_map(step, problems);
+    if let Some(list) = &step.for_each {
+        check_refs(
+            "for_each",
+            template::references(&Value::String(list.clone())),
+            problems,
+            false,
             false,
         );
     }
@@ -561,12 +622,59 @@ fn check_step(
     }
     if let Some(catch) = &mut step.catch {
         if let Some(config) = &catch.config {
-            check_refs("catch.config", template::references(config), problems, true);
+            check_refs(
+                "catch.config",
+                template::references(config),
+                problems,
+                true,
+                false,
+            );
         }
         match plugins.resolve(tenant, &catch.uses) {
             Err(e) => problems.push(Problem::step(&id, format!("catch: {e}"))),
             Ok(entry) => catch.plugin = Some(entry.pinned()),
         }
+    }
+}
+
+/// A `for_each` step's own settings: a template on a plugin step, a
+/// `max_parallel` in range, and neither setting without `for_each`.
+fn check_map(step: &StepDef, problems: &mut Vec<Problem>) {
+    let id = &step.id;
+    let Some(list) = &step.for_each else {
+        if step.max_parallel.is_some() || step.on_item_failure.is_some() {
+            problems.push(Problem::step(
+                id,
+                "max_parallel and on_item_failure apply only to a step with for_each".into(),
+            ));
+        }
+        return;
+    };
+    if matches!(
+        step.uses.as_str(),
+        WAIT | COLLECT_INPUTS | REQUEST_USER_ACTION
+    ) {
+        problems.push(Problem::step(
+            id,
+            format!(
+                "for_each runs a plugin once per item; {} steps cannot have it",
+                step.uses
+            ),
+        ));
+    }
+    if !list.contains("{{") {
+        problems.push(Problem::step(
+            id,
+            "for_each must be a template that renders to a list, such as \"{{steps.find.output.items}}\"".into(),
+        ));
+    }
+    if let Some(n) = step.max_parallel
+        && !(1..=MAX_ITEMS_PARALLEL).contains(&n)
+    {
+        problems.push(Problem::step(
+            id,
+            format!("max_parallel must be 1 to {MAX_ITEMS_PARALLEL}"),
+        ));
     }
 }
 
@@ -718,6 +826,9 @@ mod tests {
             timeout_ms: None,
             catch: None,
             rate_limit: None,
+            for_each: None,
+            max_parallel: None,
+            on_item_failure: None,
         }
     }
 

@@ -143,6 +143,7 @@ pub fn render_one(what: &str, text: &str, input: &Value) -> Result<Option<String
         steps: &steps,
         run: &run,
         failure: None,
+        item: None,
     };
     let value = template::render(&Value::String(text.to_owned()), &scope)
         .map_err(|e| format!("{what}: {e}"))?;

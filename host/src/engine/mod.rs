@@ -25,6 +25,7 @@ mod background;
 pub mod cron;
 pub mod definition;
 pub mod labels;
+mod map;
 pub mod marketplace;
 mod peers;
 pub mod plugins;

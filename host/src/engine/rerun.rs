@@ -293,6 +293,12 @@ impl Engine {
         reopen(&mut run, &mut steps);
         let mut events = Vec::new();
         for step in steps.iter_mut().filter(|s| s.status == "failed") {
+            if definition
+                .step(&step.step_id)
+                .is_some_and(|s| s.for_each.is_some())
+            {
+                db::items::reset_failed(&mut tx, id, &step.step_id).await?;
+            }
             step.status = "ready".into();
             step.due_at = Some(now);
             step.ended_at = None;

@@ -57,6 +57,8 @@ pub struct RunView {
     pub steps: Vec<StepRow>,
     pub attempts: Vec<AttemptRow>,
     pub detail: Detail,
+    /// Item counts of the run's `for_each` steps that have begun, by step.
+    pub items: Vec<(String, db::items::Counts)>,
 }
 
 /// How much of each attempt a run's view carries.
@@ -631,12 +633,55 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
         let steps = db::runs::steps_of(&mut conn, id).await?;
         let attempts = db::runs::attempts_of(&mut conn, id, detail == Detail::Full).await?;
+        // Only a run with a `for_each` step has items to count.
+        let mapped = match self.definition_for_run(&run).await {
+            Ok(definition) => definition.steps.iter().any(|s| s.for_each.is_some()),
+            Err(_) => true,
+        };
+        let items = if mapped {
+            db::items::counts(&mut conn, id).await?
+        } else {
+            Vec::new()
+        };
         Ok(RunView {
             run,
             steps,
             attempts,
             detail,
+            items,
         })
+    }
+
+    /// A page of the items of a run's `for_each` step, in list order from
+    /// index `after + 1`; only those in `status` if given.
+    pub async fn step_items(
+        &self,
+        tenant: &str,
+        id: &str,
+        step_id: &str,
+        status: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<db::items::ItemRow>, EngineError> {
+        let mut conn = self.db.reader().await?;
+        let run = db::runs::get_run(&mut conn, tenant, id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
+        let definition = self.definition_for_run(&run).await?;
+        match definition.step(step_id) {
+            None => {
+                return Err(EngineError::NotFound(format!(
+                    "run {id} has no step {step_id:?}"
+                )));
+            }
+            Some(step) if step.for_each.is_none() => {
+                return Err(EngineError::NotFound(format!(
+                    "step {step_id:?} has no for_each, so no items"
+                )));
+            }
+            Some(_) => {}
+        }
+        Ok(db::items::list(&mut conn, id, step_id, status, after, limit).await?)
     }
 
     /// Waits up to `wait` for the run to end (or pause); returns it as it is then.
@@ -980,6 +1025,11 @@ impl Engine {
                     )));
                 }
                 reopen(&mut run, &mut steps);
+                // A map runs its failed items again; those that completed
+                // keep their outputs.
+                if step_def.is_some_and(|s| s.for_each.is_some()) {
+                    db::items::reset_failed(&mut tx, id, step_id).await?;
+                }
                 let step = &mut steps[index];
                 step.status = "ready".into();
                 step.due_at = Some(now);

@@ -93,8 +93,8 @@ pub(crate) struct Finished {
 /// A run as a recording transaction left it: handed to the dependents it
 /// claimed, so they render their config without reading the run again.
 pub(crate) struct Snapshot {
-    run: RunRow,
-    steps: Vec<StepRow>,
+    pub(super) run: RunRow,
+    pub(super) steps: Vec<StepRow>,
 }
 
 /// A run's state as a recording transaction committed it, and the run's
@@ -133,6 +133,10 @@ pub(crate) enum Outcome {
         until: i64,
         key: String,
     },
+    /// Not finished: a `for_each` step whose run an operator paused, with
+    /// items left to run. It waits, held, and goes on once unpaused; the
+    /// attempt does not count.
+    Held,
 }
 
 /// A rate limit's window.
@@ -365,28 +369,31 @@ impl Engine {
             Ok(Value::Null) | Err(_) => return Ok(None),
             Ok(other) => other.to_string(),
         };
-        let now = db::now_ms();
-        let window = now - now.rem_euclid(RATE_WINDOW_MS);
-        let mut conn = self.db.writer().await?;
-        let taken = db::state::take_rate(
-            &mut conn,
-            &run.tenant_id,
-            &key,
-            window,
-            i64::from(limit.per_minute),
-        )
-        .await?;
-        if taken {
-            return Ok(None);
-        }
         // The next minute, spread over its first second so the steps that
         // waited do not all arrive at once; one that finds it full again
         // waits again.
         let spread = (step.attempts * 7919 + step.step_id.len() as i64 * 104_729).rem_euclid(1000);
-        Ok(Some(Outcome::Deferred {
-            until: window + RATE_WINDOW_MS + spread,
-            key,
-        }))
+        let until = self
+            .take_rate_key(&run.tenant_id, &key, limit.per_minute, spread)
+            .await?;
+        Ok(until.map(|until| Outcome::Deferred { until, key }))
+    }
+
+    /// Takes a place in `key`'s rate limit for this minute: `None` when
+    /// taken, or when to try again (the next minute, `spread` ms in).
+    pub(super) async fn take_rate_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        per_minute: u32,
+        spread: i64,
+    ) -> Result<Option<i64>, EngineError> {
+        let now = db::now_ms();
+        let window = now - now.rem_euclid(RATE_WINDOW_MS);
+        let mut conn = self.db.writer().await?;
+        let taken =
+            db::state::take_rate(&mut conn, tenant, key, window, i64::from(per_minute)).await?;
+        Ok((!taken).then_some(window + RATE_WINDOW_MS + spread))
     }
 
     #[tracing::instrument(skip_all, fields(run_id = %step.run_id, step_id = %step.step_id, attempt = step.attempts))]
@@ -450,6 +457,26 @@ impl Engine {
                 ));
             }
         };
+        let map = definition
+            .step(&step.step_id)
+            .filter(|s| s.for_each.is_some() && step.kind != "catch");
+        if let Some(def) = map {
+            let Some(plugin) = self.find_plugin(&run.tenant_id, &uses).await? else {
+                return Ok((
+                    Outcome::Failed(AttemptError::Fatal(format!(
+                        "plugin {uses} is not available on this host"
+                    ))),
+                    None,
+                ));
+            };
+            let (token, renewal) = self.track(step);
+            let outcome = self
+                .run_map(snapshot.clone(), step, def, plugin, uses, token)
+                .await;
+            renewal.abort();
+            lock(&self.running).remove(&(step.run_id.clone(), step.step_id.clone()));
+            return Ok((outcome?, None));
+        }
         let config = advance::with_scope(run, steps, failure.as_ref(), |scope| {
             config
                 .as_ref()
@@ -469,13 +496,7 @@ impl Engine {
                 ));
             }
         };
-        let mut found = self.plugins.exact(&run.tenant_id, &uses);
-        if found.is_none() && !self.db.exclusive() {
-            // Uploaded on another host moments ago: read the catalog again.
-            super::marketplace::load_stored(&self.db, &self.runtime, &self.plugins).await?;
-            found = self.plugins.exact(&run.tenant_id, &uses);
-        }
-        let Some(plugin) = found else {
+        let Some(plugin) = self.find_plugin(&run.tenant_id, &uses).await? else {
             return Ok((
                 Outcome::Failed(AttemptError::Fatal(format!(
                     "plugin {uses} is not available on this host"
@@ -483,21 +504,8 @@ impl Engine {
                 None,
             ));
         };
-        let mut problems = Vec::new();
-        self.check_against(
-            &step.step_id,
-            "config",
-            &plugin.info.config_schema,
-            &config,
-            &mut problems,
-        );
-        if !problems.is_empty() {
-            let message = problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Ok((Outcome::Failed(AttemptError::InvalidInput(message)), None));
+        if let Err(e) = self.check_config(&step.step_id, &plugin, &config) {
+            return Ok((Outcome::Failed(e), None));
         }
         if let Some(deferred) = self.take_rate(run, step, &definition, steps).await? {
             return Ok((deferred, None));
@@ -506,12 +514,8 @@ impl Engine {
         if let Some(ms) = timeout_ms {
             limits.timeout = Duration::from_millis(ms);
         }
-        let token = CancellationToken::new();
         let key = (step.run_id.clone(), step.step_id.clone());
-        lock(&self.running).insert(key.clone(), token.clone());
-        let renewal = self
-            .clone()
-            .renew_while_running(step.clone(), token.clone());
+        let (token, renewal) = self.track(step);
         // The attempt's span, a child of the run's wherever this runs.
         let span = match run.traceparent.as_deref() {
             Some(traceparent) if crate::telemetry::enabled() => {
@@ -567,6 +571,61 @@ impl Engine {
         })
     }
 
+    /// Checks a rendered config against the plugin's schema: every problem,
+    /// as one invalid-input error.
+    pub(super) fn check_config(
+        &self,
+        step_id: &str,
+        plugin: &crate::runtime::Plugin,
+        config: &Value,
+    ) -> Result<(), AttemptError> {
+        let mut problems = Vec::new();
+        self.check_against(
+            step_id,
+            "config",
+            &plugin.info.config_schema,
+            config,
+            &mut problems,
+        );
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(AttemptError::InvalidInput(message))
+    }
+
+    /// The plugin pinned as `uses` for `tenant`; one uploaded on another
+    /// host moments ago is found by reading the catalog again.
+    async fn find_plugin(
+        &self,
+        tenant: &str,
+        uses: &str,
+    ) -> Result<Option<Arc<crate::runtime::Plugin>>, EngineError> {
+        let mut found = self.plugins.exact(tenant, uses);
+        if found.is_none() && !self.db.exclusive() {
+            super::marketplace::load_stored(&self.db, &self.runtime, &self.plugins).await?;
+            found = self.plugins.exact(tenant, uses);
+        }
+        Ok(found)
+    }
+
+    /// Registers an attempt of `step` as running here (so a stop can
+    /// interrupt it) and renews its lease: the token that interrupts it,
+    /// and the renewal to abort once it ends.
+    fn track(self: &Arc<Self>, step: &StepRow) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let token = CancellationToken::new();
+        let key = (step.run_id.clone(), step.step_id.clone());
+        lock(&self.running).insert(key, token.clone());
+        let renewal = self
+            .clone()
+            .renew_while_running(step.clone(), token.clone());
+        (token, renewal)
+    }
+
     /// A sampled hot-path transaction's span (`operation`: claim, record).
     fn db_span(&self, operation: &'static str) -> tracing::Span {
         let system = match self.db.backend() {
@@ -582,7 +641,7 @@ impl Engine {
         )
     }
 
-    fn observe(&self, attempt: &Attempt) {
+    pub(super) fn observe(&self, attempt: &Attempt) {
         let counter = if attempt.result.is_ok() {
             &self.metrics.attempts_completed
         } else {
@@ -900,6 +959,7 @@ impl Engine {
                 Some("interrupted".to_owned()),
                 Some(why.clone()),
             ),
+            Outcome::Held => ("held", None, None),
             Outcome::Deferred { until, key } => (
                 "rate_limited",
                 Some("rate_limited".to_owned()),
@@ -948,6 +1008,13 @@ impl Engine {
                     &step.step_id,
                     json!({"key": key, "until": rfc3339(until)}),
                 ));
+            }
+            // Paused with items left: ready again, which the paused run
+            // holds (`advance`), and no attempt spent.
+            Outcome::Held => {
+                step.status = "ready".into();
+                step.due_at = Some(now);
+                step.attempts -= 1;
             }
             Outcome::Completed(output) => {
                 step.status = "completed".into();

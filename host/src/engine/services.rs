@@ -42,6 +42,28 @@ pub fn for_attempt(
     }
 }
 
+/// [`for_attempt`] for one item of a `for_each` step (`step_id` names the
+/// item, `step[index]`): the same services, but the item's progress
+/// reports are dropped, since the step reports its items' counts itself.
+pub fn for_item(
+    db: &Db,
+    secrets: Option<Arc<SecretBox>>,
+    tenant: &str,
+    run_id: &str,
+    step_id: &str,
+) -> Services {
+    let mut services = for_attempt(db, secrets, tenant, run_id, step_id);
+    services.progress = Arc::new(Silent);
+    services
+}
+
+/// Progress reports dropped.
+struct Silent;
+
+impl Progress for Silent {
+    fn progress(&self, _percent: u8, _note: &str) {}
+}
+
 struct Scope {
     db: Db,
     secrets: Option<Arc<SecretBox>>,

@@ -28,6 +28,10 @@ pub enum Root {
     Step(String),
     Run,
     Failure,
+    /// The item a `for_each` step's attempt runs for.
+    Item,
+    /// Its position in the list, from 0.
+    ItemIndex,
 }
 
 /// One `{{…}}` reference, parsed.
@@ -58,6 +62,8 @@ pub enum TemplateError {
     },
     #[error("{reference} is only available in a catch step")]
     OutsideCatch { reference: String },
+    #[error("{reference} is only available in a step with for_each")]
+    OutsideMap { reference: String },
     /// Ordering anything but two numbers or two strings is an error rather
     /// than a silent `false`, which would skip steps without a trace.
     #[error("cannot evaluate {expression}: cannot order {left} and {right}")]
@@ -85,6 +91,8 @@ pub struct Scope<'a> {
     pub run: &'a Value,
     /// `{"step": …, "error": …}` while a `catch` step runs; otherwise none.
     pub failure: Option<&'a Value>,
+    /// The item and its index while an item of a `for_each` step runs.
+    pub item: Option<(&'a Value, &'a Value)>,
 }
 
 /// A run's step records by step id, as templates read them. The engine's
@@ -276,11 +284,13 @@ fn parse_reference(text: &str, inner: &str) -> Result<Reference, String> {
         Some("input") => Root::Input,
         Some("run") => Root::Run,
         Some("failure") => Root::Failure,
+        Some("item") => Root::Item,
+        Some("item_index") => Root::ItemIndex,
         Some("steps") => Root::Step(segments.next().ok_or("`steps` needs a step id")?),
         other => {
             let other = other.unwrap_or_default();
             return Err(format!(
-                "unknown root {other:?}; expected input, steps, run or failure"
+                "unknown root {other:?}; expected input, steps, run, failure, item or item_index"
             ));
         }
     };
@@ -379,6 +389,16 @@ fn resolve<'a>(r: &Reference, scope: &Scope<'a>) -> Result<Option<&'a Value>, Te
             None if r.optional => return Ok(None),
             None => {
                 return Err(TemplateError::OutsideCatch {
+                    reference: r.text.clone(),
+                });
+            }
+        },
+        Root::Item | Root::ItemIndex => match scope.item {
+            Some((item, _)) if r.root == Root::Item => (item, "item".to_owned()),
+            Some((_, index)) => (index, "item_index".to_owned()),
+            None if r.optional => return Ok(None),
+            None => {
+                return Err(TemplateError::OutsideMap {
                     reference: r.text.clone(),
                 });
             }
@@ -565,6 +585,7 @@ mod tests {
             steps: &steps,
             run: &all["run"],
             failure,
+            item: None,
         })
     }
 

@@ -164,6 +164,73 @@ function Timeline({ run, onSelect }) {
   );
 }
 
+const ITEM_STATUSES = ["completed", "failed", "running", "pending"];
+
+/** A `for_each` step's items: counts, and the items themselves on demand. */
+function StepItems({ run, step }) {
+  const counts = step.items;
+  const [status, setStatus] = useState("");
+  const [open, setOpen] = useState(false);
+  const [items, setItems] = useState([]);
+  const [cursor, setCursor] = useState(null);
+  const [error, setError] = useState(null);
+  const load = async (from) => {
+    const params = new URLSearchParams({ limit: "100", view: "full" });
+    if (status) params.set("status", status);
+    if (from) params.set("cursor", from);
+    try {
+      const page = await api(`/v1/runs/${enc(run.id)}/steps/${enc(step.id)}/items?${params}`);
+      setItems((before) => (from ? [...before, ...page.items] : page.items));
+      setCursor(page.next_cursor);
+      setError(null);
+    } catch (e) {
+      setError(e);
+    }
+  };
+  useEffect(() => {
+    if (open) load(null);
+  }, [open, status, counts.completed, counts.failed]);
+  const done = counts.completed + counts.failed;
+  return (
+    <div class="card items">
+      <h3>Items</h3>
+      <p>
+        <meter min="0" max={counts.total || 1} value={done} aria-label="Items done">{done} of {counts.total}</meter>{" "}
+        {done} of {counts.total} done
+      </p>
+      <ul class="counts" aria-label="Items by status">
+        {ITEM_STATUSES.map((s) => (
+          <li><Status status={s} /> {counts[s]}</li>
+        ))}
+      </ul>
+      <details open={open} onToggle={(e) => setOpen(e.currentTarget.open)}>
+        <summary>Show items</summary>
+        <label for={`items-status-${step.id}`}>Status</label>{" "}
+        <select id={`items-status-${step.id}`} value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
+          <option value="">Any</option>
+          {ITEM_STATUSES.map((s) => <option value={s}>{s}</option>)}
+        </select>
+        {error && <Problem error={error} />}
+        <table class="items-table">
+          <thead><tr><th>#</th><th>Status</th><th>Attempts</th><th>Duration</th><th>Output or error</th></tr></thead>
+          <tbody>
+            {items.map((item) => (
+              <tr>
+                <td>{item.index}</td>
+                <td><Status status={item.status} /></td>
+                <td>{item.attempts}</td>
+                <td>{duration(item.duration_ms)}</td>
+                <td><code class="clip">{JSON.stringify(item.status === "failed" || item.output === null ? item.error : item.output)}</code></td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        {cursor && <button type="button" onClick={() => load(cursor)}>More items</button>}
+      </details>
+    </div>
+  );
+}
+
 function StepDetail({ run, step, definitionStep, me, onChanged }) {
   const control = can(me, "runs:control") && !["cancelled", "terminated"].includes(run.status);
   const [override, setOverride] = useState("{}");
@@ -207,6 +274,7 @@ function StepDetail({ run, step, definitionStep, me, onChanged }) {
         </div>
       )}
 
+      {step.items && <StepItems run={run} step={step} />}
       {step.status === "failed" && (
         <div class="card failure">
           <h3>Error</h3>
