@@ -85,6 +85,15 @@ async fn main() {
         measure(defaults, Part::Backlog(n), history).await;
         return;
     }
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--map")
+        .and_then(|i| args.get(i + 1))
+    {
+        let n = n.parse().expect("--map takes a number of items");
+        measure(defaults, Part::Map(n), history).await;
+        return;
+    }
     if args.iter().any(|a| a == "--chains") {
         // Only the chains (for a profiler): the default settings.
         measure(defaults, Part::Chains, history).await;
@@ -153,6 +162,8 @@ enum Part {
     Chains,
     /// Throughput while this many runs wait to start.
     Backlog(usize),
+    /// One run whose step maps over this many items.
+    Map(usize),
 }
 
 async fn measure(config: EngineConfig, part: Part, history: usize) {
@@ -261,6 +272,12 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
         )
         .await
         .expect("warm-up");
+    }
+
+    if let Part::Map(n) = part {
+        map(&post, &client, &url, n).await;
+        shutdown.cancel();
+        return;
     }
 
     if let Part::Backlog(n) = part {
@@ -455,6 +472,95 @@ const SERIES: &str =
 
 /// Runs `statements` in one transaction on the writer, each bound to the
 /// number of runs ($1), the bench's tenant ($2) and a time ($3).
+/// One run of a step with `for_each` over `n` trivial items, 50 at a
+/// time, three times: items per second from the start to the run's end,
+/// and the most this process's resident memory grew over its size before
+/// the start (sampled every 20 ms).
+async fn map<F, R>(post: &F, client: &reqwest::Client, url: &str, n: usize)
+where
+    F: Fn(&str, Value) -> R,
+    R: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let created = post(
+        "/v1/workflows",
+        json!({"key": "map", "name": "map", "steps": [
+            {"id": "each", "uses": "testkit@0", "for_each": "{{input.items}}", "max_parallel": 50,
+             "config": {"mode": "sleep", "ms": 0}}
+        ]}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(created.status(), 201);
+    let published = post("/v1/workflows/map/publish", json!({"version": "0.1.0"}))
+        .await
+        .expect("publish");
+    assert_eq!(published.status(), 200);
+    let items: Vec<usize> = (0..n).collect();
+    for _ in 0..3 {
+        let before = resident_kib();
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(resident_kib(), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let run: Value = post(
+            "/v1/runs",
+            json!({"workflow": "map", "input": {"items": items}}),
+        )
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("the run");
+        let id = run["id"].as_str().expect("an id").to_owned();
+        loop {
+            let status: Value = client
+                .get(format!("{url}/v1/runs/{id}/status"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("the status");
+            if status["status"] != "running" && status["status"] != "pending" {
+                assert_eq!(status["status"], "completed", "{status}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let elapsed = started.elapsed();
+        sampler.abort();
+        let grew = peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(before);
+        println!(
+            "map of {n} items, 50 at a time: {:.0} items/s ({:.2} s); resident memory grew by at most {:.1} MiB",
+            n as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            grew as f64 / 1024.0
+        );
+    }
+}
+
+/// This process's resident memory, KiB.
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 async fn insert_series(db: &Db, runs: usize, at: i64, statements: &[String]) {
     let mut conn = db.writer().await.expect("writer");
     let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM api_keys LIMIT 1")

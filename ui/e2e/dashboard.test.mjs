@@ -524,6 +524,33 @@ test("runs are filtered by label, paused and unpaused, and re-run from a step", 
   assert.equal(rerun.body.labels.customer, "c-42");
 });
 
+test("a for_each step shows its item counts and lists its failed items", async () => {
+  await publish({
+    key: "map-items",
+    name: "Map items",
+    steps: [
+      {
+        id: "each", uses: "testkit@0", for_each: "{{input.list}}", max_parallel: 5,
+        on_item_failure: "continue", config: { mode: "{{item}}", message: "item {{item_index}} refused" },
+      },
+    ],
+  });
+  const list = Array.from({ length: 30 }, (_, i) => (i === 12 ? "fail" : "context"));
+  const id = await startRun("map-items", { list });
+  await waitForStatus(id, "completed");
+  await page.goto(`${URL}/ui/#/runs/${id}`);
+  await page.locator('.dag [data-step="each"]').click();
+  await page.getByRole("heading", { name: "Items", exact: true }).waitFor();
+  await page.getByText("30 of 30 done").waitFor();
+  await page.getByText("Show items").click();
+  await page.getByLabel("Status", { exact: true }).selectOption("failed");
+  const rows = page.locator("table.items-table tbody tr");
+  for (let i = 0; i < 100 && (await rows.count()) !== 1; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await rows.count(), 1);
+  await rows.getByText("item 12 refused").waitFor();
+  await shot("map-items");
+});
+
 test("screens read at a phone's width", async () => {
   await page.setViewportSize({ width: 390, height: 800 });
   await nav("Runs").click();

@@ -243,13 +243,49 @@ pub(super) fn upserts(rows: &[ItemRow]) -> Vec<Statement<'_>> {
                     Arg::from(i.ended_at),
                 ]
             })
+            // An item that ended stays as it ended: a host that lost the
+            // step's lease cannot undo another's result.
             .push(
                 " ON CONFLICT (run_id, step_id, idx) DO UPDATE SET status = excluded.status,
                   attempts = excluded.attempts, output = excluded.output, error = excluded.error,
                   logs = excluded.logs, host = excluded.host, started_at = excluded.started_at,
-                  ended_at = excluded.ended_at",
+                  ended_at = excluded.ended_at
+                  WHERE items.status NOT IN ('completed', 'failed')",
             );
             s
         })
         .collect()
+}
+
+/// Whether `host` still holds the lease of attempt `attempt` of the step.
+pub async fn holds_lease(
+    conn: &mut Conn,
+    run_id: &str,
+    step_id: &str,
+    host: &str,
+    attempt: i64,
+) -> Result<bool, DbError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT attempts FROM steps WHERE run_id = $1 AND step_id = $2
+         AND status = 'running' AND lease_owner = $3",
+    )
+    .bind(run_id)
+    .bind(step_id)
+    .bind(host)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found == Some(attempt))
+}
+
+/// The bytes of a step's items' outputs and errors together.
+pub async fn output_bytes(conn: &mut Conn, run_id: &str, step_id: &str) -> Result<i64, DbError> {
+    let bytes: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(SUM(COALESCE(LENGTH(output), 0) + COALESCE(LENGTH(error), 0)) AS BIGINT)
+         FROM items WHERE run_id = $1 AND step_id = $2",
+    )
+    .bind(run_id)
+    .bind(step_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(bytes.unwrap_or(0))
 }

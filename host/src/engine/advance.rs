@@ -111,27 +111,6 @@ pub fn with_scope<T>(
     failure: Option<&Value>,
     f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
 ) -> T {
-    scope_of(run, steps, failure, None, f)
-}
-
-/// [`with_scope`] for one item of a `for_each` step: `item` and
-/// `item_index` as well.
-pub fn with_item_scope<T>(
-    run: &RunRow,
-    steps: &[StepRow],
-    item: (&Value, &Value),
-    f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
-) -> T {
-    scope_of(run, steps, None, Some(item), f)
-}
-
-fn scope_of<T>(
-    run: &RunRow,
-    steps: &[StepRow],
-    failure: Option<&Value>,
-    item: Option<(&Value, &Value)>,
-    f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
-) -> T {
     let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
     let records = StepRecords::new(steps);
     let run_value = run_record(run);
@@ -140,7 +119,28 @@ fn scope_of<T>(
         steps: &records,
         run: &run_value,
         failure,
-        item,
+        item: None,
+    })
+}
+
+/// [`with_scope`] for one item of a `for_each` step: `item` and
+/// `item_index` as well.
+/// `input` is the run's input, parsed once for all the items.
+pub fn with_item_scope<T>(
+    run: &RunRow,
+    input: &Value,
+    steps: &[StepRow],
+    item: (&Value, &Value),
+    f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
+) -> T {
+    let records = StepRecords::new(steps);
+    let run_value = run_record(run);
+    f(&crate::engine::template::Scope {
+        input,
+        steps: &records,
+        run: &run_value,
+        failure: None,
+        item: Some(item),
     })
 }
 

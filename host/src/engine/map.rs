@@ -46,6 +46,8 @@ pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 /// What a map's items share.
 struct Job {
     snapshot: Arc<Snapshot>,
+    /// The run's input, parsed once.
+    input: Value,
     list: Vec<Value>,
     step_id: String,
     def: StepDef,
@@ -130,8 +132,17 @@ impl Engine {
                 .unwrap_or_default();
             (todo, before)
         };
+        if before.total() > total as i64 {
+            // Only a change upstream could do this (a step's output edited
+            // by an override): the rows no longer match the list.
+            return invalid(format!(
+                "for_each: the list has {total} items, but this step already has {} items",
+                before.total()
+            ));
+        }
         let job = Arc::new(Job {
             snapshot: snapshot.clone(),
+            input: serde_json::from_str(&run.input).unwrap_or(Value::Null),
             list,
             step_id: step.step_id.clone(),
             def: def.clone(),
@@ -171,6 +182,9 @@ impl Engine {
         let mut checked_hold = Instant::now();
         let mut reported: Option<Instant> = None;
         let mut interrupted = false;
+        // Set when the step's lease is lost: nothing more is written.
+        let mut lost = false;
+        let attempt = (step.step_id.as_str(), step.attempts);
 
         loop {
             let now = db::now_ms();
@@ -220,10 +234,16 @@ impl Engine {
                     reported = Some(Instant::now());
                     events.push(progress(&job.step_id, &tally, running.len()));
                 }
-                match self.write_items(run, &rows, &events).await {
+                match self.write_items(run, attempt, &rows, &events).await {
                     Ok(()) => {
                         rows.clear();
                         events.clear();
+                    }
+                    Err(EngineError::Conflict(why)) => {
+                        // Another host runs the step now: stop here.
+                        tracing::warn!(%why, "a map stops");
+                        token.cancel();
+                        lost = true;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not write a map's items; trying again");
@@ -231,7 +251,12 @@ impl Engine {
                     }
                 }
             }
-            let next_retry = retries.peek().map(|Reverse((at, _, _))| *at);
+            // A retry's time matters only if it could start then.
+            let can_start = !stopping && !held && !interrupted && running.len() < parallel;
+            let next_retry = retries
+                .peek()
+                .map(|Reverse((at, _, _))| *at)
+                .filter(|_| can_start);
             let wait = next_retry.map_or(HOLD_CHECK, |at| {
                 Duration::from_millis(u64::try_from(at - db::now_ms()).unwrap_or(0)).min(HOLD_CHECK)
             });
@@ -257,12 +282,20 @@ impl Engine {
                     }
                     Err(e) => {
                         // The item's task failed (not the guest: the runtime
-                        // reports its failures). It stays running in the
-                        // database and runs again in the step's next attempt.
+                        // reports its failures): the item failed for good.
                         tracing::error!(error = %e, "an item's task failed");
-                        launched.remove(&e.id());
-                        interrupted = true;
-                        continue;
+                        let Some((index, attempt, started_at)) = launched.remove(&e.id()) else {
+                            continue;
+                        };
+                        ItemDone {
+                            index,
+                            attempt,
+                            started_at,
+                            outcome: ItemOutcome::Failed(AttemptError::Fatal(format!(
+                                "the host failed running the item: {e}"
+                            ))),
+                            logs: None,
+                        }
                     }
                 };
                 let index = done.index;
@@ -323,8 +356,11 @@ impl Engine {
             slots -= 1;
             self.give_slot();
         }
+        if lost {
+            return Ok(Outcome::Interrupted("the step's lease was lost".into()));
+        }
         events.push(progress(&job.step_id, &tally, 0));
-        self.write_items(run, &rows, &events).await?;
+        self.write_items(run, attempt, &rows, &events).await?;
 
         if interrupted {
             return Ok(Outcome::Interrupted("interrupted".into()));
@@ -351,9 +387,16 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let outcomes = {
             let mut conn = self.db.reader().await?;
+            let size = db::items::output_bytes(&mut conn, &run.id, step_id).await?;
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            if size > MAX_OUTPUT_BYTES {
+                return Ok(Outcome::Failed(AttemptError::OutputTooLarge {
+                    size,
+                    limit: MAX_OUTPUT_BYTES,
+                }));
+            }
             db::items::outcomes(&mut conn, &run.id, step_id).await?
         };
-        let mut size = 0;
         let mut output = Vec::with_capacity(outcomes.len());
         for (status, out, error) in outcomes {
             let value = match status.as_str() {
@@ -365,15 +408,15 @@ impl Engine {
                     .as_deref()
                     .and_then(|e| serde_json::from_str::<Value>(e).ok())
                     .unwrap_or(Value::Null)}),
-                _ => Value::Null,
+                // Not ended: written since by a host that took the step
+                // over. This attempt leaves it to that one.
+                _ => {
+                    return Err(EngineError::Conflict(format!(
+                        "an item of step {step_id:?} of run {} has not ended",
+                        run.id
+                    )));
+                }
             };
-            size += out.as_deref().map_or(4, str::len) + 1;
-            if size > MAX_OUTPUT_BYTES {
-                return Ok(Outcome::Failed(AttemptError::OutputTooLarge {
-                    size,
-                    limit: MAX_OUTPUT_BYTES,
-                }));
-            }
             output.push(value);
         }
         Ok(Outcome::Completed(Value::Array(output)))
@@ -408,17 +451,36 @@ impl Engine {
     async fn write_items(
         &self,
         run: &db::runs::RunRow,
+        (step_id, attempt): (&str, i64),
         rows: &[ItemRow],
         events: &[Event],
     ) -> Result<(), EngineError> {
         if rows.is_empty() && events.is_empty() {
             return Ok(());
         }
+        // An item's last row only: a batch may hold its start and its end.
+        let mut last: HashMap<i64, usize> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            last.insert(row.index, i);
+        }
+        let rows: Vec<ItemRow> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, row)| last.get(&row.index) == Some(i))
+            .map(|(_, row)| row.clone())
+            .collect();
         let now = db::now_ms();
         let mut tx = self.db.begin().await?;
+        if !db::items::holds_lease(&mut tx, &run.id, step_id, &self.config.host_id, attempt).await?
+        {
+            return Err(EngineError::Conflict(format!(
+                "the lease of step {step_id:?} of run {} was lost",
+                run.id
+            )));
+        }
         let events = event_rows(run, events);
         let mut writes = db::runs::Writes::default();
-        writes.upsert_items(rows).append_events(&events, now);
+        writes.upsert_items(&rows).append_events(&events, now);
         writes.execute(&mut tx).await?;
         tx.commit().await.map_err(DbError::from)?;
         self.changed(&run.id);
@@ -487,9 +549,12 @@ async fn run_item(
     };
     let run = &job.snapshot.run;
     let steps = &job.snapshot.steps;
-    let item = &job.list[index];
+    let Some(item) = job.list.get(index) else {
+        let error = AttemptError::Fatal(format!("the list has no item {index}"));
+        return done(ItemOutcome::Failed(error), None);
+    };
     let index_value = Value::from(index);
-    let config = advance::with_item_scope(run, steps, (item, &index_value), |scope| {
+    let config = advance::with_item_scope(run, &job.input, steps, (item, &index_value), |scope| {
         job.def
             .config
             .as_ref()
@@ -509,7 +574,7 @@ async fn run_item(
     // Over the rate limit, the item waits for the next minute; waiting is
     // not an attempt.
     if let Some(limit) = &job.def.rate_limit {
-        let key = advance::with_item_scope(run, steps, (item, &index_value), |scope| {
+        let key = advance::with_item_scope(run, &job.input, steps, (item, &index_value), |scope| {
             template::render(&Value::String(limit.key.clone()), scope)
         });
         let key = match key {

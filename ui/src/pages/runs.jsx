@@ -174,12 +174,17 @@ function StepItems({ run, step }) {
   const [items, setItems] = useState([]);
   const [cursor, setCursor] = useState(null);
   const [error, setError] = useState(null);
+  // Only the latest request's answer is shown (the filter may change while
+  // one is under way).
+  const latest = useRef(0);
   const load = async (from) => {
     const params = new URLSearchParams({ limit: "100", view: "full" });
     if (status) params.set("status", status);
     if (from) params.set("cursor", from);
+    const ticket = ++latest.current;
     try {
       const page = await api(`/v1/runs/${enc(run.id)}/steps/${enc(step.id)}/items?${params}`);
+      if (ticket !== latest.current) return;
       setItems((before) => (from ? [...before, ...page.items] : page.items));
       setCursor(page.next_cursor);
       setError(null);
