@@ -940,3 +940,84 @@ async fn a_retry_waits_for_room_under_the_concurrency_limit() {
         .await;
     assert_eq!(status, 200, "room again: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_tenants_urgent_runs_start_before_earlier_ones() {
+    // One slot: the tenant is busy while the first run holds it.
+    let s = Server::start_args(&["--max-parallel", "1", "--tenant-max-running", "1"]);
+    s.publish(json!({"key": "prio", "name": "Priorities", "steps": [
+        {"id": "work", "uses": "testkit@0", "config": {"mode": "sleep", "ms": "{{input.ms}}"}}]}))
+        .await;
+    let blocker = start(&s, json!({"workflow": "prio", "input": {"ms": 1500}})).await;
+    s.wait_until(
+        blocker["id"].as_str().unwrap(),
+        Duration::from_secs(30),
+        |r| r["status"] == "running",
+    )
+    .await;
+    let mut low = Vec::new();
+    for _ in 0..4 {
+        let run = start(&s, json!({"workflow": "prio", "input": {"ms": 20}})).await;
+        assert_eq!(run["priority"], 1, "{run}");
+        low.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let mut high = Vec::new();
+    for _ in 0..4 {
+        let run = start(
+            &s,
+            json!({"workflow": "prio", "input": {"ms": 20}, "priority": 3}),
+        )
+        .await;
+        assert_eq!(run["priority"], 3, "{run}");
+        high.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let high_started = started_times(&s, &high).await;
+    let low_started = started_times(&s, &low).await;
+    let last_high = high_started.iter().max().unwrap();
+    let first_low = low_started.iter().min().unwrap();
+    assert!(
+        last_high < first_low,
+        "priority-3 runs {high_started:?} before priority-1 runs {low_started:?}"
+    );
+
+    // Out of range: refused, naming the range.
+    let (status, body) = s
+        .post(
+            "/v1/runs",
+            json!({"workflow": "prio", "input": {"ms": 1}, "priority": 4}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("1, 2 or 3"),
+        "{body}"
+    );
+    // A schedule's runs take its priority.
+    let (status, body) = s
+        .post(
+            "/v1/schedules",
+            json!({"workflow": "prio", "cron": "0 0 1 1 *", "priority": 0}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = s
+        .post(
+            "/v1/schedules",
+            json!({"workflow": "prio", "cron": "0 0 1 1 *", "priority": 2, "input": {"ms": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["priority"], 2);
+}
+
+/// When each run started, once it completed.
+async fn started_times(s: &Server, ids: &[String]) -> Vec<String> {
+    let mut times = Vec::new();
+    for id in ids {
+        let run = s
+            .wait_until(id, Duration::from_secs(60), |r| r["status"] == "completed")
+            .await;
+        times.push(run["started_at"].as_str().unwrap().to_owned());
+    }
+    times
+}

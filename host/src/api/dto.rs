@@ -528,6 +528,9 @@ pub struct RunOut {
     /// The workflow's `concurrency.key` as rendered for this run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// 1 to 3: within the tenant, due steps of a higher priority are
+    /// claimed first.
+    pub priority: i64,
     /// Absent in lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepOut>>,
@@ -562,6 +565,7 @@ impl RunOut {
                 .filter(|_| !run_is_terminal(&run.status))
                 .map(rfc3339),
             concurrency_key: run.concurrency_key.clone(),
+            priority: run.priority,
             steps: None,
         }
     }
@@ -704,6 +708,10 @@ pub struct StartRun {
     /// A preset of the workflow: its input goes under `input` (objects
     /// merge, `input` wins), and the run gets the label `preset: <name>`.
     pub preset: Option<String>,
+    /// 1 (the default) to 3: within the tenant, due steps of a higher
+    /// priority are claimed first (tenants still share the host fairly).
+    #[schema(minimum = 1, maximum = 3)]
+    pub priority: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]

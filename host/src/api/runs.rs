@@ -184,6 +184,7 @@ async fn start(
                 input: request.input,
                 labels: request.labels.unwrap_or_default(),
                 preset: request.preset.as_deref(),
+                priority: request.priority,
             };
             state
                 .engine

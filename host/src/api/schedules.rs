@@ -39,6 +39,9 @@ pub struct ScheduleIn {
     pub input: Option<Value>,
     /// `active` (default) or `paused`.
     pub status: Option<String>,
+    /// The priority of the runs it starts: 1 (the default) to 3.
+    #[schema(minimum = 1, maximum = 3)]
+    pub priority: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -50,6 +53,9 @@ pub struct SchedulePatchIn {
     pub input: Option<Value>,
     /// `active` or `paused`. Resuming does not fire ticks missed while paused.
     pub status: Option<String>,
+    /// The priority of the runs it starts, 1 to 3.
+    #[schema(minimum = 1, maximum = 3)]
+    pub priority: Option<i64>,
 }
 
 /// A fired tick: the run it started, or why it started none.
@@ -79,6 +85,8 @@ pub struct ScheduleOut {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The priority of the runs it starts, 1 to 3.
+    pub priority: i64,
     /// The latest fired ticks, newest first (only on `GET /v1/schedules/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recent_fires: Option<Vec<FireOut>>,
@@ -99,6 +107,7 @@ impl ScheduleOut {
             last_error: row.last_error.clone(),
             created_at: rfc3339(row.created_at),
             updated_at: rfc3339(row.updated_at),
+            priority: row.priority,
             recent_fires: None,
         }
     }
@@ -162,6 +171,7 @@ async fn create(
                         timezone: request.timezone,
                         input: request.input.unwrap_or_else(|| serde_json::json!({})),
                         active,
+                        priority: request.priority,
                     },
                 )
                 .await?;
@@ -229,6 +239,7 @@ async fn patch(
         timezone: body.timezone,
         input: body.input,
         active: parse_status(body.status.as_deref())?,
+        priority: body.priority,
     };
     let row = state
         .engine

@@ -39,6 +39,9 @@ pub struct RunRow {
     pub held_at: Option<i64>,
     /// The workflow's `concurrency.key` as rendered for this run.
     pub concurrency_key: Option<String>,
+    /// 1 to 3: within a tenant, due steps of a higher priority are claimed
+    /// first.
+    pub priority: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +92,7 @@ impl RunRow {
             rerun_of: None,
             held_at: None,
             concurrency_key: None,
+            priority: 1,
         }
     }
 
@@ -171,6 +175,7 @@ fn run(r: &AnyRow) -> RunRow {
         rerun_of: r.get("rerun_of"),
         held_at: r.get("held_at"),
         concurrency_key: r.get("concurrency_key"),
+        priority: r.get("priority"),
     }
 }
 
@@ -429,40 +434,46 @@ pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbE
 
 /// The claim on SQLite, in time that does not grow with the queue: the
 /// tenants with ready steps are found by skipping through an index
-/// (`steps_ready_by_tenant`, one probe per tenant), and of each only the
-/// `limit` earliest due steps are ranked: `cut` (materialized, so it is
-/// probed once per tenant) finds the `limit`-th in index order, and the
-/// range read stops there (a blob sorts after any text: with no cut, the
-/// bound is the due time alone). The range is the one row-value
-/// comparison on the index's columns: another bound on `due_at` beside it
-/// would make SQLite range on `due_at` alone and read the whole queue.
-/// Running steps are counted per tenant from the small partial index of
-/// running steps.
+/// (`steps_ready_by_tenant`, one probe per tenant), and of each priority
+/// of each only the `limit` earliest due steps are ranked: `cut`
+/// (materialized, so it is probed once per tenant and priority) finds the
+/// `limit`-th in index order, and the range read stops there (a blob sorts
+/// after any text: with no cut, the bound is the due time alone). The
+/// `limit` first in priority order are among those. The range is the one
+/// row-value comparison on the index's columns after the tenant and rank:
+/// another bound on `due_at` beside it would make SQLite range on `due_at`
+/// alone and read the whole queue. Running steps are counted per tenant
+/// from the small partial index of running steps.
 const CLAIM_SQLITE: &str = "WITH RECURSIVE
      tenants(t) AS (
          SELECT (SELECT min(tenant_id) FROM steps WHERE status = 'ready')
          UNION ALL
          SELECT (SELECT min(tenant_id) FROM steps WHERE status = 'ready' AND tenant_id > tenants.t)
          FROM tenants WHERE tenants.t IS NOT NULL),
+     ranks(rank) AS (VALUES (0), (1), (2)),
      running AS (
          SELECT tenant_id, COUNT(*) AS c FROM steps WHERE status = 'running' GROUP BY tenant_id),
      cut AS MATERIALIZED (
-         SELECT t,
+         SELECT t, rank,
                 (SELECT x.due_at FROM steps x
-                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.due_at <= $3
+                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.priority_rank = ranks.rank
+                   AND x.due_at <= $3
                  ORDER BY x.due_at, x.run_id, x.step_id LIMIT 1 OFFSET $4 - 1) AS due_at,
                 (SELECT x.run_id FROM steps x
-                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.due_at <= $3
+                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.priority_rank = ranks.rank
+                   AND x.due_at <= $3
                  ORDER BY x.due_at, x.run_id, x.step_id LIMIT 1 OFFSET $4 - 1) AS run_id,
                 (SELECT x.step_id FROM steps x
-                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.due_at <= $3
+                 WHERE x.status = 'ready' AND x.tenant_id = tenants.t AND x.priority_rank = ranks.rank
+                   AND x.due_at <= $3
                  ORDER BY x.due_at, x.run_id, x.step_id LIMIT 1 OFFSET $4 - 1) AS step_id
-         FROM tenants WHERE t IS NOT NULL),
+         FROM tenants CROSS JOIN ranks WHERE t IS NOT NULL),
      due AS (
          SELECT s.run_id, s.step_id, s.due_at AS t, s.tenant_id,
-                ROW_NUMBER() OVER (PARTITION BY s.tenant_id ORDER BY s.due_at, s.run_id, s.step_id) AS n
+                ROW_NUMBER() OVER (PARTITION BY s.tenant_id
+                                   ORDER BY s.priority_rank, s.due_at, s.run_id, s.step_id) AS n
          FROM cut CROSS JOIN steps s
-         WHERE s.status = 'ready' AND s.tenant_id = cut.t
+         WHERE s.status = 'ready' AND s.tenant_id = cut.t AND s.priority_rank = cut.rank
            AND (s.due_at, s.run_id, s.step_id)
                <= (IFNULL(cut.due_at, $3), IFNULL(cut.run_id, x'ff'), IFNULL(cut.step_id, x'ff'))),
      picked AS (
@@ -489,7 +500,7 @@ const CLAIM_POSTGRES: &str = "WITH running AS (
          WHERE s.status = 'running' GROUP BY r.tenant_id),
      due AS (
          SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
-                ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY s.due_at) AS n
+                ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY r.priority DESC, s.due_at) AS n
          FROM steps s JOIN runs r ON r.id = s.run_id
          WHERE s.status = 'ready' AND s.due_at <= $3
            AND ($6::text IS NULL OR r.tenant_id IN (SELECT json_array_elements_text($6::json)))),
@@ -960,7 +971,7 @@ impl<'a> Writes<'a> {
     /// A new run.
     pub fn insert_run(&mut self, r: &'a RunRow) -> &mut Self {
         self.statement(
-            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id, traceparent, trace_parent_span_id, labels, rerun_of, concurrency_key) ",
+            "INSERT INTO runs (id, tenant_id, workflow_key, workflow_version, status, input, result, error, created_at, started_at, ended_at, deadline_at, queued, schedule_id, traceparent, trace_parent_span_id, labels, rerun_of, concurrency_key, priority) ",
         )
         .values([r], |r| {
             [
@@ -983,6 +994,7 @@ impl<'a> Writes<'a> {
                 Arg::from(&r.labels),
                 Arg::from(&r.rerun_of),
                 Arg::from(&r.concurrency_key),
+                Arg::from(r.priority),
             ]
         });
         let labels = r.label_map();
@@ -1292,7 +1304,7 @@ async fn read_runs<'q>(
                     "SELECT r.id, r.tenant_id, r.workflow_key, r.workflow_version, r.status, r.input, r.result,
                     r.error, r.created_at, r.started_at, r.ended_at, r.deadline_at, r.queued, r.schedule_id,
                     r.traceparent, r.trace_parent_span_id, r.labels, r.rerun_of, r.held_at, r.concurrency_key,
-                    s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
+                    r.priority, s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
                     s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at, ",
                 )
                 .push(match backend {
@@ -1338,27 +1350,28 @@ async fn read_runs<'q>(
                         rerun_of: r.try_get(17)?,
                         held_at: r.try_get(18)?,
                         concurrency_key: r.try_get(19)?,
+                        priority: r.try_get(20)?,
                     },
                     steps: Vec::new(),
-                    version: r.try_get(33)?,
+                    version: r.try_get(34)?,
                 });
             }
-            if r.try_get::<Option<String>, _>(20)?.is_some() {
+            if r.try_get::<Option<String>, _>(21)?.is_some() {
                 let read = found.last_mut().expect("pushed above");
                 read.steps.push(StepRow {
-                    run_id: r.try_get(20)?,
-                    step_id: r.try_get(21)?,
-                    position: r.try_get(22)?,
-                    kind: r.try_get(23)?,
-                    status: r.try_get(24)?,
-                    attempts: r.try_get(25)?,
-                    due_at: r.try_get(26)?,
-                    lease_owner: r.try_get(27)?,
-                    lease_expires_at: r.try_get(28)?,
-                    output: r.try_get(29)?,
-                    error: r.try_get(30)?,
-                    started_at: r.try_get(31)?,
-                    ended_at: r.try_get(32)?,
+                    run_id: r.try_get(21)?,
+                    step_id: r.try_get(22)?,
+                    position: r.try_get(23)?,
+                    kind: r.try_get(24)?,
+                    status: r.try_get(25)?,
+                    attempts: r.try_get(26)?,
+                    due_at: r.try_get(27)?,
+                    lease_owner: r.try_get(28)?,
+                    lease_expires_at: r.try_get(29)?,
+                    output: r.try_get(30)?,
+                    error: r.try_get(31)?,
+                    started_at: r.try_get(32)?,
+                    ended_at: r.try_get(33)?,
                 });
             }
         }

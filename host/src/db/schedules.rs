@@ -20,6 +20,8 @@ pub struct ScheduleRow {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The priority of the runs it starts, 1 to 3.
+    pub priority: i64,
 }
 
 fn schedule(r: &AnyRow) -> ScheduleRow {
@@ -37,13 +39,14 @@ fn schedule(r: &AnyRow) -> ScheduleRow {
         last_error: r.get("last_error"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
+        priority: r.get("priority"),
     }
 }
 
 pub async fn insert(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO schedules (id, tenant_id, workflow_key, cron, timezone, input, status, next_run_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO schedules (id, tenant_id, workflow_key, cron, timezone, input, status, next_run_at, created_at, updated_at, priority)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&s.id)
     .bind(&s.tenant_id)
@@ -55,6 +58,7 @@ pub async fn insert(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
     .bind(s.next_run_at)
     .bind(s.created_at)
     .bind(s.updated_at)
+    .bind(s.priority)
     .execute(conn)
     .await?;
     Ok(())
@@ -63,7 +67,8 @@ pub async fn insert(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
 /// Writes the settings a PATCH may change and the next tick.
 pub async fn update(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE schedules SET cron = $1, timezone = $2, input = $3, status = $4, next_run_at = $5, updated_at = $6
+        "UPDATE schedules SET cron = $1, timezone = $2, input = $3, status = $4, next_run_at = $5, updated_at = $6,
+             priority = $9
          WHERE id = $7 AND tenant_id = $8",
     )
     .bind(&s.cron)
@@ -74,6 +79,7 @@ pub async fn update(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
     .bind(s.updated_at)
     .bind(&s.id)
     .bind(&s.tenant_id)
+    .bind(s.priority)
     .execute(conn)
     .await?;
     Ok(())

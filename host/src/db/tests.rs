@@ -751,6 +751,7 @@ async fn schedule_ticks_and_webhook_deliveries_are_taken_once() {
                 last_error: None,
                 created_at: 0,
                 updated_at: 0,
+                priority: 1,
             },
         )
         .await

@@ -126,6 +126,7 @@ impl Engine {
         }
         prepared.labels = labels;
         prepared.rerun = Some((old.id.clone(), kept));
+        prepared.priority = old.priority;
         let run = self
             .insert_run(
                 &mut tx,

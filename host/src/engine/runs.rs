@@ -145,6 +145,8 @@ pub(crate) struct Prepared {
     pub(crate) rerun: Option<(String, Vec<StepRow>)>,
     /// The workflow's `concurrency.key` rendered over the input.
     concurrency_key: Option<String>,
+    /// 1 (the default) to 3.
+    pub(crate) priority: i64,
 }
 
 impl Prepared {
@@ -153,6 +155,20 @@ impl Prepared {
         self.labels.extend(labels);
         labels::check(&self.labels).map_err(EngineError::InvalidInput)?;
         Ok(self)
+    }
+}
+
+/// Most and least urgent run priorities.
+pub const PRIORITIES: std::ops::RangeInclusive<i64> = 1..=3;
+
+/// A start's priority, 1 when not given.
+pub fn check_priority(priority: Option<i64>) -> Result<i64, EngineError> {
+    match priority {
+        None => Ok(1),
+        Some(p) if PRIORITIES.contains(&p) => Ok(p),
+        Some(p) => Err(EngineError::InvalidInput(format!(
+            "priority must be 1, 2 or 3 (3 is claimed first), not {p}"
+        ))),
     }
 }
 
@@ -167,6 +183,9 @@ pub struct StartSpec<'a> {
     pub labels: Labels,
     /// A preset of the workflow whose input goes under `input`.
     pub preset: Option<&'a str>,
+    /// 1 to 3 (default 1): within the tenant, a higher priority's steps
+    /// are claimed first.
+    pub priority: Option<i64>,
 }
 
 impl Engine {
@@ -184,8 +203,10 @@ impl Engine {
             input,
             mut labels,
             preset,
+            priority,
         } = spec;
         labels::check(&labels).map_err(EngineError::InvalidInput)?;
+        let priority = check_priority(priority)?;
         self.check_backlog(tenant).await?;
         let input = self
             .apply_preset(tenant, workflow, preset, input, &mut labels)
@@ -195,6 +216,7 @@ impl Engine {
             .await?
             .with_labels(labels)?;
         prepared.caller_trace = traceparent.map(str::to_owned);
+        prepared.priority = priority;
         let replaces = prepared
             .definition
             .concurrency
@@ -380,6 +402,7 @@ impl Engine {
             labels,
             rerun: None,
             concurrency_key,
+            priority: 1,
         })
     }
 
@@ -406,6 +429,7 @@ impl Engine {
             labels,
             rerun,
             concurrency_key,
+            priority,
         } = prepared;
         let now = db::now_ms();
         let reads = matches!(origin, Origin::Manual(_)) && definition.min_interval_ms.is_some()
@@ -483,6 +507,7 @@ impl Engine {
         };
         run.labels = labels::to_column(&labels);
         run.concurrency_key = concurrency_key;
+        run.priority = priority;
         let (rerun_of, reused) = rerun.unzip();
         run.rerun_of = rerun_of;
         let mut steps: Vec<StepRow> = definition

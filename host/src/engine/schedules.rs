@@ -34,6 +34,8 @@ pub struct NewSchedule {
     pub timezone: Option<String>,
     pub input: Value,
     pub active: bool,
+    /// The priority of the runs it starts (default 1).
+    pub priority: Option<i64>,
 }
 
 /// What a PATCH may change; `None` keeps the current value.
@@ -43,6 +45,7 @@ pub struct SchedulePatch {
     pub timezone: Option<String>,
     pub input: Option<Value>,
     pub active: Option<bool>,
+    pub priority: Option<i64>,
 }
 
 fn to_datetime(ms: i64) -> DateTime<Utc> {
@@ -69,6 +72,7 @@ impl Engine {
     ) -> Result<ScheduleRow, EngineError> {
         let timezone = new.timezone.unwrap_or_else(|| "UTC".into());
         let cron = Cron::parse(&new.cron, &timezone).map_err(EngineError::InvalidInput)?;
+        let priority = super::runs::check_priority(new.priority)?;
         // The workflow must exist; its published version is looked up at
         // each tick, so publishing a new version changes what later ticks run.
         self.check_schedule_target(tenant, &new.workflow, &new.input)
@@ -101,6 +105,7 @@ impl Engine {
             last_error: None,
             created_at: now,
             updated_at: now,
+            priority,
         };
         let mut conn = self.db.writer().await?;
         db::schedules::insert(&mut conn, &row).await?;
@@ -179,6 +184,9 @@ impl Engine {
         if let Some(active) = patch.active {
             row.status = if active { "active" } else { "paused" }.into();
         }
+        if let Some(priority) = patch.priority {
+            row.priority = super::runs::check_priority(Some(priority))?;
+        }
         let now = self.now_ms();
         // Resuming (or changing the expression) starts from now: ticks
         // missed while paused are not fired.
@@ -246,7 +254,11 @@ impl Engine {
         // Read-only checks first; the run is inserted with the tick's claim.
         let prepared = self
             .prepare_run(&schedule.tenant_id, &schedule.workflow_key, None, input)
-            .await;
+            .await
+            .map(|mut prepared| {
+                prepared.priority = schedule.priority;
+                prepared
+            });
         let mut tx = self.db.begin().await?;
         if !db::schedules::claim_tick(&mut tx, &schedule.id, tick, now).await? {
             db::schedules::set_next(&mut tx, &schedule.id, next).await?;

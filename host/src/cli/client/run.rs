@@ -40,6 +40,10 @@ enum RunCommand {
         /// A preset of the workflow whose input goes under --input.
         #[arg(long)]
         preset: Option<String>,
+        /// 1 (the default) to 3: the tenant's due steps of a higher
+        /// priority are claimed first.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=3))]
+        priority: Option<i64>,
         /// Follow the run, printing each step's progress to stderr and the
         /// result to stdout.
         #[arg(long)]
@@ -151,6 +155,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             input,
             labels,
             preset,
+            priority,
             wait,
             timeout_secs,
         } => {
@@ -172,6 +177,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     map.insert(name.to_owned(), json!(value));
                 }
                 body["labels"] = Value::Object(map);
+            }
+            if let Some(priority) = priority {
+                body["priority"] = json!(priority);
             }
             if let Some(preset) = preset {
                 body["preset"] = json!(preset);
