@@ -607,7 +607,7 @@ struct ItemsQuery {
     #[param(value_type = Option<ItemStatusDoc>, inline)]
     status: Option<ItemStatusDoc>,
     /// An item index: only later items.
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 0)]
     cursor: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
