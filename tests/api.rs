@@ -949,6 +949,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/v1/runs/{id}", "get"),
         ("/v1/runs/{id}/status", "get"),
         ("/v1/runs/{id}/events", "get"),
+        ("/v1/runs/{id}/steps/{step_id}/items", "get"),
         ("/v1/events", "get"),
         ("/v1/me", "get"),
         ("/v1/runs/{id}/cancel", "post"),
@@ -1026,6 +1027,7 @@ async fn every_route_is_in_the_openapi_document() {
             .replace("{name}", "send_email")
             .replace("{bucket}", "default")
             .replace("{delivery_id}", "x")
+            .replace("{step_id}", "x")
             .replace("{version}", "1.0.0");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = s.req(m, &concrete).send().await.unwrap();

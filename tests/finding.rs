@@ -948,7 +948,8 @@ async fn a_busy_tenants_urgent_runs_start_before_earlier_ones() {
     s.publish(json!({"key": "prio", "name": "Priorities", "steps": [
         {"id": "work", "uses": "testkit@0", "config": {"mode": "sleep", "ms": "{{input.ms}}"}}]}))
         .await;
-    let blocker = start(&s, json!({"workflow": "prio", "input": {"ms": 1500}})).await;
+    // Long enough for the eight starts below on a busy machine.
+    let blocker = start(&s, json!({"workflow": "prio", "input": {"ms": 4000}})).await;
     s.wait_until(
         blocker["id"].as_str().unwrap(),
         Duration::from_secs(30),

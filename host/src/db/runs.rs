@@ -500,7 +500,8 @@ const CLAIM_POSTGRES: &str = "WITH running AS (
          WHERE s.status = 'running' GROUP BY r.tenant_id),
      due AS (
          SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
-                ROW_NUMBER() OVER (PARTITION BY r.tenant_id ORDER BY r.priority DESC, s.due_at) AS n
+                ROW_NUMBER() OVER (PARTITION BY r.tenant_id
+                                   ORDER BY r.priority DESC, s.due_at, s.run_id, s.step_id) AS n
          FROM steps s JOIN runs r ON r.id = s.run_id
          WHERE s.status = 'ready' AND s.due_at <= $3
            AND ($6::text IS NULL OR r.tenant_id IN (SELECT json_array_elements_text($6::json)))),
