@@ -27,7 +27,7 @@ use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, Sampler, SdkTracer};
 
-use crate::db::runs::RunRow;
+use crate::db::runs::{RunRow, RunStatus};
 
 /// The target of the `tracing` spans that are exported; the OTLP layer is
 /// filtered to it, so the host's other spans stay log context only.
@@ -216,13 +216,13 @@ pub fn run_ended(run: &RunRow) {
             KeyValue::new("weft.tenant", run.tenant_id.clone()),
             KeyValue::new("weft.workflow", run.workflow_key.clone()),
             KeyValue::new("weft.workflow.version", run.workflow_version.clone()),
-            KeyValue::new("weft.run.status", run.status.clone()),
+            KeyValue::new("weft.run.status", run.status.as_str()),
         ]);
     builder.trace_id = Some(own.trace_id());
     builder.span_id = Some(own.span_id());
     let mut span = builder.start_with_context(&tracing.tracer, &parent);
-    if matches!(run.status.as_str(), "failed" | "terminated") {
-        span.set_status(Status::error(run.status.clone()));
+    if matches!(run.status, RunStatus::Failed | RunStatus::Terminated) {
+        span.set_status(Status::error(run.status.as_str()));
     }
     span.end_with_timestamp(at_ms(run.ended_at.unwrap_or_else(crate::db::now_ms)));
 }

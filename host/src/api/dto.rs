@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::db::runs::{AttemptRow, EventRow, RunRow, StepRow};
+use crate::db::runs::{self, AttemptRow, EventRow, RunRow, StepRow, StepStatus};
 use crate::db::workflows::{Version, Workflow};
-use crate::engine::advance::run_is_terminal;
 use crate::engine::rfc3339;
 use crate::engine::runs::{Detail, RunView};
 
@@ -428,7 +427,7 @@ impl ItemOut {
     pub fn new(i: &crate::db::items::ItemRow, detail: Detail) -> Self {
         Self {
             index: i.index,
-            status: i.status.clone(),
+            status: i.status.as_str().to_owned(),
             attempts: i.attempts,
             output: parse(&i.output),
             error: parse(&i.error),
@@ -452,7 +451,7 @@ fn attempt_out(a: &AttemptRow, detail: Detail) -> AttemptOut {
     let full = detail == Detail::Full;
     AttemptOut {
         attempt: a.attempt,
-        status: a.status.clone(),
+        status: a.status.as_str().to_owned(),
         host: a.host.clone(),
         started_at: rfc3339(a.started_at),
         ended_at: a.ended_at.map(rfc3339),
@@ -468,12 +467,12 @@ fn step_out(s: &StepRow, attempts: &[&AttemptRow], detail: Detail) -> StepOut {
     StepOut {
         id: s.step_id.clone(),
         kind: s.kind.clone(),
-        status: s.status.clone(),
+        status: s.status.as_str().to_owned(),
         attempts: s.attempts,
         started_at: s.started_at.map(rfc3339),
         ended_at: s.ended_at.map(rfc3339),
         duration_ms: s.started_at.zip(s.ended_at).map(|(a, b)| b - a),
-        next_attempt_at: (s.status == "ready")
+        next_attempt_at: (s.status == StepStatus::Ready)
             .then_some(s.due_at)
             .flatten()
             .map(rfc3339),
@@ -545,7 +544,7 @@ impl RunOut {
             id: run.id.clone(),
             workflow: run.workflow_key.clone(),
             version: run.workflow_version.clone(),
-            status: run.status.clone(),
+            status: run.status.as_str().to_owned(),
             input: serde_json::from_str(&run.input).unwrap_or(Value::Null),
             result: parse(&run.result),
             reason: error["reason"].as_str().map(str::to_owned),
@@ -554,7 +553,7 @@ impl RunOut {
             started_at: run.started_at.map(rfc3339),
             ended_at: run.ended_at.map(rfc3339),
             duration_ms: run.started_at.zip(run.ended_at).map(|(a, b)| b - a),
-            paused_on: (run.status != "paused").then(Vec::new),
+            paused_on: (run.status != runs::RunStatus::Paused).then(Vec::new),
             queued: run.queued,
             schedule_id: run.schedule_id.clone(),
             labels: run.label_map(),
@@ -562,7 +561,7 @@ impl RunOut {
             // A pause ends with the run.
             held_at: run
                 .held_at
-                .filter(|_| !run_is_terminal(&run.status))
+                .filter(|_| !run.status.is_terminal())
                 .map(rfc3339),
             concurrency_key: run.concurrency_key.clone(),
             priority: run.priority,
@@ -575,7 +574,7 @@ impl RunOut {
         out.paused_on = Some(
             view.steps
                 .iter()
-                .filter(|s| s.status == "paused")
+                .filter(|s| s.status == StepStatus::Paused)
                 .map(|s| s.step_id.clone())
                 .collect(),
         );

@@ -24,7 +24,7 @@ use super::{
     ApiError, AppState, body_hash, idempotency_key, page_limit, paginate, replay, reused_key,
 };
 use crate::db;
-use crate::engine::advance::run_is_terminal;
+use crate::db::runs::{RunStatus as Status, StepStatus};
 use crate::engine::labels;
 use crate::engine::runs::{Detail, Resume, StartKey, StartSpec, Started, Stop};
 
@@ -215,7 +215,7 @@ async fn start(
                 .wait_for_run(tenant, &run.id, Duration::from_millis(wait), detail)
                 .await?;
             // It returns when the run ends or pauses: both are answers.
-            let settled = run_is_terminal(&view.run.status) || view.run.status == "paused";
+            let settled = view.run.status.is_terminal() || view.run.status == Status::Paused;
             let status = if settled {
                 StatusCode::OK
             } else {
@@ -316,9 +316,18 @@ async fn list(
     let Query(pairs) = query?;
     let query = ListQuery::from_pairs(pairs)?;
     let limit = page_limit(query.limit)?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => Some(Status::parse(s).map_err(|_| {
+            let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            crate::engine::EngineError::InvalidInput(format!(
+                "status {s:?} is not one of {known:?}"
+            ))
+        })?),
+    };
     let filter = db::runs::RunFilter {
         workflow: query.workflow.as_deref(),
-        status: query.status.as_deref(),
+        status,
         labels: &query.label,
         ended_since: None,
     };
@@ -334,7 +343,7 @@ async fn list(
     let (runs, next_cursor) = paginate(runs, limit, |r| r.id.clone());
     let paused: Vec<&str> = runs
         .iter()
-        .filter(|r| r.status == "paused")
+        .filter(|r| r.status == Status::Paused)
         .map(|r| r.id.as_str())
         .collect();
     let paused_steps = if paused.is_empty() {
@@ -347,7 +356,7 @@ async fn list(
         .iter()
         .map(|run| {
             let mut out = RunOut::summary(run);
-            if run.status == "paused" {
+            if run.status == Status::Paused {
                 out.paused_on = Some(
                     paused_steps
                         .iter()
@@ -396,11 +405,16 @@ async fn status(
         .await?;
     Ok(Json(RunStatus {
         id: view.run.id,
-        status: view.run.status,
+        status: view.run.status.as_str().to_owned(),
         current_steps: view
             .steps
             .iter()
-            .filter(|s| matches!(s.status.as_str(), "running" | "ready" | "held" | "paused"))
+            .filter(|s| {
+                matches!(
+                    s.status,
+                    StepStatus::Running | StepStatus::Ready | StepStatus::Held | StepStatus::Paused
+                )
+            })
             .map(|s| s.step_id.clone())
             .collect(),
     }))
@@ -474,7 +488,7 @@ async fn events(
             let finished = engine
                 .get_run(&tenant, &id, Detail::Compact)
                 .await
-                .map(|v| run_is_terminal(&v.run.status))
+                .map(|v| v.run.status.is_terminal())
                 .unwrap_or(true);
             if finished {
                 draining = true;
@@ -627,12 +641,12 @@ enum ItemStatusDoc {
 }
 
 impl ItemStatusDoc {
-    fn as_str(self) -> &'static str {
+    fn stored(self) -> db::items::ItemStatus {
         match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
+            Self::Pending => db::items::ItemStatus::Pending,
+            Self::Running => db::items::ItemStatus::Running,
+            Self::Completed => db::items::ItemStatus::Completed,
+            Self::Failed => db::items::ItemStatus::Failed,
         }
     }
 }
@@ -669,7 +683,7 @@ async fn items(
             &principal.tenant_id,
             &id,
             &step_id,
-            query.status.map(ItemStatusDoc::as_str),
+            query.status.map(ItemStatusDoc::stored),
             after,
             limit + 1,
         )

@@ -28,16 +28,16 @@ pub struct ApiKey {
 
 fn api_key(r: &sqlx::any::AnyRow) -> Result<ApiKey, DbError> {
     Ok(ApiKey {
-        id: r.get("id"),
-        tenant_id: r.get("tenant_id"),
-        name: r.get("name"),
-        prefix: r.get("prefix"),
-        scopes: serde_json::from_str(r.get::<&str, _>("scopes"))?,
-        operator: r.get::<i64, _>("operator") != 0,
-        created_at: r.get("created_at"),
-        expires_at: r.get("expires_at"),
-        revoked_at: r.get("revoked_at"),
-        last_used_at: r.get("last_used_at"),
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        name: r.try_get("name")?,
+        prefix: r.try_get("prefix")?,
+        scopes: serde_json::from_str(r.try_get::<&str, _>("scopes")?)?,
+        operator: r.try_get::<i64, _>("operator")? != 0,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        last_used_at: r.try_get("last_used_at")?,
     })
 }
 
@@ -67,11 +67,14 @@ async fn tenant_where(
     .bind(value)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|r| Tenant {
-        id: r.get("id"),
-        name: r.get("name"),
-        created_at: r.get("created_at"),
-    }))
+    row.map(|r| {
+        Ok::<_, DbError>(Tenant {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .transpose()
 }
 
 pub async fn insert_tenant(conn: &mut Conn, tenant: &Tenant) -> Result<(), DbError> {
@@ -138,14 +141,15 @@ pub async fn list_tenants(conn: &mut Conn) -> Result<Vec<Tenant>, DbError> {
     let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")
         .fetch_all(conn)
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Tenant {
-            id: r.get("id"),
-            name: r.get("name"),
-            created_at: r.get("created_at"),
+    rows.iter()
+        .map(|r| {
+            Ok::<_, DbError>(Tenant {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                created_at: r.try_get("created_at")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// A tenant's keys, newest first (revoked ones included, marked).

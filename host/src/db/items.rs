@@ -5,6 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::sql::{Arg, Statement};
+pub use super::status::ItemStatus;
 use super::{Backend, Conn, DbError};
 
 /// Rows per multi-row statement.
@@ -15,8 +16,7 @@ pub struct ItemRow {
     pub run_id: String,
     pub step_id: String,
     pub index: i64,
-    /// pending, running, completed or failed.
-    pub status: String,
+    pub status: ItemStatus,
     pub attempts: i64,
     /// JSON text, once completed.
     pub output: Option<String>,
@@ -34,7 +34,7 @@ fn item(r: &AnyRow) -> Result<ItemRow, DbError> {
         run_id: r.try_get("run_id")?,
         step_id: r.try_get("step_id")?,
         index: r.try_get("idx")?,
-        status: r.try_get("status")?,
+        status: ItemStatus::parse(&r.try_get::<String, _>("status")?)?,
         attempts: r.try_get("attempts")?,
         output: r.try_get("output")?,
         error: r.try_get("error")?,
@@ -59,12 +59,12 @@ impl Counts {
         self.pending + self.running + self.completed + self.failed
     }
 
-    fn add(&mut self, status: &str, n: i64) {
+    fn add(&mut self, status: ItemStatus, n: i64) {
         match status {
-            "running" => self.running += n,
-            "completed" => self.completed += n,
-            "failed" => self.failed += n,
-            _ => self.pending += n,
+            ItemStatus::Running => self.running += n,
+            ItemStatus::Completed => self.completed += n,
+            ItemStatus::Failed => self.failed += n,
+            ItemStatus::Pending => self.pending += n,
         }
     }
 }
@@ -122,7 +122,7 @@ pub async fn list(
     conn: &mut Conn,
     run_id: &str,
     step_id: &str,
-    status: Option<&str>,
+    status: Option<ItemStatus>,
     after: i64,
     limit: i64,
 ) -> Result<Vec<ItemRow>, DbError> {
@@ -142,7 +142,7 @@ pub async fn list(
         .bind(after)
         .bind(limit);
     if let Some(status) = status {
-        query = query.bind(status);
+        query = query.bind(status.as_str());
     }
     let rows = query.fetch_all(conn).await?;
     rows.iter().map(item).collect()
@@ -160,13 +160,13 @@ pub async fn counts(conn: &mut Conn, run_id: &str) -> Result<Vec<(String, Counts
     let mut out: Vec<(String, Counts)> = Vec::new();
     for r in &rows {
         let step: String = r.try_get("step_id")?;
-        let status: String = r.try_get("status")?;
+        let status = ItemStatus::parse(&r.try_get::<String, _>("status")?)?;
         let n: i64 = r.try_get("n")?;
         match out.last_mut() {
-            Some((last, counts)) if *last == step => counts.add(&status, n),
+            Some((last, counts)) if *last == step => counts.add(status, n),
             _ => {
                 let mut counts = Counts::default();
-                counts.add(&status, n);
+                counts.add(status, n);
                 out.push((step, counts));
             }
         }
@@ -180,7 +180,7 @@ pub async fn outcomes(
     conn: &mut Conn,
     run_id: &str,
     step_id: &str,
-) -> Result<Vec<(String, Option<String>, Option<String>)>, DbError> {
+) -> Result<Vec<(ItemStatus, Option<String>, Option<String>)>, DbError> {
     let mut out = Vec::new();
     let mut after = -1;
     loop {
@@ -196,7 +196,7 @@ pub async fn outcomes(
         for r in &rows {
             after = r.try_get("idx")?;
             out.push((
-                r.try_get("status")?,
+                ItemStatus::parse(&r.try_get::<String, _>("status")?)?,
                 r.try_get("output")?,
                 r.try_get("error")?,
             ));
@@ -233,7 +233,7 @@ pub(super) fn upserts(rows: &[ItemRow]) -> Vec<Statement<'_>> {
                     Arg::from(&i.run_id),
                     Arg::from(&i.step_id),
                     Arg::from(i.index),
-                    Arg::from(&i.status),
+                    Arg::from(i.status.as_str()),
                     Arg::from(i.attempts),
                     Arg::from(&i.output),
                     Arg::from(&i.error),

@@ -33,6 +33,7 @@ pub mod runs;
 pub mod schedules;
 mod sql;
 pub mod state;
+mod status;
 pub mod tasks;
 #[cfg(test)]
 mod tests;

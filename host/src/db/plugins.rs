@@ -97,23 +97,24 @@ pub async fn all(conn: &mut Conn) -> Result<Vec<PluginRow>, DbError> {
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| PluginRow {
-            tenant_id: r.get("tenant_id"),
-            publisher: r.get("publisher"),
-            name: r.get("name"),
-            version: r.get("version"),
-            sha256: r.get("sha256"),
-            size: r.get("size"),
-            visibility: r.get("visibility"),
-            info: r.get("info"),
-            created_at: r.get("created_at"),
-            yanked_at: r.get("yanked_at"),
-            oci_reference: r.get("oci_reference"),
-            oci_digest: r.get("oci_digest"),
+    rows.iter()
+        .map(|r| {
+            Ok::<_, DbError>(PluginRow {
+                tenant_id: r.try_get("tenant_id")?,
+                publisher: r.try_get("publisher")?,
+                name: r.try_get("name")?,
+                version: r.try_get("version")?,
+                sha256: r.try_get("sha256")?,
+                size: r.try_get("size")?,
+                visibility: r.try_get("visibility")?,
+                info: r.try_get("info")?,
+                created_at: r.try_get("created_at")?,
+                yanked_at: r.try_get("yanked_at")?,
+                oci_reference: r.try_get("oci_reference")?,
+                oci_digest: r.try_get("oci_digest")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Yanks a version of `tenant`'s plugin; false if there is no such version.
@@ -184,14 +185,15 @@ pub async fn all_grants(conn: &mut Conn) -> Result<Vec<GrantRow>, DbError> {
     let rows = sqlx::query("SELECT tenant_id, plugin, grants FROM plugin_grants")
         .fetch_all(conn)
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| GrantRow {
-            tenant_id: r.get("tenant_id"),
-            plugin: r.get("plugin"),
-            grants: r.get("grants"),
+    rows.iter()
+        .map(|r| {
+            Ok::<_, DbError>(GrantRow {
+                tenant_id: r.try_get("tenant_id")?,
+                plugin: r.try_get("plugin")?,
+                grants: r.try_get("grants")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Bytes of plugin components a tenant has uploaded (yanked ones included).

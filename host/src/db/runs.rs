@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::sql::{self, Arg, Statement};
+pub use super::status::{AttemptStatus, RunStatus, StepStatus};
 use super::{Backend, Conn, DbError};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -12,7 +13,7 @@ pub struct RunRow {
     pub tenant_id: String,
     pub workflow_key: String,
     pub workflow_version: String,
-    pub status: String,
+    pub status: RunStatus,
     pub input: String,
     pub result: Option<String>,
     pub error: Option<String>,
@@ -50,7 +51,7 @@ pub struct StepRow {
     pub step_id: String,
     pub position: i64,
     pub kind: String,
-    pub status: String,
+    pub status: StepStatus,
     pub attempts: i64,
     pub due_at: Option<i64>,
     pub lease_owner: Option<String>,
@@ -76,7 +77,7 @@ impl RunRow {
             tenant_id: tenant_id.to_owned(),
             workflow_key: workflow_key.to_owned(),
             workflow_version,
-            status: "pending".into(),
+            status: RunStatus::Pending,
             input,
             result: None,
             error: None,
@@ -107,13 +108,19 @@ impl RunRow {
 
 impl StepRow {
     /// A step not yet attempted, with no lease, output or error.
-    pub fn new(run_id: &str, step_id: String, position: i64, kind: &str, status: &str) -> Self {
+    pub fn new(
+        run_id: &str,
+        step_id: String,
+        position: i64,
+        kind: &str,
+        status: StepStatus,
+    ) -> Self {
         Self {
             run_id: run_id.to_owned(),
             step_id,
             position,
             kind: kind.to_owned(),
-            status: status.to_owned(),
+            status,
             attempts: 0,
             due_at: None,
             lease_owner: None,
@@ -131,7 +138,7 @@ pub struct AttemptRow {
     pub run_id: String,
     pub step_id: String,
     pub attempt: i64,
-    pub status: String,
+    pub status: AttemptStatus,
     pub host: Option<String>,
     pub started_at: i64,
     pub ended_at: Option<i64>,
@@ -153,76 +160,76 @@ pub struct EventRow {
     pub at: i64,
 }
 
-fn run(r: &AnyRow) -> RunRow {
-    RunRow {
-        id: r.get("id"),
-        tenant_id: r.get("tenant_id"),
-        workflow_key: r.get("workflow_key"),
-        workflow_version: r.get("workflow_version"),
-        status: r.get("status"),
-        input: r.get("input"),
-        result: r.get("result"),
-        error: r.get("error"),
-        created_at: r.get("created_at"),
-        started_at: r.get("started_at"),
-        ended_at: r.get("ended_at"),
-        deadline_at: r.get("deadline_at"),
-        queued: r.get::<i64, _>("queued") != 0,
-        schedule_id: r.get("schedule_id"),
-        traceparent: r.get("traceparent"),
-        trace_parent_span_id: r.get("trace_parent_span_id"),
-        labels: r.get("labels"),
-        rerun_of: r.get("rerun_of"),
-        held_at: r.get("held_at"),
-        concurrency_key: r.get("concurrency_key"),
-        priority: r.get("priority"),
-    }
+fn run(r: &AnyRow) -> Result<RunRow, DbError> {
+    Ok(RunRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        workflow_key: r.try_get("workflow_key")?,
+        workflow_version: r.try_get("workflow_version")?,
+        status: RunStatus::parse(&r.try_get::<String, _>("status")?)?,
+        input: r.try_get("input")?,
+        result: r.try_get("result")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        deadline_at: r.try_get("deadline_at")?,
+        queued: r.try_get::<i64, _>("queued")? != 0,
+        schedule_id: r.try_get("schedule_id")?,
+        traceparent: r.try_get("traceparent")?,
+        trace_parent_span_id: r.try_get("trace_parent_span_id")?,
+        labels: r.try_get("labels")?,
+        rerun_of: r.try_get("rerun_of")?,
+        held_at: r.try_get("held_at")?,
+        concurrency_key: r.try_get("concurrency_key")?,
+        priority: r.try_get("priority")?,
+    })
 }
 
-fn step(r: &AnyRow) -> StepRow {
-    StepRow {
-        run_id: r.get("run_id"),
-        step_id: r.get("step_id"),
-        position: r.get("position"),
-        kind: r.get("kind"),
-        status: r.get("status"),
-        attempts: r.get("attempts"),
-        due_at: r.get("due_at"),
-        lease_owner: r.get("lease_owner"),
-        lease_expires_at: r.get("lease_expires_at"),
-        output: r.get("output"),
-        error: r.get("error"),
-        started_at: r.get("started_at"),
-        ended_at: r.get("ended_at"),
-    }
+fn step(r: &AnyRow) -> Result<StepRow, DbError> {
+    Ok(StepRow {
+        run_id: r.try_get("run_id")?,
+        step_id: r.try_get("step_id")?,
+        position: r.try_get("position")?,
+        kind: r.try_get("kind")?,
+        status: StepStatus::parse(&r.try_get::<String, _>("status")?)?,
+        attempts: r.try_get("attempts")?,
+        due_at: r.try_get("due_at")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_expires_at: r.try_get("lease_expires_at")?,
+        output: r.try_get("output")?,
+        error: r.try_get("error")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+    })
 }
 
-fn attempt(r: &AnyRow) -> AttemptRow {
-    AttemptRow {
-        run_id: r.get("run_id"),
-        step_id: r.get("step_id"),
-        attempt: r.get("attempt"),
-        status: r.get("status"),
-        host: r.get("host"),
-        started_at: r.get("started_at"),
-        ended_at: r.get("ended_at"),
-        error_kind: r.get("error_kind"),
-        error: r.get("error"),
-        logs: r.get("logs"),
-        input: r.get("input"),
-    }
+fn attempt(r: &AnyRow) -> Result<AttemptRow, DbError> {
+    Ok(AttemptRow {
+        run_id: r.try_get("run_id")?,
+        step_id: r.try_get("step_id")?,
+        attempt: r.try_get("attempt")?,
+        status: AttemptStatus::parse(&r.try_get::<String, _>("status")?)?,
+        host: r.try_get("host")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        error_kind: r.try_get("error_kind")?,
+        error: r.try_get("error")?,
+        logs: r.try_get("logs")?,
+        input: r.try_get("input")?,
+    })
 }
 
-fn event(r: &AnyRow) -> EventRow {
-    EventRow {
-        id: r.get("id"),
-        tenant_id: r.get("tenant_id"),
-        run_id: r.get("run_id"),
-        kind: r.get("type"),
-        step_id: r.get("step_id"),
-        data: r.get("data"),
-        at: r.get("at"),
-    }
+fn event(r: &AnyRow) -> Result<EventRow, DbError> {
+    Ok(EventRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        run_id: r.try_get("run_id")?,
+        kind: r.try_get("type")?,
+        step_id: r.try_get("step_id")?,
+        data: r.try_get("data")?,
+        at: r.try_get("at")?,
+    })
 }
 
 /// The run if it belongs to `tenant` (`None` for another tenant's run).
@@ -232,7 +239,7 @@ pub async fn get_run(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<R
         .bind(tenant)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(run))
+    row.as_ref().map(run).transpose()
 }
 
 /// The run whatever its tenant: for the engine, never for the API.
@@ -241,7 +248,7 @@ pub async fn get_run_unscoped(conn: &mut Conn, id: &str) -> Result<Option<RunRow
         .bind(id)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(run))
+    row.as_ref().map(run).transpose()
 }
 
 /// The run (of `tenant`, if given), locked for this transaction: every
@@ -264,14 +271,14 @@ pub async fn locked_run(
         .bind(tenant)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(run))
+    row.as_ref().map(run).transpose()
 }
 
 /// What a list of runs is filtered by.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RunFilter<'a> {
     pub workflow: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub status: Option<RunStatus>,
     /// `(name, value)` pairs the run must all carry.
     pub labels: &'a [(String, String)],
     /// Runs that ended at or after this time (ms).
@@ -308,7 +315,7 @@ pub async fn list_runs(
     let rows = list_runs_query("", tenant, filter, cursor, limit)
         .fetch_all(conn)
         .await?;
-    Ok(rows.iter().map(run).collect())
+    rows.iter().map(run).collect()
 }
 
 /// How many runs carry each label, counted up to [`LABEL_COUNT_CAP`] (a
@@ -388,7 +395,7 @@ pub(crate) fn list_runs_query<'q>(
         query.push(" AND r.workflow_key = ").bind(workflow);
     }
     if let Some(status) = filter.status {
-        query.push(" AND r.status = ").bind(status);
+        query.push(" AND r.status = ").bind(status.as_str());
     }
     if let Some(since) = filter.ended_since {
         query.push(" AND r.ended_at >= ").bind(since);
@@ -421,7 +428,9 @@ pub async fn paused_steps(
         .tuple(ids.iter().map(|id| Arg::from(*id)))
         .push(" ORDER BY s.run_id, s.position");
     let rows = query.fetch_all(conn).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    rows.iter()
+        .map(|r| Ok::<_, DbError>((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbError> {
@@ -429,7 +438,7 @@ pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbE
         .bind(run_id)
         .fetch_all(conn)
         .await?;
-    Ok(rows.iter().map(step).collect())
+    rows.iter().map(step).collect()
 }
 
 /// The claim on SQLite, in time that does not grow with the queue: the
@@ -559,7 +568,7 @@ pub async fn claim(
     }
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(step).collect())
+    rows.iter().map(step).collect()
 }
 
 /// Postgres: takes the tenant lock ([`super::tenant_lock`]) of every tenant
@@ -687,7 +696,7 @@ pub async fn attempts_of(
          FROM attempts WHERE run_id = $1 ORDER BY step_id, attempt"
     };
     let rows = sqlx::query(sql).bind(run_id).fetch_all(conn).await?;
-    Ok(rows.iter().map(attempt).collect())
+    rows.iter().map(attempt).collect()
 }
 
 pub async fn append_event(
@@ -737,7 +746,7 @@ pub async fn events_after(
             .bind(limit)
             .fetch_all(conn)
             .await?;
-    Ok(rows.iter().map(event).collect())
+    rows.iter().map(event).collect()
 }
 
 /// Runs per status, for metrics.
@@ -745,7 +754,9 @@ pub async fn run_counts(conn: &mut Conn) -> Result<Vec<(String, i64)>, DbError> 
     let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
         .fetch_all(conn)
         .await?;
-    Ok(rows.iter().map(|r| (r.get("status"), r.get("n"))).collect())
+    rows.iter()
+        .map(|r| Ok::<_, DbError>((r.try_get("status")?, r.try_get("n")?)))
+        .collect()
 }
 
 /// Steps ready to run now, for metrics.
@@ -862,7 +873,7 @@ pub async fn try_lock_run(conn: &mut Conn, id: &str) -> Result<Option<RunRow>, D
         Backend::Postgres => "SELECT * FROM runs WHERE id = $1 FOR UPDATE SKIP LOCKED",
     };
     let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
-    Ok(row.as_ref().map(run))
+    row.as_ref().map(run).transpose()
 }
 
 /// The oldest queued run of a workflow with concurrency key `key` (`None`:
@@ -895,7 +906,7 @@ pub async fn oldest_queued(
         .bind(key)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(run))
+    row.as_ref().map(run).transpose()
 }
 
 /// The most recently created run of a workflow: (id, created_at).
@@ -912,7 +923,8 @@ pub async fn latest_of_workflow(
     .bind(workflow)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|r| (r.get("id"), r.get("created_at"))))
+    row.map(|r| Ok::<_, DbError>((r.try_get("id")?, r.try_get("created_at")?)))
+        .transpose()
 }
 
 /// Rows per multi-row statement: well under SQLite's bound-variable limit.
@@ -980,7 +992,7 @@ impl<'a> Writes<'a> {
                 Arg::from(&r.tenant_id),
                 Arg::from(&r.workflow_key),
                 Arg::from(&r.workflow_version),
-                Arg::from(&r.status),
+                Arg::from(r.status.as_str()),
                 Arg::from(&r.input),
                 Arg::from(&r.result),
                 Arg::from(&r.error),
@@ -1038,7 +1050,7 @@ impl<'a> Writes<'a> {
                     Arg::from(&s.step_id),
                     Arg::from(s.position),
                     Arg::from(&s.kind),
-                    Arg::from(&s.status),
+                    Arg::from(s.status.as_str()),
                     Arg::from(s.attempts),
                     Arg::from(s.due_at),
                     Arg::from(&s.lease_owner),
@@ -1063,7 +1075,7 @@ impl<'a> Writes<'a> {
     pub fn insert_attempts(&mut self, attempts: &'a [AttemptRow]) -> &mut Self {
         for a in attempts
             .iter()
-            .filter(|a| a.attempt > 1 && a.status == "running")
+            .filter(|a| a.attempt > 1 && a.status == AttemptStatus::Running)
         {
             self.statement("UPDATE attempts SET status = 'interrupted', ended_at = ")
                 .bind(a.started_at)
@@ -1082,7 +1094,7 @@ impl<'a> Writes<'a> {
                     Arg::from(&a.run_id),
                     Arg::from(&a.step_id),
                     Arg::from(a.attempt),
-                    Arg::from(&a.status),
+                    Arg::from(a.status.as_str()),
                     Arg::from(&a.host),
                     Arg::from(a.started_at),
                     Arg::from(a.ended_at),
@@ -1105,7 +1117,7 @@ impl<'a> Writes<'a> {
     pub fn update_run(&mut self, r: &'a RunRow) -> &mut Self {
         self.touched.push(&r.id);
         self.statement("UPDATE runs SET status = ")
-            .bind(&r.status)
+            .bind(r.status.as_str())
             .push(", result = ")
             .bind(&r.result)
             .push(", error = ")
@@ -1207,7 +1219,9 @@ pub async fn runs_by_ids(conn: &mut Conn, ids: &[&str]) -> Result<Vec<RunRow>, D
             .tuple(chunk.iter().map(|id| Arg::from(*id)))
             .fetch_all(&mut *conn)
             .await?;
-        found.extend(rows.iter().map(run));
+        for r in &rows {
+            found.push(run(r)?);
+        }
     }
     Ok(found)
 }
@@ -1335,7 +1349,7 @@ async fn read_runs<'q>(
                         tenant_id: r.try_get(1)?,
                         workflow_key: r.try_get(2)?,
                         workflow_version: r.try_get(3)?,
-                        status: r.try_get(4)?,
+                        status: RunStatus::parse(&r.try_get::<String, _>(4)?)?,
                         input: r.try_get(5)?,
                         result: r.try_get(6)?,
                         error: r.try_get(7)?,
@@ -1364,7 +1378,7 @@ async fn read_runs<'q>(
                     step_id: r.try_get(22)?,
                     position: r.try_get(23)?,
                     kind: r.try_get(24)?,
-                    status: r.try_get(25)?,
+                    status: StepStatus::parse(&r.try_get::<String, _>(25)?)?,
                     attempts: r.try_get(26)?,
                     due_at: r.try_get(27)?,
                     lease_owner: r.try_get(28)?,

@@ -24,23 +24,23 @@ pub struct ScheduleRow {
     pub priority: i64,
 }
 
-fn schedule(r: &AnyRow) -> ScheduleRow {
-    ScheduleRow {
-        id: r.get("id"),
-        tenant_id: r.get("tenant_id"),
-        workflow_key: r.get("workflow_key"),
-        cron: r.get("cron"),
-        timezone: r.get("timezone"),
-        input: r.get("input"),
-        status: r.get("status"),
-        next_run_at: r.get("next_run_at"),
-        last_run_id: r.get("last_run_id"),
-        last_fired_at: r.get("last_fired_at"),
-        last_error: r.get("last_error"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        priority: r.get("priority"),
-    }
+fn schedule(r: &AnyRow) -> Result<ScheduleRow, DbError> {
+    Ok(ScheduleRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        workflow_key: r.try_get("workflow_key")?,
+        cron: r.try_get("cron")?,
+        timezone: r.try_get("timezone")?,
+        input: r.try_get("input")?,
+        status: r.try_get("status")?,
+        next_run_at: r.try_get("next_run_at")?,
+        last_run_id: r.try_get("last_run_id")?,
+        last_fired_at: r.try_get("last_fired_at")?,
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        priority: r.try_get("priority")?,
+    })
 }
 
 pub async fn insert(conn: &mut Conn, s: &ScheduleRow) -> Result<(), DbError> {
@@ -91,7 +91,7 @@ pub async fn get(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<Sched
         .bind(tenant)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(schedule))
+    row.as_ref().map(schedule).transpose()
 }
 
 /// A tenant's schedules, optionally of one workflow, oldest first.
@@ -107,7 +107,7 @@ pub async fn list(
     .bind(workflow)
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(schedule).collect())
+    rows.iter().map(schedule).collect()
 }
 
 /// Deletes a schedule and the record of its fired ticks (the runs stay).
@@ -136,7 +136,7 @@ pub async fn due(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<ScheduleRo
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(schedule).collect())
+    rows.iter().map(schedule).collect()
 }
 
 /// The earliest next tick of any active schedule.
@@ -144,7 +144,7 @@ pub async fn next_due(conn: &mut Conn) -> Result<Option<i64>, DbError> {
     let row = sqlx::query("SELECT MIN(next_run_at) AS t FROM schedules WHERE status = 'active'")
         .fetch_one(conn)
         .await?;
-    Ok(row.get("t"))
+    Ok(row.try_get("t")?)
 }
 
 /// Claims `tick` of a schedule: false if it was fired before.
@@ -238,13 +238,14 @@ pub async fn fires(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| FireRow {
-            tick: r.get("tick"),
-            run_id: r.get("run_id"),
-            error: r.get("error"),
-            fired_at: r.get("fired_at"),
+    rows.iter()
+        .map(|r| {
+            Ok::<_, DbError>(FireRow {
+                tick: r.try_get("tick")?,
+                run_id: r.try_get("run_id")?,
+                error: r.try_get("error")?,
+                fired_at: r.try_get("fired_at")?,
+            })
         })
-        .collect())
+        .collect()
 }

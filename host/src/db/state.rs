@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::status::stored_words;
 use super::{Conn, DbError};
 
 pub async fn kv_get(
@@ -79,35 +80,17 @@ pub async fn kv_keys(
     .await?)
 }
 
-/// Where a message of the outbox stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboxStatus {
-    /// Waiting for the SMTP sender (first try or a retry after backoff).
-    Queued,
-    /// Accepted by the relay.
-    Sent,
-    /// Refused for good (a permanent SMTP reply, a bad address) or still
-    /// undeliverable when the retries ran out; `POST
-    /// /v1/outbox/{id}/retry` queues it again.
-    Failed,
-}
-
-impl OutboxStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Sent => "sent",
-            Self::Failed => "failed",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, DbError> {
-        match text {
-            "queued" => Ok(Self::Queued),
-            "sent" => Ok(Self::Sent),
-            "failed" => Ok(Self::Failed),
-            other => Err(DbError::Corrupt(format!("outbox status {other:?}"))),
-        }
+stored_words! {
+    /// Where a message of the outbox stands.
+    OutboxStatus, "outbox status" {
+        /// Waiting for the SMTP sender (first try or a retry after backoff).
+        Queued => "queued",
+        /// Accepted by the relay.
+        Sent => "sent",
+        /// Refused for good (a permanent SMTP reply, a bad address) or still
+        /// undeliverable when the retries ran out; `POST
+        /// /v1/outbox/{id}/retry` queues it again.
+        Failed => "failed",
     }
 }
 
@@ -165,7 +148,7 @@ pub async fn outbox_put(conn: &mut Conn, m: &OutboxMessage) -> Result<String, Db
 }
 
 fn outbox_message(r: &sqlx::any::AnyRow) -> Result<OutboxMessage, DbError> {
-    let recipients: serde_json::Value = serde_json::from_str(r.get::<&str, _>("recipients"))?;
+    let recipients: serde_json::Value = serde_json::from_str(r.try_get::<&str, _>("recipients")?)?;
     let list = |field: &str| -> Vec<String> {
         recipients[field]
             .as_array()
@@ -177,21 +160,21 @@ fn outbox_message(r: &sqlx::any::AnyRow) -> Result<OutboxMessage, DbError> {
             .unwrap_or_default()
     };
     Ok(OutboxMessage {
-        tenant_id: r.get("tenant_id"),
-        key: r.get("key"),
-        message_id: r.get("message_id"),
-        run_id: r.get("run_id"),
-        step_id: r.get("step_id"),
+        tenant_id: r.try_get("tenant_id")?,
+        key: r.try_get("key")?,
+        message_id: r.try_get("message_id")?,
+        run_id: r.try_get("run_id")?,
+        step_id: r.try_get("step_id")?,
         to: list("to"),
         cc: list("cc"),
-        subject: r.get("subject"),
-        body: r.get("body"),
-        status: OutboxStatus::parse(r.get("status"))?,
-        attempts: r.get("attempts"),
-        last_error: r.get("last_error"),
-        created_at: r.get("created_at"),
-        sent_at: r.get("sent_at"),
-        next_attempt_at: r.get("next_attempt_at"),
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        status: OutboxStatus::parse(&r.try_get::<String, _>("status")?)?,
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        sent_at: r.try_get("sent_at")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
     })
 }
 
@@ -374,7 +357,8 @@ pub async fn file_content(
     .bind(id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|r| (r.get("size"), r.get("content"))))
+    row.map(|r| Ok::<_, DbError>((r.try_get("size")?, r.try_get("content")?)))
+        .transpose()
 }
 
 /// An `Idempotency-Key` as stored: reserved while its request is in flight
@@ -552,10 +536,9 @@ pub async fn secret_names(conn: &mut Conn, tenant: &str) -> Result<Vec<(String, 
             .bind(tenant)
             .fetch_all(conn)
             .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get("name"), r.get("updated_at")))
-        .collect())
+    rows.iter()
+        .map(|r| Ok::<_, DbError>((r.try_get("name")?, r.try_get("updated_at")?)))
+        .collect()
 }
 
 pub async fn secret_delete(conn: &mut Conn, tenant: &str, name: &str) -> Result<bool, DbError> {
@@ -577,15 +560,18 @@ pub async fn file_meta(
         .bind(id)
         .fetch_optional(conn)
         .await?;
-    Ok(row.map(|r| FileRow {
-        tenant_id: r.get("tenant_id"),
-        id: r.get("id"),
-        name: r.get("name"),
-        content_type: r.get("content_type"),
-        size: r.get("size"),
-        sha256: r.get("sha256"),
-        created_at: r.get("created_at"),
-    }))
+    row.map(|r| {
+        Ok::<_, DbError>(FileRow {
+            tenant_id: r.try_get("tenant_id")?,
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            content_type: r.try_get("content_type")?,
+            size: r.try_get("size")?,
+            sha256: r.try_get("sha256")?,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .transpose()
 }
 
 /// An in-app notification a plugin recorded.
@@ -659,22 +645,23 @@ pub async fn notifications(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| NotificationRow {
-            id: r.get("id"),
-            tenant_id: r.get("tenant_id"),
-            run_id: r.get("run_id"),
-            step_id: r.get("step_id"),
-            title: r.get("title"),
-            body: r.get("body"),
-            level: r.get("level"),
-            audience: r.get("audience"),
-            link: r.get("link"),
-            created_at: r.get("created_at"),
-            read_at: r.get("read_at"),
+    rows.iter()
+        .map(|r| {
+            Ok::<_, DbError>(NotificationRow {
+                id: r.try_get("id")?,
+                tenant_id: r.try_get("tenant_id")?,
+                run_id: r.try_get("run_id")?,
+                step_id: r.try_get("step_id")?,
+                title: r.try_get("title")?,
+                body: r.try_get("body")?,
+                level: r.try_get("level")?,
+                audience: r.try_get("audience")?,
+                link: r.try_get("link")?,
+                created_at: r.try_get("created_at")?,
+                read_at: r.try_get("read_at")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Marks a notification read; false if the tenant has no such notification.
@@ -717,10 +704,15 @@ pub async fn kv_entries(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get("key"), r.get("value"), r.get("updated_at")))
-        .collect())
+    rows.iter()
+        .map(|r| {
+            Ok::<_, DbError>((
+                r.try_get("key")?,
+                r.try_get("value")?,
+                r.try_get("updated_at")?,
+            ))
+        })
+        .collect()
 }
 
 /// Takes one of `per_minute` places of the rate-limit window starting at

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 
-use super::runs::{self, RunRow, StepRow, Writes};
+use super::runs::{self, RunRow, RunStatus, StepRow, StepStatus, Writes};
 use super::{Db, Options, auth, plugins, schedules, state, webhooks, workflows};
 
 /// Each backend, opened fresh (the temporary directory lives as long as
@@ -101,7 +101,7 @@ fn run_row(id: &str, tenant: &str) -> RunRow {
 }
 
 fn ready_step(run: &str, id: &str, position: i64, due_at: i64) -> StepRow {
-    let mut step = StepRow::new(run, id.into(), position, "plugin", "ready");
+    let mut step = StepRow::new(run, id.into(), position, "plugin", StepStatus::Ready);
     step.due_at = Some(due_at);
     step
 }
@@ -124,7 +124,7 @@ async fn run_with_ready_steps(db: &Db, id: &str, tenant: &str, n: i64) {
         .expect("insert run");
 }
 
-async fn status(db: &Db, id: &str) -> String {
+async fn status(db: &Db, id: &str) -> RunStatus {
     let mut conn = db.reader().await.expect("reader");
     runs::get_run_unscoped(&mut conn, id)
         .await
@@ -152,26 +152,30 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
             .await
             .expect("begin and read");
         assert_eq!(read.len(), 1, "{backend}: a missing run is left out");
-        run.status = "running".into();
+        run.status = RunStatus::Running;
         Writes::default()
             .update_run(&run)
             .commit()
             .execute(&mut conn)
             .await
             .expect("write and commit");
-        assert_eq!(status(&db, "r1").await, "running", "{backend}");
+        assert_eq!(status(&db, "r1").await, RunStatus::Running, "{backend}");
 
         runs::begin_and_read_runs(&mut conn, &["r1"], &[])
             .await
             .expect("again");
-        run.status = "failed".into();
+        run.status = RunStatus::Failed;
         Writes::default()
             .update_run(&run)
             .execute(&mut conn)
             .await
             .expect("write");
         super::rollback(&mut conn).await.expect("rollback");
-        assert_eq!(status(&db, "r1").await, "running", "{backend}: rolled back");
+        assert_eq!(
+            status(&db, "r1").await,
+            RunStatus::Running,
+            "{backend}: rolled back"
+        );
         super::rollback(&mut conn)
             .await
             .expect("a rollback without a transaction is harmless");
@@ -210,7 +214,7 @@ async fn a_recorder_waiting_for_a_run_reads_what_the_holder_committed() {
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut done = read[0].steps[0].clone();
-        done.status = "completed".into();
+        done.status = StepStatus::Completed;
         Writes::default()
             .upsert_steps(&[&done])
             .commit()
@@ -218,7 +222,11 @@ async fn a_recorder_waiting_for_a_run_reads_what_the_holder_committed() {
             .await
             .expect("write and commit");
         let seen = second.await.expect("task");
-        assert_eq!(seen[0].steps[0].status, "completed", "{backend}: {seen:?}");
+        assert_eq!(
+            seen[0].steps[0].status,
+            StepStatus::Completed,
+            "{backend}: {seen:?}"
+        );
     }
 }
 
@@ -243,7 +251,7 @@ async fn claims_lease_due_steps_and_take_over_expired_leases() {
         };
         let first = claim("a", 100, 3).await;
         assert_eq!(first.len(), 3, "{backend}: the tenant cap is 3");
-        assert!(first.iter().all(|s| s.status == "running"
+        assert!(first.iter().all(|s| s.status == StepStatus::Running
             && s.lease_owner.as_deref() == Some("a")
             && s.attempts == 1
             && s.lease_expires_at == Some(1_100)));
@@ -599,7 +607,7 @@ async fn label_filters_read_the_label_index_in_run_order() {
         assert_eq!(ids(rest), expected_both[2..], "{backend}: the next page");
         let done = runs::RunFilter {
             labels: &one,
-            status: Some("completed"),
+            status: Some(RunStatus::Completed),
             ..runs::RunFilter::default()
         };
         let none = runs::list_runs(&mut conn, "t1", done, None, 10)

@@ -22,20 +22,20 @@ pub struct WebhookRow {
     pub updated_at: i64,
 }
 
-fn webhook(r: &AnyRow) -> WebhookRow {
-    WebhookRow {
-        id: r.get("id"),
-        tenant_id: r.get("tenant_id"),
-        url: r.get("url"),
-        events: r.get("events"),
-        secret: r.get("secret"),
-        status: r.get("status"),
-        disabled_reason: r.get("disabled_reason"),
-        consecutive_failures: r.get("consecutive_failures"),
-        cursor: r.get("cursor"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    }
+fn webhook(r: &AnyRow) -> Result<WebhookRow, DbError> {
+    Ok(WebhookRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        url: r.try_get("url")?,
+        events: r.try_get("events")?,
+        secret: r.try_get("secret")?,
+        status: r.try_get("status")?,
+        disabled_reason: r.try_get("disabled_reason")?,
+        consecutive_failures: r.try_get("consecutive_failures")?,
+        cursor: r.try_get("cursor")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,21 +54,21 @@ pub struct DeliveryRow {
     pub created_at: i64,
 }
 
-fn delivery(r: &AnyRow) -> DeliveryRow {
-    DeliveryRow {
-        id: r.get("id"),
-        webhook_id: r.get("webhook_id"),
-        tenant_id: r.get("tenant_id"),
-        event_id: r.get("event_id"),
-        event_type: r.get("event_type"),
-        payload: r.get("payload"),
-        status: r.get("status"),
-        attempts: r.get("attempts"),
-        retry_index: r.get("retry_index"),
-        next_attempt_at: r.get("next_attempt_at"),
-        delivered_at: r.get("delivered_at"),
-        created_at: r.get("created_at"),
-    }
+fn delivery(r: &AnyRow) -> Result<DeliveryRow, DbError> {
+    Ok(DeliveryRow {
+        id: r.try_get("id")?,
+        webhook_id: r.try_get("webhook_id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        event_id: r.try_get("event_id")?,
+        event_type: r.try_get("event_type")?,
+        payload: r.try_get("payload")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        retry_index: r.try_get("retry_index")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        delivered_at: r.try_get("delivered_at")?,
+        created_at: r.try_get("created_at")?,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,7 +134,7 @@ pub async fn get(conn: &mut Conn, tenant: &str, id: &str) -> Result<Option<Webho
         .bind(tenant)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(webhook))
+    row.as_ref().map(webhook).transpose()
 }
 
 pub async fn list(conn: &mut Conn, tenant: &str) -> Result<Vec<WebhookRow>, DbError> {
@@ -142,7 +142,7 @@ pub async fn list(conn: &mut Conn, tenant: &str) -> Result<Vec<WebhookRow>, DbEr
         .bind(tenant)
         .fetch_all(conn)
         .await?;
-    Ok(rows.iter().map(webhook).collect())
+    rows.iter().map(webhook).collect()
 }
 
 /// Deletes a subscription with its deliveries and their attempts.
@@ -173,7 +173,7 @@ pub async fn active(conn: &mut Conn) -> Result<Vec<WebhookRow>, DbError> {
     let rows = sqlx::query("SELECT * FROM webhooks WHERE status = 'active'")
         .fetch_all(conn)
         .await?;
-    Ok(rows.iter().map(webhook).collect())
+    rows.iter().map(webhook).collect()
 }
 
 /// An event with what a payload needs of its run.
@@ -353,7 +353,7 @@ pub async fn claim_due(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(delivery).collect())
+    rows.iter().map(delivery).collect()
 }
 
 /// The earliest next attempt of any pending delivery.
@@ -363,7 +363,7 @@ pub async fn next_due(conn: &mut Conn) -> Result<Option<i64>, DbError> {
     )
     .fetch_one(conn)
     .await?;
-    Ok(row.get("t"))
+    Ok(row.try_get("t")?)
 }
 
 pub async fn insert_attempt(conn: &mut Conn, a: &AttemptRow) -> Result<(), DbError> {
@@ -427,7 +427,10 @@ pub async fn record_outcome(
     .bind(webhook_id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.is_some_and(|r| r.get::<String, _>("status") == "disabled"))
+    match row {
+        Some(r) => Ok(r.try_get::<String, _>("status")? == "disabled"),
+        None => Ok(false),
+    }
 }
 
 /// A subscription's deliveries, newest first, before `cursor` (an id).
@@ -449,7 +452,7 @@ pub async fn deliveries(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(delivery).collect())
+    rows.iter().map(delivery).collect()
 }
 
 pub async fn get_delivery(
@@ -462,7 +465,7 @@ pub async fn get_delivery(
         .bind(id)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(delivery))
+    row.as_ref().map(delivery).transpose()
 }
 
 /// Attempts of the given deliveries, oldest first.
@@ -483,15 +486,16 @@ pub async fn attempts_of(
                 .await?,
         );
     }
-    Ok(rows
-        .iter()
-        .map(|r| AttemptRow {
-            delivery_id: r.get("delivery_id"),
-            attempt: r.get("attempt"),
-            at: r.get("at"),
-            status_code: r.get("status_code"),
-            error: r.get("error"),
-            duration_ms: r.get("duration_ms"),
+    rows.iter()
+        .map(|r| {
+            Ok::<_, DbError>(AttemptRow {
+                delivery_id: r.try_get("delivery_id")?,
+                attempt: r.try_get("attempt")?,
+                at: r.try_get("at")?,
+                status_code: r.try_get("status_code")?,
+                error: r.try_get("error")?,
+                duration_ms: r.try_get("duration_ms")?,
+            })
         })
-        .collect())
+        .collect()
 }

@@ -29,28 +29,28 @@ pub struct Version {
     pub published_at: Option<i64>,
 }
 
-fn workflow(r: &AnyRow) -> Workflow {
-    Workflow {
-        tenant_id: r.get("tenant_id"),
-        key: r.get("key"),
-        name: r.get("name"),
-        description: r.get("description"),
-        archived_at: r.get("archived_at"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    }
+fn workflow(r: &AnyRow) -> Result<Workflow, DbError> {
+    Ok(Workflow {
+        tenant_id: r.try_get("tenant_id")?,
+        key: r.try_get("key")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        archived_at: r.try_get("archived_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
 }
 
-fn version(r: &AnyRow) -> Version {
-    let text: String = r.get("version");
-    Version {
-        key: r.get("key"),
+fn version(r: &AnyRow) -> Result<Version, DbError> {
+    let text: String = r.try_get("version")?;
+    Ok(Version {
+        key: r.try_get("key")?,
         version: semver::Version::parse(&text).unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
-        status: r.get("status"),
-        definition: r.get("definition"),
-        created_at: r.get("created_at"),
-        published_at: r.get("published_at"),
-    }
+        status: r.try_get("status")?,
+        definition: r.try_get("definition")?,
+        created_at: r.try_get("created_at")?,
+        published_at: r.try_get("published_at")?,
+    })
 }
 
 pub async fn get(conn: &mut Conn, tenant: &str, key: &str) -> Result<Option<Workflow>, DbError> {
@@ -59,7 +59,7 @@ pub async fn get(conn: &mut Conn, tenant: &str, key: &str) -> Result<Option<Work
         .bind(key)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(workflow))
+    row.as_ref().map(workflow).transpose()
 }
 
 pub async fn insert(conn: &mut Conn, w: &Workflow) -> Result<(), DbError> {
@@ -143,7 +143,7 @@ pub async fn versions(conn: &mut Conn, tenant: &str, key: &str) -> Result<Vec<Ve
     .bind(key)
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(version).collect())
+    rows.iter().map(version).collect()
 }
 
 pub async fn publish(
@@ -196,5 +196,5 @@ pub async fn list(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(workflow).collect())
+    rows.iter().map(workflow).collect()
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::definition::{self, Definition};
 use super::template::{self, Scope, Steps as _};
-use crate::db::runs::{RunRow, StepRow};
+use crate::db::runs::{RunRow, RunStatus, StepRow, StepStatus};
 
 /// An event to append to the run's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,21 +46,14 @@ impl Event {
     }
 }
 
-pub const TERMINAL_RUN: [&str; 5] = ["completed", "failed", "cancelled", "terminated", "declined"];
-const DONE_STEP: [&str; 4] = ["completed", "skipped", "failed", "cancelled"];
-
-pub fn run_is_terminal(status: &str) -> bool {
-    TERMINAL_RUN.contains(&status)
-}
-
 /// Cancels every step that has not started (pending, ready, held or paused),
 /// sparing catch steps if asked: they still compensate a failure.
 pub fn cancel_unstarted(steps: &mut [StepRow], now: i64, message: &str, spare_catch: bool) {
-    for step in steps.iter_mut().filter(|s| {
-        matches!(s.status.as_str(), "pending" | "ready" | "held" | "paused")
-            && !(spare_catch && s.kind == "catch")
-    }) {
-        step.status = "cancelled".into();
+    for step in steps
+        .iter_mut()
+        .filter(|s| s.status.is_unstarted() && !(spare_catch && s.kind == "catch"))
+    {
+        step.status = StepStatus::Cancelled;
         step.ended_at = Some(now);
         step.error = Some(json!({"kind": "cancelled", "message": message}).to_string());
     }
@@ -156,7 +149,7 @@ pub fn run_record(run: &RunRow) -> Value {
 /// Moves the run forward as far as it can go without running anything.
 pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i64) -> Vec<Event> {
     let mut events = Vec::new();
-    if run_is_terminal(&run.status) {
+    if run.status.is_terminal() {
         return events;
     }
     let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
@@ -171,7 +164,7 @@ pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i
             let step = &mut steps[i];
             match decision {
                 Decision::Skip(reason) => {
-                    step.status = "skipped".into();
+                    step.status = StepStatus::Skipped;
                     step.ended_at = Some(now);
                     events.push(Event::step(
                         "step.skipped",
@@ -180,7 +173,7 @@ pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i
                     ));
                 }
                 Decision::Fail(error) => {
-                    step.status = "failed".into();
+                    step.status = StepStatus::Failed;
                     step.ended_at = Some(now);
                     step.error = Some(error.to_string());
                     events.push(Event::step("step.failed", &step.step_id, error));
@@ -188,10 +181,10 @@ pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i
                 // Paused by an operator: a human step waits too, with no
                 // task yet (decided again once unpaused).
                 Decision::Pause(_) if run.held_at.is_some() => {
-                    step.status = "held".into();
+                    step.status = StepStatus::Held;
                 }
                 Decision::Pause(kind) => {
-                    step.status = "paused".into();
+                    step.status = StepStatus::Paused;
                     step.started_at = Some(now);
                     events.push(Event::step(
                         "step.paused",
@@ -200,7 +193,7 @@ pub fn advance(def: &Definition, run: &mut RunRow, steps: &mut [StepRow], now: i
                     ));
                 }
                 Decision::Ready(due_at) => {
-                    step.status = "ready".into();
+                    step.status = StepStatus::Ready;
                     step.due_at = Some(due_at);
                 }
             }
@@ -218,8 +211,8 @@ pub fn hold_ready(run: &RunRow, steps: &mut [StepRow]) {
     if run.held_at.is_none() {
         return;
     }
-    for step in steps.iter_mut().filter(|s| s.status == "ready") {
-        step.status = "held".into();
+    for step in steps.iter_mut().filter(|s| s.status == StepStatus::Ready) {
+        step.status = StepStatus::Held;
     }
 }
 
@@ -240,29 +233,38 @@ fn decide(
     input: &Value,
     now: i64,
 ) -> Vec<(usize, Decision)> {
-    let status_of: HashMap<&str, &str> = steps
+    let status_of: HashMap<&str, StepStatus> = steps
         .iter()
-        .map(|s| (s.step_id.as_str(), s.status.as_str()))
+        .map(|s| (s.step_id.as_str(), s.status))
         .collect();
     let records = StepRecords::new(steps);
     let mut decisions = Vec::new();
     for (i, step) in steps
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.status == "pending")
+        .filter(|(_, s)| s.status == StepStatus::Pending)
     {
         let Some(step_def) = def.step(&step.step_id) else {
             continue;
         };
-        let status = |d: &String| status_of.get(d.as_str()).copied().unwrap_or("pending");
+        let status = |d: &String| {
+            status_of
+                .get(d.as_str())
+                .copied()
+                .unwrap_or(StepStatus::Pending)
+        };
         if !step_def
             .depends_on
             .iter()
-            .all(|d| matches!(status(d), "completed" | "skipped"))
+            .all(|d| status(d).lets_dependents_run())
         {
             continue;
         }
-        if let Some(skipped) = step_def.depends_on.iter().find(|d| status(d) == "skipped") {
+        if let Some(skipped) = step_def
+            .depends_on
+            .iter()
+            .find(|d| status(d) == StepStatus::Skipped)
+        {
             decisions.push((
                 i,
                 Decision::Skip(format!("dependency {skipped:?} was skipped")),
@@ -356,7 +358,7 @@ fn settle(
 ) {
     if let Some(failed) = steps
         .iter()
-        .find(|s| s.status == "failed" && s.kind != "catch")
+        .find(|s| s.status == StepStatus::Failed && s.kind != "catch")
         .cloned()
     {
         let error: Value = failed
@@ -372,13 +374,16 @@ fn settle(
         );
         // The run fails once its compensation (catch steps) has run, so that
         // `run.failed` means "failed and compensated".
-        if steps
-            .iter()
-            .any(|s| s.kind == "catch" && matches!(s.status.as_str(), "ready" | "held" | "running"))
-        {
+        if steps.iter().any(|s| {
+            s.kind == "catch"
+                && matches!(
+                    s.status,
+                    StepStatus::Ready | StepStatus::Held | StepStatus::Running
+                )
+        }) {
             return;
         }
-        run.status = "failed".into();
+        run.status = RunStatus::Failed;
         run.ended_at = Some(now);
         let run_error = json!({
             "step_id": failed.step_id,
@@ -389,29 +394,32 @@ fn settle(
         events.push(Event::run("run.failed", run_error));
         return;
     }
-    let all_done = steps.iter().all(|s| DONE_STEP.contains(&s.status.as_str()));
+    let all_done = steps.iter().all(|s| s.status.is_done());
     if all_done {
-        run.status = "completed".into();
+        run.status = RunStatus::Completed;
         run.ended_at = Some(now);
         let result = result_of(def, run, steps);
         run.result = Some(result.to_string());
         events.push(Event::run("run.completed", json!({"result": result})));
         return;
     }
-    let busy = steps
-        .iter()
-        .any(|s| matches!(s.status.as_str(), "ready" | "held" | "running"));
-    let paused = steps.iter().any(|s| s.status == "paused");
-    if paused && !busy && run.status != "paused" {
-        run.status = "paused".into();
+    let busy = steps.iter().any(|s| {
+        matches!(
+            s.status,
+            StepStatus::Ready | StepStatus::Held | StepStatus::Running
+        )
+    });
+    let paused = steps.iter().any(|s| s.status == StepStatus::Paused);
+    if paused && !busy && run.status != RunStatus::Paused {
+        run.status = RunStatus::Paused;
         let on: Vec<&str> = steps
             .iter()
-            .filter(|s| s.status == "paused")
+            .filter(|s| s.status == StepStatus::Paused)
             .map(|s| s.step_id.as_str())
             .collect();
         events.push(Event::run("run.paused", json!({"paused_on": on})));
-    } else if run.status == "paused" && busy {
-        run.status = "running".into();
+    } else if run.status == RunStatus::Paused && busy {
+        run.status = RunStatus::Running;
         events.push(Event::run("run.resumed", json!({})));
     }
 }
@@ -481,7 +489,13 @@ mod tests {
     }
 
     fn row(id: &str, status: &str) -> StepRow {
-        StepRow::new("r", id.into(), 0, "plugin", status)
+        StepRow::new(
+            "r",
+            id.into(),
+            0,
+            "plugin",
+            StepStatus::parse(status).unwrap(),
+        )
     }
 
     fn run(input: Value) -> RunRow {
@@ -513,12 +527,12 @@ mod tests {
             statuses(&steps),
             [("a", "ready"), ("b", "ready"), ("c", "pending")]
         );
-        steps[0].status = "completed".into();
+        steps[0].status = StepStatus::Completed;
         advance(&d, &mut r, &mut steps, 6);
-        assert_eq!(steps[2].status, "pending");
-        steps[1].status = "completed".into();
+        assert_eq!(steps[2].status, StepStatus::Pending);
+        steps[1].status = StepStatus::Completed;
         advance(&d, &mut r, &mut steps, 7);
-        assert_eq!(steps[2].status, "ready");
+        assert_eq!(steps[2].status, StepStatus::Ready);
     }
 
     #[test]
@@ -543,10 +557,10 @@ mod tests {
             events.iter().filter(|e| e.kind == "step.skipped").count(),
             2
         );
-        steps[2].status = "completed".into();
+        steps[2].status = StepStatus::Completed;
         steps[2].output = Some("{\"ok\":true}".into());
         let events = advance(&d, &mut r, &mut steps, 2);
-        assert_eq!(r.status, "completed");
+        assert_eq!(r.status, RunStatus::Completed);
         assert_eq!(r.result.as_deref(), Some("{\"c\":{\"ok\":true}}"));
         assert!(events.iter().any(|e| e.kind == "run.completed"));
     }
@@ -562,7 +576,7 @@ mod tests {
         let mut steps = vec![row("a", "failed"), row("b", "pending"), row("c", "running")];
         steps[0].error = Some(json!({"kind": "fatal", "message": "boom"}).to_string());
         advance(&d, &mut r, &mut steps, 1);
-        assert_eq!(r.status, "failed");
+        assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(
             statuses(&steps),
             [("a", "failed"), ("b", "cancelled"), ("c", "running")]
@@ -583,13 +597,13 @@ mod tests {
         let mut r = run(json!({}));
         let mut steps = vec![row("approve", "pending"), row("after", "pending")];
         let events = advance(&d, &mut r, &mut steps, 1);
-        assert_eq!(r.status, "paused");
-        assert_eq!(steps[0].status, "paused");
+        assert_eq!(r.status, RunStatus::Paused);
+        assert_eq!(steps[0].status, StepStatus::Paused);
         assert!(events.iter().any(|e| e.kind == "run.paused"));
-        steps[0].status = "completed".into();
+        steps[0].status = StepStatus::Completed;
         let events = advance(&d, &mut r, &mut steps, 2);
-        assert_eq!(steps[1].status, "ready");
-        assert_eq!(r.status, "running");
+        assert_eq!(steps[1].status, StepStatus::Ready);
+        assert_eq!(r.status, RunStatus::Running);
         assert!(events.iter().any(|e| e.kind == "run.resumed"));
     }
 }

@@ -29,7 +29,7 @@ use super::advance::{self, Event};
 use super::definition::{DEFAULT_ITEMS_PARALLEL, MAX_ITEMS, OnItemFailure, StepDef};
 use super::scheduler::{Outcome, Snapshot, event_rows};
 use super::{Engine, EngineError, services, template};
-use crate::db::items::ItemRow;
+use crate::db::items::{ItemRow, ItemStatus};
 use crate::db::{self, DbError};
 use crate::runtime::{AttemptError, Invocation, Limits, Plugin, StepContext};
 
@@ -215,7 +215,14 @@ impl Engine {
                     slots += 1;
                 }
                 let attempt = attempts + 1;
-                rows.push(self.item_row(run, &job.step_id, index, "running", attempt, now));
+                rows.push(self.item_row(
+                    run,
+                    &job.step_id,
+                    index,
+                    ItemStatus::Running,
+                    attempt,
+                    now,
+                ));
                 let handle = running.spawn(run_item(
                     self.clone(),
                     job.clone(),
@@ -299,7 +306,14 @@ impl Engine {
                     }
                 };
                 let index = done.index;
-                let mut row = self.item_row(run, &job.step_id, index, "", done.attempt, now);
+                let mut row = self.item_row(
+                    run,
+                    &job.step_id,
+                    index,
+                    ItemStatus::Running,
+                    done.attempt,
+                    now,
+                );
                 row.started_at = Some(done.started_at);
                 row.logs = done.logs;
                 match done.outcome {
@@ -308,7 +322,7 @@ impl Engine {
                         continue;
                     }
                     ItemOutcome::Completed(output) => {
-                        row.status = "completed".into();
+                        row.status = ItemStatus::Completed;
                         row.output = Some(output.to_string());
                         row.ended_at = Some(now);
                         tally.completed += 1;
@@ -319,14 +333,14 @@ impl Engine {
                         if error.is_retryable() && (done.attempt < max_attempts || stopping) {
                             // Again after the backoff; or, once the step
                             // stops, left for a retry of the step.
-                            row.status = "pending".into();
+                            row.status = ItemStatus::Pending;
                             if !stopping {
                                 let delay = backoff
                                     .delay_ms(u32::try_from(done.attempt + 1).unwrap_or(u32::MAX));
                                 retries.push(Reverse((now + delay as i64, index, done.attempt)));
                             }
                         } else {
-                            row.status = "failed".into();
+                            row.status = ItemStatus::Failed;
                             row.ended_at = Some(now);
                             tally.failed += 1;
                             first_failure.get_or_insert_with(|| format!("item {index}: {error}"));
@@ -399,12 +413,12 @@ impl Engine {
         };
         let mut output = Vec::with_capacity(outcomes.len());
         for (status, out, error) in outcomes {
-            let value = match status.as_str() {
-                "completed" => out
+            let value = match status {
+                ItemStatus::Completed => out
                     .as_deref()
                     .and_then(|o| serde_json::from_str(o).ok())
                     .unwrap_or(Value::Null),
-                "failed" => json!({"error": error
+                ItemStatus::Failed => json!({"error": error
                     .as_deref()
                     .and_then(|e| serde_json::from_str::<Value>(e).ok())
                     .unwrap_or(Value::Null)}),
@@ -428,7 +442,7 @@ impl Engine {
         run: &db::runs::RunRow,
         step_id: &str,
         index: usize,
-        status: &str,
+        status: ItemStatus,
         attempts: i64,
         now: i64,
     ) -> ItemRow {
@@ -436,7 +450,7 @@ impl Engine {
             run_id: run.id.clone(),
             step_id: step_id.to_owned(),
             index: index as i64,
-            status: status.to_owned(),
+            status,
             attempts,
             output: None,
             error: None,

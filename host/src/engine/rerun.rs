@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::advance::{self, Event, run_is_terminal};
+use super::advance::{self, Event};
 use super::definition::{COLLECT_INPUTS, Definition, REQUEST_USER_ACTION};
 use super::runs::{Origin, reopen};
 use super::{Engine, EngineError};
-use crate::db::runs::{RunFilter, RunRow};
+use crate::db::runs::{RunFilter, RunRow, RunStatus, StepStatus};
 use crate::db::{self, DbError};
 
 /// Most runs one `retry-failed` call retries; the answer says whether more
@@ -79,7 +79,7 @@ impl Engine {
         let old = db::runs::locked_run(&mut tx, Some(tenant), id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
-        if !run_is_terminal(&old.status) {
+        if !old.status.is_terminal() {
             return Err(EngineError::Conflict(format!(
                 "run {id} is {}; only a finished run can be re-run (cancel it first)",
                 old.status
@@ -100,7 +100,7 @@ impl Engine {
         let kept: Vec<_> = steps
             .into_iter()
             .filter(|s| !rerun.contains(&s.step_id))
-            .filter(|s| matches!(s.status.as_str(), "completed" | "skipped"))
+            .filter(|s| matches!(s.status, StepStatus::Completed | StepStatus::Skipped))
             .collect();
         let new_input = input.is_some();
         let input = match input {
@@ -170,7 +170,7 @@ impl Engine {
         let mut run = db::runs::locked_run(&mut tx, Some(tenant), id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
-        if run_is_terminal(&run.status) {
+        if run.status.is_terminal() {
             return Err(EngineError::Conflict(format!(
                 "run {id} is already {}",
                 run.status
@@ -189,7 +189,7 @@ impl Engine {
             advance::hold_ready(&run, &mut steps);
             let held: Vec<&str> = steps
                 .iter()
-                .filter(|s| s.status == "held")
+                .filter(|s| s.status == StepStatus::Held)
                 .map(|s| s.step_id.as_str())
                 .collect();
             let mut data = json!({"held_steps": held});
@@ -199,12 +199,12 @@ impl Engine {
             events.push(Event::run("run.held", data));
         } else {
             run.held_at = None;
-            for step in steps.iter_mut().filter(|s| s.status == "held") {
+            for step in steps.iter_mut().filter(|s| s.status == StepStatus::Held) {
                 if matches!(step.kind.as_str(), COLLECT_INPUTS | REQUEST_USER_ACTION) {
                     // Decided again: it pauses now, and gets its tasks.
-                    step.status = "pending".into();
+                    step.status = StepStatus::Pending;
                 } else {
-                    step.status = "ready".into();
+                    step.status = StepStatus::Ready;
                     step.due_at = Some(step.due_at.unwrap_or(now));
                 }
             }
@@ -235,7 +235,7 @@ impl Engine {
                 let mut conn = self.db.reader().await?;
                 let filter = RunFilter {
                     workflow: Some(workflow),
-                    status: Some("failed"),
+                    status: Some(RunStatus::Failed),
                     ended_since: since,
                     ..RunFilter::default()
                 };
@@ -272,7 +272,7 @@ impl Engine {
         let mut run = db::runs::locked_run(&mut tx, Some(tenant), id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
-        if run.status != "failed" {
+        if run.status != RunStatus::Failed {
             // Retried or changed since it was listed.
             return Err(EngineError::Conflict(format!("run {id} is {}", run.status)));
         }
@@ -286,21 +286,21 @@ impl Engine {
         let original_run = run.clone();
         let original = db::runs::steps_of(&mut tx, id).await?;
         let mut steps = original.clone();
-        if !steps.iter().any(|s| s.status == "failed") {
+        if !steps.iter().any(|s| s.status == StepStatus::Failed) {
             return Err(EngineError::Conflict(format!(
                 "run {id} has no failed step to retry"
             )));
         }
         reopen(&mut run, &mut steps);
         let mut events = Vec::new();
-        for step in steps.iter_mut().filter(|s| s.status == "failed") {
+        for step in steps.iter_mut().filter(|s| s.status == StepStatus::Failed) {
             if definition
                 .step(&step.step_id)
                 .is_some_and(|s| s.for_each.is_some())
             {
                 db::items::reset_failed(&mut tx, id, &step.step_id).await?;
             }
-            step.status = "ready".into();
+            step.status = StepStatus::Ready;
             step.due_at = Some(now);
             step.ended_at = None;
             events.push(Event::step(

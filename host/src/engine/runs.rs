@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::advance::{self, Event, run_is_terminal};
+use super::advance::{self, Event};
 use super::definition::{self, COLLECT_INPUTS, REQUEST_USER_ACTION};
 use super::labels::{self, Labels};
 use super::workflows::Selector;
 use super::{Engine, EngineError, lock};
-use crate::db::runs::{AttemptRow, EventRow, RunRow, StepRow};
+use crate::db::runs::{AttemptRow, EventRow, RunRow, RunStatus, StepRow, StepStatus};
 use crate::db::{self, DbError};
 
 /// A tenant's pending runs as last counted (plus the starts since).
@@ -533,7 +533,9 @@ impl Engine {
                         due_at: None,
                         ..kept.clone()
                     },
-                    None => StepRow::new(&run.id, s.id.clone(), i as i64, kind, "pending"),
+                    None => {
+                        StepRow::new(&run.id, s.id.clone(), i as i64, kind, StepStatus::Pending)
+                    }
                 }
             })
             .collect();
@@ -576,7 +578,7 @@ impl Engine {
             .upsert_steps(&all)
             .append_events(&rows, now);
         // Every step skipped: queued runs of the workflow may start.
-        let ended = run_is_terminal(&run.status);
+        let ended = run.status.is_terminal();
         if own_transaction && !ended {
             writes.commit();
         }
@@ -607,7 +609,7 @@ impl Engine {
         // A released run can end at once (every step skipped): go on then.
         while let Some(run) = self.release_one(tx, tenant, workflow, key, now).await? {
             self.changed(&run.id);
-            if !run_is_terminal(&run.status) {
+            if !run.status.is_terminal() {
                 break;
             }
         }
@@ -684,7 +686,7 @@ impl Engine {
         tenant: &str,
         id: &str,
         step_id: &str,
-        status: Option<&str>,
+        status: Option<db::items::ItemStatus>,
         after: i64,
         limit: i64,
     ) -> Result<Vec<db::items::ItemRow>, EngineError> {
@@ -727,7 +729,7 @@ impl Engine {
                     .await?
                     .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?
             };
-            if run_is_terminal(&run.status) || run.status == "paused" {
+            if run.status.is_terminal() || run.status == RunStatus::Paused {
                 return self.get_run(tenant, id, detail).await;
             }
             loop {
@@ -751,23 +753,6 @@ impl Engine {
         cursor: Option<&str>,
         limit: i64,
     ) -> Result<Vec<RunRow>, EngineError> {
-        const STATUSES: [&str; 8] = [
-            "pending",
-            "running",
-            "paused",
-            "completed",
-            "failed",
-            "cancelled",
-            "terminated",
-            "declined",
-        ];
-        if let Some(s) = filter.status
-            && !STATUSES.contains(&s)
-        {
-            return Err(EngineError::InvalidInput(format!(
-                "status {s:?} is not one of {STATUSES:?}"
-            )));
-        }
         if filter.labels.len() > labels::MAX_FILTERS {
             return Err(EngineError::InvalidInput(format!(
                 "at most {} label filters, found {}",
@@ -806,7 +791,7 @@ impl Engine {
         let run = db::runs::locked_run(&mut tx, tenant, id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?;
-        if run_is_terminal(&run.status) {
+        if run.status.is_terminal() {
             return Err(EngineError::Conflict(format!(
                 "run {id} is already {}",
                 run.status
@@ -839,26 +824,26 @@ impl Engine {
         let mut steps = original.clone();
         let (status, event, kind, message) = match how {
             Stop::Cancel => (
-                "cancelled",
+                RunStatus::Cancelled,
                 "run.cancelled",
                 "cancelled",
                 "the run was cancelled",
             ),
             Stop::Terminate => (
-                "terminated",
+                RunStatus::Terminated,
                 "run.terminated",
                 "terminated",
                 "the run was terminated",
             ),
             Stop::Deadline => (
-                "failed",
+                RunStatus::Failed,
                 "run.failed",
                 "max_duration",
                 "the run exceeded its max_duration_ms",
             ),
         };
         advance::cancel_unstarted(&mut steps, now, message, false);
-        run.status = status.into();
+        run.status = status;
         run.ended_at = Some(now);
         let mut error = json!({"kind": kind, "message": message});
         let mut data = json!({"reason": message});
@@ -902,7 +887,7 @@ impl Engine {
                     "run {id}, which this start replaces, is being written; try again"
                 )));
             };
-            if run_is_terminal(&run.status) {
+            if run.status.is_terminal() {
                 continue;
             }
             self.stop_locked(tx, run, Stop::Cancel, Some("replaced by a newer run"), now)
@@ -938,8 +923,8 @@ impl Engine {
         let not_resumable =
             |why: String| EngineError::Conflict(format!("run {id} is {}: {why}", run.status));
         let resumable_run = matches!(
-            run.status.as_str(),
-            "running" | "paused" | "pending" | "failed"
+            run.status,
+            RunStatus::Running | RunStatus::Paused | RunStatus::Pending | RunStatus::Failed
         );
         if !resumable_run {
             return Err(not_resumable(
@@ -948,14 +933,15 @@ impl Engine {
         }
         let step_def = definition.step(step_id);
         let mut events = Vec::new();
-        let step_status = steps[index].status.clone();
-        if run.status == "failed" && matches!(resume, Resume::Retry | Resume::Override(_)) {
+        let step_status = steps[index].status;
+        if run.status == RunStatus::Failed && matches!(resume, Resume::Retry | Resume::Override(_))
+        {
             // Reopened, the run counts against its workflow's limit again.
             check_room(&mut tx, &run, &definition).await?;
         }
         match resume {
             Resume::Data(data) => {
-                if steps[index].kind != COLLECT_INPUTS || step_status != "paused" {
+                if steps[index].kind != COLLECT_INPUTS || step_status != StepStatus::Paused {
                     return Err(not_resumable(format!(
                         "step {step_id:?} is {step_status}, not a paused collect_inputs step"
                     )));
@@ -985,7 +971,7 @@ impl Engine {
                 ));
             }
             Resume::Action(action) => {
-                if steps[index].kind != REQUEST_USER_ACTION || step_status != "paused" {
+                if steps[index].kind != REQUEST_USER_ACTION || step_status != StepStatus::Paused {
                     return Err(not_resumable(format!(
                         "step {step_id:?} is {step_status}, not a paused request_user_action step"
                     )));
@@ -1019,7 +1005,7 @@ impl Engine {
                         &format!("declined with {action:?}"),
                         false,
                     );
-                    run.status = "declined".into();
+                    run.status = RunStatus::Declined;
                     run.ended_at = Some(now);
                     run.result =
                         Some(json!({"declined": {"step": step_id, "action": action}}).to_string());
@@ -1030,7 +1016,10 @@ impl Engine {
                 }
             }
             Resume::Override(output) => {
-                if !matches!(step_status.as_str(), "failed" | "paused" | "cancelled") {
+                if !matches!(
+                    step_status,
+                    StepStatus::Failed | StepStatus::Paused | StepStatus::Cancelled
+                ) {
                     return Err(not_resumable(format!(
                         "step {step_id:?} is {step_status}; only failed, paused or cancelled steps can be overridden"
                     )));
@@ -1044,7 +1033,7 @@ impl Engine {
                 ));
             }
             Resume::Retry => {
-                if step_status != "failed" {
+                if step_status != StepStatus::Failed {
                     return Err(not_resumable(format!(
                         "step {step_id:?} is {step_status}; only a failed step can be retried"
                     )));
@@ -1056,7 +1045,7 @@ impl Engine {
                     db::items::reset_failed(&mut tx, id, step_id).await?;
                 }
                 let step = &mut steps[index];
-                step.status = "ready".into();
+                step.status = StepStatus::Ready;
                 step.due_at = Some(now);
                 step.ended_at = None;
                 events.push(Event::step(
@@ -1066,7 +1055,7 @@ impl Engine {
                 ));
             }
         }
-        if !run_is_terminal(&run.status) {
+        if !run.status.is_terminal() {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         }
         self.commit_changes(tx, &original_run, &run, &original, &steps, &events, now)
@@ -1108,7 +1097,7 @@ impl Engine {
 }
 
 pub(crate) fn complete(step: &mut StepRow, output: &Value, now: i64) {
-    step.status = "completed".into();
+    step.status = StepStatus::Completed;
     step.output = Some(output.to_string());
     step.error = None;
     step.ended_at = Some(now);
@@ -1146,16 +1135,19 @@ pub(crate) async fn check_room(
 }
 
 pub(crate) fn reopen(run: &mut RunRow, steps: &mut [StepRow]) {
-    if run.status != "failed" {
+    if run.status != RunStatus::Failed {
         return;
     }
-    run.status = "running".into();
+    run.status = RunStatus::Running;
     run.error = None;
     run.ended_at = None;
     // A pause ends with the run.
     run.held_at = None;
-    for step in steps.iter_mut().filter(|s| s.status == "cancelled") {
-        step.status = "pending".into();
+    for step in steps
+        .iter_mut()
+        .filter(|s| s.status == StepStatus::Cancelled)
+    {
+        step.status = StepStatus::Pending;
         step.error = None;
         step.ended_at = None;
     }

@@ -22,11 +22,11 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::advance::{self, Event, run_is_terminal};
+use super::advance::{self, Event};
 use super::definition::{COLLECT_INPUTS, Problem, REQUEST_USER_ACTION, StepDef};
 use super::template::{self, Scope};
 use super::{Engine, EngineError, rfc3339};
-use crate::db::runs::{AttemptRow, RunRow, StepRow};
+use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, RunStatus, StepRow, StepStatus};
 use crate::db::state::{OutboxMessage, OutboxStatus};
 use crate::db::tasks::{self as store, TaskRow};
 use crate::db::{self, DbError};
@@ -545,7 +545,9 @@ impl Engine {
         let original = db::runs::steps_of(&mut tx, &run.id).await?;
         let mut steps = original.clone();
         let Some(index) = steps.iter().position(|s| {
-            s.step_id == task.step_id && s.status == "paused" && s.started_at == Some(task.round)
+            s.step_id == task.step_id
+                && s.status == StepStatus::Paused
+                && s.started_at == Some(task.round)
         }) else {
             // The step stopped waiting; the loop closes the task soon.
             task.status = "revoked".into();
@@ -626,7 +628,7 @@ impl Engine {
                 closed.push(other);
             }
             events.extend(finish_step(&mut run, &mut steps, index, finish, now));
-            if !run_is_terminal(&run.status) {
+            if !run.status.is_terminal() {
                 events.extend(advance::advance(&definition, &mut run, &mut steps, now));
             }
         }
@@ -893,7 +895,7 @@ impl Engine {
         };
         let original = db::runs::steps_of(&mut tx, run_id).await?;
         let Some(index) = original.iter().position(|s| {
-            s.step_id == step_id && s.status == "paused" && s.started_at == Some(round)
+            s.step_id == step_id && s.status == StepStatus::Paused && s.started_at == Some(round)
         }) else {
             return Ok(());
         };
@@ -983,7 +985,8 @@ impl Engine {
         let steps = db::runs::steps_of(&mut tx, run_id).await?;
         let step = steps.iter().find(|s| s.step_id == task.step_id);
         if !task.is_open()
-            || step.is_some_and(|s| s.status == "paused" && s.started_at == Some(task.round))
+            || step
+                .is_some_and(|s| s.status == StepStatus::Paused && s.started_at == Some(task.round))
         {
             return Ok(());
         }
@@ -1071,11 +1074,13 @@ impl Engine {
         let original = db::runs::steps_of(tx, &run.id).await?;
         let mut steps = original.clone();
         let paused = steps.iter().position(|s| {
-            s.step_id == task.step_id && s.status == "paused" && s.started_at == Some(task.round)
+            s.step_id == task.step_id
+                && s.status == StepStatus::Paused
+                && s.started_at == Some(task.round)
         });
         if let (Some(index), Some(finish)) = (paused, finish) {
             events.extend(finish_step(run, &mut steps, index, finish, now));
-            if !run_is_terminal(&run.status) {
+            if !run.status.is_terminal() {
                 events.extend(advance::advance(&definition, run, &mut steps, now));
             }
         }
@@ -1231,7 +1236,7 @@ fn answer_attempt(step: &StepRow, task: &TaskRow, answer: &Value, now: i64) -> A
         run_id: step.run_id.clone(),
         step_id: step.step_id.clone(),
         attempt: step.attempts,
-        status: "completed".into(),
+        status: AttemptStatus::Completed,
         host: None,
         started_at: task.created_at,
         ended_at: Some(now),
@@ -1316,7 +1321,7 @@ fn finish_step(
                 json!({"resumed": true, "by": "task"}),
             ));
             advance::cancel_unstarted(steps, now, "declined", false);
-            run.status = "declined".into();
+            run.status = RunStatus::Declined;
             run.ended_at = Some(now);
             let mut event = data.clone();
             if let Some(step) = event.as_object_mut().and_then(|d| d.remove("step")) {
@@ -1327,7 +1332,7 @@ fn finish_step(
         }
         Finish::Failed(error) => {
             let step = &mut steps[index];
-            step.status = "failed".into();
+            step.status = StepStatus::Failed;
             step.ended_at = Some(now);
             step.error = Some(error.to_string());
             events.push(Event::step("step.failed", &step_id, error));

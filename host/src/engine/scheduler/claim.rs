@@ -1,0 +1,161 @@
+//! Claiming: due steps taken under a lease, their attempts recorded as
+//! started, and the rate limits a step takes a place in before it runs.
+
+use serde_json::{Value, json};
+
+use super::super::advance::{self, Event};
+use super::super::definition::Definition;
+use super::super::{Engine, EngineError, template};
+use super::{Outcome, RATE_WINDOW_MS, event_rows};
+use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, RunStatus, StepRow};
+use crate::db::{self, DbError};
+
+impl Engine {
+    /// Claims due steps, records their attempts as started, and moves their
+    /// runs from `pending` to `running`, in one transaction.
+    pub(super) async fn claim(&self, limit: usize) -> Result<Vec<StepRow>, EngineError> {
+        let now = db::now_ms();
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        let mut tx = self.db.begin().await?;
+        // Several hosts share the database: the tenants whose cap this
+        // claim counts against are locked first.
+        let tenants = if self.db.exclusive() || !self.capped() {
+            None
+        } else {
+            Some(db::runs::claim_tenants(&mut tx, now).await?)
+        };
+        let steps = db::runs::claim(
+            &mut tx,
+            &self.config.host_id,
+            now,
+            lease_until,
+            limit as i64,
+            i64::try_from(self.config.tenant_max_running).unwrap_or(i64::MAX),
+            tenants.as_deref(),
+        )
+        .await?;
+        let attempts: Vec<AttemptRow> =
+            steps.iter().map(|s| self.started_attempt(s, now)).collect();
+        // Every run of the claimed steps in one read; the attempts, the
+        // runs that start and the events in one write.
+        let mut ids: Vec<&str> = steps.iter().map(|s| s.run_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut runs = db::runs::runs_by_ids(&mut tx, &ids).await?;
+        // Runs still pending start with their first claimed step.
+        let starting: Vec<bool> = runs
+            .iter()
+            .map(|r| r.status == RunStatus::Pending)
+            .collect();
+        let mut events: Vec<Vec<Event>> = runs.iter().map(|_| Vec::new()).collect();
+        for step in &steps {
+            let Some(i) = runs.iter().position(|r| r.id == step.run_id) else {
+                continue;
+            };
+            if runs[i].status == RunStatus::Pending {
+                runs[i].status = RunStatus::Running;
+                runs[i].started_at = Some(now);
+                events[i].push(Event::run("run.started", json!({})));
+            }
+            events[i].push(Event::step(
+                "step.started",
+                &step.step_id,
+                self.started_data(step),
+            ));
+        }
+        let rows: Vec<db::runs::RunEvent<'_>> = runs
+            .iter()
+            .zip(&events)
+            .flat_map(|(run, events)| event_rows(run, events))
+            .collect();
+        let mut writes = db::runs::Writes::default();
+        // The claimed steps changed: their runs' versions move.
+        writes
+            .insert_attempts(&attempts)
+            .touch(steps.iter().map(|s| s.run_id.as_str()));
+        for (run, _) in runs.iter().zip(&starting).filter(|(_, s)| **s) {
+            writes.update_run(run);
+        }
+        writes.append_events(&rows, now);
+        writes.execute(&mut tx).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        for run in &runs {
+            self.changed(&run.id);
+        }
+        Ok(steps)
+    }
+
+    /// The attempt row of a step this host just claimed.
+    pub(super) fn started_attempt(&self, step: &StepRow, now: i64) -> AttemptRow {
+        AttemptRow {
+            run_id: step.run_id.clone(),
+            step_id: step.step_id.clone(),
+            attempt: step.attempts,
+            status: AttemptStatus::Running,
+            host: Some(self.config.host_id.clone()),
+            started_at: now,
+            ended_at: None,
+            error_kind: None,
+            error: None,
+            logs: None,
+            input: None,
+        }
+    }
+
+    /// The data of a `step.started` event.
+    pub(super) fn started_data(&self, step: &StepRow) -> Value {
+        json!({"attempt": step.attempts, "host": self.config.host_id})
+    }
+
+    /// Takes a place in the step's rate limit for this minute, if it has
+    /// one: `None` to run now, or the deferral to the next minute when this
+    /// one is full. A key that cannot be rendered is a deferral too short
+    /// to matter: the step then fails on its config like any other.
+    pub(super) async fn take_rate(
+        &self,
+        run: &RunRow,
+        step: &StepRow,
+        definition: &Definition,
+        steps: &[StepRow],
+    ) -> Result<Option<Outcome>, EngineError> {
+        let Some(limit) = definition
+            .step(&step.step_id)
+            .and_then(|s| s.rate_limit.as_ref())
+        else {
+            return Ok(None);
+        };
+        let rendered = advance::with_scope(run, steps, None, |scope| {
+            template::render(&Value::String(limit.key.clone()), scope)
+        });
+        let key = match rendered {
+            Ok(Value::String(key)) => key,
+            Ok(Value::Null) | Err(_) => return Ok(None),
+            Ok(other) => other.to_string(),
+        };
+        // The next minute, spread over its first second so the steps that
+        // waited do not all arrive at once; one that finds it full again
+        // waits again.
+        let spread = (step.attempts * 7919 + step.step_id.len() as i64 * 104_729).rem_euclid(1000);
+        let until = self
+            .take_rate_key(&run.tenant_id, &key, limit.per_minute, spread)
+            .await?;
+        Ok(until.map(|until| Outcome::Deferred { until, key }))
+    }
+
+    /// Takes a place in `key`'s rate limit for this minute: `None` when
+    /// taken, or when to try again (the next minute, `spread` ms in).
+    pub(in crate::engine) async fn take_rate_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        per_minute: u32,
+        spread: i64,
+    ) -> Result<Option<i64>, EngineError> {
+        let now = db::now_ms();
+        let window = now - now.rem_euclid(RATE_WINDOW_MS);
+        let mut conn = self.db.writer().await?;
+        let taken =
+            db::state::take_rate(&mut conn, tenant, key, window, i64::from(per_minute)).await?;
+        Ok((!taken).then_some(window + RATE_WINDOW_MS + spread))
+    }
+}

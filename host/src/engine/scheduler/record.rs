@@ -1,0 +1,710 @@
+//! Recording: finished attempts committed several to a transaction, each
+//! with the state it moves its run to, its events, and the dependents this
+//! host claims at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use super::super::advance::{self, Event, catch_id};
+use super::super::definition::Definition;
+use super::super::{Engine, EngineError, lock, rfc3339};
+use super::{Finished, Outcome, Recorded, Snapshot, event_rows};
+use crate::db;
+use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, StepRow, StepStatus};
+
+/// Most attempt results committed in one transaction.
+const RECORD_BATCH: usize = 64;
+
+/// What one recording transaction tracks across its attempts.
+struct BatchState {
+    /// Further steps this host may start now.
+    budget: usize,
+    /// Running steps per tenant: counted once per transaction, then kept
+    /// up to date as attempts finish and dependents are claimed.
+    running: HashMap<String, i64>,
+    /// Per tenant, running steps gained (claims) less those lost (finished
+    /// attempts) in this batch: its writes come at the end, so a count
+    /// read from the database mid-batch is corrected by this.
+    unwritten: HashMap<String, i64>,
+    /// Steps claimed so far in this transaction.
+    claimed: usize,
+    /// Whether this transaction holds a tenant's lock (Postgres).
+    holds_tenant_lock: bool,
+}
+
+impl Engine {
+    /// Records finished attempts, several to a transaction: each one's
+    /// outcome, the dependents it makes ready and its events are committed
+    /// together before anything they unblock is claimed.
+    pub(super) async fn record_finished(
+        self: Arc<Self>,
+        mut finished: mpsc::UnboundedReceiver<Finished>,
+    ) {
+        while let Some(first) = finished.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < RECORD_BATCH {
+                match finished.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            let mut state = BatchState {
+                budget: self
+                    .config
+                    .max_parallel
+                    .saturating_sub(self.in_flight.load(Ordering::SeqCst)),
+                running: HashMap::new(),
+                unwritten: HashMap::new(),
+                claimed: 0,
+                holds_tenant_lock: false,
+            };
+            let result = if crate::telemetry::sample_db() {
+                self.record_batch(batch, &mut state)
+                    .instrument(self.db_span("record"))
+                    .await
+            } else {
+                self.record_batch(batch, &mut state).await
+            };
+            // The scheduler only needs this batch if it left steps ready
+            // (retries, timers, no room to claim), ended a run (queued runs
+            // start) or freed slots for work the scheduler saw due.
+            let wake = match &result {
+                Ok(runs) => {
+                    self.backlog.load(Ordering::SeqCst)
+                        || runs.iter().any(|c| {
+                            c.steps.iter().any(|s| s.status == StepStatus::Ready)
+                                || c.run.status.is_terminal()
+                        })
+                }
+                Err(_) => true,
+            };
+            match result {
+                Ok(runs) => {
+                    for change in runs {
+                        self.changed(&change.run.id);
+                        if crate::telemetry::enabled()
+                            && change.run.status.is_terminal()
+                            && !change.original_run.status.is_terminal()
+                        {
+                            crate::telemetry::run_ended(&change.run);
+                        }
+                        // Dependents claimed in the same transaction start
+                        // now, without a round through the scheduler.
+                        let version = change.version + i64::from(change.rewrites());
+                        let RunChange {
+                            run,
+                            steps,
+                            claimed_next,
+                            ..
+                        } = change;
+                        if claimed_next.is_empty() {
+                            continue;
+                        }
+                        let snapshot = Arc::new(Snapshot { run, steps });
+                        if self.db.exclusive() {
+                            self.remember(snapshot.clone(), version);
+                        }
+                        for step in claimed_next {
+                            self.dispatch(step, Some(snapshot.clone()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not commit attempt results; they will be retried after their leases expire")
+                }
+            }
+            if wake {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Keeps a run's state as just committed, for the record of the steps
+    /// it dispatched. Entries leave when those steps are recorded; an
+    /// attempt that never is (its lease expires) leaves one behind, so the
+    /// map is emptied if it outgrows what can be in flight.
+    fn remember(&self, snapshot: Arc<Snapshot>, version: i64) {
+        let mut recorded = lock(&self.recorded);
+        if recorded.len() > 2 * self.config.max_parallel + 64 {
+            recorded.clear();
+        }
+        recorded.insert(snapshot.run.id.clone(), Recorded { snapshot, version });
+    }
+
+    /// One recording transaction in as few round trips to the writer's
+    /// thread as SQLite allows: `BEGIN IMMEDIATE` and the read of every run
+    /// of the batch in one, the writes and `COMMIT` in another (a third
+    /// only when a run ended and queued runs are released). The transaction
+    /// is managed by hand for that: any error rolls it back, and a
+    /// connection that cannot roll back is closed rather than reused.
+    async fn record_batch(
+        &self,
+        batch: Vec<Finished>,
+        state: &mut BatchState,
+    ) -> Result<Vec<RunChange>, EngineError> {
+        let mut conn = db::HandTx::new(self.db.writer().await?);
+        let mut ids: Vec<&str> = batch.iter().map(|f| f.step.run_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // Runs whose state this host last wrote are read again only if
+        // their version moved since (SQLite: one host owns the database).
+        let mut held: Vec<(String, Recorded)> = if self.db.exclusive() {
+            let mut recorded = lock(&self.recorded);
+            ids.iter()
+                .filter_map(|id| recorded.remove_entry(*id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let known: Vec<(&str, i64)> = held
+            .iter()
+            .map(|(id, r)| (id.as_str(), r.version))
+            .collect();
+        let unknown: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !known.iter().any(|(k, _)| k == id))
+            .collect();
+        let read = db::runs::begin_and_read_runs(&mut conn, &unknown, &known)
+            .await
+            .map(|(read, current)| {
+                let current: Vec<String> = current.into_iter().map(str::to_owned).collect();
+                (read, current)
+            });
+        let result: Result<Vec<RunChange>, EngineError> = async {
+            // Each attempt changes its run in memory; the batch is written
+            // at the end.
+            let (read, current) = read?;
+            let mut runs: Vec<RunChange> = read
+                .into_iter()
+                .map(|r| RunChange::new(r.run, r.steps, r.version))
+                .collect();
+            for (id, recorded) in held.drain(..) {
+                if current.contains(&id) {
+                    let Snapshot { run, steps } = Arc::try_unwrap(recorded.snapshot)
+                        .unwrap_or_else(|shared| Snapshot {
+                            run: shared.run.clone(),
+                            steps: shared.steps.clone(),
+                        });
+                    runs.push(RunChange::new(run, steps, recorded.version));
+                }
+            }
+            let mut attempts = Vec::new();
+            for finished in batch {
+                let Some(change) = runs.iter_mut().find(|c| c.run.id == finished.step.run_id)
+                else {
+                    continue;
+                };
+                let (run_id, step_id) =
+                    (finished.step.run_id.clone(), finished.step.step_id.clone());
+                if let Err(e) = self
+                    .record_in(&mut conn, change, finished, &mut attempts, state)
+                    .await
+                {
+                    tracing::error!(%run_id, %step_id, error = %e,
+                        "could not record an attempt; it will be retried after its lease expires");
+                }
+            }
+            runs.retain(RunChange::changed);
+            self.write_batch(&mut conn, &attempts, &runs, db::now_ms())
+                .await?;
+            Ok(runs)
+        }
+        .await;
+        match result {
+            Ok(_) => conn.committed(),
+            Err(_) => conn.abandon().await,
+        }
+        result
+    }
+
+    /// Records one attempt's outcome and moves its run on, in memory:
+    /// `change` gets the new state, the events and the steps this made
+    /// ready that this host claimed at once (at most `budget`, within the
+    /// tenant's cap); `attempts` gets the attempt rows. On an error
+    /// `change` is left as it was.
+    async fn record_in(
+        &self,
+        tx: &mut db::Conn,
+        change: &mut RunChange,
+        finished: Finished,
+        attempts: &mut Vec<AttemptRow>,
+        state: &mut BatchState,
+    ) -> Result<(), EngineError> {
+        let now = db::now_ms();
+        let Some(index) = change
+            .steps
+            .iter()
+            .position(|s| s.step_id == finished.step.step_id)
+        else {
+            return Ok(());
+        };
+        let current = &change.steps[index];
+        if current.status != StepStatus::Running
+            || current.lease_owner.as_deref() != Some(&self.config.host_id)
+            || current.attempts != finished.step.attempts
+        {
+            tracing::warn!("the lease was lost before the result was recorded; dropping it");
+            return Ok(());
+        }
+        let definition = self.definition_for_run(&change.run).await?;
+        let mut run = change.run.clone();
+        let mut steps = change.steps.clone();
+        // This step no longer runs (a count taken earlier in the transaction
+        // still included it).
+        if let Some(n) = state.running.get_mut(&run.tenant_id) {
+            *n -= 1;
+        }
+        *state.unwritten.entry(run.tenant_id.clone()).or_default() -= 1;
+        let mut attempt_rows = vec![self.ended_attempt(&finished, now)];
+        let Finished {
+            outcome, attempt, ..
+        } = finished;
+        let duration_ms = attempt.as_ref().map(|a| a.duration.as_millis() as u64);
+        let mut events = apply_outcome(
+            &definition,
+            &run,
+            &mut steps,
+            index,
+            outcome,
+            duration_ms,
+            now,
+        );
+        let mut claimed_next = Vec::new();
+        if !run.status.is_terminal() {
+            events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+            claimed_next = self
+                .claim_due(tx, &run, &mut steps, state, now, &mut events)
+                .await?;
+        }
+        attempt_rows.extend(claimed_next.iter().map(|s| self.started_attempt(s, now)));
+        attempts.extend(attempt_rows);
+        change.run = run;
+        change.steps = steps;
+        change.events.extend(events);
+        change.claimed_next.extend(claimed_next);
+        Ok(())
+    }
+
+    /// The row of a finished attempt: how it ended, its logs and the config
+    /// it ran with.
+    fn ended_attempt(&self, finished: &Finished, now: i64) -> AttemptRow {
+        let (status, error_kind, error) = match &finished.outcome {
+            Outcome::Completed(_) => (AttemptStatus::Completed, None, None),
+            Outcome::Failed(e) => (
+                AttemptStatus::Failed,
+                Some(e.kind().to_owned()),
+                Some(e.to_string()),
+            ),
+            Outcome::Interrupted(why) => (
+                AttemptStatus::Interrupted,
+                Some("interrupted".to_owned()),
+                Some(why.clone()),
+            ),
+            Outcome::Held => (AttemptStatus::Held, None, None),
+            Outcome::Deferred { until, key } => (
+                AttemptStatus::RateLimited,
+                Some("rate_limited".to_owned()),
+                Some(format!(
+                    "rate limit {key:?} is used up for this minute; waiting until {}",
+                    rfc3339(*until)
+                )),
+            ),
+        };
+        let attempt = finished.attempt.as_ref();
+        AttemptRow {
+            run_id: finished.step.run_id.clone(),
+            step_id: finished.step.step_id.clone(),
+            attempt: finished.step.attempts,
+            status,
+            host: Some(self.config.host_id.clone()),
+            started_at: now - attempt.map_or(0, |a| a.duration.as_millis() as i64),
+            ended_at: Some(now),
+            error_kind,
+            error,
+            logs: attempt.map(|a| serde_json::to_string(&a.logs).unwrap_or_default()),
+            input: finished.rendered.clone(),
+        }
+    }
+
+    /// Claims the steps of `run` that are ready and due, as many as this
+    /// transaction's budget and the tenant's cap on running steps allow:
+    /// they are marked running under this host's lease and returned, to
+    /// start once the transaction commits.
+    async fn claim_due(
+        &self,
+        tx: &mut db::Conn,
+        run: &RunRow,
+        steps: &mut [StepRow],
+        state: &mut BatchState,
+        now: i64,
+        events: &mut Vec<Event>,
+    ) -> Result<Vec<StepRow>, EngineError> {
+        let due: Vec<usize> = (0..steps.len())
+            .filter(|&i| {
+                steps[i].status == StepStatus::Ready && steps[i].due_at.is_some_and(|d| d <= now)
+            })
+            .collect();
+        if due.is_empty() || state.budget == 0 {
+            return Ok(Vec::new());
+        }
+        // A host that owns its database alone (SQLite) runs every running
+        // step itself: what it has in flight plus what this transaction
+        // claimed bounds any tenant's count, and when that is under the cap
+        // no count is needed.
+        let local = self.in_flight.load(Ordering::SeqCst) + state.claimed;
+        let running = match state.running.get(&run.tenant_id) {
+            Some(n) => *n,
+            None if self.db.exclusive() && local < self.config.tenant_max_running => local as i64,
+            None if !self.capped() => 0,
+            None => {
+                // Shared with other hosts: the tenant's lock first. A
+                // transaction waits for a tenant's lock only while it holds
+                // none (the first tenant of the batch); for more it takes
+                // only a free one (if another transaction claims for that
+                // tenant now, the steps stay ready for the scheduler). So no
+                // two transactions wait for each other's tenant locks: see
+                // ARCHITECTURE.md.
+                let wait = !state.holds_tenant_lock;
+                let counted = db::runs::lock_and_count_running(tx, &run.tenant_id, wait).await?;
+                state.holds_tenant_lock |= counted.is_some();
+                let n = match counted {
+                    // The database still counts this batch's finished steps
+                    // and not its claims: both are written later.
+                    Some(n) => n + state.unwritten.get(&run.tenant_id).copied().unwrap_or(0),
+                    None => i64::MAX,
+                };
+                state.running.insert(run.tenant_id.clone(), n);
+                n
+            }
+        };
+        let room = self
+            .config
+            .tenant_max_running
+            .saturating_sub(usize::try_from(running).unwrap_or(0))
+            .min(state.budget);
+        let mut claimed = Vec::new();
+        for &i in due.iter().take(room) {
+            let step = &mut steps[i];
+            step.status = StepStatus::Running;
+            step.lease_owner = Some(self.config.host_id.clone());
+            step.lease_expires_at = Some(now + self.config.lease.as_millis() as i64);
+            step.attempts += 1;
+            step.started_at.get_or_insert(now);
+            claimed.push(step.clone());
+            events.push(Event::step(
+                "step.started",
+                &step.step_id,
+                self.started_data(step),
+            ));
+        }
+        state.budget -= claimed.len();
+        state.claimed += claimed.len();
+        if let Some(n) = state.running.get_mut(&run.tenant_id) {
+            *n = n.saturating_add(claimed.len() as i64);
+        }
+        *state.unwritten.entry(run.tenant_id.clone()).or_default() += claimed.len() as i64;
+        Ok(claimed)
+    }
+
+    /// Writes a recording batch and commits it, in one round trip (one
+    /// multi-statement query: the attempts, every changed or new step, each
+    /// changed run, the events, `COMMIT`); when a run ended, releases queued
+    /// runs of its workflow before committing.
+    async fn write_batch(
+        &self,
+        tx: &mut db::Conn,
+        attempts: &[AttemptRow],
+        runs: &[RunChange],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let written: Vec<&StepRow> = runs.iter().flat_map(RunChange::written_steps).collect();
+        let events: Vec<db::runs::RunEvent<'_>> = runs
+            .iter()
+            .flat_map(|c| event_rows(&c.run, &c.events))
+            .collect();
+        // One round trip for all of it.
+        let mut writes = db::runs::Writes::default();
+        writes.insert_attempts(attempts).upsert_steps(&written);
+        for change in runs.iter().filter(|c| c.original_run != c.run) {
+            writes.update_run(&change.run);
+        }
+        writes.append_events(&events, now);
+        // Each workflow once, in order: releasing takes the workflow's lock,
+        // and two transactions taking locks in one order never deadlock.
+        let mut ended: Vec<(&str, &str, Option<&str>)> = runs
+            .iter()
+            .filter(|c| c.run.status.is_terminal() && !c.original_run.status.is_terminal())
+            .map(|c| {
+                (
+                    c.run.tenant_id.as_str(),
+                    c.run.workflow_key.as_str(),
+                    c.run.concurrency_key.as_deref(),
+                )
+            })
+            .collect();
+        ended.sort_unstable();
+        ended.dedup();
+        if ended.is_empty() {
+            writes.commit();
+            writes.execute(tx).await?;
+            return Ok(());
+        }
+        writes.execute(tx).await?;
+        for (tenant, workflow, key) in ended {
+            self.release_queued(tx, tenant, workflow, key, now).await?;
+        }
+        db::runs::Writes::default().commit().execute(tx).await?;
+        Ok(())
+    }
+
+    /// Writes the steps and run that changed and the events. `steps` is
+    /// `original` after the change; steps past `original`'s length are new.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one transaction's worth of changes"
+    )]
+    pub(crate) async fn write_changes(
+        &self,
+        tx: &mut db::Conn,
+        original_run: &RunRow,
+        run: &RunRow,
+        original: &[StepRow],
+        steps: &[StepRow],
+        events: &[Event],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        self.write_rows(tx, original_run, run, original, steps, events, now)
+            .await?;
+        if run.status.is_terminal() && !original_run.status.is_terminal() {
+            // Written, about to be committed by the caller.
+            crate::telemetry::run_ended(run);
+            let key = run.concurrency_key.as_deref();
+            self.release_queued(tx, &run.tenant_id, &run.workflow_key, key, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::write_changes`] in `tx`, then commits it and tells those
+    /// waiting on the run and the scheduler.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one change")]
+    pub(crate) async fn commit_changes(
+        &self,
+        mut tx: db::Tx,
+        original_run: &RunRow,
+        run: &RunRow,
+        original: &[StepRow],
+        steps: &[StepRow],
+        events: &[Event],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        self.write_changes(&mut tx, original_run, run, original, steps, events, now)
+            .await?;
+        tx.commit().await.map_err(crate::db::DbError::from)?;
+        self.changed(&run.id);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// [`Self::write_changes`] without releasing queued runs.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one change")]
+    pub(crate) async fn write_rows(
+        &self,
+        tx: &mut db::Conn,
+        original_run: &RunRow,
+        run: &RunRow,
+        original: &[StepRow],
+        steps: &[StepRow],
+        events: &[Event],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        // Changed and new steps, the run and the events in one round trip:
+        // the fewer round trips per step, the faster the engine.
+        let written: Vec<&StepRow> = changed_steps(original, steps).collect();
+        let rows = event_rows(run, events);
+        let mut writes = db::runs::Writes::default();
+        writes.upsert_steps(&written);
+        if original_run != run {
+            writes.update_run(run);
+        }
+        writes.append_events(&rows, now);
+        writes.execute(tx).await?;
+        Ok(())
+    }
+}
+
+/// Moves the step at `index` on by its attempt's outcome: completed, failed
+/// for good (and its `catch` made ready), retried after its backoff, or
+/// back to ready without spending the attempt (rate limited, held). The
+/// events to append, in order.
+fn apply_outcome(
+    definition: &Definition,
+    run: &RunRow,
+    steps: &mut Vec<StepRow>,
+    index: usize,
+    outcome: Outcome,
+    duration_ms: Option<u64>,
+    now: i64,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let step = &mut steps[index];
+    step.lease_owner = None;
+    step.lease_expires_at = None;
+    match outcome {
+        // Not an attempt: the next claim takes this attempt's number
+        // again (and its row), and no retry is spent.
+        Outcome::Deferred { until, key } => {
+            step.status = StepStatus::Ready;
+            step.due_at = Some(until);
+            step.attempts -= 1;
+            events.push(Event::step(
+                "step.rate_limited",
+                &step.step_id,
+                json!({"key": key, "until": rfc3339(until)}),
+            ));
+        }
+        // Paused with items left: ready again, which the paused run
+        // holds (`advance`), and no attempt spent.
+        Outcome::Held => {
+            step.status = StepStatus::Ready;
+            step.due_at = Some(now);
+            step.attempts -= 1;
+        }
+        Outcome::Completed(output) => {
+            step.status = StepStatus::Completed;
+            step.output = Some(output.to_string());
+            step.error = None;
+            step.ended_at = Some(now);
+            events.push(Event::step(
+                "step.completed",
+                &step.step_id,
+                json!({"attempt": step.attempts, "duration_ms": duration_ms}),
+            ));
+        }
+        Outcome::Interrupted(why) => {
+            step.status = StepStatus::Cancelled;
+            step.ended_at = Some(now);
+            step.error = Some(json!({"kind": "interrupted", "message": why}).to_string());
+            events.push(Event::step(
+                "step.cancelled",
+                &step.step_id,
+                json!({"attempt": step.attempts, "reason": why}),
+            ));
+        }
+        Outcome::Failed(error) => {
+            let step_def = definition.step(&step.step_id);
+            let max_attempts = step_def
+                .and_then(|s| s.retry.as_ref())
+                .map_or(1, |r| i64::from(r.max_attempts));
+            let error_json = json!({"kind": error.kind(), "message": error.to_string(), "attempt": step.attempts});
+            if error.is_retryable() && step.attempts < max_attempts && !run.status.is_terminal() {
+                let backoff = step_def
+                    .and_then(|s| s.retry.as_ref())
+                    .map(|r| r.backoff.clone())
+                    .unwrap_or_default();
+                let delay = backoff.delay_ms(u32::try_from(step.attempts + 1).unwrap_or(u32::MAX));
+                step.status = StepStatus::Ready;
+                step.due_at = Some(now + delay as i64);
+                step.error = Some(error_json.to_string());
+                events.push(Event::step(
+                    "step.retrying",
+                    &step.step_id,
+                    json!({"attempt": step.attempts, "error": error_json, "next_attempt_at": rfc3339(now + delay as i64)}),
+                ));
+            } else {
+                step.status = StepStatus::Failed;
+                step.ended_at = Some(now);
+                step.error = Some(error_json.to_string());
+                events.push(Event::step(
+                    "step.failed",
+                    &step.step_id,
+                    error_json.clone(),
+                ));
+                let has_catch = step_def.is_some_and(|s| s.catch.is_some()) && step.kind != "catch";
+                let catch = catch_id(&step.step_id);
+                if has_catch && let Some(existing) = steps.iter_mut().find(|s| s.step_id == catch) {
+                    // A retried step that fails again compensates again.
+                    existing.status = StepStatus::Ready;
+                    existing.due_at = Some(now);
+                    existing.output = None;
+                    existing.error = None;
+                    existing.ended_at = None;
+                } else if has_catch {
+                    // Appended to `steps` so that the state machine sees
+                    // the compensation pending; written as a new step.
+                    let mut step = StepRow::new(
+                        &run.id,
+                        catch,
+                        steps[index].position,
+                        "catch",
+                        StepStatus::Ready,
+                    );
+                    step.due_at = Some(now);
+                    steps.push(step);
+                }
+            }
+        }
+    }
+    events
+}
+
+/// The steps of `steps` that differ from `original` or are new (past its
+/// length).
+fn changed_steps<'a>(
+    original: &'a [StepRow],
+    steps: &'a [StepRow],
+) -> impl Iterator<Item = &'a StepRow> {
+    original
+        .iter()
+        .zip(steps)
+        .filter(|(before, after)| before != after)
+        .map(|(_, after)| after)
+        .chain(&steps[original.len().min(steps.len())..])
+}
+
+/// A run through a recording batch: as read, as changed so far, the events
+/// to append and the steps claimed to start once the batch commits.
+struct RunChange {
+    original_run: RunRow,
+    run: RunRow,
+    original: Vec<StepRow>,
+    steps: Vec<StepRow>,
+    events: Vec<Event>,
+    claimed_next: Vec<StepRow>,
+    /// The run's version as read.
+    version: i64,
+}
+
+impl RunChange {
+    fn new(run: RunRow, steps: Vec<StepRow>, version: i64) -> Self {
+        Self {
+            original_run: run.clone(),
+            run,
+            original: steps.clone(),
+            steps,
+            events: Vec::new(),
+            claimed_next: Vec::new(),
+            version,
+        }
+    }
+
+    /// Whether writing this change raises the run's version: its row or a
+    /// step changed.
+    fn rewrites(&self) -> bool {
+        self.original_run != self.run || self.written_steps().next().is_some()
+    }
+
+    fn changed(&self) -> bool {
+        !self.events.is_empty() || self.original_run != self.run || self.original != self.steps
+    }
+
+    fn written_steps(&self) -> impl Iterator<Item = &StepRow> {
+        changed_steps(&self.original, &self.steps)
+    }
+}
