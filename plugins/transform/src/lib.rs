@@ -98,36 +98,81 @@ fn compile_with(
 
 struct Transform;
 
+/// The libraries' definitions as source text, in the order
+/// [`definitions`] loads them: jaq's core, std and JSON libraries as copied
+/// from the crates (`jaq/`; a test checks that they are the crates'), then
+/// [`PRELUDE`].
+const LIBRARIES: [&str; 4] = [
+    include_str!("jaq/core.jq"),
+    include_str!("jaq/std.jq"),
+    include_str!("jaq/json.jq"),
+    PRELUDE,
+];
+
+/// The top-level definitions of a library's text, each as its name and its
+/// text: one begins with `def` at the start of a line and runs to the next
+/// (the lines of a longer body are indented). Comments between them are
+/// the parser's to skip.
+fn chunks(source: &'static str) -> Vec<(&'static str, &'static str)> {
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        if line.starts_with("def ") {
+            starts.push(offset);
+        }
+        offset += line.len();
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = starts.get(i + 1).copied().unwrap_or(source.len());
+            let text = &source[start..end];
+            let name = text["def ".len()..]
+                .trim_start()
+                .split(|c: char| c == '(' || c == ':' || c.is_whitespace())
+                .next()
+                .unwrap_or_default();
+            (name, text)
+        })
+        .collect()
+}
+
 /// The definitions `expression` can reach: those named in it, and those
-/// their bodies call, transitively. Every attempt runs in a fresh sandbox,
-/// so nothing compiled survives it; compiling only these instead of the
-/// libraries' ~170 definitions is most of an attempt's cost. Conservative:
-/// any word of the expression counts as a name.
+/// their bodies call, transitively, in the libraries' order. Every attempt
+/// runs in a fresh sandbox, so nothing parsed or compiled survives it:
+/// parsing only these definitions' text, instead of all ~130 of the
+/// libraries, is most of what an attempt saves. Conservative: any word of
+/// the expression counts as a name.
 fn reachable(expression: &str) -> Vec<load::parse::Def<&'static str>> {
-    let all: Vec<_> = definitions().collect();
+    let chunks: Vec<(&str, &str)> = LIBRARIES.iter().flat_map(|s| chunks(s)).collect();
+    let mut parsed: Vec<Option<Vec<load::parse::Def<&'static str>>>> =
+        chunks.iter().map(|_| None).collect();
     let mut wanted: Vec<&str> = words(expression).collect();
-    let mut keep = vec![false; all.len()];
     let mut next = 0;
     while next < wanted.len() {
         let name = wanted[next];
         next += 1;
-        for (i, def) in all.iter().enumerate() {
-            if !keep[i] && def.name == name {
-                keep[i] = true;
-                let mut called = Vec::new();
+        for (i, (chunk_name, text)) in chunks.iter().enumerate() {
+            if parsed[i].is_some() || *chunk_name != name {
+                continue;
+            }
+            // A chunk that does not parse leaves its name undefined; the
+            // compile then fails and the caller compiles with everything.
+            let defs = load::parse(text, |p| p.defs()).unwrap_or_default();
+            let mut called = Vec::new();
+            for def in &defs {
                 calls(&def.body, &mut called);
-                for name in called {
-                    if !wanted.contains(&name) {
-                        wanted.push(name);
-                    }
+            }
+            for name in called {
+                if !wanted.contains(&name) {
+                    wanted.push(name);
                 }
             }
+            parsed[i] = Some(defs);
         }
     }
-    all.into_iter()
-        .zip(keep)
-        .filter_map(|(def, keep)| keep.then_some(def))
-        .collect()
+    parsed.into_iter().flatten().flatten().collect()
 }
 
 /// The words of a jq program that may name a filter (`map`, `@csv`).
@@ -492,6 +537,30 @@ mod tests {
 
     fn run(expression: &str, data: Value) -> Result<Value, StepError> {
         transform(expression, &data, false)
+    }
+
+    /// The copied library texts, cut into definitions, parse to exactly
+    /// the definitions the jaq crates give, one chunk per definition and
+    /// named as indexed: the pruned path sees what the fallback sees.
+    #[test]
+    fn the_copied_libraries_are_the_crates_definitions_one_chunk_each() {
+        let chunked: Vec<_> = LIBRARIES
+            .iter()
+            .flat_map(|s| chunks(s))
+            .map(|(name, text)| {
+                let defs = load::parse(text, |p| p.defs()).expect("a chunk parses");
+                assert_eq!(defs.len(), 1, "one definition in {text:?}");
+                assert_eq!(defs[0].name, name, "named as indexed: {text:?}");
+                defs.into_iter().next().expect("one")
+            })
+            .collect();
+        let crates: Vec<_> = definitions().collect();
+        assert_eq!(chunked.len(), crates.len());
+        assert_eq!(
+            format!("{chunked:?}"),
+            format!("{crates:?}"),
+            "src/jaq/*.jq differ from the jaq crates' src/defs.jq: copy them again"
+        );
     }
 
     /// Programs compile against the definitions they reach alone, without

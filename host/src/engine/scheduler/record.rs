@@ -540,9 +540,9 @@ impl Engine {
 }
 
 /// Moves the step at `index` on by its attempt's outcome: completed, failed
-/// for good (and its `catch` made ready), retried after its backoff, or
-/// back to ready without spending the attempt (rate limited, held). The
-/// events to append, in order.
+/// for good (and its `catch` made ready), retried after its backoff,
+/// cancelled (interrupted), or back to ready without spending the attempt
+/// (rate limited, held). The events to append, in order.
 fn apply_outcome(
     definition: &Definition,
     run: &RunRow,
