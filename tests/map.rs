@@ -37,15 +37,6 @@ async fn settled(s: &Server, id: &str) -> Value {
     .await
 }
 
-/// Starts a run; its id.
-async fn start(s: &Server, workflow: &str, input: Value) -> String {
-    let (status, run) = s
-        .post("/v1/runs", json!({"workflow": workflow, "input": input}))
-        .await;
-    assert_eq!(status, 202, "{run}");
-    run["id"].as_str().unwrap().to_owned()
-}
-
 /// 1,000 items: every 100th fails once (then succeeds on its retry), item
 /// 500 is `failing`.
 fn thousand_items(failing: &Value) -> Value {
@@ -75,7 +66,9 @@ fn map_workflow(key: &str, on_item_failure: &str) -> Value {
 async fn a_map_runs_each_item_with_its_own_retries_and_keeps_going_past_a_failed_item() {
     let s = Server::start_args(&["--max-parallel", "64"]);
     s.publish(map_workflow("map-continue", "continue")).await;
-    let id = start(&s, "map-continue", thousand_items(&json!({"mode": "fail"}))).await;
+    let id = s
+        .start_run("map-continue", thousand_items(&json!({"mode": "fail"})))
+        .await;
     let run = settled(&s, &id).await;
     assert_eq!(run["status"], "completed", "{run}");
     let each = step(&run, "each");
@@ -152,12 +145,12 @@ async fn a_map_runs_each_item_with_its_own_retries_and_keeps_going_past_a_failed
 async fn under_fail_a_failed_item_stops_the_map_and_a_retry_runs_only_what_did_not_complete() {
     let s = Server::start_args(&["--max-parallel", "64"]);
     s.publish(map_workflow("map-fail", "fail")).await;
-    let id = start(
-        &s,
-        "map-fail",
-        thousand_items(&json!({"mode": "flaky", "times": 3})),
-    )
-    .await;
+    let id = s
+        .start_run(
+            "map-fail",
+            thousand_items(&json!({"mode": "flaky", "times": 3})),
+        )
+        .await;
     let run = settled(&s, &id).await;
     assert_eq!(run["status"], "failed", "{run}");
     let each = step(&run, "each");
@@ -292,7 +285,7 @@ async fn a_paused_map_starts_no_item_until_unpaused() {
     ]}))
     .await;
     let list: Vec<i64> = (0..40).collect();
-    let id = start(&s, "map-pause", json!({"list": list})).await;
+    let id = s.start_run("map-pause", json!({"list": list})).await;
     s.wait_until(&id, Duration::from_secs(30), |r| {
         step(r, "each")["items"]["completed"].as_i64().unwrap_or(0) >= 4
     })
@@ -338,7 +331,7 @@ async fn a_killed_host_loses_no_item_and_sends_no_items_mail_twice() {
         ]}))
         .await;
     let list: Vec<i64> = (0..120).collect();
-    let id = start(&server, "map-effects", json!({"list": list})).await;
+    let id = server.start_run("map-effects", json!({"list": list})).await;
     let run = server
         .wait_until(&id, Duration::from_secs(60), |r| {
             step(r, "each")["items"]["completed"].as_i64().unwrap_or(0) >= 30
@@ -388,4 +381,61 @@ async fn a_killed_host_loses_no_item_and_sends_no_items_mail_twice() {
             "item {i}: {out}"
         );
     }
+}
+
+/// A map's items take places in its rate limit one by one, under the key
+/// each item renders: what a minute has no room for waits for the next
+/// minute, without failing and without spending an attempt, while another
+/// key has its own allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maps_items_share_its_rate_limit_by_key_and_wait_for_the_next_minute() {
+    let s = shared();
+    s.publish(json!({"key": "map-rate", "name": "rate", "steps": [
+        {"id": "each", "uses": "testkit@0", "for_each": "{{input.list}}", "max_parallel": 4,
+         "rate_limit": {"key": "partner:{{item.k}}", "per_minute": 2},
+         "config": {"mode": "echo"}}
+    ]}))
+    .await;
+    // Every item starts within one minute.
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second >= 45 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    let list = json!([{"k": "a"}, {"k": "a"}, {"k": "a"}, {"k": "b"}]);
+    let id = s.start_run("map-rate", json!({"list": list})).await;
+    s.wait_until(&id, Duration::from_secs(20), |r| {
+        step(r, "each")["items"]["completed"] == 3
+    })
+    .await;
+    let items = all_items(&s, &id, "each", "").await;
+    let waiting: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["status"] != "completed")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{items:?}");
+    assert!(waiting[0]["index"].as_i64().unwrap() < 3, "{items:?}");
+    assert_eq!(items[3]["status"], "completed", "b has its own allowance");
+
+    let run = s
+        .wait_until(&id, Duration::from_secs(75), |r| r["status"] == "completed")
+        .await;
+    assert_eq!(step(&run, "each")["items"]["completed"], 4, "{run}");
+    let items = all_items(&s, &id, "each", "").await;
+    assert!(items.iter().all(|i| i["attempts"] == 1), "{items:?}");
+    let ended = |i: &Value| {
+        chrono::DateTime::parse_from_rfc3339(i["ended_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let index = waiting[0]["index"].as_i64().unwrap() as usize;
+    let first_minute = items
+        .iter()
+        .filter(|i| i["index"] != index)
+        .map(|i| ended(i) - ended(i).rem_euclid(60_000))
+        .max()
+        .unwrap();
+    assert!(
+        ended(&items[index]) >= first_minute + 60_000,
+        "the waiting item ran in the next minute: {items:?}"
+    );
 }

@@ -73,14 +73,6 @@ fn link_in(mail: &Value) -> String {
     body[start..].split_whitespace().next().unwrap().to_owned()
 }
 
-async fn start(s: &Server, workflow: &str, input: Value) -> String {
-    let (status, run) = s
-        .post("/v1/runs", json!({"workflow": workflow, "input": input}))
-        .await;
-    assert_eq!(status, 202, "{run}");
-    run["id"].as_str().unwrap().to_owned()
-}
-
 async fn events_of(s: &Server, run: &str) -> Vec<Value> {
     let (status, body) = s.get(&format!("/v1/runs/{run}/events?limit=100")).await;
     assert_eq!(status, 200, "{body}");
@@ -101,13 +93,13 @@ async fn an_approval_link_needs_no_key_and_answers_once() {
          "config": {"mode": "echo", "action": "{{steps.approve.output.action}}"}}]}),
     )
     .await;
-    let run = start(
-        &s,
-        "approval-link",
-        json!({"customer": "Acme", "second": "bob@example.com",
+    let run = s
+        .start_run(
+            "approval-link",
+            json!({"customer": "Acme", "second": "bob@example.com",
                "note": "[Sign here](https://evil.example) *now*"}),
-    )
-    .await;
+        )
+        .await;
     let tasks = tasks_of(&s, &run, 2).await;
     assert_eq!(tasks.len(), 2, "{tasks:?}");
     let assignees: Vec<&str> = tasks
@@ -274,7 +266,7 @@ async fn a_form_task_refuses_data_against_its_schema_and_takes_valid_data_as_out
                     "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}}}}}}},
         {"id": "after", "uses": "testkit@0", "depends_on": ["details"], "config": {"mode": "echo"}}]}))
         .await;
-    let run = start(&s, "form-link", json!({})).await;
+    let run = s.start_run("form-link", json!({})).await;
     tasks_of(&s, &run, 1).await;
     let link = link_in(&mail_of(&s, &run).await[0]);
     let (status, page, _) = open(&link).await;
@@ -369,7 +361,7 @@ async fn every_assignee_answers_when_completion_is_all_and_reassigning_moves_the
             "actions": ["sign", "decline"], "completion": "all",
             "assignees": ["dan@example.com", "eve@example.com"], "title": "Sign"}}]}))
         .await;
-    let run = start(&s, "all-sign", json!({})).await;
+    let run = s.start_run("all-sign", json!({})).await;
     let tasks = tasks_of(&s, &run, 2).await;
     let eve = tasks
         .iter()
@@ -426,7 +418,7 @@ async fn every_assignee_answers_when_completion_is_all_and_reassigning_moves_the
     assert!(answers.contains(&"dan@example.com") && answers.contains(&"frank@example.com"));
 
     // A decline by anyone declines the run.
-    let run = start(&s, "all-sign", json!({})).await;
+    let run = s.start_run("all-sign", json!({})).await;
     let tasks = tasks_of(&s, &run, 2).await;
     let link = tasks[0]["link"].as_str().unwrap();
     assert_eq!(submit(link, &[("_action", "decline")]).await.0, 303);
@@ -435,7 +427,7 @@ async fn every_assignee_answers_when_completion_is_all_and_reassigning_moves_the
 
     // One signs, the other's task is revoked: the step has every answer it
     // will get and completes with the one.
-    let run = start(&s, "all-sign", json!({})).await;
+    let run = s.start_run("all-sign", json!({})).await;
     let tasks = tasks_of(&s, &run, 2).await;
     assert_eq!(
         submit(tasks[0]["link"].as_str().unwrap(), &[("_action", "sign")])
@@ -477,7 +469,7 @@ async fn reminders_and_expiry_follow_the_stored_clock_across_restarts() {
             "expires_after_ms": 300000, "on_expiry": {"action": "reject"}}},
         {"id": "after", "uses": "testkit@0", "depends_on": ["ok"], "config": {"mode": "echo"}}]}))
         .await;
-    let run = start(&s, "remind", json!({})).await;
+    let run = s.start_run("remind", json!({})).await;
     let task = tasks_of(&s, &run, 1).await.remove(0);
     assert!(
         task["next_reminder_at"]
@@ -582,7 +574,7 @@ async fn expiry_can_fail_the_step_and_a_revoked_link_stops_working() {
             "assignees": ["hal@example.com", "ivy@example.com"], "title": "Fill in",
             "schema": {"type": "object"}, "expires_after_ms": 60000}}]}))
         .await;
-    let run = start(&s, "expire", json!({})).await;
+    let run = s.start_run("expire", json!({})).await;
     let tasks = tasks_of(&s, &run, 2).await;
     let (status, revoked) = s
         .post(
@@ -625,7 +617,7 @@ async fn task_routes_and_links_never_cross_tenants() {
         {"id": "ok", "uses": "request_user_action", "config": {
             "actions": ["approve"], "assignees": ["jo@example.com"], "title": "Secret title"}}]}))
         .await;
-    let run = start(&s, "iso-task", json!({})).await;
+    let run = s.start_run("iso-task", json!({})).await;
     let task = tasks_of(&s, &run, 1).await.remove(0);
     let id = task["id"].as_str().unwrap();
     for (method, path, body) in [

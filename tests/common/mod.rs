@@ -252,6 +252,15 @@ impl Server {
         body
     }
 
+    /// Starts a run without waiting (202); its id.
+    pub async fn start_run(&self, workflow: &str, input: Value) -> String {
+        let (status, run) = self
+            .post("/v1/runs", json!({"workflow": workflow, "input": input}))
+            .await;
+        assert_eq!(status, 202, "{run}");
+        run["id"].as_str().unwrap().to_owned()
+    }
+
     /// Starts a run and waits for it to end (up to 60 s).
     pub async fn run_sync(&self, workflow: &str, input: Value) -> Value {
         let (status, body) = self

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::advance::{self, Event};
 use super::definition::{DEFAULT_ITEMS_PARALLEL, MAX_ITEMS, OnItemFailure, StepDef};
-use super::scheduler::{Outcome, Snapshot, event_rows};
+use super::scheduler::{Outcome, Snapshot, event_rows, rate_key};
 use super::{Engine, EngineError, services, template};
 use crate::db::items::{ItemRow, ItemStatus};
 use crate::db::{self, DbError};
@@ -568,13 +568,22 @@ async fn run_item(
         return done(ItemOutcome::Failed(error), None);
     };
     let index_value = Value::from(index);
-    let config = advance::with_item_scope(run, &job.input, steps, (item, &index_value), |scope| {
-        job.def
-            .config
-            .as_ref()
-            .map(|c| template::render(c, scope))
-            .transpose()
-    });
+    // The config and the rate limit's key, in one scope.
+    let (config, key) =
+        advance::with_item_scope(run, &job.input, steps, (item, &index_value), |scope| {
+            let config = job
+                .def
+                .config
+                .as_ref()
+                .map(|c| template::render(c, scope))
+                .transpose();
+            let key = job
+                .def
+                .rate_limit
+                .as_ref()
+                .and_then(|l| rate_key(&l.key, scope));
+            (config, key)
+        });
     let config = match config {
         Ok(config) => config.unwrap_or(Value::Object(Default::default())),
         Err(e) => {
@@ -587,34 +596,24 @@ async fn run_item(
     }
     // Over the rate limit, the item waits for the next minute; waiting is
     // not an attempt.
-    if let Some(limit) = &job.def.rate_limit {
-        let key = advance::with_item_scope(run, &job.input, steps, (item, &index_value), |scope| {
-            template::render(&Value::String(limit.key.clone()), scope)
-        });
-        let key = match key {
-            Ok(Value::String(key)) => Some(key),
-            Ok(Value::Null) | Err(_) => None,
-            Ok(other) => Some(other.to_string()),
-        };
-        if let Some(key) = key {
-            loop {
-                let spread = (attempt * 7919 + index as i64 * 104_729).rem_euclid(1000);
-                let until = match engine
-                    .take_rate_key(&run.tenant_id, &key, limit.per_minute, spread)
-                    .await
-                {
-                    Ok(None) => break,
-                    Ok(Some(until)) => until,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not count an item against its rate limit");
-                        db::now_ms() + 1_000
-                    }
-                };
-                let wait = Duration::from_millis(u64::try_from(until - db::now_ms()).unwrap_or(0));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = token.cancelled() => return done(ItemOutcome::Interrupted, None),
+    if let (Some(limit), Some(key)) = (&job.def.rate_limit, key) {
+        loop {
+            let spread = (attempt * 7919 + index as i64 * 104_729).rem_euclid(1000);
+            let until = match engine
+                .take_rate_key(&run.tenant_id, &key, limit.per_minute, spread)
+                .await
+            {
+                Ok(None) => break,
+                Ok(Some(until)) => until,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not count an item against its rate limit");
+                    db::now_ms() + 1_000
                 }
+            };
+            let wait = Duration::from_millis(u64::try_from(until - db::now_ms()).unwrap_or(0));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = token.cancelled() => return done(ItemOutcome::Interrupted, None),
             }
         }
     }

@@ -3,11 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::super::advance::{self, Event};
-use super::super::definition::Definition;
-use super::super::{Engine, EngineError, template};
+use super::super::advance::Event;
+use super::super::template::{self, Scope};
+use super::super::{Engine, EngineError};
 use super::{Outcome, RATE_WINDOW_MS, event_rows};
-use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, RunStatus, StepRow};
+use crate::db::runs::{AttemptRow, AttemptStatus, RunStatus, StepRow};
 use crate::db::{self, DbError};
 
 impl Engine {
@@ -107,38 +107,21 @@ impl Engine {
         json!({"attempt": step.attempts, "host": self.config.host_id})
     }
 
-    /// Takes a place in the step's rate limit for this minute, if it has
-    /// one: `None` to run now, or the deferral to the next minute when this
-    /// one is full. A key that cannot be rendered is a deferral too short
-    /// to matter: the step then fails on its config like any other.
+    /// Takes a place in the step's rate limit for this minute, under `key`
+    /// as [`rate_key`] rendered it: `None` to run now, or the deferral to
+    /// the next minute when this one is full.
     pub(super) async fn take_rate(
         &self,
-        run: &RunRow,
+        tenant: &str,
         step: &StepRow,
-        definition: &Definition,
-        steps: &[StepRow],
+        per_minute: u32,
+        key: String,
     ) -> Result<Option<Outcome>, EngineError> {
-        let Some(limit) = definition
-            .step(&step.step_id)
-            .and_then(|s| s.rate_limit.as_ref())
-        else {
-            return Ok(None);
-        };
-        let rendered = advance::with_scope(run, steps, None, |scope| {
-            template::render(&Value::String(limit.key.clone()), scope)
-        });
-        let key = match rendered {
-            Ok(Value::String(key)) => key,
-            Ok(Value::Null) | Err(_) => return Ok(None),
-            Ok(other) => other.to_string(),
-        };
         // The next minute, spread over its first second so the steps that
         // waited do not all arrive at once; one that finds it full again
         // waits again.
         let spread = (step.attempts * 7919 + step.step_id.len() as i64 * 104_729).rem_euclid(1000);
-        let until = self
-            .take_rate_key(&run.tenant_id, &key, limit.per_minute, spread)
-            .await?;
+        let until = self.take_rate_key(tenant, &key, per_minute, spread).await?;
         Ok(until.map(|until| Outcome::Deferred { until, key }))
     }
 
@@ -157,5 +140,17 @@ impl Engine {
         let taken =
             db::state::take_rate(&mut conn, tenant, key, window, i64::from(per_minute)).await?;
         Ok((!taken).then_some(window + RATE_WINDOW_MS + spread))
+    }
+}
+
+/// A rate limit's `key` template rendered in `scope`: its text (a value
+/// other than a string as JSON), or `None` when it renders to null or not
+/// at all, which takes no place in any limit (a key that cannot be
+/// rendered fails the step on its config like any other template).
+pub(in crate::engine) fn rate_key(key: &str, scope: &Scope<'_>) -> Option<String> {
+    match template::render(&Value::String(key.to_owned()), scope) {
+        Ok(Value::String(key)) => Some(key),
+        Ok(Value::Null) | Err(_) => None,
+        Ok(other) => Some(other.to_string()),
     }
 }

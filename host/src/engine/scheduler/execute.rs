@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 use super::super::advance;
 use super::super::definition::{Definition, StepDef};
 use super::super::{DURATION_BUCKETS_MS, Engine, EngineError, lock, rfc3339, services, template};
+use super::claim::rate_key;
 use super::{Finished, Outcome, Snapshot};
 use crate::db;
 use crate::db::runs::{RunRow, RunStatus, StepRow};
@@ -153,11 +154,16 @@ impl Engine {
             lock(&self.running).remove(&(step.run_id.clone(), step.step_id.clone()));
             return Ok((outcome?, None));
         }
-        let config = advance::with_scope(run, steps, failure.as_ref(), |scope| {
-            config
+        // The config and the rate limit's key, in one scope.
+        let rate_limit = definition
+            .step(&step.step_id)
+            .and_then(|s| s.rate_limit.as_ref());
+        let (config, rate_key) = advance::with_scope(run, steps, failure.as_ref(), |scope| {
+            let config = config
                 .as_ref()
                 .map(|c| template::render(c, scope))
-                .transpose()
+                .transpose();
+            (config, rate_limit.and_then(|l| rate_key(&l.key, scope)))
         });
         let config = match config {
             Ok(config) => {
@@ -183,7 +189,11 @@ impl Engine {
         if let Err(e) = self.check_config(&step.step_id, &plugin, &config) {
             return Ok((Outcome::Failed(e), None));
         }
-        if let Some(deferred) = self.take_rate(run, step, &definition, steps).await? {
+        if let (Some(limit), Some(key)) = (rate_limit, rate_key)
+            && let Some(deferred) = self
+                .take_rate(&run.tenant_id, step, limit.per_minute, key)
+                .await?
+        {
             return Ok((deferred, None));
         }
         let mut limits = Limits::DEFAULT;

@@ -21,6 +21,7 @@
 //! makes ready and the events, before anything else is scheduled.
 
 mod claim;
+pub(in crate::engine) use claim::rate_key;
 mod execute;
 mod record;
 
