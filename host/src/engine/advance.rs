@@ -105,15 +105,7 @@ pub fn with_scope<T>(
     f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
 ) -> T {
     let input: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
-    let records = StepRecords::new(steps);
-    let run_value = run_record(run);
-    f(&crate::engine::template::Scope {
-        input: &input,
-        steps: &records,
-        run: &run_value,
-        failure,
-        item: None,
-    })
+    scope_of(run, &input, steps, failure, None, f)
 }
 
 /// [`with_scope`] for one item of a `for_each` step: `item` and
@@ -126,14 +118,26 @@ pub fn with_item_scope<T>(
     item: (&Value, &Value),
     f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
 ) -> T {
+    scope_of(run, input, steps, None, Some(item), f)
+}
+
+/// The template scope of `run` with its `input` parsed.
+fn scope_of<T>(
+    run: &RunRow,
+    input: &Value,
+    steps: &[StepRow],
+    failure: Option<&Value>,
+    item: Option<(&Value, &Value)>,
+    f: impl FnOnce(&crate::engine::template::Scope<'_>) -> T,
+) -> T {
     let records = StepRecords::new(steps);
     let run_value = run_record(run);
     f(&crate::engine::template::Scope {
         input,
         steps: &records,
         run: &run_value,
-        failure: None,
-        item: Some(item),
+        failure,
+        item,
     })
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::advance::{self, Event};
 use super::definition::{COLLECT_INPUTS, Definition, REQUEST_USER_ACTION};
-use super::runs::{Origin, reopen};
+use super::runs::{Origin, reopen, retry_by_hand};
 use super::{Engine, EngineError};
 use crate::db::runs::{RunFilter, RunRow, RunStatus, StepStatus};
 use crate::db::{self, DbError};
@@ -294,20 +294,8 @@ impl Engine {
         reopen(&mut run, &mut steps);
         let mut events = Vec::new();
         for step in steps.iter_mut().filter(|s| s.status == StepStatus::Failed) {
-            if definition
-                .step(&step.step_id)
-                .is_some_and(|s| s.for_each.is_some())
-            {
-                db::items::reset_failed(&mut tx, id, &step.step_id).await?;
-            }
-            step.status = StepStatus::Ready;
-            step.due_at = Some(now);
-            step.ended_at = None;
-            events.push(Event::step(
-                "step.retrying",
-                &step.step_id,
-                json!({"manual": true, "bulk": true}),
-            ));
+            let retry = json!({"manual": true, "bulk": true});
+            events.push(retry_by_hand(&mut tx, &definition, step, retry, now).await?);
         }
         events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         self.commit_changes(tx, &original_run, &run, &original, &steps, &events, now)

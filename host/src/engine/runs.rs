@@ -1039,20 +1039,9 @@ impl Engine {
                     )));
                 }
                 reopen(&mut run, &mut steps);
-                // A map runs its failed items again; those that completed
-                // keep their outputs.
-                if step_def.is_some_and(|s| s.for_each.is_some()) {
-                    db::items::reset_failed(&mut tx, id, step_id).await?;
-                }
+                let retry = json!({"manual": true});
                 let step = &mut steps[index];
-                step.status = StepStatus::Ready;
-                step.due_at = Some(now);
-                step.ended_at = None;
-                events.push(Event::step(
-                    "step.retrying",
-                    step_id,
-                    json!({"manual": true}),
-                ));
+                events.push(retry_by_hand(&mut tx, &definition, step, retry, now).await?);
             }
         }
         if !run.status.is_terminal() {
@@ -1132,6 +1121,28 @@ pub(crate) async fn check_room(
         )));
     }
     Ok(())
+}
+
+/// Makes a failed step ready now, retried by hand (`data` is its
+/// `step.retrying` event's): a `for_each` step's failed items go back to
+/// pending, and those that completed keep their outputs.
+pub(crate) async fn retry_by_hand(
+    tx: &mut db::Conn,
+    definition: &definition::Definition,
+    step: &mut StepRow,
+    data: Value,
+    now: i64,
+) -> Result<Event, EngineError> {
+    if definition
+        .step(&step.step_id)
+        .is_some_and(|s| s.for_each.is_some())
+    {
+        db::items::reset_failed(tx, &step.run_id, &step.step_id).await?;
+    }
+    step.status = StepStatus::Ready;
+    step.due_at = Some(now);
+    step.ended_at = None;
+    Ok(Event::step("step.retrying", &step.step_id, data))
 }
 
 pub(crate) fn reopen(run: &mut RunRow, steps: &mut [StepRow]) {
