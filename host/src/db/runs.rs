@@ -1,5 +1,7 @@
 //! Runs, their steps and attempts, and the append-only event log.
 
+use std::sync::LazyLock;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -496,24 +498,53 @@ const CLAIM_SQLITE: &str = "WITH RECURSIVE
      WHERE (run_id, step_id) IN (SELECT run_id, step_id FROM picked ORDER BY n, t LIMIT $4)
      RETURNING *";
 
-/// The claim on Postgres: the picked steps and their runs are locked `FOR
-/// UPDATE SKIP LOCKED`, so hosts claiming at once never take the same step,
-/// a run another transaction is changing is left for later (never waited
-/// for: a claim cannot deadlock), and each row is checked again once
-/// locked. Where the tenant cap applies, the caller holds the advisory
-/// lock of every tenant it claims for ([`claim_tenants`]), taken before
-/// this statement began, so the count of running steps it reads is
-/// current.
-const CLAIM_POSTGRES: &str = "WITH running AS (
-         SELECT r.tenant_id, COUNT(*) AS c FROM steps s JOIN runs r ON r.id = s.run_id
-         WHERE s.status = 'running' GROUP BY r.tenant_id),
+/// The tenants with a ready step on Postgres, in tenant order, skipping
+/// through `steps_ready_by_tenant` (one probe per tenant, however many
+/// steps are queued), and the earliest due time of each tenant's and
+/// priority's ready steps (one probe each): CTEs for the queries below.
+const READY_TENANTS_POSTGRES: &str = "every_tenant(t) AS (
+         (SELECT tenant_id FROM steps WHERE status = 'ready' AND tenant_id IS NOT NULL
+          ORDER BY tenant_id LIMIT 1)
+         UNION ALL
+         SELECT (SELECT s.tenant_id FROM steps s WHERE s.status = 'ready' AND s.tenant_id > every_tenant.t
+                 ORDER BY s.tenant_id LIMIT 1)
+         FROM every_tenant WHERE every_tenant.t IS NOT NULL),
+     first_due(t, due_at) AS (
+         SELECT every_tenant.t,
+                (SELECT MIN(s.due_at) FROM steps s
+                 WHERE s.status = 'ready' AND s.tenant_id = every_tenant.t AND s.priority_rank = ranks.rank)
+         FROM every_tenant, (VALUES (0), (1), (2)) AS ranks(rank)
+         WHERE every_tenant.t IS NOT NULL)";
+
+/// The claim on Postgres, in time that does not grow with the queue, as on
+/// SQLite: of each tenant (those whose lock the caller holds, or every
+/// tenant with a ready step) and each priority, only the `limit` earliest
+/// due steps are read from `steps_ready_by_tenant` and ranked. The picked
+/// steps and their runs are locked `FOR UPDATE SKIP LOCKED`, so hosts
+/// claiming at once never take the same step, a run another transaction
+/// is changing is left for later (never waited for: a claim cannot
+/// deadlock), and each row is checked again once locked. Where the tenant
+/// cap applies, the caller holds the advisory lock of every tenant it
+/// claims for ([`claim_tenants`]), taken before this statement began, so
+/// the count of running steps it reads is current.
+static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE {READY_TENANTS_POSTGRES},
+     tenants(t) AS (
+         SELECT json_array_elements_text($6::json) COLLATE \"C\" WHERE $6::text IS NOT NULL
+         UNION ALL
+         SELECT t FROM every_tenant WHERE t IS NOT NULL AND $6::text IS NULL),
      due AS (
-         SELECT s.run_id, s.step_id, s.due_at AS t, r.tenant_id,
-                ROW_NUMBER() OVER (PARTITION BY r.tenant_id
-                                   ORDER BY r.priority DESC, s.due_at, s.run_id, s.step_id) AS n
-         FROM steps s JOIN runs r ON r.id = s.run_id
-         WHERE s.status = 'ready' AND s.due_at <= $3
-           AND ($6::text IS NULL OR r.tenant_id IN (SELECT json_array_elements_text($6::json)))),
+         SELECT c.run_id, c.step_id, c.due_at AS t, c.tenant_id,
+                ROW_NUMBER() OVER (PARTITION BY c.tenant_id
+                                   ORDER BY c.priority_rank, c.due_at, c.run_id, c.step_id) AS n
+         FROM tenants CROSS JOIN (VALUES (0), (1), (2)) AS ranks(rank) CROSS JOIN LATERAL (
+             SELECT s.run_id, s.step_id, s.due_at, s.tenant_id, s.priority_rank FROM steps s
+             WHERE s.status = 'ready' AND s.tenant_id = tenants.t AND s.priority_rank = ranks.rank
+               AND s.due_at <= $3
+             ORDER BY s.due_at, s.run_id, s.step_id LIMIT $4) c),
+     running AS (
+         SELECT tenant_id, COUNT(*) AS c FROM steps WHERE status = 'running' GROUP BY tenant_id),
      picked AS (
          SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
          WHERE status = 'running' AND lease_expires_at < $3
@@ -530,7 +561,9 @@ const CLAIM_POSTGRES: &str = "WITH running AS (
      UPDATE steps SET status = 'running', lease_owner = $1, lease_expires_at = $2,
             attempts = steps.attempts + 1, started_at = COALESCE(steps.started_at, $3)
      FROM locked WHERE steps.run_id = locked.run_id AND steps.step_id = locked.step_id
-     RETURNING steps.*";
+     RETURNING steps.*"
+    )
+});
 
 /// Claims up to `limit` steps that are due, or whose lease expired (their
 /// host died mid-attempt), for `host` until `lease_until`; each claim
@@ -555,7 +588,7 @@ pub async fn claim(
 ) -> Result<Vec<StepRow>, DbError> {
     let rows = match Backend::of(conn) {
         Backend::Sqlite => sqlx::query(CLAIM_SQLITE),
-        Backend::Postgres => sqlx::query(CLAIM_POSTGRES),
+        Backend::Postgres => sqlx::query(CLAIM_POSTGRES.as_str()),
     }
     .bind(host)
     .bind(lease_until)
@@ -571,6 +604,17 @@ pub async fn claim(
     rows.iter().map(step).collect()
 }
 
+/// The tenants with a step due by `$1`, each locked in tenant order (see
+/// [`claim_tenants`]).
+static CLAIM_TENANTS_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE {READY_TENANTS_POSTGRES}
+         SELECT due.t FROM (
+             SELECT t FROM first_due GROUP BY t HAVING MIN(due_at) <= $1 ORDER BY t) due
+         WHERE pg_advisory_xact_lock(hashtextextended('tenant:' || due.t, 0)) IS NOT NULL"
+    )
+});
+
 /// Postgres: takes the tenant lock ([`super::tenant_lock`]) of every tenant
 /// with a step due by `now`, waiting for each in tenant order (so two
 /// claims never deadlock); returns them as a JSON array for [`claim`].
@@ -578,15 +622,10 @@ pub async fn claim(
 /// hosts: the tenant's cap holds. An advisory lock touches no row, so the
 /// transaction has no id yet when it waits.
 pub async fn claim_tenants(conn: &mut Conn, now: i64) -> Result<String, DbError> {
-    let tenants: Vec<String> = sqlx::query_scalar(
-        "SELECT t.tenant_id FROM (
-             SELECT DISTINCT r.tenant_id FROM steps s JOIN runs r ON r.id = s.run_id
-             WHERE s.status = 'ready' AND s.due_at <= $1 ORDER BY r.tenant_id) t
-         WHERE pg_advisory_xact_lock(hashtextextended('tenant:' || t.tenant_id, 0)) IS NOT NULL",
-    )
-    .bind(now)
-    .fetch_all(conn)
-    .await?;
+    let tenants: Vec<String> = sqlx::query_scalar(CLAIM_TENANTS_POSTGRES.as_str())
+        .bind(now)
+        .fetch_all(conn)
+        .await?;
     Ok(serde_json::Value::from(tenants).to_string())
 }
 
@@ -613,15 +652,30 @@ pub async fn renew_lease(
 /// The earliest time the scheduler has work: a ready step becoming due or
 /// a running step's lease expiring (its host may have died), if any.
 pub async fn next_wakeup(conn: &mut Conn) -> Result<Option<i64>, DbError> {
-    Ok(sqlx::query_scalar(
-        "SELECT MIN(t) FROM (
-             SELECT MIN(due_at) AS t FROM steps WHERE status = 'ready'
-             UNION ALL
-             SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w",
-    )
-    .fetch_one(conn)
-    .await?)
+    let sql = match Backend::of(conn) {
+        Backend::Sqlite => {
+            "SELECT MIN(t) FROM (
+                 SELECT MIN(due_at) AS t FROM steps WHERE status = 'ready'
+                 UNION ALL
+                 SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w"
+        }
+        Backend::Postgres => NEXT_WAKEUP_POSTGRES.as_str(),
+    };
+    Ok(sqlx::query_scalar(sql).fetch_one(conn).await?)
 }
+
+/// [`next_wakeup`] on Postgres, where ready steps are indexed by tenant
+/// and priority only: the earliest of each tenant's and priority's
+/// earliest.
+static NEXT_WAKEUP_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE {READY_TENANTS_POSTGRES}
+         SELECT MIN(t) FROM (
+             SELECT MIN(due_at) AS t FROM first_due
+             UNION ALL
+             SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w"
+    )
+});
 
 /// Unfinished runs past their deadline.
 pub async fn overdue_runs(conn: &mut Conn, now: i64) -> Result<Vec<String>, DbError> {
@@ -769,11 +823,9 @@ pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
     )
 }
 
-/// Steps of a tenant running now, on SQLite: from the small partial index
-/// of running steps by tenant. (Postgres steps carry no tenant:
-/// [`lock_and_count_running`] counts with a JOIN.)
-const RUNNING_SQLITE: &str =
-    "SELECT COUNT(*) FROM steps WHERE status = 'running' AND tenant_id = $1";
+/// Steps of a tenant running now: from the small partial index of running
+/// steps by tenant, the tenant bound last.
+const RUNNING: &str = "SELECT COUNT(*) FROM steps WHERE status = 'running' AND tenant_id = ";
 
 /// Takes the tenant's lock ([`super::tenant_lock`]) — waiting for it with
 /// `wait`, else only if no other transaction holds it — then counts the
@@ -788,7 +840,7 @@ pub async fn lock_and_count_running(
 ) -> Result<Option<i64>, DbError> {
     if Backend::of(conn) == Backend::Sqlite {
         return Ok(Some(
-            sqlx::query_scalar(RUNNING_SQLITE)
+            sqlx::query_scalar(&format!("{RUNNING}$1"))
                 .bind(tenant)
                 .fetch_one(conn)
                 .await?,
@@ -805,9 +857,7 @@ pub async fn lock_and_count_running(
     } else {
         ", 0)) THEN 1 ELSE 0 END::int8;\n"
     });
-    query
-        .push("SELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.tenant_id = ")
-        .bind(tenant);
+    query.push(RUNNING).bind(tenant);
     let rows = query.fetch_all(conn).await?;
     let locked: i64 = rows.first().map_or(Ok(0), |r| r.try_get(0))?;
     if locked == 0 {
@@ -1037,14 +1087,16 @@ impl<'a> Writes<'a> {
         self
     }
 
-    /// New steps are inserted, existing ones get every mutable column.
-    pub fn upsert_steps(&mut self, steps: &[&'a StepRow]) -> &mut Self {
-        self.touched.extend(steps.iter().map(|s| s.run_id.as_str()));
+    /// New steps are inserted, existing ones get every mutable column; each
+    /// with its run (whose tenant and priority the claim reads the step by).
+    pub fn upsert_steps(&mut self, steps: &[(&'a RunRow, &'a StepRow)]) -> &mut Self {
+        self.touched
+            .extend(steps.iter().map(|(_, s)| s.run_id.as_str()));
         for chunk in steps.chunks(ROWS_PER_STATEMENT) {
             self.statement(
-                "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at) ",
+                "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at, tenant_id, priority_rank) ",
             )
-            .values(chunk, |s| {
+            .values(chunk, |&(run, s)| {
                 [
                     Arg::from(&s.run_id),
                     Arg::from(&s.step_id),
@@ -1059,12 +1111,15 @@ impl<'a> Writes<'a> {
                     Arg::from(&s.error),
                     Arg::from(s.started_at),
                     Arg::from(s.ended_at),
+                    Arg::from(&run.tenant_id),
+                    Arg::from(3 - run.priority),
                 ]
             })
             .push(
                 " ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
                    due_at = excluded.due_at, lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,
-                   output = excluded.output, error = excluded.error, started_at = excluded.started_at, ended_at = excluded.ended_at",
+                   output = excluded.output, error = excluded.error, started_at = excluded.started_at, ended_at = excluded.ended_at,
+                   tenant_id = excluded.tenant_id, priority_rank = excluded.priority_rank",
             );
         }
         self

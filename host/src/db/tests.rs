@@ -112,7 +112,7 @@ async fn run_with_ready_steps(db: &Db, id: &str, tenant: &str, n: i64) {
     let steps: Vec<StepRow> = (0..n)
         .map(|i| ready_step(id, &format!("s{i}"), i, 0))
         .collect();
-    let refs: Vec<&StepRow> = steps.iter().collect();
+    let refs: Vec<(&RunRow, &StepRow)> = steps.iter().map(|s| (&run, s)).collect();
     let mut conn = db.writer().await.expect("writer");
     Writes::default()
         .begin()
@@ -216,7 +216,7 @@ async fn a_recorder_waiting_for_a_run_reads_what_the_holder_committed() {
         let mut done = read[0].steps[0].clone();
         done.status = StepStatus::Completed;
         Writes::default()
-            .upsert_steps(&[&done])
+            .upsert_steps(&[(&read[0].run, &done)])
             .commit()
             .execute(&mut first)
             .await
@@ -311,14 +311,15 @@ async fn a_claim_over_a_long_queue_takes_each_tenants_earliest_in_turns() {
         let future = ready_step("r-busy", "future", 400, 10_000);
         let run = run_row("r-quiet", "quiet");
         let quiet = ready_step("r-quiet", "only", 0, 20);
+        let busy = run_row("r-busy", "busy");
         let mut conn = db.writer().await.expect("writer");
-        let mut refs: Vec<&StepRow> = later.iter().collect();
-        refs.push(&future);
+        let mut refs: Vec<(&RunRow, &StepRow)> = later.iter().map(|s| (&busy, s)).collect();
+        refs.push((&busy, &future));
         Writes::default()
             .begin()
             .upsert_steps(&refs)
             .insert_run(&run)
-            .upsert_steps(&[&quiet])
+            .upsert_steps(&[(&run, &quiet)])
             .commit()
             .execute(&mut conn)
             .await
@@ -368,6 +369,69 @@ async fn a_claim_over_a_long_queue_takes_each_tenants_earliest_in_turns() {
         }
         assert_eq!(seen.len(), 300 + 5 + 1, "{backend}");
         assert!(!seen.contains("future"), "{backend}");
+    }
+}
+
+/// A step row written without its tenant and priority (by hand, or by an
+/// older writer) gets them from its run: the claim finds it, an urgent
+/// run's step first, and the next wake-up is its due time.
+#[tokio::test]
+async fn a_step_written_without_its_tenant_is_still_claimed_in_priority_order() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        let mut urgent = run_row("r-urgent", "t1");
+        urgent.priority = 3;
+        let plain = run_row("r-plain", "t1");
+        let mut conn = db.writer().await.expect("writer");
+        Writes::default()
+            .begin()
+            .insert_run(&plain)
+            .insert_run(&urgent)
+            .commit()
+            .execute(&mut conn)
+            .await
+            .expect("runs");
+        for (run, due) in [("r-plain", 40), ("r-urgent", 60)] {
+            sqlx::query(
+                "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at)
+                 VALUES ($1, 'only', 0, 'plugin', 'ready', 0, $2)",
+            )
+            .bind(run)
+            .bind(due)
+            .execute(&mut *conn)
+            .await
+            .expect("insert step");
+        }
+        drop(conn);
+        let mut reader = db.reader().await.expect("reader");
+        assert_eq!(
+            runs::next_wakeup(&mut reader).await.expect("wakeup"),
+            Some(40),
+            "{backend}"
+        );
+        drop(reader);
+        let mut tx = db.begin().await.expect("begin");
+        let claimed = runs::claim(&mut tx, "h", 100, 1_100, 1, 1_000, None)
+            .await
+            .expect("claim");
+        tx.commit().await.expect("commit");
+        let ids: Vec<&str> = claimed.iter().map(|s| s.run_id.as_str()).collect();
+        assert_eq!(ids, ["r-urgent"], "{backend}: the urgent run's step first");
+        let mut tx = db.begin().await.expect("begin");
+        let tenants = match backend {
+            "postgres" => Some(runs::claim_tenants(&mut tx, 100).await.expect("tenants")),
+            _ => None,
+        };
+        let claimed = runs::claim(&mut tx, "h", 100, 1_100, 5, 1_000, tenants.as_deref())
+            .await
+            .expect("claim");
+        tx.commit().await.expect("commit");
+        let ids: Vec<&str> = claimed.iter().map(|s| s.run_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["r-plain"],
+            "{backend}: then the other, under the tenant's lock"
+        );
     }
 }
 

@@ -564,7 +564,7 @@ impl Engine {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         }
         // The run as advanced, its steps and events in one round trip.
-        let all: Vec<&StepRow> = steps.iter().collect();
+        let all: Vec<(&RunRow, &StepRow)> = steps.iter().map(|s| (&run, s)).collect();
         let rows = super::scheduler::event_rows(&run, &events);
         let mut writes = db::runs::Writes::default();
         if own_transaction && !reads {

@@ -423,7 +423,10 @@ impl Engine {
         runs: &[RunChange],
         now: i64,
     ) -> Result<(), EngineError> {
-        let written: Vec<&StepRow> = runs.iter().flat_map(RunChange::written_steps).collect();
+        let written: Vec<(&RunRow, &StepRow)> = runs
+            .iter()
+            .flat_map(|c| c.written_steps().map(move |s| (&c.run, s)))
+            .collect();
         let events: Vec<db::runs::RunEvent<'_>> = runs
             .iter()
             .flat_map(|c| event_rows(&c.run, &c.events))
@@ -526,7 +529,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         // Changed and new steps, the run and the events in one round trip:
         // the fewer round trips per step, the faster the engine.
-        let written: Vec<&StepRow> = changed_steps(original, steps).collect();
+        let written: Vec<(&RunRow, &StepRow)> =
+            changed_steps(original, steps).map(|s| (run, s)).collect();
         let rows = event_rows(run, events);
         let mut writes = db::runs::Writes::default();
         writes.upsert_steps(&written);
