@@ -605,12 +605,14 @@ pub async fn claim(
 }
 
 /// The tenants with a step due by `$1`, each locked in tenant order (see
-/// [`claim_tenants`]).
+/// [`claim_tenants`]). The lock is taken above the sorted `DISTINCT`: a
+/// volatile condition is never pushed into such a subquery, so it runs in
+/// tenant order and only for tenants with a due step.
 static CLAIM_TENANTS_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH RECURSIVE {READY_TENANTS_POSTGRES}
          SELECT due.t FROM (
-             SELECT t FROM first_due GROUP BY t HAVING MIN(due_at) <= $1 ORDER BY t) due
+             SELECT DISTINCT t FROM first_due WHERE due_at <= $1 ORDER BY t) due
          WHERE pg_advisory_xact_lock(hashtextextended('tenant:' || due.t, 0)) IS NOT NULL"
     )
 });
@@ -659,23 +661,17 @@ pub async fn next_wakeup(conn: &mut Conn) -> Result<Option<i64>, DbError> {
                  UNION ALL
                  SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w"
         }
-        Backend::Postgres => NEXT_WAKEUP_POSTGRES.as_str(),
+        // `priority_rank >= 0` selects the index `steps_next_due` (see its
+        // migration).
+        Backend::Postgres => {
+            "SELECT MIN(t) FROM (
+                 SELECT MIN(due_at) AS t FROM steps WHERE status = 'ready' AND priority_rank >= 0
+                 UNION ALL
+                 SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w"
+        }
     };
     Ok(sqlx::query_scalar(sql).fetch_one(conn).await?)
 }
-
-/// [`next_wakeup`] on Postgres, where ready steps are indexed by tenant
-/// and priority only: the earliest of each tenant's and priority's
-/// earliest.
-static NEXT_WAKEUP_POSTGRES: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH RECURSIVE {READY_TENANTS_POSTGRES}
-         SELECT MIN(t) FROM (
-             SELECT MIN(due_at) AS t FROM first_due
-             UNION ALL
-             SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w"
-    )
-});
 
 /// Unfinished runs past their deadline.
 pub async fn overdue_runs(conn: &mut Conn, now: i64) -> Result<Vec<String>, DbError> {
@@ -813,14 +809,15 @@ pub async fn run_counts(conn: &mut Conn) -> Result<Vec<(String, i64)>, DbError> 
         .collect()
 }
 
-/// Steps ready to run now, for metrics.
+/// Steps ready to run now, for metrics (`priority_rank >= 0`: through
+/// `steps_next_due` on Postgres).
 pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE status = 'ready' AND due_at <= $1")
-            .bind(now)
-            .fetch_one(conn)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM steps WHERE status = 'ready' AND priority_rank >= 0 AND due_at <= $1",
     )
+    .bind(now)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Steps of a tenant running now: from the small partial index of running
@@ -1097,6 +1094,7 @@ impl<'a> Writes<'a> {
                 "INSERT INTO steps (run_id, step_id, position, kind, status, attempts, due_at, lease_owner, lease_expires_at, output, error, started_at, ended_at, tenant_id, priority_rank) ",
             )
             .values(chunk, |&(run, s)| {
+                debug_assert_eq!(run.id, s.run_id, "a step written with another run");
                 [
                     Arg::from(&s.run_id),
                     Arg::from(&s.step_id),
