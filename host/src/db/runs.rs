@@ -500,21 +500,14 @@ const CLAIM_SQLITE: &str = "WITH RECURSIVE
 
 /// The tenants with a ready step on Postgres, in tenant order, skipping
 /// through `steps_ready_by_tenant` (one probe per tenant, however many
-/// steps are queued), and the earliest due time of each tenant's and
-/// priority's ready steps (one probe each): CTEs for the queries below.
+/// steps are queued): a CTE for the claim and [`claim_tenants`].
 const READY_TENANTS_POSTGRES: &str = "every_tenant(t) AS (
          (SELECT tenant_id FROM steps WHERE status = 'ready' AND tenant_id IS NOT NULL
           ORDER BY tenant_id LIMIT 1)
          UNION ALL
          SELECT (SELECT s.tenant_id FROM steps s WHERE s.status = 'ready' AND s.tenant_id > every_tenant.t
                  ORDER BY s.tenant_id LIMIT 1)
-         FROM every_tenant WHERE every_tenant.t IS NOT NULL),
-     first_due(t, due_at) AS (
-         SELECT every_tenant.t,
-                (SELECT MIN(s.due_at) FROM steps s
-                 WHERE s.status = 'ready' AND s.tenant_id = every_tenant.t AND s.priority_rank = ranks.rank)
-         FROM every_tenant, (VALUES (0), (1), (2)) AS ranks(rank)
-         WHERE every_tenant.t IS NOT NULL)";
+         FROM every_tenant WHERE every_tenant.t IS NOT NULL)";
 
 /// The claim on Postgres, in time that does not grow with the queue, as on
 /// SQLite: of each tenant (those whose lock the caller holds, or every
@@ -605,12 +598,20 @@ pub async fn claim(
 }
 
 /// The tenants with a step due by `$1`, each locked in tenant order (see
-/// [`claim_tenants`]). The lock is taken above the sorted `DISTINCT`: a
-/// volatile condition is never pushed into such a subquery, so it runs in
-/// tenant order and only for tenants with a due step.
+/// [`claim_tenants`]): of each ready tenant, the earliest due time of each
+/// priority (one probe each). The lock is taken above the sorted
+/// `DISTINCT`: a volatile condition is never pushed into such a subquery,
+/// so it runs in tenant order and only for tenants with a due step.
 static CLAIM_TENANTS_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH RECURSIVE {READY_TENANTS_POSTGRES}
+        "WITH RECURSIVE {READY_TENANTS_POSTGRES},
+         first_due(t, due_at) AS (
+             SELECT every_tenant.t,
+                    (SELECT MIN(s.due_at) FROM steps s
+                     WHERE s.status = 'ready' AND s.tenant_id = every_tenant.t
+                       AND s.priority_rank = ranks.rank)
+             FROM every_tenant, (VALUES (0), (1), (2)) AS ranks(rank)
+             WHERE every_tenant.t IS NOT NULL)
          SELECT due.t FROM (
              SELECT DISTINCT t FROM first_due WHERE due_at <= $1 ORDER BY t) due
          WHERE pg_advisory_xact_lock(hashtextextended('tenant:' || due.t, 0)) IS NOT NULL"
