@@ -286,6 +286,21 @@ async fn a_preset_goes_under_a_runs_input_and_names_it() {
     let (status, _) = s.call_as(&key, Method::GET, path, None).await;
     assert_eq!(status, 404);
 
+    // Archiving the workflow keeps its presets, ready for an unarchive.
+    let (status, body) = s
+        .call(Method::DELETE, "/v1/workflows/preset-flow", None)
+        .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    let (status, body) = s.get(path).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.get("/v1/workflows/preset-flow/presets").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"][0]["name"], "big-customer", "{body}");
+    let (status, body) = s
+        .post("/v1/workflows/preset-flow/unarchive", json!({}))
+        .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+
     let (status, _) = s.call(Method::DELETE, path, None).await;
     assert_eq!(status, 204);
     let (status, _) = s.get(path).await;
