@@ -17,6 +17,14 @@ use sqlx::any::{AnyArguments, AnyRow};
 
 use super::{Backend, Conn, DbError};
 
+/// The longest SQLite text kept prepared in the connection's statement
+/// cache (sqlx's, 100 statements a connection). The hot path's shapes are
+/// few and short (a result recorded with its dependent: two attempts, two
+/// steps, the run, its events), and parsing them again each time cost about a fifth of a
+/// chain's time per step; long texts (big batches, many ids) vary too much
+/// to be reused, and a cache of them would only hold memory.
+const CACHED_SQL_MAX: usize = 8 * 1024;
+
 /// An argument of a [`Statement`].
 #[derive(Debug, Clone)]
 pub enum Arg<'a> {
@@ -145,7 +153,7 @@ impl<'a> Statement<'a> {
     pub async fn fetch_all(&self, conn: &mut Conn) -> Result<Vec<AnyRow>, DbError> {
         match Backend::of(conn) {
             Backend::Sqlite => Ok(sqlx::query_with(&self.sql, arguments([self])?)
-                .persistent(false)
+                .persistent(self.sql.len() <= CACHED_SQL_MAX)
                 .fetch_all(conn)
                 .await?),
             Backend::Postgres => {
@@ -178,7 +186,7 @@ fn quote_into(out: &mut String, text: &str) {
 /// Runs statements in order, in one round trip: on SQLite one query with
 /// bound arguments, on Postgres one simple query with the arguments
 /// written in ([`Statement::inline_into`]). Their text varies with the row
-/// counts, so it is kept out of the connection's statement cache.
+/// counts; on SQLite a short one is kept prepared ([`CACHED_SQL_MAX`]).
 pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Result<(), DbError> {
     if statements.is_empty() {
         return Ok(());
@@ -191,7 +199,7 @@ pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Resul
                 .collect::<Vec<_>>()
                 .join(";\n");
             sqlx::query_with(&sql, arguments(statements)?)
-                .persistent(false)
+                .persistent(sql.len() <= CACHED_SQL_MAX)
                 .execute(conn)
                 .await?;
         }
