@@ -136,7 +136,8 @@ impl Engine {
                 Origin::Rerun,
                 false,
             )
-            .await?;
+            .await?
+            .run;
         // The old run's feed says where it was re-run.
         let event = Event::run(
             "run.rerun",

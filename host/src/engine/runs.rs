@@ -1,6 +1,7 @@
 //! Runs as the API sees them: start, read, list, cancel, terminate, resume
 //! and the event log.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 use super::advance::{self, Event};
 use super::definition::{self, COLLECT_INPUTS, REQUEST_USER_ACTION};
 use super::labels::{self, Labels};
+use super::scheduler::Snapshot;
 use super::workflows::Selector;
 use super::{Engine, EngineError, lock};
 use crate::db::runs::{AttemptRow, EventRow, RunRow, RunStatus, StepRow, StepStatus};
@@ -131,6 +133,14 @@ pub enum Started {
     KeyReused,
 }
 
+/// A run as inserted: its steps, and those its start claimed to run on
+/// this host at once ([`Engine::claim_first`]).
+pub(crate) struct Inserted {
+    pub(crate) run: RunRow,
+    pub(crate) steps: Vec<StepRow>,
+    pub(crate) claimed: Vec<StepRow>,
+}
+
 /// A run checked against its workflow, ready to be inserted.
 #[derive(Clone)]
 pub(crate) struct Prepared {
@@ -191,7 +201,7 @@ pub struct StartSpec<'a> {
 impl Engine {
     /// Starts a run of `workflow` at `version` (default: the published one).
     pub async fn start_run(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         spec: StartSpec<'_>,
         key: Option<StartKey<'_>>,
@@ -231,7 +241,7 @@ impl Engine {
 
     /// [`Self::start_run`] once its run is prepared.
     async fn start_prepared(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         workflow: &str,
         prepared: Prepared,
@@ -250,10 +260,14 @@ impl Engine {
                 true,
             )
             .await;
-        let run = match inserted {
-            Ok(run) => {
+        let Inserted {
+            run,
+            steps,
+            claimed,
+        } = match inserted {
+            Ok(inserted) => {
                 conn.committed();
-                run
+                inserted
             }
             Err(EngineError::Db(e)) if e.is_unique_violation() && key.is_some() => {
                 conn.abandon().await;
@@ -274,7 +288,19 @@ impl Engine {
             }
         };
         self.changed(&run.id);
-        self.wake.notify_one();
+        // The scheduler only needs this start if it left steps ready.
+        if claimed.is_empty() || steps.iter().any(|s| s.status == StepStatus::Ready) {
+            self.wake.notify_one();
+        }
+        if !claimed.is_empty() {
+            let snapshot = Arc::new(Snapshot {
+                run: run.clone(),
+                steps,
+            });
+            for step in claimed {
+                self.run_claimed(step, Some(snapshot.clone()));
+            }
+        }
         Ok(Started::Created(Box::new(run)))
     }
 
@@ -420,7 +446,7 @@ impl Engine {
         prepared: Prepared,
         origin: Origin<'_>,
         own_transaction: bool,
-    ) -> Result<RunRow, EngineError> {
+    ) -> Result<Inserted, EngineError> {
         let Prepared {
             definition,
             version,
@@ -563,7 +589,19 @@ impl Engine {
         } else {
             events.extend(advance::advance(&definition, &mut run, &mut steps, now));
         }
-        // The run as advanced, its steps and events in one round trip.
+        // A start through the API, in a transaction of its own, claims the
+        // steps it can start with (its COMMIT is in the round trip below).
+        let claimed = if own_transaction && matches!(origin, Origin::Manual(_)) {
+            self.claim_first(&mut run, &mut steps, now, &mut events)
+        } else {
+            Vec::new()
+        };
+        let attempts: Vec<AttemptRow> = claimed
+            .iter()
+            .map(|s| self.started_attempt(s, now))
+            .collect();
+        // The run as advanced, its steps, attempts and events in one round
+        // trip.
         let all: Vec<(&RunRow, &StepRow)> = steps.iter().map(|s| (&run, s)).collect();
         let rows = super::scheduler::event_rows(&run, &events);
         let mut writes = db::runs::Writes::default();
@@ -576,13 +614,17 @@ impl Engine {
         writes
             .insert_run(&run)
             .upsert_steps(&all)
+            .insert_attempts(&attempts)
             .append_events(&rows, now);
         // Every step skipped: queued runs of the workflow may start.
         let ended = run.status.is_terminal();
         if own_transaction && !ended {
             writes.commit();
         }
-        writes.execute(tx).await?;
+        if let Err(e) = writes.execute(tx).await {
+            self.release_slots(claimed.len());
+            return Err(e.into());
+        }
         if ended {
             let key = run.concurrency_key.as_deref();
             self.release_queued(tx, &run.tenant_id, &run.workflow_key, key, now)
@@ -591,7 +633,11 @@ impl Engine {
                 db::runs::Writes::default().commit().execute(tx).await?;
             }
         }
-        Ok(run)
+        Ok(Inserted {
+            run,
+            steps,
+            claimed,
+        })
     }
 
     /// After a run of `workflow` with concurrency key `key` ended in `tx`:

@@ -283,7 +283,7 @@ impl Engine {
             Err(e) => Err(e),
         };
         let (run_id, error) = match outcome {
-            Ok(run) => (Some(run.id), None),
+            Ok(inserted) => (Some(inserted.run.id), None),
             // Rolled back (nothing of a partial replace is kept): the tick
             // is fired again on the next pass.
             Err(EngineError::Db(e)) => return Err(EngineError::Db(e)),

@@ -1,13 +1,15 @@
 //! Claiming: due steps taken under a lease, their attempts recorded as
 //! started, and the rate limits a step takes a place in before it runs.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{Value, json};
 
 use super::super::advance::Event;
 use super::super::template::{self, Scope};
 use super::super::{Engine, EngineError};
 use super::{Outcome, RATE_WINDOW_MS, event_rows};
-use crate::db::runs::{AttemptRow, AttemptStatus, RunStatus, StepRow};
+use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, RunStatus, StepRow, StepStatus};
 use crate::db::{self, DbError};
 
 impl Engine {
@@ -85,8 +87,88 @@ impl Engine {
         Ok(steps)
     }
 
+    /// Marks `step` running under this host's lease, a new attempt, with
+    /// its `step.started` event: the claim of a step whose run is in hand.
+    pub(super) fn mark_claimed(
+        &self,
+        step: &mut StepRow,
+        now: i64,
+        events: &mut Vec<Event>,
+    ) -> StepRow {
+        step.status = StepStatus::Running;
+        step.lease_owner = Some(self.config.host_id.clone());
+        step.lease_expires_at = Some(now + self.config.lease.as_millis() as i64);
+        step.attempts += 1;
+        step.started_at.get_or_insert(now);
+        events.push(Event::step(
+            "step.started",
+            &step.step_id,
+            self.started_data(step),
+        ));
+        step.clone()
+    }
+
+    /// The steps a new run starts with, claimed in the transaction that
+    /// inserts it, so they run without a round through the scheduler: only
+    /// on a host that owns its database (no other host claims, and what
+    /// runs here bounds every tenant's count, as for a recorded result's
+    /// dependents), only while the scheduler saw nothing else due (its
+    /// order across tenants and priorities stands), and within the free
+    /// slots and the tenant's cap. The slots are taken here; the caller
+    /// gives them back ([`Self::release_slots`]) if the transaction fails,
+    /// or runs the steps ([`Self::run_claimed`]) once it commits.
+    pub(in crate::engine) fn claim_first(
+        &self,
+        run: &mut RunRow,
+        steps: &mut [StepRow],
+        now: i64,
+        events: &mut Vec<Event>,
+    ) -> Vec<StepRow> {
+        if !self.db.exclusive()
+            || self.backlog.load(Ordering::SeqCst)
+            || run.status != RunStatus::Pending
+        {
+            return Vec::new();
+        }
+        let due: Vec<usize> = (0..steps.len())
+            .filter(|&i| {
+                steps[i].status == StepStatus::Ready && steps[i].due_at.is_some_and(|d| d <= now)
+            })
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let limit = self.config.max_parallel.min(self.config.tenant_max_running);
+        let mut taken = 0;
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                taken = due.len().min(limit.saturating_sub(n));
+                (taken > 0).then_some(n + taken)
+            });
+        if taken == 0 {
+            return Vec::new();
+        }
+        run.status = RunStatus::Running;
+        run.started_at = Some(now);
+        events.push(Event::run("run.started", json!({})));
+        due.iter()
+            .take(taken)
+            .map(|&i| self.mark_claimed(&mut steps[i], now, events))
+            .collect()
+    }
+
+    /// Gives back slots taken by [`Self::claim_first`] for steps that will
+    /// not run.
+    pub(in crate::engine) fn release_slots(&self, n: usize) {
+        if n > 0 {
+            self.in_flight.fetch_sub(n, Ordering::SeqCst);
+            self.wake.notify_one();
+        }
+    }
+
     /// The attempt row of a step this host just claimed.
-    pub(super) fn started_attempt(&self, step: &StepRow, now: i64) -> AttemptRow {
+    pub(in crate::engine) fn started_attempt(&self, step: &StepRow, now: i64) -> AttemptRow {
         AttemptRow {
             run_id: step.run_id.clone(),
             step_id: step.step_id.clone(),

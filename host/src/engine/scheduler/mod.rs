@@ -179,6 +179,15 @@ impl Engine {
     /// Runs a claimed step on this host, counting it against `max_parallel`.
     fn dispatch(self: &Arc<Self>, step: StepRow, snapshot: Option<Arc<Snapshot>>) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.run_claimed(step, snapshot);
+    }
+
+    /// Runs a claimed step whose slot is already counted (`in_flight`).
+    pub(in crate::engine) fn run_claimed(
+        self: &Arc<Self>,
+        step: StepRow,
+        snapshot: Option<Arc<Snapshot>>,
+    ) {
         let engine = self.clone();
         tokio::spawn(async move {
             engine.execute(step, snapshot).await;

@@ -388,21 +388,11 @@ impl Engine {
             .tenant_max_running
             .saturating_sub(usize::try_from(running).unwrap_or(0))
             .min(state.budget);
-        let mut claimed = Vec::new();
-        for &i in due.iter().take(room) {
-            let step = &mut steps[i];
-            step.status = StepStatus::Running;
-            step.lease_owner = Some(self.config.host_id.clone());
-            step.lease_expires_at = Some(now + self.config.lease.as_millis() as i64);
-            step.attempts += 1;
-            step.started_at.get_or_insert(now);
-            claimed.push(step.clone());
-            events.push(Event::step(
-                "step.started",
-                &step.step_id,
-                self.started_data(step),
-            ));
-        }
+        let claimed: Vec<StepRow> = due
+            .iter()
+            .take(room)
+            .map(|&i| self.mark_claimed(&mut steps[i], now, events))
+            .collect();
         state.budget -= claimed.len();
         state.claimed += claimed.len();
         if let Some(n) = state.running.get_mut(&run.tenant_id) {
