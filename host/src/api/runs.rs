@@ -178,23 +178,41 @@ async fn start(
     let started = match started {
         Some(started) => started,
         None => {
-            let spec = StartSpec {
-                workflow: &request.workflow,
-                version: request.version.as_deref(),
-                input: request.input,
-                labels: request.labels.unwrap_or_default(),
-                preset: request.preset.as_deref(),
-                priority: request.priority,
-            };
-            state
-                .engine
-                .start_run(
-                    tenant,
-                    spec,
-                    start_key,
-                    headers.get("traceparent").and_then(|v| v.to_str().ok()),
-                )
-                .await?
+            // On a task of its own, so a client that goes away cannot stop
+            // the start halfway: once its transaction commits, the steps it
+            // claimed are started here (see `Engine::claim_first`).
+            let engine = state.engine.clone();
+            let tenant = tenant.clone();
+            let workflow = request.workflow.clone();
+            let version = request.version.clone();
+            let preset = request.preset.clone();
+            let (input, labels) = (request.input, request.labels.unwrap_or_default());
+            let priority = request.priority;
+            let key = start_key.map(|k| (k.key.to_owned(), k.request_hash.to_owned()));
+            let traceparent = headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            tokio::spawn(async move {
+                let spec = StartSpec {
+                    workflow: &workflow,
+                    version: version.as_deref(),
+                    input,
+                    labels,
+                    preset: preset.as_deref(),
+                    priority,
+                };
+                let key = key.as_ref().map(|(key, request_hash)| StartKey {
+                    key,
+                    route: START_ROUTE,
+                    request_hash,
+                });
+                engine
+                    .start_run(&tenant, spec, key, traceparent.as_deref())
+                    .await
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("the start stopped: {e}")))??
         }
     };
     let run = match started {
