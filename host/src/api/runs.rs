@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -193,7 +194,7 @@ async fn start(
                 .get("traceparent")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            tokio::spawn(async move {
+            let start = async move {
                 let spec = StartSpec {
                     workflow: &workflow,
                     version: version.as_deref(),
@@ -210,9 +211,11 @@ async fn start(
                 engine
                     .start_run(&tenant, spec, key, traceparent.as_deref())
                     .await
-            })
-            .await
-            .map_err(|e| ApiError::Internal(format!("the start stopped: {e}")))??
+            }
+            .instrument(tracing::Span::current());
+            tokio::spawn(start)
+                .await
+                .map_err(|e| ApiError::Internal(format!("the start stopped: {e}")))??
         }
     };
     let run = match started {
