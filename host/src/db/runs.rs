@@ -1209,6 +1209,28 @@ impl<'a> Writes<'a> {
         self
     }
 
+    /// Fails the transaction unless each of `runs` is still at its version
+    /// (SQLite, where versions are kept): writes worked out from a run's
+    /// state held in memory then go in only if nothing changed the run
+    /// since. Put it before any write, right after the `BEGIN`
+    /// ([`Self::begin`]). It fails by giving `json()` text that is not JSON
+    /// (a plain statement has no `RAISE`): [`is_version_moved`] tells that
+    /// error from others.
+    pub fn expect_versions(&mut self, runs: &'a [(String, i64)]) -> &mut Self {
+        for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+            self.statement("SELECT json(CASE (SELECT count(*) FROM runs WHERE id IN ")
+                .tuple(chunk.iter().map(|(id, _)| Arg::from(id.as_str())))
+                .push(" AND (id, version) IN (")
+                .values(chunk, |(id, version)| {
+                    [Arg::from(id.as_str()), Arg::from(*version)]
+                })
+                .push(")) WHEN ")
+                .bind(chunk.len() as i64)
+                .push(" THEN '0' ELSE 'a run changed since it was read' END)");
+        }
+        self
+    }
+
     /// Begins a transaction by hand before the gathered statements, in the
     /// same round trip.
     pub fn begin(&mut self) -> &mut Self {
@@ -1286,6 +1308,12 @@ pub struct ReadRun {
     pub run: RunRow,
     pub steps: Vec<StepRow>,
     pub version: i64,
+}
+
+/// Whether `error` is the failure of [`Writes::expect_versions`]: a run
+/// moved from the version held (or is gone).
+pub fn is_version_moved(error: &(impl std::fmt::Display + ?Sized)) -> bool {
+    error.to_string().contains("malformed JSON")
 }
 
 /// Begins a write transaction by hand and reads runs with their steps (in

@@ -186,6 +186,72 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
     }
 }
 
+/// Writes behind the versions of runs held in memory (the recorder with
+/// every run of its batch in hand, SQLite): they commit while each run is
+/// at its version; once one moved, or is gone, the transaction fails and
+/// nothing of it stays.
+#[tokio::test]
+async fn writes_behind_held_versions_fail_once_a_run_moved() {
+    let (_, db, _dir) = backends().await.remove(0);
+    tenant(&db, "t1").await;
+    run_with_ready_steps(&db, "r1", "t1", 1).await;
+    run_with_ready_steps(&db, "r2", "t1", 1).await;
+    let mut conn = db.writer().await.expect("writer");
+    let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1", "r2"], &[])
+        .await
+        .expect("read");
+    super::rollback(&mut conn).await.expect("rollback");
+    let held: Vec<(String, i64)> = read.iter().map(|r| (r.run.id.clone(), r.version)).collect();
+    let mut r1 = read[0].run.clone();
+    assert_eq!(r1.id, "r1");
+
+    r1.status = RunStatus::Running;
+    Writes::default()
+        .begin()
+        .expect_versions(&held)
+        .update_run(&r1)
+        .commit()
+        .execute(&mut conn)
+        .await
+        .expect("every run at its version: committed");
+    assert_eq!(status(&db, "r1").await, RunStatus::Running);
+
+    // That write moved r1's version.
+    r1.status = RunStatus::Failed;
+    let mut r2 = read[1].run.clone();
+    r2.status = RunStatus::Running;
+    let moved = Writes::default()
+        .begin()
+        .expect_versions(&held)
+        .update_run(&r2)
+        .update_run(&r1)
+        .commit()
+        .execute(&mut conn)
+        .await;
+    assert!(
+        moved.is_err_and(|e| runs::is_version_moved(&e)),
+        "r1 moved: the writes fail"
+    );
+    super::rollback(&mut conn).await.expect("rollback");
+    assert_eq!(status(&db, "r1").await, RunStatus::Running, "nothing stays");
+    assert_eq!(status(&db, "r2").await, RunStatus::Pending, "nothing stays");
+
+    let gone = vec![("r3".to_owned(), 0)];
+    let missing = Writes::default()
+        .begin()
+        .expect_versions(&gone)
+        .update_run(&r2)
+        .commit()
+        .execute(&mut conn)
+        .await;
+    assert!(
+        missing.is_err_and(|e| runs::is_version_moved(&e)),
+        "a run that is not there fails the writes"
+    );
+    super::rollback(&mut conn).await.expect("rollback");
+    assert_eq!(status(&db, "r2").await, RunStatus::Pending);
+}
+
 /// Two recorders of one run, on different hosts: the second waits for the
 /// first's lock on the run and then reads the run and its steps as the
 /// first left them (not as they were when it began waiting), so neither

@@ -18,7 +18,6 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -208,7 +207,7 @@ impl Engine {
                     break;
                 };
                 if !running.is_empty() {
-                    if !self.take_slot() {
+                    if self.take_slots(1, self.config.max_parallel) == 0 {
                         queue.push_front((index, attempts));
                         break;
                     }
@@ -363,12 +362,12 @@ impl Engine {
             // Give back the host slots the items that ended held.
             while slots > running.len().saturating_sub(1) {
                 slots -= 1;
-                self.give_slot();
+                self.release_slots(1);
             }
         }
         while slots > 0 {
             slots -= 1;
-            self.give_slot();
+            self.release_slots(1);
         }
         if lost {
             return Ok(Outcome::Interrupted("the step's lease was lost".into()));
@@ -499,20 +498,6 @@ impl Engine {
         tx.commit().await.map_err(DbError::from)?;
         self.changed(&run.id);
         Ok(())
-    }
-
-    /// Takes one of the host's `--max-parallel` slots, if one is free.
-    fn take_slot(&self) -> bool {
-        self.in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.config.max_parallel).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn give_slot(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.wake.notify_one();
     }
 }
 

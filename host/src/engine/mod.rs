@@ -189,7 +189,7 @@ pub struct Engine {
     /// changed.
     task_wake: Notify,
     /// Tells listeners (waiting starts, event streams) that a run changed.
-    changes: broadcast::Sender<String>,
+    changes: broadcast::Sender<RunChanged>,
     /// Attempts running here, by (run id, step id), to interrupt them.
     running: Mutex<HashMap<(String, String), CancellationToken>>,
     in_flight: AtomicUsize,
@@ -254,8 +254,8 @@ impl Engine {
         })
     }
 
-    /// Receives the id of every run that changes.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    /// Receives every run that changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunChanged> {
         self.changes.subscribe()
     }
 
@@ -292,14 +292,37 @@ impl Engine {
         self.config.tenant_max_running != usize::MAX
     }
 
+    /// Tells listeners and other hosts that run `run_id` changed.
     fn changed(&self, run_id: &str) {
-        let _ = self.changes.send(run_id.to_owned());
+        self.tell(run_id, None);
+    }
+
+    /// [`Self::changed`], saying the run's status as just committed.
+    fn changed_to(&self, run: &crate::db::runs::RunRow) {
+        self.tell(&run.id, Some(run.status));
+    }
+
+    fn tell(&self, run_id: &str, status: Option<crate::db::runs::RunStatus>) {
+        let _ = self.changes.send(RunChanged {
+            id: run_id.to_owned(),
+            status,
+        });
         if let Some(peers) = &self.peers {
             let _ = peers.send(run_id.to_owned());
         }
         self.webhook_wake.notify_one();
         self.task_wake.notify_one();
     }
+}
+
+/// A run that changed, as its listeners hear of it.
+#[derive(Clone, Debug)]
+pub struct RunChanged {
+    pub id: String,
+    /// The run's status after the change, when the one who changed it
+    /// said (the recorder and the claim do; other changes, and other
+    /// hosts' notices, do not).
+    pub status: Option<crate::db::runs::RunStatus>,
 }
 
 /// RFC 3339 UTC with milliseconds.

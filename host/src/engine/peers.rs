@@ -161,7 +161,10 @@ impl Engine {
             if id == PLUGINS {
                 catalog = true;
             } else {
-                let _ = self.changes.send(id.to_owned());
+                let _ = self.changes.send(super::RunChanged {
+                    id: id.to_owned(),
+                    status: None,
+                });
             }
         }
         self.wake.notify_one();

@@ -775,7 +775,7 @@ impl Engine {
                     .await?
                     .ok_or_else(|| EngineError::NotFound(format!("run {id:?}")))?
             };
-            if run.status.is_terminal() || run.status == RunStatus::Paused {
+            if settles(run.status) {
                 return self.get_run(tenant, id, detail).await;
             }
             loop {
@@ -785,7 +785,9 @@ impl Engine {
                 match tokio::time::timeout_at(until, changes.recv()).await {
                     Err(_) if until == deadline => return self.get_run(tenant, id, detail).await,
                     Err(_) => break,
-                    Ok(Ok(changed)) if changed != id => continue,
+                    Ok(Ok(changed)) if changed.id != id => continue,
+                    // A change that says the run goes on needs no read.
+                    Ok(Ok(changed)) if changed.status.is_some_and(|s| !settles(s)) => continue,
                     Ok(_) => break,
                 }
             }
@@ -1129,6 +1131,11 @@ impl Engine {
         let mut conn = self.db.reader().await?;
         Ok(db::webhooks::last_event_id(&mut conn, tenant).await?)
     }
+}
+
+/// Whether a run in `status` is done waiting for: ended, or paused.
+fn settles(status: RunStatus) -> bool {
+    status.is_terminal() || status == RunStatus::Paused
 }
 
 pub(crate) fn complete(step: &mut StepRow, output: &Value, now: i64) {

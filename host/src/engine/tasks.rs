@@ -801,8 +801,8 @@ impl Engine {
                         () = stop.cancelled() => return,
                     };
                     match received {
-                        Ok(id) => {
-                            super::lock(&changed).runs.insert(id);
+                        Ok(change) => {
+                            super::lock(&changed).runs.insert(change.id);
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             super::lock(&changed).missed = true;

@@ -13,12 +13,28 @@ use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, RunStatus, StepRow, Ste
 use crate::db::{self, DbError};
 
 impl Engine {
-    /// Claims due steps, records their attempts as started, and moves their
-    /// runs from `pending` to `running`, in one transaction.
-    pub(super) async fn claim(&self, limit: usize) -> Result<Vec<StepRow>, EngineError> {
+    /// Claims up to `want` due steps, records their attempts as started,
+    /// and moves their runs from `pending` to `running`, in one
+    /// transaction. Their slots are taken once the transaction has begun
+    /// (on SQLite, once this holds the writer, so a recorder or a start
+    /// that held it meanwhile claimed with the slots free); those it finds
+    /// no step for are given back.
+    pub(super) async fn claim(&self, want: usize) -> Result<Vec<StepRow>, EngineError> {
+        let tx = self.db.begin().await?;
+        let limit = self.take_slots(want, self.config.max_parallel);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let claimed = self.claim_in(tx, limit).await;
+        let unused = limit.saturating_sub(claimed.as_ref().map_or(0, Vec::len));
+        // Not `release_slots`: the scheduler calls this and need not wake.
+        self.in_flight.fetch_sub(unused, Ordering::SeqCst);
+        claimed
+    }
+
+    async fn claim_in(&self, mut tx: db::Tx, limit: usize) -> Result<Vec<StepRow>, EngineError> {
         let now = db::now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
-        let mut tx = self.db.begin().await?;
         // Several hosts share the database: the tenants whose cap this
         // claim counts against are locked first.
         let tenants = if self.db.exclusive() || !self.capped() {
@@ -82,7 +98,7 @@ impl Engine {
         writes.execute(&mut tx).await?;
         tx.commit().await.map_err(DbError::from)?;
         for run in &runs {
-            self.changed(&run.id);
+            self.changed_to(run);
         }
         Ok(steps)
     }
@@ -139,13 +155,7 @@ impl Engine {
             return Vec::new();
         }
         let limit = self.config.max_parallel.min(self.config.tenant_max_running);
-        let mut taken = 0;
-        let _ = self
-            .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                taken = due.len().min(limit.saturating_sub(n));
-                (taken > 0).then_some(n + taken)
-            });
+        let taken = self.take_slots(due.len(), limit);
         if taken == 0 {
             return Vec::new();
         }
@@ -158,8 +168,23 @@ impl Engine {
             .collect()
     }
 
-    /// Gives back slots taken by [`Self::claim_first`] for steps that will
-    /// not run.
+    /// Takes up to `want` of this host's slots, so that at most `limit`
+    /// steps are in flight: how many it took. Every claim takes its slots
+    /// this way before it commits, so that claims made at once (a start,
+    /// the scheduler, the recorder) never together pass `max_parallel`.
+    pub(in crate::engine) fn take_slots(&self, want: usize, limit: usize) -> usize {
+        let mut taken = 0;
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                taken = want.min(limit.saturating_sub(n));
+                (taken > 0).then_some(n + taken)
+            });
+        taken
+    }
+
+    /// Gives back slots taken ([`Self::take_slots`]) for steps that will
+    /// not run, and wakes the scheduler, which may use them.
     pub(in crate::engine) fn release_slots(&self, n: usize) {
         if n > 0 {
             self.in_flight.fetch_sub(n, Ordering::SeqCst);

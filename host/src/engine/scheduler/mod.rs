@@ -5,7 +5,7 @@
 //!    under a lease, records their attempts as started and moves their runs
 //!    from `pending` to `running`, in one transaction.
 //! 2. [`execute`]: each claimed step runs on a task of its own
-//!    ([`Engine::dispatch`]): its config rendered from the run's state, the
+//!    ([`Engine::run_claimed`]): its config rendered from the run's state, the
 //!    plugin invoked in a fresh sandbox, the lease renewed meanwhile. The
 //!    result goes to the recorder as a [`Finished`].
 //! 3. [`record`]: the recorder commits results several to a transaction,
@@ -150,8 +150,9 @@ impl Engine {
                 match claim {
                     Ok(steps) => {
                         claimed = steps.len();
+                        // Their slots were taken by the claim.
                         for step in steps {
-                            self.dispatch(step, None);
+                            self.run_claimed(step, None);
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "claiming steps failed; retrying"),
@@ -176,13 +177,8 @@ impl Engine {
         }
     }
 
-    /// Runs a claimed step on this host, counting it against `max_parallel`.
-    fn dispatch(self: &Arc<Self>, step: StepRow, snapshot: Option<Arc<Snapshot>>) {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.run_claimed(step, snapshot);
-    }
-
-    /// Runs a claimed step whose slot is already counted (`in_flight`).
+    /// Runs a claimed step whose slot is already taken
+    /// ([`Self::take_slots`]); gives the slot back when it is done.
     pub(in crate::engine) fn run_claimed(
         self: &Arc<Self>,
         step: StepRow,

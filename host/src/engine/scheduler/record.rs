@@ -21,9 +21,8 @@ use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, StepRow, StepStatus};
 const RECORD_BATCH: usize = 64;
 
 /// What one recording transaction tracks across its attempts.
+#[derive(Default)]
 struct BatchState {
-    /// Further steps this host may start now.
-    budget: usize,
     /// Running steps per tenant: counted once per transaction, then kept
     /// up to date as attempts finish and dependents are claimed.
     running: HashMap<String, i64>,
@@ -31,7 +30,8 @@ struct BatchState {
     /// attempts) in this batch: its writes come at the end, so a count
     /// read from the database mid-batch is corrected by this.
     unwritten: HashMap<String, i64>,
-    /// Steps claimed so far in this transaction.
+    /// Steps claimed so far in this transaction: their slots are taken
+    /// (`in_flight`) as they are claimed, and given back if it fails.
     claimed: usize,
     /// Whether this transaction holds a tenant's lock (Postgres).
     holds_tenant_lock: bool,
@@ -53,16 +53,7 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            let mut state = BatchState {
-                budget: self
-                    .config
-                    .max_parallel
-                    .saturating_sub(self.in_flight.load(Ordering::SeqCst)),
-                running: HashMap::new(),
-                unwritten: HashMap::new(),
-                claimed: 0,
-                holds_tenant_lock: false,
-            };
+            let mut state = BatchState::default();
             let result = if crate::telemetry::sample_db() {
                 self.record_batch(batch, &mut state)
                     .instrument(self.db_span("record"))
@@ -86,7 +77,7 @@ impl Engine {
             match result {
                 Ok(runs) => {
                     for change in runs {
-                        self.changed(&change.run.id);
+                        self.changed_to(&change.run);
                         if crate::telemetry::enabled()
                             && change.run.status.is_terminal()
                             && !change.original_run.status.is_terminal()
@@ -109,8 +100,9 @@ impl Engine {
                         if self.db.exclusive() {
                             self.remember(snapshot.clone(), version);
                         }
+                        // Their slots were taken as they were claimed.
                         for step in claimed_next {
-                            self.dispatch(step, Some(snapshot.clone()));
+                            self.run_claimed(step, Some(snapshot.clone()));
                         }
                     }
                 }
@@ -137,17 +129,19 @@ impl Engine {
     }
 
     /// One recording transaction in as few round trips to the writer's
-    /// thread as SQLite allows: `BEGIN IMMEDIATE` and the read of every run
-    /// of the batch in one, the writes and `COMMIT` in another (a third
-    /// only when a run ended and queued runs are released). The transaction
-    /// is managed by hand for that: any error rolls it back, and a
-    /// connection that cannot roll back is closed rather than reused.
+    /// thread as SQLite allows. When this host holds every run of the
+    /// batch as it last wrote it, nothing is read: `BEGIN IMMEDIATE`, a
+    /// check of each run's version, the writes and `COMMIT` go in one round
+    /// trip. Otherwise `BEGIN IMMEDIATE` and the read of the runs go in
+    /// one, and the writes and `COMMIT` in another. Either way, a run that
+    /// ended and releases queued runs adds the reads and writes of that. The transaction is managed by hand
+    /// for that: any error rolls it back, and a connection that cannot
+    /// roll back is closed rather than reused.
     async fn record_batch(
         &self,
         batch: Vec<Finished>,
         state: &mut BatchState,
     ) -> Result<Vec<RunChange>, EngineError> {
-        let mut conn = db::HandTx::new(self.db.writer().await?);
         let mut ids: Vec<&str> = batch.iter().map(|f| f.step.run_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -161,6 +155,37 @@ impl Engine {
         } else {
             Vec::new()
         };
+        if !held.is_empty() && held.len() == ids.len() {
+            // If a run's version moved (a call through the API changed it
+            // meanwhile), the check fails, the transaction rolls back and
+            // the batch is recorded again from what the database holds.
+            let versions: Vec<(String, i64)> =
+                held.iter().map(|(id, r)| (id.clone(), r.version)).collect();
+            let runs = held.drain(..).map(|(_, r)| RunChange::held(r)).collect();
+            let mut conn = db::HandTx::new(self.db.writer().await?);
+            match self
+                .record_runs(&mut conn, runs, &batch, state, &versions)
+                .await
+            {
+                Ok(runs) => {
+                    conn.committed();
+                    return Ok(runs);
+                }
+                Err(e) => {
+                    conn.abandon().await;
+                    self.release_slots(state.claimed);
+                    *state = BatchState::default();
+                    if db::runs::is_version_moved(&e) {
+                        tracing::debug!(
+                            "a run changed since it was recorded here; reading it again"
+                        );
+                    } else {
+                        tracing::warn!(error = %e, "could not record attempt results; reading their runs and trying again");
+                    }
+                }
+            }
+        }
+        let mut conn = db::HandTx::new(self.db.writer().await?);
         let known: Vec<(&str, i64)> = held
             .iter()
             .map(|(id, r)| (id.as_str(), r.version))
@@ -177,62 +202,70 @@ impl Engine {
                 (read, current)
             });
         let result: Result<Vec<RunChange>, EngineError> = async {
-            // Each attempt changes its run in memory; the batch is written
-            // at the end.
             let (read, current) = read?;
             let mut runs: Vec<RunChange> = read
                 .into_iter()
                 .map(|r| RunChange::new(r.run, r.steps, r.version))
                 .collect();
-            for (id, recorded) in held.drain(..) {
-                if current.contains(&id) {
-                    let Snapshot { run, steps } = Arc::try_unwrap(recorded.snapshot)
-                        .unwrap_or_else(|shared| Snapshot {
-                            run: shared.run.clone(),
-                            steps: shared.steps.clone(),
-                        });
-                    runs.push(RunChange::new(run, steps, recorded.version));
-                }
-            }
-            let mut attempts = Vec::new();
-            for finished in batch {
-                let Some(change) = runs.iter_mut().find(|c| c.run.id == finished.step.run_id)
-                else {
-                    continue;
-                };
-                let (run_id, step_id) =
-                    (finished.step.run_id.clone(), finished.step.step_id.clone());
-                if let Err(e) = self
-                    .record_in(&mut conn, change, finished, &mut attempts, state)
-                    .await
-                {
-                    tracing::error!(%run_id, %step_id, error = %e,
-                        "could not record an attempt; it will be retried after its lease expires");
-                }
-            }
-            runs.retain(RunChange::changed);
-            self.write_batch(&mut conn, &attempts, &runs, db::now_ms())
-                .await?;
-            Ok(runs)
+            runs.extend(
+                held.drain(..)
+                    .filter(|(id, _)| current.contains(id))
+                    .map(|(_, recorded)| RunChange::held(recorded)),
+            );
+            self.record_runs(&mut conn, runs, &batch, state, &[]).await
         }
         .await;
         match result {
             Ok(_) => conn.committed(),
-            Err(_) => conn.abandon().await,
+            Err(_) => {
+                conn.abandon().await;
+                self.release_slots(state.claimed);
+            }
         }
         result
     }
 
+    /// Records each attempt of `batch` into its run of `runs`, in memory,
+    /// then writes the runs that changed and commits: the transaction is
+    /// open on `conn`, or begun by the writes when `versions` (the runs'
+    /// versions as held) is not empty.
+    async fn record_runs(
+        &self,
+        conn: &mut db::Conn,
+        mut runs: Vec<RunChange>,
+        batch: &[Finished],
+        state: &mut BatchState,
+        versions: &[(String, i64)],
+    ) -> Result<Vec<RunChange>, EngineError> {
+        let mut attempts = Vec::new();
+        for finished in batch {
+            let Some(change) = runs.iter_mut().find(|c| c.run.id == finished.step.run_id) else {
+                continue;
+            };
+            if let Err(e) = self
+                .record_in(conn, change, finished, &mut attempts, state)
+                .await
+            {
+                tracing::error!(run_id = %finished.step.run_id, step_id = %finished.step.step_id, error = %e,
+                    "could not record an attempt; it will be retried after its lease expires");
+            }
+        }
+        runs.retain(RunChange::changed);
+        self.write_batch(conn, &attempts, &runs, versions, db::now_ms())
+            .await?;
+        Ok(runs)
+    }
+
     /// Records one attempt's outcome and moves its run on, in memory:
     /// `change` gets the new state, the events and the steps this made
-    /// ready that this host claimed at once (at most `budget`, within the
+    /// ready that this host claimed at once (within its free slots and the
     /// tenant's cap); `attempts` gets the attempt rows. On an error
     /// `change` is left as it was.
     async fn record_in(
         &self,
         tx: &mut db::Conn,
         change: &mut RunChange,
-        finished: Finished,
+        finished: &Finished,
         attempts: &mut Vec<AttemptRow>,
         state: &mut BatchState,
     ) -> Result<(), EngineError> {
@@ -261,17 +294,17 @@ impl Engine {
             *n -= 1;
         }
         *state.unwritten.entry(run.tenant_id.clone()).or_default() -= 1;
-        let mut attempt_rows = vec![self.ended_attempt(&finished, now)];
-        let Finished {
-            outcome, attempt, ..
-        } = finished;
-        let duration_ms = attempt.as_ref().map(|a| a.duration.as_millis() as u64);
+        let mut attempt_rows = vec![self.ended_attempt(finished, now)];
+        let duration_ms = finished
+            .attempt
+            .as_ref()
+            .map(|a| a.duration.as_millis() as u64);
         let mut events = apply_outcome(
             &definition,
             &run,
             &mut steps,
             index,
-            outcome,
+            &finished.outcome,
             duration_ms,
             now,
         );
@@ -333,9 +366,9 @@ impl Engine {
     }
 
     /// Claims the steps of `run` that are ready and due, as many as this
-    /// transaction's budget and the tenant's cap on running steps allow:
-    /// they are marked running under this host's lease and returned, to
-    /// start once the transaction commits.
+    /// host's free slots and the tenant's cap on running steps allow: their
+    /// slots are taken, and they are marked running under this host's
+    /// lease and returned, to start once the transaction commits.
     async fn claim_due(
         &self,
         tx: &mut db::Conn,
@@ -350,14 +383,14 @@ impl Engine {
                 steps[i].status == StepStatus::Ready && steps[i].due_at.is_some_and(|d| d <= now)
             })
             .collect();
-        if due.is_empty() || state.budget == 0 {
+        // What this host has in flight, this transaction's claims included.
+        let local = self.in_flight.load(Ordering::SeqCst);
+        if due.is_empty() || local >= self.config.max_parallel {
             return Ok(Vec::new());
         }
         // A host that owns its database alone (SQLite) runs every running
-        // step itself: what it has in flight plus what this transaction
-        // claimed bounds any tenant's count, and when that is under the cap
-        // no count is needed.
-        let local = self.in_flight.load(Ordering::SeqCst) + state.claimed;
+        // step itself: what it has in flight bounds any tenant's count, and
+        // when that is under the cap no count is needed.
         let running = match state.running.get(&run.tenant_id) {
             Some(n) => *n,
             None if self.db.exclusive() && local < self.config.tenant_max_running => local as i64,
@@ -387,13 +420,13 @@ impl Engine {
             .config
             .tenant_max_running
             .saturating_sub(usize::try_from(running).unwrap_or(0))
-            .min(state.budget);
+            .min(due.len());
+        let taken = self.take_slots(room, self.config.max_parallel);
         let claimed: Vec<StepRow> = due
             .iter()
-            .take(room)
+            .take(taken)
             .map(|&i| self.mark_claimed(&mut steps[i], now, events))
             .collect();
-        state.budget -= claimed.len();
         state.claimed += claimed.len();
         if let Some(n) = state.running.get_mut(&run.tenant_id) {
             *n = n.saturating_add(claimed.len() as i64);
@@ -405,12 +438,15 @@ impl Engine {
     /// Writes a recording batch and commits it, in one round trip (one
     /// multi-statement query: the attempts, every changed or new step, each
     /// changed run, the events, `COMMIT`); when a run ended, releases queued
-    /// runs of its workflow before committing.
+    /// runs of its workflow before committing. With `versions`, the same
+    /// round trip begins the transaction and fails it unless each run is
+    /// still at its version.
     async fn write_batch(
         &self,
         tx: &mut db::Conn,
         attempts: &[AttemptRow],
         runs: &[RunChange],
+        versions: &[(String, i64)],
         now: i64,
     ) -> Result<(), EngineError> {
         let written: Vec<(&RunRow, &StepRow)> = runs
@@ -423,6 +459,10 @@ impl Engine {
             .collect();
         // One round trip for all of it.
         let mut writes = db::runs::Writes::default();
+        if !versions.is_empty() {
+            debug_assert!(self.db.exclusive(), "versions are kept on SQLite only");
+            writes.begin().expect_versions(versions);
+        }
         writes.insert_attempts(attempts).upsert_steps(&written);
         for change in runs.iter().filter(|c| c.original_run != c.run) {
             writes.update_run(&change.run);
@@ -542,7 +582,7 @@ fn apply_outcome(
     run: &RunRow,
     steps: &mut Vec<StepRow>,
     index: usize,
-    outcome: Outcome,
+    outcome: &Outcome,
     duration_ms: Option<u64>,
     now: i64,
 ) -> Vec<Event> {
@@ -555,12 +595,12 @@ fn apply_outcome(
         // again (and its row), and no retry is spent.
         Outcome::Deferred { until, key } => {
             step.status = StepStatus::Ready;
-            step.due_at = Some(until);
+            step.due_at = Some(*until);
             step.attempts -= 1;
             events.push(Event::step(
                 "step.rate_limited",
                 &step.step_id,
-                json!({"key": key, "until": rfc3339(until)}),
+                json!({"key": key, "until": rfc3339(*until)}),
             ));
         }
         // Paused with items left: ready again, which the paused run
@@ -686,6 +726,16 @@ impl RunChange {
             claimed_next: Vec::new(),
             version,
         }
+    }
+
+    /// A run as this host last recorded it.
+    fn held(recorded: Recorded) -> Self {
+        let Snapshot { run, steps } =
+            Arc::try_unwrap(recorded.snapshot).unwrap_or_else(|shared| Snapshot {
+                run: shared.run.clone(),
+                steps: shared.steps.clone(),
+            });
+        Self::new(run, steps, recorded.version)
     }
 
     /// Whether writing this change raises the run's version: its row or a
