@@ -184,9 +184,7 @@ async fn start(
             // claimed are started here (see `Engine::claim_first`).
             let engine = state.engine.clone();
             let tenant = tenant.clone();
-            let workflow = request.workflow.clone();
-            let version = request.version.clone();
-            let preset = request.preset.clone();
+            let (workflow, version, preset) = (request.workflow, request.version, request.preset);
             let (input, labels) = (request.input, request.labels.unwrap_or_default());
             let priority = request.priority;
             let key = start_key.map(|k| (k.key.to_owned(), k.request_hash.to_owned()));

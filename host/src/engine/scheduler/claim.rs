@@ -71,9 +71,7 @@ impl Engine {
                 continue;
             };
             if runs[i].status == RunStatus::Pending {
-                runs[i].status = RunStatus::Running;
-                runs[i].started_at = Some(now);
-                events[i].push(Event::run("run.started", json!({})));
+                mark_started(&mut runs[i], now, &mut events[i]);
             }
             events[i].push(Event::step(
                 "step.started",
@@ -146,11 +144,7 @@ impl Engine {
         {
             return Vec::new();
         }
-        let due: Vec<usize> = (0..steps.len())
-            .filter(|&i| {
-                steps[i].status == StepStatus::Ready && steps[i].due_at.is_some_and(|d| d <= now)
-            })
-            .collect();
+        let due = due_steps(steps, now);
         if due.is_empty() {
             return Vec::new();
         }
@@ -159,9 +153,7 @@ impl Engine {
         if taken == 0 {
             return Vec::new();
         }
-        run.status = RunStatus::Running;
-        run.started_at = Some(now);
-        events.push(Event::run("run.started", json!({})));
+        mark_started(run, now, events);
         due.iter()
             .take(taken)
             .map(|&i| self.mark_claimed(&mut steps[i], now, events))
@@ -248,6 +240,24 @@ impl Engine {
             db::state::take_rate(&mut conn, tenant, key, window, i64::from(per_minute)).await?;
         Ok((!taken).then_some(window + RATE_WINDOW_MS + spread))
     }
+}
+
+/// The indexes of the steps of a run in hand that are ready and due at
+/// `now`: what a claim of that run takes, in order, as far as it has room.
+pub(super) fn due_steps(steps: &[StepRow], now: i64) -> Vec<usize> {
+    (0..steps.len())
+        .filter(|&i| {
+            steps[i].status == StepStatus::Ready && steps[i].due_at.is_some_and(|d| d <= now)
+        })
+        .collect()
+}
+
+/// Moves a pending run to running as its first step is claimed, with its
+/// `run.started` event.
+fn mark_started(run: &mut RunRow, now: i64, events: &mut Vec<Event>) {
+    run.status = RunStatus::Running;
+    run.started_at = Some(now);
+    events.push(Event::run("run.started", json!({})));
 }
 
 /// A rate limit's `key` template rendered in `scope`: its text (a value

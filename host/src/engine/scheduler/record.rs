@@ -378,11 +378,7 @@ impl Engine {
         now: i64,
         events: &mut Vec<Event>,
     ) -> Result<Vec<StepRow>, EngineError> {
-        let due: Vec<usize> = (0..steps.len())
-            .filter(|&i| {
-                steps[i].status == StepStatus::Ready && steps[i].due_at.is_some_and(|d| d <= now)
-            })
-            .collect();
+        let due = super::claim::due_steps(steps, now);
         // What this host has in flight, this transaction's claims included.
         let local = self.in_flight.load(Ordering::SeqCst);
         if due.is_empty() || local >= self.config.max_parallel {
