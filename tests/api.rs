@@ -1269,6 +1269,62 @@ async fn openapi_document_describes_what_clients_receive() {
     assert_eq!(read["input"], json!({"n": 1.0}), "input is kept as sent");
 }
 
+/// Progress a plugin reports is in its run's events, each report at the
+/// time it was made, between the step's start and its result, for steps
+/// running side by side and one after the other.
+#[tokio::test]
+async fn a_steps_progress_lands_between_its_start_and_its_result() {
+    let s = shared();
+    let nap = |id: &str, after: &[&str]| {
+        let mut step = testkit(id, json!({"mode": "sleep", "ms": 60}));
+        step["depends_on"] = json!(after);
+        step
+    };
+    s.publish(json!({"key": "progress_order", "name": "Progress order", "steps": [
+        nap("a", &[]), nap("b", &[]), nap("c", &[]), nap("d", &["a", "b", "c"]), nap("e", &["d"])
+    ]}))
+    .await;
+    for _ in 0..3 {
+        let run = s.run_sync("progress_order", json!({})).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let (status, events) = s
+            .get(&format!("/v1/runs/{}/events", run["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(status, 200, "{events}");
+        let items = events["items"].as_array().unwrap();
+        for id in ["a", "b", "c", "d", "e"] {
+            let of_step: Vec<&Value> = items.iter().filter(|e| e["step_id"] == id).collect();
+            let kinds: Vec<&str> = of_step
+                .iter()
+                .map(|e| e["type"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    "step.started",
+                    "step.progress",
+                    "step.progress",
+                    "step.completed"
+                ],
+                "step {id}: {events}"
+            );
+            assert_eq!(of_step[1]["data"]["percent"], 10, "{events}");
+            assert_eq!(of_step[2]["data"]["percent"], 100, "{events}");
+            // Reported as the plugin began and ended its 60 ms nap.
+            let at = |e: &Value| {
+                chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap())
+                    .unwrap()
+                    .timestamp_millis()
+            };
+            let slept = at(of_step[2]) - at(of_step[1]);
+            assert!(
+                (55..5_000).contains(&slept),
+                "step {id} slept {slept} ms: {events}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn events_stream_live_and_metrics_count() {
     let s = shared();

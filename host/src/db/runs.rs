@@ -1209,6 +1209,25 @@ impl<'a> Writes<'a> {
         self
     }
 
+    /// Appends progress reports as `step.progress` events, each at the time
+    /// it was reported, in the order given.
+    pub fn append_progress(&mut self, reports: &'a [ProgressEvent]) -> &mut Self {
+        for chunk in reports.chunks(ROWS_PER_STATEMENT) {
+            self.statement("INSERT INTO events (tenant_id, run_id, type, step_id, data, at) ")
+                .values(chunk, |report| {
+                    [
+                        Arg::from(report.tenant.as_str()),
+                        Arg::from(report.run_id.as_str()),
+                        Arg::from("step.progress"),
+                        Arg::from(report.step_id.as_str()),
+                        Arg::from(report.data.as_str()),
+                        Arg::from(report.at),
+                    ]
+                });
+        }
+        self
+    }
+
     /// Fails the transaction unless each of `runs` is still at its version
     /// (SQLite, where versions are kept): writes worked out from a run's
     /// state held in memory then go in only if nothing changed the run
@@ -1278,12 +1297,24 @@ pub type NewEvent<'a> = (&'a str, Option<&'a str>, &'a serde_json::Value);
 /// An event of some run: tenant, run id, the event.
 pub type RunEvent<'a> = (&'a str, &'a str, NewEvent<'a>);
 
+/// A progress report of a running attempt, as its `step.progress` event.
+#[derive(Debug, Clone)]
+pub struct ProgressEvent {
+    pub tenant: String,
+    pub run_id: String,
+    pub step_id: String,
+    /// The event's data, as JSON text.
+    pub data: String,
+    /// When it was reported.
+    pub at: i64,
+}
+
 /// A run and its steps (in position order) in one round trip.
 pub async fn run_with_steps(
     conn: &mut Conn,
     id: &str,
 ) -> Result<Option<(RunRow, Vec<StepRow>)>, DbError> {
-    let (mut found, _) = read_runs(conn, &[id], &[], false, false).await?;
+    let (mut found, _) = read_runs(conn, &[id], &[], false, &[]).await?;
     Ok(found.pop().map(|r| (r.run, r.steps)))
 }
 
@@ -1323,15 +1354,21 @@ pub fn is_version_moved(error: &(impl std::fmt::Display + ?Sized)) -> bool {
 /// with. Runs the caller already holds as of a version (`known`, SQLite
 /// only) are read only if their version moved. Returns the runs read and
 /// the known runs that did not change, in one round trip (two when a known
-/// run moved). The caller ends the transaction (`Writes::commit`, or
+/// run moved). Runs `lock_also` are locked with them (Postgres) but not
+/// read: runs the transaction appends events to without changing them.
+/// The caller ends the transaction (`Writes::commit`, or
 /// [`rollback`](super::rollback) on any error, this one included).
 pub async fn begin_and_read_runs<'a>(
     conn: &mut Conn,
     ids: &[&str],
     known: &[(&'a str, i64)],
+    lock_also: &[&str],
 ) -> Result<(Vec<ReadRun>, Vec<&'a str>), DbError> {
     let known_ids: Vec<&str> = known.iter().map(|(id, _)| *id).collect();
-    let (mut found, versions) = read_runs(conn, ids, &known_ids, true, true).await?;
+    let mut locked: Vec<&str> = ids.iter().chain(lock_also).copied().collect();
+    locked.sort_unstable();
+    locked.dedup();
+    let (mut found, versions) = read_runs(conn, ids, &known_ids, true, &locked).await?;
     let mut current = Vec::new();
     let mut moved = Vec::new();
     for (id, version) in known {
@@ -1342,21 +1379,21 @@ pub async fn begin_and_read_runs<'a>(
         }
     }
     if !moved.is_empty() {
-        let (more, _) = read_runs(conn, &moved, &[], false, false).await?;
+        let (more, _) = read_runs(conn, &moved, &[], false, &[]).await?;
         found.extend(more);
     }
     Ok((found, current))
 }
 
 /// Reads runs `ids` with their steps, and the versions of runs `versions`
-/// (SQLite), in one round trip; begins the transaction and locks the runs
-/// (Postgres) first if asked.
+/// (SQLite), in one round trip; begins the transaction and locks runs
+/// `lock` (Postgres; sorted, in one statement) first if asked.
 async fn read_runs<'q>(
     conn: &mut Conn,
     ids: &'q [&'q str],
     versions: &'q [&'q str],
     mut begin: bool,
-    lock: bool,
+    mut lock: &'q [&'q str],
 ) -> Result<(Vec<ReadRun>, Vec<(String, i64)>), DbError> {
     let backend = Backend::of(conn);
     let mut found: Vec<ReadRun> = Vec::with_capacity(ids.len());
@@ -1382,11 +1419,12 @@ async fn read_runs<'q>(
         // are held and sees what their previous holders committed. (One
         // statement that locks as it reads would, in READ COMMITTED, get a
         // locked run's new row but its steps as they were when it began.)
-        let locking = lock && backend == Backend::Postgres && !chunk.is_empty();
+        let lock = std::mem::take(&mut lock);
+        let locking = backend == Backend::Postgres && !lock.is_empty();
         if locking {
             query
                 .push("SELECT count(*) FROM (SELECT id FROM runs WHERE id IN ")
-                .tuple(chunk.iter().map(|id| Arg::from(*id)))
+                .tuple(lock.iter().map(|id| Arg::from(*id)))
                 .push(" ORDER BY id FOR UPDATE) locked;\n");
         }
         if !known.is_empty() {

@@ -148,7 +148,7 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
             .await
             .expect("insert");
 
-        let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1", "missing"], &[])
+        let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1", "missing"], &[], &[])
             .await
             .expect("begin and read");
         assert_eq!(read.len(), 1, "{backend}: a missing run is left out");
@@ -161,7 +161,7 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
             .expect("write and commit");
         assert_eq!(status(&db, "r1").await, RunStatus::Running, "{backend}");
 
-        runs::begin_and_read_runs(&mut conn, &["r1"], &[])
+        runs::begin_and_read_runs(&mut conn, &["r1"], &[], &[])
             .await
             .expect("again");
         run.status = RunStatus::Failed;
@@ -179,7 +179,7 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
         super::rollback(&mut conn)
             .await
             .expect("a rollback without a transaction is harmless");
-        runs::begin_and_read_runs(&mut conn, &["r1"], &[])
+        runs::begin_and_read_runs(&mut conn, &["r1"], &[], &[])
             .await
             .expect("the connection begins cleanly after a rollback");
         super::rollback(&mut conn).await.expect("rollback");
@@ -197,7 +197,7 @@ async fn writes_behind_held_versions_fail_once_a_run_moved() {
     run_with_ready_steps(&db, "r1", "t1", 1).await;
     run_with_ready_steps(&db, "r2", "t1", 1).await;
     let mut conn = db.writer().await.expect("writer");
-    let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1", "r2"], &[])
+    let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1", "r2"], &[], &[])
         .await
         .expect("read");
     super::rollback(&mut conn).await.expect("rollback");
@@ -266,13 +266,13 @@ async fn a_recorder_waiting_for_a_run_reads_what_the_holder_committed() {
         tenant(&db, "t1").await;
         run_with_ready_steps(&db, "r1", "t1", 2).await;
         let mut first = db.writer().await.expect("writer");
-        let (read, _) = runs::begin_and_read_runs(&mut first, &["r1"], &[])
+        let (read, _) = runs::begin_and_read_runs(&mut first, &["r1"], &[], &[])
             .await
             .expect("read");
         let db2 = db.clone();
         let second = tokio::spawn(async move {
             let mut conn = db2.writer().await.expect("writer");
-            let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1"], &[])
+            let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1"], &[], &[])
                 .await
                 .expect("read");
             super::rollback(&mut conn).await.expect("rollback");

@@ -207,9 +207,9 @@ pub struct Engine {
     /// starts accepted since: read again at most once a second.
     pending: Mutex<HashMap<String, runs::PendingCount>>,
     /// Finished attempts on their way to the recorder.
-    finished: tokio::sync::mpsc::UnboundedSender<scheduler::Finished>,
+    finished: tokio::sync::mpsc::UnboundedSender<scheduler::ToRecord>,
     /// The recorder's end, taken when the engine starts.
-    finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<scheduler::Finished>>>,
+    finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<scheduler::ToRecord>>>,
     /// Runs changed here, to tell other hosts (Postgres only).
     peers: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// The publisher's end, taken when the engine starts.

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::scheduler::ToRecord;
 use super::secrets::SecretBox;
 use crate::db::{self, Db};
 use crate::runtime::Services;
@@ -17,8 +20,35 @@ use crate::runtime::services::{
 /// an attempt always lands in its result anyway).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-pub fn for_attempt(
+/// The services of one attempt at `step_id`; its progress reports go to
+/// the recorder, which writes them with its next batch.
+pub(crate) fn for_attempt(
     db: &Db,
+    recorder: &UnboundedSender<ToRecord>,
+    secrets: Option<Arc<SecretBox>>,
+    tenant: &str,
+    run_id: &str,
+    step_id: &str,
+) -> Services {
+    scoped(db, Some(recorder.clone()), secrets, tenant, run_id, step_id)
+}
+
+/// [`for_attempt`] for one item of a `for_each` step (`step_id` names the
+/// item, `step[index]`): the same services, but the item's progress
+/// reports are dropped, since the step reports its items' counts itself.
+pub(crate) fn for_item(
+    db: &Db,
+    secrets: Option<Arc<SecretBox>>,
+    tenant: &str,
+    run_id: &str,
+    step_id: &str,
+) -> Services {
+    scoped(db, None, secrets, tenant, run_id, step_id)
+}
+
+fn scoped(
+    db: &Db,
+    recorder: Option<UnboundedSender<ToRecord>>,
     secrets: Option<Arc<SecretBox>>,
     tenant: &str,
     run_id: &str,
@@ -26,6 +56,7 @@ pub fn for_attempt(
 ) -> Services {
     let scope = Arc::new(Scope {
         db: db.clone(),
+        recorder,
         secrets,
         tenant: tenant.to_owned(),
         run_id: run_id.to_owned(),
@@ -42,30 +73,10 @@ pub fn for_attempt(
     }
 }
 
-/// [`for_attempt`] for one item of a `for_each` step (`step_id` names the
-/// item, `step[index]`): the same services, but the item's progress
-/// reports are dropped, since the step reports its items' counts itself.
-pub fn for_item(
-    db: &Db,
-    secrets: Option<Arc<SecretBox>>,
-    tenant: &str,
-    run_id: &str,
-    step_id: &str,
-) -> Services {
-    let mut services = for_attempt(db, secrets, tenant, run_id, step_id);
-    services.progress = Arc::new(Silent);
-    services
-}
-
-/// Progress reports dropped.
-struct Silent;
-
-impl Progress for Silent {
-    fn progress(&self, _percent: u8, _note: &str) {}
-}
-
 struct Scope {
     db: Db,
+    /// Where progress reports go; none drops them.
+    recorder: Option<UnboundedSender<ToRecord>>,
     secrets: Option<Arc<SecretBox>>,
     tenant: String,
     run_id: String,
@@ -211,6 +222,9 @@ impl Secrets for Scope {
 #[async_trait]
 impl Progress for Scope {
     fn progress(&self, percent: u8, note: &str) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
         {
             let mut last = self
                 .last_progress
@@ -221,26 +235,13 @@ impl Progress for Scope {
             }
             *last = Some(Instant::now());
         }
-        let db = self.db.clone();
-        let (tenant, run_id, step_id) = (
-            self.tenant.clone(),
-            self.run_id.clone(),
-            self.step_id.clone(),
-        );
-        let data = serde_json::json!({"percent": percent, "note": note});
-        tokio::spawn(async move {
-            if let Ok(mut conn) = db.writer().await {
-                let _ = db::runs::append_event(
-                    &mut conn,
-                    &tenant,
-                    &run_id,
-                    "step.progress",
-                    Some(&step_id),
-                    &data,
-                    db::now_ms(),
-                )
-                .await;
-            }
-        });
+        // Sent before the attempt's result: the recorder writes it first.
+        let _ = recorder.send(ToRecord::Progress(db::runs::ProgressEvent {
+            tenant: self.tenant.clone(),
+            run_id: self.run_id.clone(),
+            step_id: self.step_id.clone(),
+            data: serde_json::json!({"percent": percent, "note": note}).to_string(),
+            at: db::now_ms(),
+        }));
     }
 }

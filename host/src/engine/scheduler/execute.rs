@@ -13,7 +13,7 @@ use super::super::advance;
 use super::super::definition::{Definition, StepDef};
 use super::super::{DURATION_BUCKETS_MS, Engine, EngineError, lock, rfc3339, services, template};
 use super::claim::rate_key;
-use super::{Finished, Outcome, Snapshot};
+use super::{Finished, Outcome, Snapshot, ToRecord};
 use crate::db;
 use crate::db::runs::{RunRow, RunStatus, StepRow};
 use crate::runtime::{Attempt, AttemptError, Invocation, Limits, StepContext};
@@ -85,7 +85,11 @@ impl Engine {
             attempt,
             rendered,
         };
-        if self.finished.send(finished).is_err() {
+        if self
+            .finished
+            .send(ToRecord::Finished(Box::new(finished)))
+            .is_err()
+        {
             tracing::error!(
                 "the recorder stopped; the attempt will be retried after its lease expires"
             );
@@ -222,6 +226,7 @@ impl Engine {
             grants: self.plugins.grants(&run.tenant_id, &uses, &plugin),
             services: services::for_attempt(
                 &self.db,
+                &self.finished,
                 self.config.secrets.clone(),
                 &run.tenant_id,
                 &run.id,

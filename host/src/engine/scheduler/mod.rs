@@ -40,6 +40,17 @@ use crate::db;
 use crate::db::runs::{RunRow, StepRow};
 use crate::runtime::{Attempt, AttemptError};
 
+/// What the recorder commits, in the order it was sent.
+pub(crate) enum ToRecord {
+    /// An attempt that ended.
+    Finished(Box<Finished>),
+    /// A progress report of an attempt still running, written with the
+    /// next batch: a transaction of its own per report would queue for
+    /// the writer with the results, and the attempt's result, sent after
+    /// it, is never written before it.
+    Progress(db::runs::ProgressEvent),
+}
+
 /// A finished attempt, on its way to the recorder.
 pub(crate) struct Finished {
     /// The step as claimed.

@@ -13,9 +13,9 @@ use tracing::Instrument as _;
 use super::super::advance::{self, Event, catch_id};
 use super::super::definition::Definition;
 use super::super::{Engine, EngineError, lock, rfc3339};
-use super::{Finished, Outcome, Recorded, Snapshot, event_rows};
+use super::{Finished, Outcome, Recorded, Snapshot, ToRecord, event_rows};
 use crate::db;
-use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, StepRow, StepStatus};
+use crate::db::runs::{AttemptRow, AttemptStatus, ProgressEvent, RunRow, StepRow, StepStatus};
 
 /// Most attempt results committed in one transaction.
 const RECORD_BATCH: usize = 64;
@@ -40,26 +40,33 @@ struct BatchState {
 impl Engine {
     /// Records finished attempts, several to a transaction: each one's
     /// outcome, the dependents it makes ready and its events are committed
-    /// together before anything they unblock is claimed.
+    /// together before anything they unblock is claimed. Progress reports
+    /// received with them (up to four per attempt of a full batch) go in
+    /// the same transaction, first.
     pub(super) async fn record_finished(
         self: Arc<Self>,
-        mut finished: mpsc::UnboundedReceiver<Finished>,
+        mut received: mpsc::UnboundedReceiver<ToRecord>,
     ) {
-        while let Some(first) = finished.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < RECORD_BATCH {
-                match finished.try_recv() {
-                    Ok(more) => batch.push(more),
-                    Err(_) => break,
+        while let Some(first) = received.recv().await {
+            let mut batch = Vec::new();
+            let mut progress = Vec::new();
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    ToRecord::Finished(finished) => batch.push(*finished),
+                    ToRecord::Progress(report) => progress.push(report),
+                }
+                if batch.len() < RECORD_BATCH && progress.len() < RECORD_BATCH * 4 {
+                    next = received.try_recv().ok();
                 }
             }
             let mut state = BatchState::default();
             let result = if crate::telemetry::sample_db() {
-                self.record_batch(batch, &mut state)
+                self.record_batch(batch, &progress, &mut state)
                     .instrument(self.db_span("record"))
                     .await
             } else {
-                self.record_batch(batch, &mut state).await
+                self.record_batch(batch, &progress, &mut state).await
             };
             // The scheduler only needs this batch if it left steps ready
             // (retries, timers, no room to claim), ended a run (queued runs
@@ -128,18 +135,22 @@ impl Engine {
         recorded.insert(snapshot.run.id.clone(), Recorded { snapshot, version });
     }
 
-    /// One recording transaction in as few round trips to the writer's
-    /// thread as SQLite allows. When this host holds every run of the
-    /// batch as it last wrote it, nothing is read: `BEGIN IMMEDIATE`, a
-    /// check of each run's version, the writes and `COMMIT` go in one round
-    /// trip. Otherwise `BEGIN IMMEDIATE` and the read of the runs go in
-    /// one, and the writes and `COMMIT` in another. Either way, a run that
-    /// ended and releases queued runs adds the reads and writes of that. The transaction is managed by hand
-    /// for that: any error rolls it back, and a connection that cannot
-    /// roll back is closed rather than reused.
+    /// One recording transaction (finished attempts and progress reports)
+    /// in as few round trips to the writer's thread as SQLite allows. When
+    /// this host holds every run of the batch as it last wrote it (or the
+    /// batch is only progress), nothing is read: `BEGIN IMMEDIATE`, a
+    /// check of each run's version, the writes and `COMMIT` go in one
+    /// round trip. Otherwise `BEGIN IMMEDIATE` (on Postgres, with the
+    /// runs' locks) and the read of the runs go in one, and the writes and
+    /// `COMMIT` in another. Either way, a run that ended and releases
+    /// queued runs adds the reads and writes of that release. The
+    /// transaction is managed by hand, so that `BEGIN` shares a round
+    /// trip: any error rolls it back, and a connection that cannot roll
+    /// back is closed rather than reused.
     async fn record_batch(
         &self,
         batch: Vec<Finished>,
+        progress: &[ProgressEvent],
         state: &mut BatchState,
     ) -> Result<Vec<RunChange>, EngineError> {
         let mut ids: Vec<&str> = batch.iter().map(|f| f.step.run_id.as_str()).collect();
@@ -155,7 +166,7 @@ impl Engine {
         } else {
             Vec::new()
         };
-        if !held.is_empty() && held.len() == ids.len() {
+        if self.db.exclusive() && held.len() == ids.len() {
             // If a run's version moved (a call through the API changed it
             // meanwhile), the check fails, the transaction rolls back and
             // the batch is recorded again from what the database holds.
@@ -164,7 +175,7 @@ impl Engine {
             let runs = held.drain(..).map(|(_, r)| RunChange::held(r)).collect();
             let mut conn = db::HandTx::new(self.db.writer().await?);
             match self
-                .record_runs(&mut conn, runs, &batch, state, &versions)
+                .record_runs(&mut conn, runs, &batch, progress, state, Some(&versions))
                 .await
             {
                 Ok(runs) => {
@@ -195,7 +206,9 @@ impl Engine {
             .copied()
             .filter(|id| !known.iter().any(|(k, _)| k == id))
             .collect();
-        let read = db::runs::begin_and_read_runs(&mut conn, &unknown, &known)
+        // Runs that only get progress events are locked too (Postgres).
+        let reported: Vec<&str> = progress.iter().map(|p| p.run_id.as_str()).collect();
+        let read = db::runs::begin_and_read_runs(&mut conn, &unknown, &known, &reported)
             .await
             .map(|(read, current)| {
                 let current: Vec<String> = current.into_iter().map(str::to_owned).collect();
@@ -212,7 +225,8 @@ impl Engine {
                     .filter(|(id, _)| current.contains(id))
                     .map(|(_, recorded)| RunChange::held(recorded)),
             );
-            self.record_runs(&mut conn, runs, &batch, state, &[]).await
+            self.record_runs(&mut conn, runs, &batch, progress, state, None)
+                .await
         }
         .await;
         match result {
@@ -226,16 +240,17 @@ impl Engine {
     }
 
     /// Records each attempt of `batch` into its run of `runs`, in memory,
-    /// then writes the runs that changed and commits: the transaction is
-    /// open on `conn`, or begun by the writes when `versions` (the runs'
-    /// versions as held) is not empty.
+    /// then writes the progress reports and the runs that changed and
+    /// commits: the transaction is open on `conn`, or begun by the writes
+    /// when `held` (the runs' versions as held) is given.
     async fn record_runs(
         &self,
         conn: &mut db::Conn,
         mut runs: Vec<RunChange>,
         batch: &[Finished],
+        progress: &[ProgressEvent],
         state: &mut BatchState,
-        versions: &[(String, i64)],
+        held: Option<&[(String, i64)]>,
     ) -> Result<Vec<RunChange>, EngineError> {
         let mut attempts = Vec::new();
         for finished in batch {
@@ -251,7 +266,7 @@ impl Engine {
             }
         }
         runs.retain(RunChange::changed);
-        self.write_batch(conn, &attempts, &runs, versions, db::now_ms())
+        self.write_batch(conn, &attempts, &runs, progress, held, db::now_ms())
             .await?;
         Ok(runs)
     }
@@ -432,17 +447,18 @@ impl Engine {
     }
 
     /// Writes a recording batch and commits it, in one round trip (one
-    /// multi-statement query: the attempts, every changed or new step, each
-    /// changed run, the events, `COMMIT`); when a run ended, releases queued
-    /// runs of its workflow before committing. With `versions`, the same
-    /// round trip begins the transaction and fails it unless each run is
-    /// still at its version.
+    /// multi-statement query: the progress reports, the attempts, every
+    /// changed or new step, each changed run, the events, `COMMIT`); when a
+    /// run ended, releases queued runs of its workflow before committing.
+    /// With `held` (versions), the same round trip begins the transaction
+    /// and fails it unless each run is still at its version.
     async fn write_batch(
         &self,
         tx: &mut db::Conn,
         attempts: &[AttemptRow],
         runs: &[RunChange],
-        versions: &[(String, i64)],
+        progress: &[ProgressEvent],
+        held: Option<&[(String, i64)]>,
         now: i64,
     ) -> Result<(), EngineError> {
         let written: Vec<(&RunRow, &StepRow)> = runs
@@ -455,11 +471,15 @@ impl Engine {
             .collect();
         // One round trip for all of it.
         let mut writes = db::runs::Writes::default();
-        if !versions.is_empty() {
+        if let Some(versions) = held {
             debug_assert!(self.db.exclusive(), "versions are kept on SQLite only");
             writes.begin().expect_versions(versions);
         }
-        writes.insert_attempts(attempts).upsert_steps(&written);
+        // Reports sent before a result are written before its events.
+        writes
+            .append_progress(progress)
+            .insert_attempts(attempts)
+            .upsert_steps(&written);
         for change in runs.iter().filter(|c| c.original_run != c.run) {
             writes.update_run(&change.run);
         }
