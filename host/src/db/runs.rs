@@ -1298,7 +1298,7 @@ pub type NewEvent<'a> = (&'a str, Option<&'a str>, &'a serde_json::Value);
 pub type RunEvent<'a> = (&'a str, &'a str, NewEvent<'a>);
 
 /// A progress report of a running attempt, as its `step.progress` event.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProgressEvent {
     pub tenant: String,
     pub run_id: String,

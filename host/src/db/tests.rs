@@ -252,6 +252,58 @@ async fn writes_behind_held_versions_fail_once_a_run_moved() {
     assert_eq!(status(&db, "r2").await, RunStatus::Pending);
 }
 
+/// A recorder's batch of progress reports alone: it begins a transaction
+/// and locks the runs reported on (Postgres: another transaction cannot
+/// take one meanwhile), and the reports land in order, each at its time.
+#[tokio::test]
+async fn progress_reports_lock_their_runs_and_land_in_order() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        run_with_ready_steps(&db, "r1", "t1", 1).await;
+        let mut conn = db.writer().await.expect("writer");
+        let (read, _) = runs::begin_and_read_runs(&mut conn, &[], &[], &["r1"])
+            .await
+            .expect("begin and lock");
+        assert!(read.is_empty(), "{backend}: runs only locked are not read");
+        if backend == "postgres" {
+            let mut other = db.writer().await.expect("writer");
+            let taken = sqlx::query("SELECT id FROM runs WHERE id = 'r1' FOR UPDATE NOWAIT")
+                .fetch_all(&mut *other)
+                .await;
+            assert!(taken.is_err(), "r1 is locked by the batch");
+        }
+        let report = |percent: u8, at: i64| runs::ProgressEvent {
+            tenant: "t1".into(),
+            run_id: "r1".into(),
+            step_id: "s0".into(),
+            data: format!(r#"{{"percent":{percent}}}"#),
+            at,
+        };
+        let reports = [report(10, 5), report(100, 7)];
+        Writes::default()
+            .append_progress(&reports)
+            .commit()
+            .execute(&mut conn)
+            .await
+            .expect("write and commit");
+        let events = runs::events_after(&mut conn, "r1", 0, 10)
+            .await
+            .expect("events");
+        let got: Vec<(&str, &str, i64)> = events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.data.as_str(), e.at))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("step.progress", r#"{"percent":10}"#, 5),
+                ("step.progress", r#"{"percent":100}"#, 7)
+            ],
+            "{backend}"
+        );
+    }
+}
+
 /// Two recorders of one run, on different hosts: the second waits for the
 /// first's lock on the run and then reads the run and its steps as the
 /// first left them (not as they were when it began waiting), so neither

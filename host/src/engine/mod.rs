@@ -206,10 +206,11 @@ pub struct Engine {
     /// Each tenant's count of pending runs, when it was read, and the
     /// starts accepted since: read again at most once a second.
     pending: Mutex<HashMap<String, runs::PendingCount>>,
-    /// Finished attempts on their way to the recorder.
-    finished: tokio::sync::mpsc::UnboundedSender<scheduler::ToRecord>,
+    /// Finished attempts and progress reports on their way to the
+    /// recorder.
+    to_record: tokio::sync::mpsc::UnboundedSender<scheduler::ToRecord>,
     /// The recorder's end, taken when the engine starts.
-    finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<scheduler::ToRecord>>>,
+    to_record_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<scheduler::ToRecord>>>,
     /// Runs changed here, to tell other hosts (Postgres only).
     peers: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// The publisher's end, taken when the engine starts.
@@ -222,7 +223,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(db: Db, runtime: Arc<Runtime>, plugins: Plugins, config: EngineConfig) -> Arc<Self> {
         let (changes, _) = broadcast::channel(1024);
-        let (finished, finished_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (to_record, to_record_rx) = tokio::sync::mpsc::unbounded_channel();
         let (peers, peers_rx) = if db.exclusive() {
             (None, None)
         } else {
@@ -247,8 +248,8 @@ impl Engine {
             recorded: Mutex::default(),
             pending: Mutex::default(),
             validators: Mutex::default(),
-            finished,
-            finished_rx: Mutex::new(Some(finished_rx)),
+            to_record,
+            to_record_rx: Mutex::new(Some(to_record_rx)),
             peers,
             peers_rx: Mutex::new(peers_rx),
         })

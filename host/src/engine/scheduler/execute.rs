@@ -86,7 +86,7 @@ impl Engine {
             rendered,
         };
         if self
-            .finished
+            .to_record
             .send(ToRecord::Finished(Box::new(finished)))
             .is_err()
         {
@@ -226,7 +226,7 @@ impl Engine {
             grants: self.plugins.grants(&run.tenant_id, &uses, &plugin),
             services: services::for_attempt(
                 &self.db,
-                &self.finished,
+                &self.to_record,
                 self.config.secrets.clone(),
                 &run.tenant_id,
                 &run.id,

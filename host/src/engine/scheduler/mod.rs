@@ -7,11 +7,13 @@
 //! 2. [`execute`]: each claimed step runs on a task of its own
 //!    ([`Engine::run_claimed`]): its config rendered from the run's state, the
 //!    plugin invoked in a fresh sandbox, the lease renewed meanwhile. The
-//!    result goes to the recorder as a [`Finished`].
+//!    result goes to the recorder as a [`Finished`], after any progress
+//!    the plugin reported on the way.
 //! 3. [`record`]: the recorder commits results several to a transaction,
 //!    each with the dependents it makes ready, the events, and the
 //!    dependents this host claims at once; those start without a round
-//!    through the scheduler.
+//!    through the scheduler. Progress reports received with them are
+//!    written first, in the same transaction.
 //!
 //! A step is claimed under a lease (`db::runs::claim`), which this host
 //! renews while the attempt runs. If the host dies, the lease expires and
@@ -40,14 +42,14 @@ use crate::db;
 use crate::db::runs::{RunRow, StepRow};
 use crate::runtime::{Attempt, AttemptError};
 
-/// What the recorder commits, in the order it was sent.
+/// What the recorder commits, batch by batch in the order it was sent.
 pub(crate) enum ToRecord {
     /// An attempt that ended.
     Finished(Box<Finished>),
     /// A progress report of an attempt still running, written with the
-    /// next batch: a transaction of its own per report would queue for
-    /// the writer with the results, and the attempt's result, sent after
-    /// it, is never written before it.
+    /// next batch, before the batch's results: it costs no transaction of
+    /// its own (which would queue for the writer with the results), and
+    /// its attempt's result, sent after it, is never written before it.
     Progress(db::runs::ProgressEvent),
 }
 
@@ -104,9 +106,9 @@ impl Engine {
     /// `shutdown` is cancelled.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         self.start_peers(&shutdown);
-        if let Some(finished) = lock(&self.finished_rx).take() {
+        if let Some(received) = lock(&self.to_record_rx).take() {
             let engine = self.clone();
-            tokio::spawn(async move { engine.record_finished(finished).await });
+            tokio::spawn(async move { engine.record_finished(received).await });
         }
         let engine = self.clone();
         let stop = shutdown.clone();

@@ -1,6 +1,7 @@
 //! Recording: finished attempts committed several to a transaction, each
 //! with the state it moves its run to, its events, and the dependents this
-//! host claims at once.
+//! host claims at once; the progress reports of running attempts go in
+//! the same transactions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ impl Engine {
                     next = received.try_recv().ok();
                 }
             }
+            let batch_len = batch.len();
             let mut state = BatchState::default();
             let result = if crate::telemetry::sample_db() {
                 self.record_batch(batch, &progress, &mut state)
@@ -71,7 +73,9 @@ impl Engine {
             // The scheduler only needs this batch if it left steps ready
             // (retries, timers, no room to claim), ended a run (queued runs
             // start) or freed slots for work the scheduler saw due.
+            // A batch of progress reports alone changes no step.
             let wake = match &result {
+                Ok(_) if batch_len == 0 => false,
                 Ok(runs) => {
                     self.backlog.load(Ordering::SeqCst)
                         || runs.iter().any(|c| {
@@ -114,7 +118,8 @@ impl Engine {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "could not commit attempt results; they will be retried after their leases expire")
+                    tracing::error!(error = %e, progress_reports = progress.len(),
+                        "could not commit attempt results; they will be retried after their leases expire, and the progress reports with them are dropped")
                 }
             }
             if wake {
