@@ -179,17 +179,13 @@ impl Engine {
                 held.iter().map(|(id, r)| (id.clone(), r.version)).collect();
             let runs = held.drain(..).map(|(_, r)| RunChange::held(r)).collect();
             let mut conn = db::HandTx::new(self.db.writer().await?);
-            match self
+            let result = self
                 .record_runs(&mut conn, runs, &batch, progress, state, Some(&versions))
-                .await
-            {
-                Ok(runs) => {
-                    conn.committed();
-                    return Ok(runs);
-                }
+                .await;
+            self.end_batch(conn, result.is_ok(), state).await;
+            match result {
+                Ok(runs) => return Ok(runs),
                 Err(e) => {
-                    conn.abandon().await;
-                    self.release_slots(state.claimed);
                     *state = BatchState::default();
                     if db::runs::is_version_moved(&e) {
                         tracing::debug!(
@@ -234,14 +230,19 @@ impl Engine {
                 .await
         }
         .await;
-        match result {
-            Ok(_) => conn.committed(),
-            Err(_) => {
-                conn.abandon().await;
-                self.release_slots(state.claimed);
-            }
-        }
+        self.end_batch(conn, result.is_ok(), state).await;
         result
+    }
+
+    /// Ends a recording transaction as its writes went: committed, or
+    /// rolled back with the slots its claims took given back.
+    async fn end_batch(&self, conn: db::HandTx, committed: bool, state: &BatchState) {
+        if committed {
+            conn.committed();
+        } else {
+            conn.abandon().await;
+            self.release_slots(state.claimed);
+        }
     }
 
     /// Records each attempt of `batch` into its run of `runs`, in memory,
