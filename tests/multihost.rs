@@ -772,3 +772,101 @@ async fn three_hosts_share_a_rate_limit() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// On Postgres, a host's recorder writes the progress of a running
+/// attempt with its next batch of results, locking the run. A run that
+/// another transaction holds meanwhile (here: the test's, for a second)
+/// does not hold back that batch: other runs go on completing, and the
+/// held run's reports land once it is free, in order, before its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_held_elsewhere_does_not_hold_back_other_runs_results() {
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh(&format!("held_{}", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let host = Server::start_with(dir.path(), false, &host_args(&url, &[]));
+    let (status, uploaded) = host.upload_plugin(common::guests::rust("testkit")).await;
+    assert_eq!(status, 201, "{uploaded}");
+    host.publish(json!({"key": "slow", "name": "Slow", "steps": [
+        {"id": "nap", "uses": "testkit@0",
+         "config": {"mode": "sleep", "ms": 2500, "report_every_ms": 100}}
+    ]}))
+    .await;
+    let steps: Vec<Value> = (0..10)
+        .map(|i| {
+            let after: Vec<String> = (i > 0).then(|| format!("s{}", i - 1)).into_iter().collect();
+            json!({"id": format!("s{i}"), "uses": "testkit@0", "depends_on": after,
+                   "config": {"mode": "echo"}})
+        })
+        .collect();
+    host.publish(json!({"key": "chain", "name": "Chain", "steps": steps}))
+        .await;
+
+    let (status, slow) = host.post("/v1/runs", json!({"workflow": "slow"})).await;
+    assert_eq!(status, 202, "{slow}");
+    let slow_id = slow["id"].as_str().unwrap().to_owned();
+    // Once its first report is in, the test holds the run's row.
+    let progress_of = async |id: &str| -> Vec<Value> {
+        let (status, events) = host.get(&format!("/v1/runs/{id}/events?limit=100")).await;
+        assert_eq!(status, 200, "{events}");
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["step_id"] == "nap")
+            .cloned()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !progress_of(&slow_id)
+        .await
+        .iter()
+        .any(|e| e["type"] == "step.progress")
+    {
+        assert!(Instant::now() < deadline, "no progress from {slow_id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT id FROM runs WHERE id = $1 FOR UPDATE")
+        .bind(&slow_id)
+        .fetch_all(&mut holder)
+        .await
+        .unwrap();
+    // Chains run to the end meanwhile, over more than one of the slow
+    // run's reports (one every 500 ms at most).
+    let held_since = Instant::now();
+    let mut chains = 0;
+    while held_since.elapsed() < Duration::from_millis(1_200) {
+        let (status, run) = host
+            .post(
+                "/v1/runs",
+                json!({"workflow": "chain", "input": {}, "wait_ms": 10000}),
+            )
+            .await;
+        assert!(status == 200 || status == 202, "{status} {run}");
+        assert_eq!(run["status"], "completed", "while {slow_id} is held: {run}");
+        chains += 1;
+    }
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    host.wait_until(&slow_id, Duration::from_secs(30), |r| {
+        r["status"] == "completed"
+    })
+    .await;
+    let events = progress_of(&slow_id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"step.started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"step.completed"), "{kinds:?}");
+    let percents: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "step.progress")
+        .map(|e| e["data"]["percent"].as_u64().unwrap())
+        .collect();
+    assert!(
+        percents.len() >= 4 && percents.windows(2).all(|w| w[0] < w[1]),
+        "reports before, while and after the run was held, in order ({chains} chains ran meanwhile): {percents:?}"
+    );
+    assert_eq!(percents.last(), Some(&100), "{percents:?}");
+}

@@ -1210,20 +1210,26 @@ impl<'a> Writes<'a> {
     }
 
     /// Appends progress reports as `step.progress` events, each at the time
-    /// it was reported, in the order given.
+    /// it was reported, in the order given; a report of a run that is gone
+    /// (deleted while its attempt still ran) is left out.
     pub fn append_progress(&mut self, reports: &'a [ProgressEvent]) -> &mut Self {
         for chunk in reports.chunks(ROWS_PER_STATEMENT) {
-            self.statement("INSERT INTO events (tenant_id, run_id, type, step_id, data, at) ")
-                .values(chunk, |report| {
-                    [
-                        Arg::from(report.tenant.as_str()),
-                        Arg::from(report.run_id.as_str()),
-                        Arg::from("step.progress"),
-                        Arg::from(report.step_id.as_str()),
-                        Arg::from(report.data.as_str()),
-                        Arg::from(report.at),
-                    ]
-                });
+            // Numbered, so that the filter cannot change their order.
+            self.statement(
+                "INSERT INTO events (tenant_id, run_id, type, step_id, data, at)
+                 SELECT column2, column3, 'step.progress', column4, column5, column6 FROM (",
+            )
+            .values(chunk.iter().enumerate(), |(i, report)| {
+                [
+                    Arg::from(i as i64),
+                    Arg::from(report.tenant.as_str()),
+                    Arg::from(report.run_id.as_str()),
+                    Arg::from(report.step_id.as_str()),
+                    Arg::from(report.data.as_str()),
+                    Arg::from(report.at),
+                ]
+            })
+            .push(") AS reports WHERE column3 IN (SELECT id FROM runs) ORDER BY column1");
         }
         self
     }
@@ -1314,7 +1320,7 @@ pub async fn run_with_steps(
     conn: &mut Conn,
     id: &str,
 ) -> Result<Option<(RunRow, Vec<StepRow>)>, DbError> {
-    let (mut found, _) = read_runs(conn, &[id], &[], false, &[]).await?;
+    let (mut found, _, _) = read_runs(conn, &[id], &[], None).await?;
     Ok(found.pop().map(|r| (r.run, r.steps)))
 }
 
@@ -1347,28 +1353,55 @@ pub fn is_version_moved(error: &(impl std::fmt::Display + ?Sized)) -> bool {
     error.to_string().contains("malformed JSON")
 }
 
+/// What [`begin_and_read_runs`] found.
+#[derive(Debug)]
+pub struct BatchRead<'a> {
+    /// The runs read, with their steps.
+    pub runs: Vec<ReadRun>,
+    /// The known runs whose version did not move.
+    pub current: Vec<&'a str>,
+    /// Of the runs asked to be tried (`try_lock`), those the transaction
+    /// holds: on Postgres, those no other transaction held and that exist;
+    /// on SQLite, all of them (the writer's lock covers every run).
+    pub tried: Vec<String>,
+}
+
 /// Begins a write transaction by hand and reads runs with their steps (in
 /// position order; runs that do not exist are left out), each run locked
 /// for the transaction first (`ids` sorted: two transactions locking runs
 /// in one order never deadlock): what recording a batch of attempts starts
 /// with. Runs the caller already holds as of a version (`known`, SQLite
-/// only) are read only if their version moved. Returns the runs read and
-/// the known runs that did not change, in one round trip (two when a known
-/// run moved). Runs `lock_also` are locked with them (Postgres) but not
-/// read: runs the transaction appends events to without changing them.
-/// The caller ends the transaction (`Writes::commit`, or
-/// [`rollback`](super::rollback) on any error, this one included).
+/// only) are read only if their version moved. In one round trip (two
+/// when a known run moved).
+///
+/// Runs `try_lock` are locked after those, but only where no other
+/// transaction holds them (Postgres, `SKIP LOCKED`: it never waits, so it
+/// cannot deadlock), and not read: runs the transaction appends events to
+/// without changing them. The caller ends the transaction
+/// (`Writes::commit`, or [`rollback`](super::rollback) on any error, this
+/// one included).
 pub async fn begin_and_read_runs<'a>(
     conn: &mut Conn,
     ids: &[&str],
     known: &[(&'a str, i64)],
-    lock_also: &[&str],
-) -> Result<(Vec<ReadRun>, Vec<&'a str>), DbError> {
+    try_lock: &[&str],
+) -> Result<BatchRead<'a>, DbError> {
     let known_ids: Vec<&str> = known.iter().map(|(id, _)| *id).collect();
-    let mut locked: Vec<&str> = ids.iter().chain(lock_also).copied().collect();
+    let mut locked: Vec<&str> = ids.iter().chain(&known_ids).copied().collect();
     locked.sort_unstable();
     locked.dedup();
-    let (mut found, versions) = read_runs(conn, ids, &known_ids, true, &locked).await?;
+    let mut tried: Vec<&str> = try_lock
+        .iter()
+        .copied()
+        .filter(|id| locked.binary_search(id).is_err())
+        .collect();
+    tried.sort_unstable();
+    tried.dedup();
+    let lock = Locks {
+        wait: &locked,
+        skip_locked: &tried,
+    };
+    let (mut found, versions, tried) = read_runs(conn, ids, &known_ids, Some(lock)).await?;
     let mut current = Vec::new();
     let mut moved = Vec::new();
     for (id, version) in known {
@@ -1379,25 +1412,46 @@ pub async fn begin_and_read_runs<'a>(
         }
     }
     if !moved.is_empty() {
-        let (more, _) = read_runs(conn, &moved, &[], false, &[]).await?;
+        let (more, _, _) = read_runs(conn, &moved, &[], None).await?;
         found.extend(more);
     }
-    Ok((found, current))
+    Ok(BatchRead {
+        runs: found,
+        current,
+        tried,
+    })
+}
+
+/// The runs a transaction begun by [`read_runs`] locks (Postgres), sorted.
+struct Locks<'q> {
+    /// Waiting for another transaction that holds one.
+    wait: &'q [&'q str],
+    /// Passing over those another transaction holds.
+    skip_locked: &'q [&'q str],
 }
 
 /// Reads runs `ids` with their steps, and the versions of runs `versions`
-/// (SQLite), in one round trip; begins the transaction and locks runs
-/// `lock` (Postgres; sorted, in one statement) first if asked.
+/// (SQLite), in one round trip; with `begin`, begins the transaction first
+/// and takes its locks (Postgres; each kind in one statement). Returns the
+/// runs, the versions and the runs locked of `begin.skip_locked` (on
+/// SQLite, all of them).
 async fn read_runs<'q>(
     conn: &mut Conn,
     ids: &'q [&'q str],
     versions: &'q [&'q str],
-    mut begin: bool,
-    mut lock: &'q [&'q str],
-) -> Result<(Vec<ReadRun>, Vec<(String, i64)>), DbError> {
+    mut begin: Option<Locks<'q>>,
+) -> Result<(Vec<ReadRun>, Vec<(String, i64)>, Vec<String>), DbError> {
     let backend = Backend::of(conn);
     let mut found: Vec<ReadRun> = Vec::with_capacity(ids.len());
     let mut current: Vec<(String, i64)> = Vec::with_capacity(versions.len());
+    let mut tried: Vec<String> = match (&begin, backend) {
+        (Some(locks), Backend::Sqlite) => locks
+            .skip_locked
+            .iter()
+            .map(|id| (*id).to_owned())
+            .collect(),
+        _ => Vec::new(),
+    };
     let rounds = ids
         .len()
         .max(versions.len())
@@ -1409,23 +1463,35 @@ async fn read_runs<'q>(
             &all[start..(start + ROWS_PER_STATEMENT).min(all.len())]
         };
         let (chunk, known) = (part(ids), part(versions));
-        let mut query = Statement::new(match (std::mem::take(&mut begin), backend) {
-            (false, _) => "",
-            (true, Backend::Sqlite) => "BEGIN IMMEDIATE;\n",
-            (true, Backend::Postgres) => "BEGIN ISOLATION LEVEL READ COMMITTED;\n",
+        let locks = begin.take();
+        let mut query = Statement::new(match (&locks, backend) {
+            (None, _) => "",
+            (Some(_), Backend::Sqlite) => "BEGIN IMMEDIATE;\n",
+            (Some(_), Backend::Postgres) => "BEGIN ISOLATION LEVEL READ COMMITTED;\n",
         });
         // Postgres: the runs are locked (in id order) by a statement of
         // their own, so the read after it takes its snapshot once the locks
         // are held and sees what their previous holders committed. (One
         // statement that locks as it reads would, in READ COMMITTED, get a
         // locked run's new row but its steps as they were when it began.)
-        let lock = std::mem::take(&mut lock);
-        let locking = backend == Backend::Postgres && !lock.is_empty();
+        let (wait, skip_locked) = match (locks, backend) {
+            (Some(locks), Backend::Postgres) => (locks.wait, locks.skip_locked),
+            _ => (&[][..], &[][..]),
+        };
+        let locking = !wait.is_empty();
         if locking {
             query
                 .push("SELECT count(*) FROM (SELECT id FROM runs WHERE id IN ")
-                .tuple(lock.iter().map(|id| Arg::from(*id)))
+                .tuple(wait.iter().map(|id| Arg::from(*id)))
                 .push(" ORDER BY id FOR UPDATE) locked;\n");
+        }
+        // Then, holding those, the others where free: one row (the id) for
+        // each run locked.
+        if !skip_locked.is_empty() {
+            query
+                .push("SELECT id FROM runs WHERE id IN ")
+                .tuple(skip_locked.iter().map(|id| Arg::from(*id)))
+                .push(" ORDER BY id FOR UPDATE SKIP LOCKED;\n");
         }
         if !known.is_empty() {
             query
@@ -1455,8 +1521,13 @@ async fn read_runs<'q>(
         }
         let rows = query.fetch_all(&mut *conn).await?;
         // The locking statement's one row (its count) comes first, then
-        // the versions (two columns), then the runs' rows.
+        // the runs locked where free (one column), the versions (two), and
+        // the runs' rows.
         for r in &rows[usize::from(locking).min(rows.len())..] {
+            if r.len() == 1 {
+                tried.push(r.try_get(0)?);
+                continue;
+            }
             if r.len() == 2 {
                 current.push((r.try_get(0)?, r.try_get(1)?));
                 continue;
@@ -1511,5 +1582,5 @@ async fn read_runs<'q>(
             }
         }
     }
-    Ok((found, current))
+    Ok((found, current, tried))
 }

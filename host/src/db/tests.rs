@@ -148,10 +148,10 @@ async fn a_hand_begun_transaction_commits_with_its_writes_or_rolls_back() {
             .await
             .expect("insert");
 
-        let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1", "missing"], &[], &[])
+        let read = runs::begin_and_read_runs(&mut conn, &["r1", "missing"], &[], &[])
             .await
             .expect("begin and read");
-        assert_eq!(read.len(), 1, "{backend}: a missing run is left out");
+        assert_eq!(read.runs.len(), 1, "{backend}: a missing run is left out");
         run.status = RunStatus::Running;
         Writes::default()
             .update_run(&run)
@@ -197,9 +197,10 @@ async fn writes_behind_held_versions_fail_once_a_run_moved() {
     run_with_ready_steps(&db, "r1", "t1", 1).await;
     run_with_ready_steps(&db, "r2", "t1", 1).await;
     let mut conn = db.writer().await.expect("writer");
-    let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1", "r2"], &[], &[])
+    let read = runs::begin_and_read_runs(&mut conn, &["r1", "r2"], &[], &[])
         .await
-        .expect("read");
+        .expect("read")
+        .runs;
     super::rollback(&mut conn).await.expect("rollback");
     let held: Vec<(String, i64)> = read.iter().map(|r| (r.run.id.clone(), r.version)).collect();
     let mut r1 = read[0].run.clone();
@@ -253,39 +254,74 @@ async fn writes_behind_held_versions_fail_once_a_run_moved() {
 }
 
 /// A recorder's batch of progress reports alone: it begins a transaction
-/// and locks the runs reported on (Postgres: another transaction cannot
-/// take one meanwhile), and the reports land in order, each at its time.
+/// and locks the runs reported on where no other transaction holds them
+/// (Postgres: it passes over a run another holds, and another transaction
+/// cannot take one it locked), and the reports land in order, each at its
+/// time; a report of a run that is gone is left out.
 #[tokio::test]
-async fn progress_reports_lock_their_runs_and_land_in_order() {
+async fn progress_reports_lock_their_free_runs_and_land_in_order() {
     for (backend, db, _dir) in backends().await {
         tenant(&db, "t1").await;
         run_with_ready_steps(&db, "r1", "t1", 1).await;
+        run_with_ready_steps(&db, "r2", "t1", 1).await;
+        // Postgres: another transaction holds r2.
+        let mut holder = None;
+        if backend == "postgres" {
+            let mut other = db.writer().await.expect("writer");
+            sqlx::query("BEGIN")
+                .execute(&mut *other)
+                .await
+                .expect("begin");
+            sqlx::query("SELECT id FROM runs WHERE id = 'r2' FOR UPDATE")
+                .fetch_all(&mut *other)
+                .await
+                .expect("lock r2");
+            holder = Some(other);
+        }
         let mut conn = db.writer().await.expect("writer");
-        let (read, _) = runs::begin_and_read_runs(&mut conn, &[], &[], &["r1"])
+        let read = runs::begin_and_read_runs(&mut conn, &[], &[], &["r2", "r1", "gone"])
             .await
             .expect("begin and lock");
-        assert!(read.is_empty(), "{backend}: runs only locked are not read");
+        assert!(
+            read.runs.is_empty(),
+            "{backend}: runs only locked are not read"
+        );
         if backend == "postgres" {
+            assert_eq!(read.tried, ["r1"], "r2 is held, and no run is gone");
             let mut other = db.writer().await.expect("writer");
             let taken = sqlx::query("SELECT id FROM runs WHERE id = 'r1' FOR UPDATE NOWAIT")
                 .fetch_all(&mut *other)
                 .await;
             assert!(taken.is_err(), "r1 is locked by the batch");
+        } else {
+            assert_eq!(
+                read.tried,
+                ["gone", "r1", "r2"],
+                "the writer's lock covers all"
+            );
         }
-        let report = |percent: u8, at: i64| runs::ProgressEvent {
+        let report = |run: &str, percent: u8, at: i64| runs::ProgressEvent {
             tenant: "t1".into(),
-            run_id: "r1".into(),
+            run_id: run.into(),
             step_id: "s0".into(),
             data: format!(r#"{{"percent":{percent}}}"#),
             at,
         };
-        let reports = [report(10, 5), report(100, 7)];
+        let reports = [
+            report("r1", 100, 9),
+            report("gone", 10, 4),
+            report("r1", 10, 5),
+            report("r1", 50, 7),
+        ];
         Writes::default()
             .append_progress(&reports)
             .commit()
             .execute(&mut conn)
             .await
             .expect("write and commit");
+        if let Some(mut holder) = holder {
+            super::rollback(&mut holder).await.expect("rollback");
+        }
         let events = runs::events_after(&mut conn, "r1", 0, 10)
             .await
             .expect("events");
@@ -296,11 +332,16 @@ async fn progress_reports_lock_their_runs_and_land_in_order() {
         assert_eq!(
             got,
             [
+                ("step.progress", r#"{"percent":100}"#, 9),
                 ("step.progress", r#"{"percent":10}"#, 5),
-                ("step.progress", r#"{"percent":100}"#, 7)
+                ("step.progress", r#"{"percent":50}"#, 7),
             ],
-            "{backend}"
+            "{backend}: in the order given"
         );
+        let gone = runs::events_after(&mut conn, "gone", 0, 10)
+            .await
+            .expect("events");
+        assert!(gone.is_empty(), "{backend}: {gone:?}");
     }
 }
 
@@ -318,15 +359,17 @@ async fn a_recorder_waiting_for_a_run_reads_what_the_holder_committed() {
         tenant(&db, "t1").await;
         run_with_ready_steps(&db, "r1", "t1", 2).await;
         let mut first = db.writer().await.expect("writer");
-        let (read, _) = runs::begin_and_read_runs(&mut first, &["r1"], &[], &[])
+        let read = runs::begin_and_read_runs(&mut first, &["r1"], &[], &[])
             .await
-            .expect("read");
+            .expect("read")
+            .runs;
         let db2 = db.clone();
         let second = tokio::spawn(async move {
             let mut conn = db2.writer().await.expect("writer");
-            let (read, _) = runs::begin_and_read_runs(&mut conn, &["r1"], &[], &[])
+            let read = runs::begin_and_read_runs(&mut conn, &["r1"], &[], &[])
                 .await
-                .expect("read");
+                .expect("read")
+                .runs;
             super::rollback(&mut conn).await.expect("rollback");
             read
         });

@@ -21,6 +21,13 @@ use crate::db::runs::{AttemptRow, AttemptStatus, ProgressEvent, RunRow, StepRow,
 /// Most attempt results committed in one transaction.
 const RECORD_BATCH: usize = 64;
 
+/// How long a progress report whose run another transaction held is kept
+/// for a later batch (Postgres) before it is dropped, from when it was
+/// reported; and how soon a recorder with nothing else to do tries such
+/// reports again.
+const BUSY_REPORT_KEPT_MS: i64 = 5_000;
+const BUSY_REPORT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What one recording transaction tracks across its attempts.
 #[derive(Default)]
 struct BatchState {
@@ -36,6 +43,9 @@ struct BatchState {
     claimed: usize,
     /// Whether this transaction holds a tenant's lock (Postgres).
     holds_tenant_lock: bool,
+    /// Progress reports not written because another transaction held their
+    /// run (Postgres): for a later batch.
+    busy: Vec<ProgressEvent>,
 }
 
 impl Engine {
@@ -43,15 +53,33 @@ impl Engine {
     /// outcome, the dependents it makes ready and its events are committed
     /// together before anything they unblock is claimed. Progress reports
     /// received with them (up to four per attempt of a full batch) go in
-    /// the same transaction, first.
+    /// the same transaction, first. A report whose run another transaction
+    /// holds (Postgres) does not wait for it: it goes with a later batch,
+    /// first, for up to [`BUSY_REPORT_KEPT_MS`] after it was reported.
     pub(super) async fn record_finished(
         self: Arc<Self>,
         mut received: mpsc::UnboundedReceiver<ToRecord>,
     ) {
-        while let Some(first) = received.recv().await {
+        let mut busy: Vec<ProgressEvent> = Vec::new();
+        loop {
+            // The channel closes when the host stops.
+            let first = if busy.is_empty() {
+                match received.recv().await {
+                    Some(item) => Some(item),
+                    None => break,
+                }
+            } else {
+                // Reports kept from the last batch are tried again with the
+                // next item, or alone if none comes soon.
+                match tokio::time::timeout(BUSY_REPORT_RETRY, received.recv()).await {
+                    Ok(Some(item)) => Some(item),
+                    Ok(None) => break,
+                    Err(_) => None,
+                }
+            };
             let mut batch = Vec::new();
-            let mut progress = Vec::new();
-            let mut next = Some(first);
+            let mut progress = std::mem::take(&mut busy);
+            let mut next = first;
             while let Some(item) = next.take() {
                 match item {
                     ToRecord::Finished(finished) => batch.push(*finished),
@@ -64,12 +92,23 @@ impl Engine {
             let batch_len = batch.len();
             let mut state = BatchState::default();
             let result = if crate::telemetry::sample_db() {
-                self.record_batch(batch, &progress, &mut state)
+                self.record_batch(batch, &mut progress, &mut state)
                     .instrument(self.db_span("record"))
                     .await
             } else {
-                self.record_batch(batch, &progress, &mut state).await
+                self.record_batch(batch, &mut progress, &mut state).await
             };
+            let now = db::now_ms();
+            let (kept, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut state.busy)
+                .into_iter()
+                .partition(|p| now - p.at < BUSY_REPORT_KEPT_MS);
+            busy = kept;
+            if !stale.is_empty() {
+                tracing::debug!(
+                    progress_reports = stale.len(),
+                    "dropped progress reports: their runs were held by other transactions (or are gone)"
+                );
+            }
             // The scheduler only needs this batch if it left steps ready
             // (retries, timers, no room to claim), ended a run (queued runs
             // start) or freed slots for work the scheduler saw due.
@@ -152,10 +191,13 @@ impl Engine {
     /// transaction is managed by hand, so that `BEGIN` shares a round
     /// trip: any error rolls it back, and a connection that cannot roll
     /// back is closed rather than reused.
+    ///
+    /// Reports whose runs another transaction holds (Postgres) are moved
+    /// from `progress` to `state.busy`, unwritten.
     async fn record_batch(
         &self,
         batch: Vec<Finished>,
-        progress: &[ProgressEvent],
+        progress: &mut Vec<ProgressEvent>,
         state: &mut BatchState,
     ) -> Result<Vec<RunChange>, EngineError> {
         let mut ids: Vec<&str> = batch.iter().map(|f| f.step.run_id.as_str()).collect();
@@ -207,16 +249,24 @@ impl Engine {
             .copied()
             .filter(|id| !known.iter().any(|(k, _)| k == id))
             .collect();
-        // Runs that only get progress events are locked too (Postgres).
+        // Runs that only get progress events are locked too where free
+        // (Postgres); the reports of the others wait for a later batch.
         let reported: Vec<&str> = progress.iter().map(|p| p.run_id.as_str()).collect();
         let read = db::runs::begin_and_read_runs(&mut conn, &unknown, &known, &reported)
             .await
-            .map(|(read, current)| {
-                let current: Vec<String> = current.into_iter().map(str::to_owned).collect();
-                (read, current)
+            .map(|read| {
+                let current: Vec<String> = read.current.into_iter().map(str::to_owned).collect();
+                (read.runs, current, read.tried)
             });
+        if let Ok((_, _, tried)) = &read {
+            let (now, busy) = std::mem::take(progress)
+                .into_iter()
+                .partition(|p| ids.contains(&p.run_id.as_str()) || tried.contains(&p.run_id));
+            *progress = now;
+            state.busy = busy;
+        }
         let result: Result<Vec<RunChange>, EngineError> = async {
-            let (read, current) = read?;
+            let (read, current, _) = read?;
             let mut runs: Vec<RunChange> = read
                 .into_iter()
                 .map(|r| RunChange::new(r.run, r.steps, r.version))
