@@ -1508,14 +1508,21 @@ async fn read_runs<'q>(
                     r.priority, s.run_id, s.step_id, s.position, s.kind, s.status, s.attempts, s.due_at, s.lease_owner,
                     s.lease_expires_at, s.output, s.error, s.started_at, s.ended_at, ",
                 )
+                // Postgres: each run's steps through the primary key, one
+                // run at a time (`OFFSET 0` keeps the planner from turning
+                // it back into a join). As a plain join, the planner picks
+                // a hash join over a scan of every step whenever its
+                // statistics are stale, as they are on a table that grew
+                // since autovacuum last analysed it: the same batch read
+                // then took 7-20 ms instead of about 1.
                 .push(match backend {
-                    Backend::Sqlite => "r.version",
-                    Backend::Postgres => "CAST(0 AS BIGINT) AS version",
+                    Backend::Sqlite => "r.version FROM runs r LEFT JOIN steps s ON s.run_id = r.id",
+                    Backend::Postgres => {
+                        "CAST(0 AS BIGINT) AS version FROM runs r LEFT JOIN LATERAL
+                         (SELECT * FROM steps WHERE steps.run_id = r.id OFFSET 0) s ON true"
+                    }
                 })
-                .push(
-                    " FROM runs r LEFT JOIN steps s ON s.run_id = r.id
-                 WHERE r.id IN ",
-                )
+                .push(" WHERE r.id IN ")
                 .tuple(chunk.iter().map(|id| Arg::from(*id)))
                 .push(" ORDER BY r.id, s.position");
         }
