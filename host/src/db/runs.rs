@@ -1390,16 +1390,16 @@ pub async fn begin_and_read_runs<'a>(
     let mut locked: Vec<&str> = ids.iter().chain(&known_ids).copied().collect();
     locked.sort_unstable();
     locked.dedup();
-    let mut tried: Vec<&str> = try_lock
+    let mut to_try: Vec<&str> = try_lock
         .iter()
         .copied()
         .filter(|id| locked.binary_search(id).is_err())
         .collect();
-    tried.sort_unstable();
-    tried.dedup();
+    to_try.sort_unstable();
+    to_try.dedup();
     let lock = Locks {
         wait: &locked,
-        skip_locked: &tried,
+        skip_locked: &to_try,
     };
     let (mut found, versions, tried) = read_runs(conn, ids, &known_ids, Some(lock)).await?;
     let mut current = Vec::new();
