@@ -55,7 +55,7 @@ fn map_workflow(key: &str, on_item_failure: &str) -> Value {
         {"id": "each", "uses": "testkit@0",
          "for_each": "{{input.items}}", "max_parallel": 50, "on_item_failure": on_item_failure,
          "retry": {"max_attempts": 3, "backoff": {"initial_ms": 20, "max_ms": 50}},
-         "config": {"mode": "{{item.mode}}", "times": "{{item.times?}}",
+         "config": {"mode": "{{item.mode}}", "times": "{{item.times?}}", "ms": "{{item.ms?}}",
                     "message": "item {{item_index}} refused"}},
         {"id": "after", "uses": "testkit@0", "depends_on": ["each"],
          "config": {"mode": "echo"}}
@@ -145,12 +145,22 @@ async fn a_map_runs_each_item_with_its_own_retries_and_keeps_going_past_a_failed
 async fn under_fail_a_failed_item_stops_the_map_and_a_retry_runs_only_what_did_not_complete() {
     let s = Server::start_args(&["--max-parallel", "64"]);
     s.publish(map_workflow("map-fail", "fail")).await;
-    let id = s
-        .start_run(
-            "map-fail",
-            thousand_items(&json!({"mode": "flaky", "times": 3})),
-        )
-        .await;
+    // The items after the failing one take 100 ms each, so that at 50 at a
+    // time some are still to start when item 500 fails for good (its three
+    // attempts take under 100 ms): instant items could all have started by
+    // then on a quiet machine.
+    let mut input = thousand_items(&json!({"mode": "flaky", "times": 3}));
+    for (index, item) in input["items"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        if index > 500 && index % 100 != 7 {
+            *item = json!({"mode": "sleep", "ms": 100});
+        }
+    }
+    let id = s.start_run("map-fail", input).await;
     let run = settled(&s, &id).await;
     assert_eq!(run["status"], "failed", "{run}");
     let each = step(&run, "each");
