@@ -489,7 +489,7 @@ const CLAIM_SQLITE: &str = "WITH RECURSIVE
                <= (IFNULL(cut.due_at, $3), IFNULL(cut.run_id, x'ff'), IFNULL(cut.step_id, x'ff'))),
      picked AS (
          SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
-         WHERE status = 'running' AND lease_expires_at < $3
+         WHERE $6 AND status = 'running' AND lease_expires_at < $3
          UNION ALL
          SELECT due.run_id, due.step_id, due.n, due.t FROM due LEFT JOIN running USING (tenant_id)
          WHERE due.n + COALESCE(running.c, 0) <= $5)
@@ -524,9 +524,9 @@ static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH RECURSIVE {READY_TENANTS_POSTGRES},
      tenants(t) AS (
-         SELECT json_array_elements_text($6::json) COLLATE \"C\" WHERE $6::text IS NOT NULL
+         SELECT json_array_elements_text($7::json) COLLATE \"C\" WHERE $7::text IS NOT NULL
          UNION ALL
-         SELECT t FROM every_tenant WHERE t IS NOT NULL AND $6::text IS NULL),
+         SELECT t FROM every_tenant WHERE t IS NOT NULL AND $7::text IS NULL),
      due AS (
          SELECT c.run_id, c.step_id, c.due_at AS t, c.tenant_id,
                 ROW_NUMBER() OVER (PARTITION BY c.tenant_id
@@ -540,7 +540,7 @@ static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| {
          SELECT tenant_id, COUNT(*) AS c FROM steps WHERE status = 'running' GROUP BY tenant_id),
      picked AS (
          SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
-         WHERE status = 'running' AND lease_expires_at < $3
+         WHERE $6 AND status = 'running' AND lease_expires_at < $3
          UNION ALL
          SELECT due.run_id, due.step_id, due.n, due.t FROM due LEFT JOIN running USING (tenant_id)
          WHERE due.n + COALESCE(running.c, 0) <= $5),
@@ -558,9 +558,15 @@ static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Claims up to `limit` steps that are due, or whose lease expired (their
-/// host died mid-attempt), for `host` until `lease_until`; each claim
-/// counts as a new attempt.
+/// Claims up to `limit` steps that are due, or, with `expired_leases`,
+/// whose lease expired (their host died mid-attempt), for `host` until
+/// `lease_until`; each claim counts as a new attempt.
+///
+/// The caller asks for expired leases only when [`next_lease_expiry`] says
+/// there is one: on Postgres, every step that ran leaves an entry in the
+/// index of leases until vacuum removes it, and the lowest expiry times
+/// are those of steps long finished, so reading expired leases walks them
+/// all.
 ///
 /// Fair across tenants: due steps are taken round-robin by tenant (the
 /// first due step of every tenant, then the second, …), and no tenant gets
@@ -578,6 +584,7 @@ pub async fn claim(
     limit: i64,
     tenant_cap: i64,
     tenants: Option<&str>,
+    expired_leases: bool,
 ) -> Result<Vec<StepRow>, DbError> {
     let rows = match Backend::of(conn) {
         Backend::Sqlite => sqlx::query(CLAIM_SQLITE),
@@ -587,7 +594,8 @@ pub async fn claim(
     .bind(lease_until)
     .bind(now)
     .bind(limit)
-    .bind(tenant_cap);
+    .bind(tenant_cap)
+    .bind(expired_leases);
     let rows = match Backend::of(conn) {
         Backend::Sqlite => rows,
         Backend::Postgres => rows.bind(tenants),
@@ -652,26 +660,29 @@ pub async fn renew_lease(
     Ok(done.rows_affected() == 1)
 }
 
-/// The earliest time the scheduler has work: a ready step becoming due or
-/// a running step's lease expiring (its host may have died), if any.
-pub async fn next_wakeup(conn: &mut Conn) -> Result<Option<i64>, DbError> {
+/// The earliest time a ready step is due, if any.
+pub async fn next_due(conn: &mut Conn) -> Result<Option<i64>, DbError> {
     let sql = match Backend::of(conn) {
-        Backend::Sqlite => {
-            "SELECT MIN(t) FROM (
-                 SELECT MIN(due_at) AS t FROM steps WHERE status = 'ready'
-                 UNION ALL
-                 SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w"
-        }
+        Backend::Sqlite => "SELECT MIN(due_at) FROM steps WHERE status = 'ready'",
         // `priority_rank >= 0` selects the index `steps_next_due` (see its
         // migration).
         Backend::Postgres => {
-            "SELECT MIN(t) FROM (
-                 SELECT MIN(due_at) AS t FROM steps WHERE status = 'ready' AND priority_rank >= 0
-                 UNION ALL
-                 SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running') AS w"
+            "SELECT MIN(due_at) FROM steps WHERE status = 'ready' AND priority_rank >= 0"
         }
     };
     Ok(sqlx::query_scalar(sql).fetch_one(conn).await?)
+}
+
+/// The earliest time a running step's lease expires (its host may have
+/// died), if any. On Postgres this walks the index entries of every step
+/// that ran since the table was last vacuumed (their expiry times are the
+/// lowest), so the scheduler asks now and then, not at every wake-up.
+pub async fn next_lease_expiry(conn: &mut Conn) -> Result<Option<i64>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT MIN(lease_expires_at) FROM steps WHERE status = 'running'")
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// Unfinished runs past their deadline.

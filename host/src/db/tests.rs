@@ -403,7 +403,7 @@ async fn claims_lease_due_steps_and_take_over_expired_leases() {
             let db = db.clone();
             async move {
                 let mut tx = db.begin().await.expect("begin");
-                let steps = runs::claim(&mut tx, host, now, now + 1_000, 10, cap, None)
+                let steps = runs::claim(&mut tx, host, now, now + 1_000, 10, cap, None, true)
                     .await
                     .expect("claim");
                 tx.commit().await.expect("commit");
@@ -490,7 +490,7 @@ async fn a_claim_over_a_long_queue_takes_each_tenants_earliest_in_turns() {
             let db = db.clone();
             async move {
                 let mut tx = db.begin().await.expect("begin");
-                let steps = runs::claim(&mut tx, "h", 100, 1_100, limit, 1_000, None)
+                let steps = runs::claim(&mut tx, "h", 100, 1_100, limit, 1_000, None, true)
                     .await
                     .expect("claim");
                 tx.commit().await.expect("commit");
@@ -566,13 +566,13 @@ async fn a_step_written_without_its_tenant_is_still_claimed_in_priority_order() 
         drop(conn);
         let mut reader = db.reader().await.expect("reader");
         assert_eq!(
-            runs::next_wakeup(&mut reader).await.expect("wakeup"),
+            runs::next_due(&mut reader).await.expect("wakeup"),
             Some(40),
             "{backend}"
         );
         drop(reader);
         let mut tx = db.begin().await.expect("begin");
-        let claimed = runs::claim(&mut tx, "h", 100, 1_100, 1, 1_000, None)
+        let claimed = runs::claim(&mut tx, "h", 100, 1_100, 1, 1_000, None, true)
             .await
             .expect("claim");
         tx.commit().await.expect("commit");
@@ -583,7 +583,7 @@ async fn a_step_written_without_its_tenant_is_still_claimed_in_priority_order() 
             "postgres" => Some(runs::claim_tenants(&mut tx, 100).await.expect("tenants")),
             _ => None,
         };
-        let claimed = runs::claim(&mut tx, "h", 100, 1_100, 5, 1_000, tenants.as_deref())
+        let claimed = runs::claim(&mut tx, "h", 100, 1_100, 5, 1_000, tenants.as_deref(), true)
             .await
             .expect("claim");
         tx.commit().await.expect("commit");
@@ -611,7 +611,7 @@ async fn concurrent_claims_never_share_a_step() {
                 let mut mine = Vec::new();
                 loop {
                     let mut tx = db.begin().await.expect("begin");
-                    let steps = runs::claim(&mut tx, host, 10, 10_000, 7, 1_000, None)
+                    let steps = runs::claim(&mut tx, host, 10, 10_000, 7, 1_000, None, true)
                         .await
                         .expect("claim");
                     tx.commit().await.expect("commit");
@@ -1068,6 +1068,45 @@ async fn schedule_ticks_and_webhook_deliveries_are_taken_once() {
     }
 }
 
+/// A step whose lease expired (its host died) is claimed again only by a
+/// claim that asks for expired leases, which the scheduler does once the
+/// earliest lease expiry has passed.
+#[tokio::test]
+async fn an_expired_lease_is_claimed_when_asked_for() {
+    for (backend, db, _dir) in backends().await {
+        tenant(&db, "t1").await;
+        run_with_ready_steps(&db, "r1", "t1", 1).await;
+        let claim = |now: i64, expired: bool| {
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin().await.expect("begin");
+                let steps = runs::claim(&mut tx, "h", now, now + 100, 10, 1_000, None, expired)
+                    .await
+                    .expect("claim");
+                tx.commit().await.expect("commit");
+                steps
+            }
+        };
+        assert_eq!(claim(10, false).await.len(), 1, "{backend}: the due step");
+        let mut reader = db.reader().await.expect("reader");
+        assert_eq!(runs::next_due(&mut reader).await.expect("due"), None);
+        assert_eq!(
+            runs::next_lease_expiry(&mut reader).await.expect("lease"),
+            Some(110),
+            "{backend}"
+        );
+        drop(reader);
+        assert!(
+            claim(200, false).await.is_empty(),
+            "{backend}: not asked for"
+        );
+        let again = claim(200, true).await;
+        assert_eq!(again.len(), 1, "{backend}: the expired lease");
+        assert_eq!(again[0].attempts, 2, "{backend}");
+        assert_eq!(again[0].lease_expires_at, Some(300), "{backend}");
+    }
+}
+
 /// On Postgres the claim itself skips rows another transaction holds
 /// (`FOR UPDATE SKIP LOCKED`), its steps' and their runs': a second claim
 /// at the same moment takes other runs' steps without waiting. (SQLite has
@@ -1081,14 +1120,14 @@ async fn postgres_claims_skip_locked_steps() {
         tenant(&db, "t1").await;
         run_with_ready_steps(&db, "r1", "t1", 3).await;
         let mut a = db.begin().await.expect("begin a");
-        let first = runs::claim(&mut a, "a", 10, 10_000, 2, 100, None)
+        let first = runs::claim(&mut a, "a", 10, 10_000, 2, 100, None, true)
             .await
             .expect("claim a");
         run_with_ready_steps(&db, "r2", "t1", 3).await;
         let mut b = db.begin().await.expect("begin b");
         let second = tokio::time::timeout(
             Duration::from_secs(5),
-            runs::claim(&mut b, "b", 10, 10_000, 10, 100, None),
+            runs::claim(&mut b, "b", 10, 10_000, 10, 100, None, true),
         )
         .await
         .expect("the second claim waited for the first instead of skipping its rows")
@@ -1109,7 +1148,7 @@ async fn postgres_claims_skip_locked_steps() {
         a.commit().await.expect("commit a");
         b.commit().await.expect("commit b");
         let mut c = db.begin().await.expect("begin c");
-        let rest = runs::claim(&mut c, "c", 10, 10_000, 10, 100, None)
+        let rest = runs::claim(&mut c, "c", 10, 10_000, 10, 100, None, true)
             .await
             .expect("claim c");
         c.commit().await.expect("commit c");

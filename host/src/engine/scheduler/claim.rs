@@ -13,26 +13,36 @@ use crate::db::runs::{AttemptRow, AttemptStatus, RunRow, RunStatus, StepRow, Ste
 use crate::db::{self, DbError};
 
 impl Engine {
-    /// Claims up to `want` due steps, records their attempts as started,
+    /// Claims up to `want` due steps (and, with `expired_leases`, steps whose
+    /// lease expired), records their attempts as started,
     /// and moves their runs from `pending` to `running`, in one
     /// transaction. Their slots are taken once the transaction has begun
     /// (on SQLite, once this holds the writer, so a recorder or a start
     /// that held it meanwhile claimed with the slots free); those it finds
     /// no step for are given back.
-    pub(super) async fn claim(&self, want: usize) -> Result<Vec<StepRow>, EngineError> {
+    pub(super) async fn claim(
+        &self,
+        want: usize,
+        expired_leases: bool,
+    ) -> Result<Vec<StepRow>, EngineError> {
         let tx = self.db.begin().await?;
         let limit = self.take_slots(want, self.config.max_parallel);
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let claimed = self.claim_in(tx, limit).await;
+        let claimed = self.claim_in(tx, limit, expired_leases).await;
         let unused = limit.saturating_sub(claimed.as_ref().map_or(0, Vec::len));
         // Not `release_slots`: the scheduler calls this and need not wake.
         self.in_flight.fetch_sub(unused, Ordering::SeqCst);
         claimed
     }
 
-    async fn claim_in(&self, mut tx: db::Tx, limit: usize) -> Result<Vec<StepRow>, EngineError> {
+    async fn claim_in(
+        &self,
+        mut tx: db::Tx,
+        limit: usize,
+        expired_leases: bool,
+    ) -> Result<Vec<StepRow>, EngineError> {
         let now = db::now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
         // Several hosts share the database: the tenants whose cap this
@@ -50,6 +60,7 @@ impl Engine {
             limit as i64,
             i64::try_from(self.config.tenant_max_running).unwrap_or(i64::MAX),
             tenants.as_deref(),
+            expired_leases,
         )
         .await?;
         let attempts: Vec<AttemptRow> =

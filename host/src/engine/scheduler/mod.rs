@@ -100,6 +100,29 @@ pub(crate) enum Outcome {
 /// A rate limit's window.
 pub(crate) const RATE_WINDOW_MS: i64 = 60_000;
 
+/// The scheduler's view of the earliest lease expiry, read again once it
+/// passes or is older than the poll interval. Between reads a lease can
+/// only expire later than it says (a step ended or was renewed), or be
+/// new, and a new lease (now plus `--lease-ms`) expires after the ones
+/// already there unless hosts run with different `--lease-ms`: the poll
+/// interval bounds how late a host notices that.
+#[derive(Default)]
+struct LeaseWatch {
+    next: Option<i64>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl LeaseWatch {
+    fn stale(&self, now: i64, every: Duration) -> bool {
+        self.read_at.is_none_or(|at| at.elapsed() >= every) || self.next.is_some_and(|t| t <= now)
+    }
+
+    fn read(&mut self, next: Option<i64>) {
+        self.next = next;
+        self.read_at = Some(std::time::Instant::now());
+    }
+}
+
 impl Engine {
     /// Runs the scheduler, the deadline watcher, the schedule loop and the
     /// outbox sender until
@@ -138,6 +161,7 @@ impl Engine {
 
     async fn schedule(self: Arc<Self>, shutdown: CancellationToken) {
         tracing::info!(host = %self.config.host_id, "scheduler started");
+        let mut leases = LeaseWatch::default();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -149,16 +173,26 @@ impl Engine {
             // Ask a reader whether anything is due before taking the single
             // writer for a claim: most wake-ups (a recorded result, a freed
             // slot) find nothing, because results claim their dependents.
-            let next = self.next_due_at().await;
+            let due = self.next_due_at().await;
             let now = db::now_ms();
+            if leases.stale(now, self.config.poll) {
+                leases.read(self.next_lease_expiry().await);
+            }
+            let expired = leases.next.is_some_and(|t| t <= now);
+            let next = match (due, leases.next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             self.backlog
                 .store(next.is_some_and(|t| t <= now), Ordering::SeqCst);
             let mut claimed = 0;
             if free > 0 && next.is_some_and(|t| t <= now) {
                 let claim = if crate::telemetry::sample_db() {
-                    self.claim(free).instrument(self.db_span("claim")).await
+                    self.claim(free, expired)
+                        .instrument(self.db_span("claim"))
+                        .await
                 } else {
-                    self.claim(free).await
+                    self.claim(free, expired).await
                 };
                 match claim {
                     Ok(steps) => {
@@ -205,13 +239,23 @@ impl Engine {
         });
     }
 
-    /// The next time a step is due or a lease expires, read without taking
-    /// the writer; `Some(0)` when the database cannot be read (claim anyway).
+    /// The next time a step is due, read without taking the writer;
+    /// `Some(0)` when the database cannot be read (claim anyway).
     async fn next_due_at(&self) -> Option<i64> {
         let Ok(mut conn) = self.db.reader().await else {
             return Some(0);
         };
-        db::runs::next_wakeup(&mut conn).await.unwrap_or(Some(0))
+        db::runs::next_due(&mut conn).await.unwrap_or(Some(0))
+    }
+
+    /// The next time a lease expires, like [`Self::next_due_at`].
+    async fn next_lease_expiry(&self) -> Option<i64> {
+        let Ok(mut conn) = self.db.reader().await else {
+            return Some(0);
+        };
+        db::runs::next_lease_expiry(&mut conn)
+            .await
+            .unwrap_or(Some(0))
     }
 
     /// A sampled hot-path transaction's span (`operation`: claim, record).
