@@ -5,10 +5,11 @@
 //! on lock upgrades), reads through a small pool. Postgres lets several
 //! hosts share one database, and their transactions commit in parallel:
 //! each serialises only what it must — a run's row lock (taken first by
-//! every transaction that changes the run), an advisory lock per tenant
-//! where its cap on running steps is enforced, one per workflow where its
-//! concurrency limit is ([`lock`], `runs::lock_and_count_running`). The event feeds stay in
-//! commit order without a global lock: see [`webhooks::events_after`].
+//! every transaction that changes the run), an advisory lock per workflow
+//! where its concurrency limit is enforced ([`lock`]); a tenant's cap on
+//! running steps is split into per-host shares ([`slots`]), so claims
+//! take no lock for it. The event feeds stay in commit order without a
+//! global lock: see [`webhooks::events_after`].
 //! Every query is a function taking a connection (sqlx's
 //! `Any` driver: the same SQL, `$N` placeholders, on both), so callers can
 //! run several in one transaction; the few statements that differ ask
@@ -18,6 +19,7 @@
 //! - [`auth`]: tenants and API keys.
 //! - [`workflows`]: definitions and their versions.
 //! - [`runs`]: runs, steps, attempts and the event log.
+//! - [`slots`]: hosts' shares of tenants' caps on running steps (Postgres).
 //! - [`schedules`]: schedules and the ticks they fired.
 //! - [`webhooks`]: webhook subscriptions, deliveries and attempts.
 //! - [`plugins`]: uploaded plugins, their bytes and tenants' grants.
@@ -31,6 +33,7 @@ pub mod plugins;
 pub mod presets;
 pub mod runs;
 pub mod schedules;
+pub mod slots;
 mod sql;
 pub mod state;
 mod status;
@@ -364,12 +367,6 @@ pub async fn lock(conn: &mut Conn, key: &str) -> Result<(), DbError> {
             .await?;
     }
     Ok(())
-}
-
-/// The advisory lock of a tenant's running-steps count, held while steps
-/// of the tenant are claimed under its cap.
-pub fn tenant_lock(tenant: &str) -> String {
-    format!("tenant:{tenant}")
 }
 
 /// The advisory lock of a workflow's unfinished runs, held while its

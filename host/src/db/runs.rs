@@ -500,7 +500,7 @@ const CLAIM_SQLITE: &str = "WITH RECURSIVE
 
 /// The tenants with a ready step on Postgres, in tenant order, skipping
 /// through `steps_ready_by_tenant` (one probe per tenant, however many
-/// steps are queued): a CTE for the claim and [`claim_tenants`].
+/// steps are queued): a CTE for the claim and [`DUE_TENANTS_POSTGRES`].
 const READY_TENANTS_POSTGRES: &str = "every_tenant(t) AS (
          (SELECT tenant_id FROM steps WHERE status = 'ready' AND tenant_id IS NOT NULL
           ORDER BY tenant_id LIMIT 1)
@@ -510,25 +510,26 @@ const READY_TENANTS_POSTGRES: &str = "every_tenant(t) AS (
          FROM every_tenant WHERE every_tenant.t IS NOT NULL)";
 
 /// The claim on Postgres, in time that does not grow with the queue, as on
-/// SQLite: of each tenant (those whose lock the caller holds, or every
-/// tenant with a ready step) and each priority, only the `limit` earliest
-/// due steps are read from `steps_ready_by_tenant` and ranked. The picked
-/// steps and their runs are locked `FOR UPDATE SKIP LOCKED`, so hosts
-/// claiming at once never take the same step, a run another transaction
-/// is changing is left for later (never waited for: a claim cannot
-/// deadlock), and each row is checked again once locked. Where the tenant
-/// cap applies, the caller holds the advisory lock of every tenant it
-/// claims for ([`claim_tenants`]), taken before this statement began, so
-/// the count of running steps it reads is current.
+/// SQLite: of each tenant (those given with this host's share of their
+/// cap, or every tenant with a ready step) and each priority, only the
+/// `limit` earliest due steps are read from `steps_ready_by_tenant` and
+/// ranked. The picked steps and their runs are locked `FOR UPDATE SKIP
+/// LOCKED`, so hosts claiming at once never take the same step, a run
+/// another transaction is changing is left for later (never waited for: a
+/// claim cannot deadlock), and each row is checked again once locked.
+/// Where the tenant cap applies, each tenant's steps are claimed within
+/// this host's share of the cap ([`super::slots`]), counting the steps this
+/// host has running; the caller holds the host's gate for those tenants,
+/// so no other claim of this host counts at the same time.
 static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH RECURSIVE {READY_TENANTS_POSTGRES},
-     tenants(t) AS (
-         SELECT json_array_elements_text($7::json) COLLATE \"C\" WHERE $7::text IS NOT NULL
+     tenants(t, cap) AS (
+         SELECT key COLLATE \"C\", value::int8 FROM json_each_text($7::json) WHERE $7::text IS NOT NULL
          UNION ALL
-         SELECT t FROM every_tenant WHERE t IS NOT NULL AND $7::text IS NULL),
+         SELECT t, $5 FROM every_tenant WHERE t IS NOT NULL AND $7::text IS NULL),
      due AS (
-         SELECT c.run_id, c.step_id, c.due_at AS t, c.tenant_id,
+         SELECT c.run_id, c.step_id, c.due_at AS t, c.tenant_id, tenants.cap,
                 ROW_NUMBER() OVER (PARTITION BY c.tenant_id
                                    ORDER BY c.priority_rank, c.due_at, c.run_id, c.step_id) AS n
          FROM tenants CROSS JOIN (VALUES (0), (1), (2)) AS ranks(rank) CROSS JOIN LATERAL (
@@ -537,13 +538,16 @@ static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| {
                AND s.due_at <= $3
              ORDER BY s.due_at, s.run_id, s.step_id LIMIT $4) c),
      running AS (
-         SELECT tenant_id, COUNT(*) AS c FROM steps WHERE status = 'running' GROUP BY tenant_id),
+         SELECT s.tenant_id, COUNT(*) AS c FROM tenants JOIN steps s
+           ON s.status = 'running' AND s.tenant_id = tenants.t
+          AND ($7::text IS NULL OR s.lease_owner = $1)
+         GROUP BY s.tenant_id),
      picked AS (
          SELECT run_id, step_id, 0 AS n, lease_expires_at AS t FROM steps
          WHERE $6 AND status = 'running' AND lease_expires_at < $3
          UNION ALL
          SELECT due.run_id, due.step_id, due.n, due.t FROM due LEFT JOIN running USING (tenant_id)
-         WHERE due.n + COALESCE(running.c, 0) <= $5),
+         WHERE due.n + COALESCE(running.c, 0) <= due.cap),
      locked AS (
          SELECT s.run_id, s.step_id FROM steps s
          JOIN (SELECT run_id, step_id, n, t FROM picked ORDER BY n, t LIMIT $4) p
@@ -572,9 +576,12 @@ static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| {
 /// first due step of every tenant, then the second, …), and no tenant gets
 /// more than `tenant_cap` steps running at once; the rest stay queued.
 ///
-/// On Postgres, `tenants` (a JSON array of tenant ids, from
-/// [`claim_tenants`]) limits the due steps to tenants whose lock the
-/// caller holds; `None` takes every tenant (no cap is enforced).
+/// On Postgres, `tenants` (a JSON object of tenant ids to this host's share
+/// of their cap, from [`super::slots::share`]) limits the due steps to
+/// those tenants, each within its share less the steps this host has
+/// running; `None` takes every tenant within `tenant_cap`, counting every
+/// host's running steps (the engine passes `None` only when no cap is
+/// enforced).
 #[allow(clippy::too_many_arguments, reason = "one claim's parameters")]
 pub async fn claim(
     conn: &mut Conn,
@@ -605,12 +612,9 @@ pub async fn claim(
     rows.iter().map(step).collect()
 }
 
-/// The tenants with a step due by `$1`, each locked in tenant order (see
-/// [`claim_tenants`]): of each ready tenant, the earliest due time of each
-/// priority (one probe each). The lock is taken above the sorted
-/// `DISTINCT`: a volatile condition is never pushed into such a subquery,
-/// so it runs in tenant order and only for tenants with a due step.
-static CLAIM_TENANTS_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+/// The tenants with a step due by `$1`, in tenant order: of each ready
+/// tenant, the earliest due time of each priority (one probe each).
+pub(super) static DUE_TENANTS_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH RECURSIVE {READY_TENANTS_POSTGRES},
          first_due(t, due_at) AS (
@@ -620,25 +624,9 @@ static CLAIM_TENANTS_POSTGRES: LazyLock<String> = LazyLock::new(|| {
                        AND s.priority_rank = ranks.rank)
              FROM every_tenant, (VALUES (0), (1), (2)) AS ranks(rank)
              WHERE every_tenant.t IS NOT NULL)
-         SELECT due.t FROM (
-             SELECT DISTINCT t FROM first_due WHERE due_at <= $1 ORDER BY t) due
-         WHERE pg_advisory_xact_lock(hashtextextended('tenant:' || due.t, 0)) IS NOT NULL"
+         SELECT DISTINCT t FROM first_due WHERE due_at <= $1 ORDER BY t"
     )
 });
-
-/// Postgres: takes the tenant lock ([`super::tenant_lock`]) of every tenant
-/// with a step due by `now`, waiting for each in tenant order (so two
-/// claims never deadlock); returns them as a JSON array for [`claim`].
-/// Claims of one tenant thus count its running steps one at a time, across
-/// hosts: the tenant's cap holds. An advisory lock touches no row, so the
-/// transaction has no id yet when it waits.
-pub async fn claim_tenants(conn: &mut Conn, now: i64) -> Result<String, DbError> {
-    let tenants: Vec<String> = sqlx::query_scalar(CLAIM_TENANTS_POSTGRES.as_str())
-        .bind(now)
-        .fetch_all(conn)
-        .await?;
-    Ok(serde_json::Value::from(tenants).to_string())
-}
 
 /// Extends a lease this host holds; false if the step is no longer ours.
 pub async fn renew_lease(
@@ -832,47 +820,16 @@ pub async fn queue_depth(conn: &mut Conn, now: i64) -> Result<i64, DbError> {
     .await?)
 }
 
-/// Steps of a tenant running now: from the small partial index of running
-/// steps by tenant, the tenant bound last.
-const RUNNING: &str = "SELECT COUNT(*) FROM steps WHERE status = 'running' AND tenant_id = ";
-
-/// Takes the tenant's lock ([`super::tenant_lock`]) — waiting for it with
-/// `wait`, else only if no other transaction holds it — then counts the
-/// tenant's running steps, in one round trip: `None` if the lock was
-/// taken by another transaction (it is claiming for the tenant now). The
-/// count is a statement of its own after the lock, so it sees what the
-/// lock's previous holder committed. SQLite: the count.
-pub async fn lock_and_count_running(
-    conn: &mut Conn,
-    tenant: &str,
-    wait: bool,
-) -> Result<Option<i64>, DbError> {
-    if Backend::of(conn) == Backend::Sqlite {
-        return Ok(Some(
-            sqlx::query_scalar(&format!("{RUNNING}$1"))
-                .bind(tenant)
-                .fetch_one(conn)
-                .await?,
-        ));
-    }
-    let mut query = Statement::new(if wait {
-        "SELECT 1::int8 FROM (SELECT pg_advisory_xact_lock(hashtextextended("
-    } else {
-        "SELECT CASE WHEN pg_try_advisory_xact_lock(hashtextextended("
-    });
-    query.bind(Arg::Owned(Some(super::tenant_lock(tenant))));
-    query.push(if wait {
-        ", 0))) locked;\n"
-    } else {
-        ", 0)) THEN 1 ELSE 0 END::int8;\n"
-    });
-    query.push(RUNNING).bind(tenant);
-    let rows = query.fetch_all(conn).await?;
-    let locked: i64 = rows.first().map_or(Ok(0), |r| r.try_get(0))?;
-    if locked == 0 {
-        return Ok(None);
-    }
-    Ok(Some(rows.get(1).map_or(Ok(0), |r| r.try_get(0))?))
+/// SQLite: the tenant's running steps (one host runs them all).
+pub async fn count_running(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM steps WHERE status = 'running' AND tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_one(conn)
+        .await?,
+    )
 }
 
 /// A workflow's unfinished runs that count against its concurrency limit

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::Connection as _;
 
 use super::runs::{self, RunRow, RunStatus, StepRow, StepStatus, Writes};
-use super::{Db, Options, auth, plugins, schedules, state, webhooks, workflows};
+use super::{Db, Options, auth, plugins, schedules, slots, state, webhooks, workflows};
 
 /// Each backend, opened fresh (the temporary directory lives as long as
 /// the returned handle).
@@ -579,20 +579,14 @@ async fn a_step_written_without_its_tenant_is_still_claimed_in_priority_order() 
         let ids: Vec<&str> = claimed.iter().map(|s| s.run_id.as_str()).collect();
         assert_eq!(ids, ["r-urgent"], "{backend}: the urgent run's step first");
         let mut tx = db.begin().await.expect("begin");
-        let tenants = match backend {
-            "postgres" => Some(runs::claim_tenants(&mut tx, 100).await.expect("tenants")),
-            _ => None,
-        };
-        let claimed = runs::claim(&mut tx, "h", 100, 1_100, 5, 1_000, tenants.as_deref(), true)
+        // On Postgres, within this host's share of the tenant's cap.
+        let within = (backend == "postgres").then_some(r#"{"t1": 1000}"#);
+        let claimed = runs::claim(&mut tx, "h", 100, 1_100, 5, 1_000, within, true)
             .await
             .expect("claim");
         tx.commit().await.expect("commit");
         let ids: Vec<&str> = claimed.iter().map(|s| s.run_id.as_str()).collect();
-        assert_eq!(
-            ids,
-            ["r-plain"],
-            "{backend}: then the other, under the tenant's lock"
-        );
+        assert_eq!(ids, ["r-plain"], "{backend}: then the other");
     }
 }
 
@@ -1408,5 +1402,110 @@ async fn outbox_pages_backs_off_and_requeues() {
             (OutboxStatus::Sent, Some(5_000)),
             "{backend}"
         );
+    }
+}
+
+/// Hosts sharing a Postgres database split a tenant's cap: each claims
+/// only within its share, counting its own running steps, and the shares
+/// of live hosts never add up to more than the cap; a host without work
+/// gives its share back, and an expired one counts for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hosts_claim_within_their_shares_of_a_tenant_cap() {
+    for (backend, db, _dir) in backends().await {
+        if backend != "postgres" {
+            continue;
+        }
+        tenant(&db, "t1").await;
+        for r in 0..4 {
+            run_with_ready_steps(&db, &format!("r{r}"), "t1", 5).await;
+        }
+        let share = |host: &'static str, due: bool, now: i64| {
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin().await.expect("begin");
+                let set = slots::share(
+                    &mut tx,
+                    host,
+                    &[("t1".to_owned(), due)],
+                    6,
+                    32,
+                    now,
+                    now + 1_000,
+                )
+                .await
+                .expect("share");
+                tx.commit().await.expect("commit");
+                set[0].1
+            }
+        };
+        let claim = |host: &'static str, share: i64| {
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin().await.expect("begin");
+                let within = format!(r#"{{"t1": {share}}}"#);
+                let steps = runs::claim(&mut tx, host, 10, 100_000, 32, 6, Some(&within), false)
+                    .await
+                    .expect("claim");
+                tx.commit().await.expect("commit");
+                steps.len()
+            }
+        };
+        // Alone, a host takes the whole cap, and claims up to it.
+        assert_eq!(share("a", true, 10).await, 6);
+        assert_eq!(claim("a", 6).await, 6);
+        assert_eq!(claim("a", 6).await, 0, "its share is running");
+        // A second host finds nothing left until the first shrinks.
+        assert_eq!(share("b", true, 20).await, 0);
+        assert_eq!(claim("b", 0).await, 0);
+        // The first, seeing a contender, shrinks to half: it still counts
+        // the six it runs, so the second still gets nothing.
+        assert_eq!(share("a", true, 30).await, 3);
+        assert_eq!(share("b", true, 40).await, 0);
+        // Three of the first's steps end.
+        sqlx::query(
+            "UPDATE steps SET status = 'completed' WHERE run_id = 'r0' AND step_id IN ('s0', 's1', 's2')",
+        )
+        .execute(&mut *db.writer().await.expect("writer"))
+        .await
+        .expect("complete");
+        let mut conn = db.reader().await.expect("reader");
+        assert_eq!(
+            slots::running_here(&mut conn, "t1", "a")
+                .await
+                .expect("count"),
+            3
+        );
+        drop(conn);
+        assert_eq!(share("a", true, 50).await, 3);
+        assert_eq!(claim("a", 3).await, 0, "the first runs its share");
+        assert_eq!(share("b", true, 60).await, 3);
+        assert_eq!(claim("b", 3).await, 3);
+        // Never more than the cap running across hosts.
+        let running: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE status = 'running'")
+                .fetch_one(&mut *db.reader().await.expect("reader"))
+                .await
+                .expect("running");
+        assert_eq!(running, 6);
+        // Once the first host is gone (its row expired at 1,050), the
+        // second may take the whole cap.
+        assert_eq!(share("b", true, 2_000).await, 6);
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT host_id FROM tenant_slots ORDER BY host_id")
+                .fetch_all(&mut *db.reader().await.expect("reader"))
+                .await
+                .expect("rows");
+        assert_eq!(rows, ["b"], "the expired row is removed");
+        // A host with nothing due and nothing running gives its share back.
+        sqlx::query("UPDATE steps SET status = 'completed' WHERE lease_owner = 'b'")
+            .execute(&mut *db.writer().await.expect("writer"))
+            .await
+            .expect("complete");
+        assert_eq!(share("b", false, 2_100).await, 0);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenant_slots")
+            .fetch_one(&mut *db.reader().await.expect("reader"))
+            .await
+            .expect("rows");
+        assert_eq!(left, 0);
     }
 }

@@ -89,7 +89,7 @@ pub struct EngineConfig {
     pub max_parallel: usize,
     /// Attempts one tenant may have running at once (across hosts); more
     /// wait in the queue. `usize::MAX`: no cap (nothing to count, and on
-    /// Postgres no tenant lock to take when claiming).
+    /// Postgres no shares of it to hold).
     pub tenant_max_running: usize,
     /// Runs one tenant may have waiting to start (`pending`); a start past
     /// it is refused (429 with Retry-After). `usize::MAX`: no limit.
@@ -218,6 +218,13 @@ pub struct Engine {
     /// Compiled JSON Schema validators by sha256 of the schema's text:
     /// plugin config schemas, workflow input schemas, collect_inputs schemas.
     validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
+    /// Postgres under a tenant cap: this host's share of each tenant's cap
+    /// (`db::slots`) and when the shares were last set.
+    shares: Mutex<scheduler::Shares>,
+    /// Postgres under a tenant cap: per tenant, the gate this host's claims
+    /// for the tenant pass one at a time, so each counts what the one
+    /// before it claimed.
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Engine {
@@ -248,6 +255,8 @@ impl Engine {
             recorded: Mutex::default(),
             pending: Mutex::default(),
             validators: Mutex::default(),
+            shares: Mutex::default(),
+            gates: Mutex::default(),
             to_record,
             to_record_rx: Mutex::new(Some(to_record_rx)),
             peers,

@@ -25,12 +25,20 @@ impl Engine {
         want: usize,
         expired_leases: bool,
     ) -> Result<Vec<StepRow>, EngineError> {
+        // Hosts sharing the database under a tenant cap: each due tenant's
+        // steps within this host's share, its gate held to the commit.
+        let shares = if self.shares_cap() {
+            Some(self.claim_shares().await?)
+        } else {
+            None
+        };
         let tx = self.db.begin().await?;
         let limit = self.take_slots(want, self.config.max_parallel);
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let claimed = self.claim_in(tx, limit, expired_leases).await;
+        let within = shares.as_ref().map(|s| s.json.as_str());
+        let claimed = self.claim_in(tx, limit, expired_leases, within).await;
         let unused = limit.saturating_sub(claimed.as_ref().map_or(0, Vec::len));
         // Not `release_slots`: the scheduler calls this and need not wake.
         self.in_flight.fetch_sub(unused, Ordering::SeqCst);
@@ -42,16 +50,10 @@ impl Engine {
         mut tx: db::Tx,
         limit: usize,
         expired_leases: bool,
+        within: Option<&str>,
     ) -> Result<Vec<StepRow>, EngineError> {
         let now = db::now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
-        // Several hosts share the database: the tenants whose cap this
-        // claim counts against are locked first.
-        let tenants = if self.db.exclusive() || !self.capped() {
-            None
-        } else {
-            Some(db::runs::claim_tenants(&mut tx, now).await?)
-        };
         let steps = db::runs::claim(
             &mut tx,
             &self.config.host_id,
@@ -59,7 +61,7 @@ impl Engine {
             lease_until,
             limit as i64,
             i64::try_from(self.config.tenant_max_running).unwrap_or(i64::MAX),
-            tenants.as_deref(),
+            within,
             expired_leases,
         )
         .await?;

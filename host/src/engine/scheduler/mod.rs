@@ -26,6 +26,8 @@ mod claim;
 pub(in crate::engine) use claim::rate_key;
 mod execute;
 mod record;
+mod shares;
+pub(crate) use shares::Shares;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -166,6 +168,7 @@ impl Engine {
             if shutdown.is_cancelled() {
                 return;
             }
+            self.renew_shares().await;
             let free = self
                 .config
                 .max_parallel

@@ -41,8 +41,9 @@ struct BatchState {
     /// Steps claimed so far in this transaction: their slots are taken
     /// (`in_flight`) as they are claimed, and given back if it fails.
     claimed: usize,
-    /// Whether this transaction holds a tenant's lock (Postgres).
-    holds_tenant_lock: bool,
+    /// The gates of the tenants this transaction claims for (Postgres
+    /// under a tenant cap), held until it ends.
+    gates: Vec<tokio::sync::OwnedMutexGuard<()>>,
     /// Progress reports not written because another transaction held their
     /// run (Postgres): for a later batch.
     busy: Vec<ProgressEvent>,
@@ -286,13 +287,14 @@ impl Engine {
 
     /// Ends a recording transaction as its writes went: committed, or
     /// rolled back with the slots its claims took given back.
-    async fn end_batch(&self, conn: db::HandTx, committed: bool, state: &BatchState) {
+    async fn end_batch(&self, conn: db::HandTx, committed: bool, state: &mut BatchState) {
         if committed {
             conn.committed();
         } else {
             conn.abandon().await;
             self.release_slots(state.claimed);
         }
+        state.gates.clear();
     }
 
     /// Records each attempt of `batch` into its run of `runs`, in memory,
@@ -458,34 +460,32 @@ impl Engine {
         // A host that owns its database alone (SQLite) runs every running
         // step itself: what it has in flight bounds any tenant's count, and
         // when that is under the cap no count is needed.
+        let cap = self.config.tenant_max_running;
         let running = match state.running.get(&run.tenant_id) {
             Some(n) => *n,
-            None if self.db.exclusive() && local < self.config.tenant_max_running => local as i64,
             None if !self.capped() => 0,
+            None if self.db.exclusive() && local < cap => local as i64,
+            None if self.db.exclusive() => {
+                let n = db::runs::count_running(tx, &run.tenant_id).await?;
+                let n = n + state.unwritten.get(&run.tenant_id).copied().unwrap_or(0);
+                state.running.insert(run.tenant_id.clone(), n);
+                n
+            }
             None => {
-                // Shared with other hosts: the tenant's lock first. A
-                // transaction waits for a tenant's lock only while it holds
-                // none (the first tenant of the batch); for more it takes
-                // only a free one (if another transaction claims for that
-                // tenant now, the steps stay ready for the scheduler). So no
-                // two transactions wait for each other's tenant locks: see
-                // ARCHITECTURE.md.
-                let wait = !state.holds_tenant_lock;
-                let counted = db::runs::lock_and_count_running(tx, &run.tenant_id, wait).await?;
-                state.holds_tenant_lock |= counted.is_some();
-                let n = match counted {
-                    // The database still counts this batch's finished steps
-                    // and not its claims: both are written later.
-                    Some(n) => n + state.unwritten.get(&run.tenant_id).copied().unwrap_or(0),
-                    None => i64::MAX,
-                };
+                let n = self.count_within_share(tx, &run.tenant_id, state).await?;
                 state.running.insert(run.tenant_id.clone(), n);
                 n
             }
         };
-        let room = self
-            .config
-            .tenant_max_running
+        // Shared with other hosts, this host claims within its share of
+        // the tenant's cap, counting only its own running steps: the share
+        // cannot change while this transaction holds the tenant's gate.
+        let cap = if self.shares_cap() {
+            usize::try_from(self.share_of(&run.tenant_id)).unwrap_or(0)
+        } else {
+            cap
+        };
+        let room = cap
             .saturating_sub(usize::try_from(running).unwrap_or(0))
             .min(due.len());
         let taken = self.take_slots(room, self.config.max_parallel);
@@ -500,6 +500,41 @@ impl Engine {
         }
         *state.unwritten.entry(run.tenant_id.clone()).or_default() += claimed.len() as i64;
         Ok(claimed)
+    }
+
+    /// Postgres under a tenant cap: takes `tenant`'s gate for this
+    /// transaction and counts the steps of the tenant this host has
+    /// running, this batch's unwritten changes included; `i64::MAX` (no
+    /// room) when this host holds no share of the tenant's cap (the steps
+    /// stay ready for the scheduler, whose claim sets one) or the gate is
+    /// held elsewhere. A transaction waits for a gate only while it holds
+    /// none (the first tenant of the batch); for more it takes only a free
+    /// one (if the scheduler claims for that tenant now, the steps stay
+    /// ready for it). So no two claims wait for each other: see
+    /// ARCHITECTURE.md.
+    async fn count_within_share(
+        &self,
+        tx: &mut db::Conn,
+        tenant: &str,
+        state: &mut BatchState,
+    ) -> Result<i64, EngineError> {
+        let gate = self.gate(tenant);
+        let held = if state.gates.is_empty() {
+            Some(gate.lock_owned().await)
+        } else {
+            gate.try_lock_owned().ok()
+        };
+        let Some(held) = held else {
+            return Ok(i64::MAX);
+        };
+        state.gates.push(held);
+        if self.share_of(tenant) == 0 {
+            return Ok(i64::MAX);
+        }
+        let n = db::slots::running_here(tx, tenant, &self.config.host_id).await?;
+        // The database still counts this batch's finished steps and not
+        // its claims: both are written later.
+        Ok(n + state.unwritten.get(tenant).copied().unwrap_or(0))
     }
 
     /// Writes a recording batch and commits it, in one round trip (one
