@@ -22,7 +22,9 @@ pub struct Seen {
     pub tenant: String,
     /// Steps of the tenant this host has running.
     pub running: i64,
-    /// The shares other live hosts hold, added up.
+    /// What the other hosts hold, added up: each one's live share or the
+    /// steps of the tenant it has running, whichever is larger (a dead
+    /// host's steps count until another host takes them over).
     pub others: i64,
     /// Other live hosts holding a row: hosts with work for the tenant.
     pub contenders: i64,
@@ -51,7 +53,7 @@ pub fn share_of(seen: &Seen, due: bool, cap: i64, max_parallel: i64) -> Option<(
 /// tenants' locks in tenant order, reads what this host runs and what the
 /// others hold, and writes this host's rows (`None` from [`share_of`]
 /// deletes the row). Expired rows of these tenants are removed. Returns
-/// each tenant's share, 0 for those it holds none of.
+/// each tenant's share, `None` for those whose row it deleted.
 pub async fn share(
     tx: &mut Conn,
     host: &str,
@@ -60,7 +62,7 @@ pub async fn share(
     max_parallel: i64,
     now: i64,
     expires_at: i64,
-) -> Result<Vec<(String, i64)>, DbError> {
+) -> Result<Vec<(String, Option<i64>)>, DbError> {
     if tenants.is_empty() {
         return Ok(Vec::new());
     }
@@ -80,8 +82,12 @@ pub async fn share(
         "SELECT u.t,
                 (SELECT COUNT(*) FROM steps s
                  WHERE s.status = 'running' AND s.tenant_id = u.t AND s.lease_owner = $2)::int8,
-                (SELECT COALESCE(SUM(o.slots), 0) FROM tenant_slots o
-                 WHERE o.tenant_id = u.t AND o.host_id <> $2 AND o.expires_at > $3)::int8,
+                (SELECT COALESCE(SUM(GREATEST(COALESCE(o.slots, 0), COALESCE(r.n, 0))), 0)
+                 FROM (SELECT host_id AS h, slots FROM tenant_slots
+                       WHERE tenant_id = u.t AND host_id <> $2 AND expires_at > $3) o
+                 FULL JOIN (SELECT lease_owner AS h, COUNT(*) AS n FROM steps
+                            WHERE status = 'running' AND tenant_id = u.t AND lease_owner <> $2
+                            GROUP BY lease_owner) r USING (h))::int8,
                 (SELECT COUNT(*) FROM tenant_slots o
                  WHERE o.tenant_id = u.t AND o.host_id <> $2 AND o.expires_at > $3)::int8
          FROM (SELECT DISTINCT t COLLATE \"C\" AS t FROM json_array_elements_text($1::json) AS u(t)) u",
@@ -105,11 +111,11 @@ pub async fn share(
         match share_of(&seen, due, cap, max_parallel) {
             Some((share, slots)) => {
                 kept.push(json!([seen.tenant, slots]));
-                shares.push((seen.tenant, share));
+                shares.push((seen.tenant, Some(share)));
             }
             None => {
                 dropped.push(json!(seen.tenant));
-                shares.push((seen.tenant, 0));
+                shares.push((seen.tenant, None));
             }
         }
     }

@@ -1435,7 +1435,7 @@ async fn postgres_hosts_claim_within_their_shares_of_a_tenant_cap() {
                 .await
                 .expect("share");
                 tx.commit().await.expect("commit");
-                set[0].1
+                set[0].1.unwrap_or(0)
             }
         };
         let claim = |host: &'static str, share: i64| {
@@ -1487,9 +1487,15 @@ async fn postgres_hosts_claim_within_their_shares_of_a_tenant_cap() {
                 .await
                 .expect("running");
         assert_eq!(running, 6);
-        // Once the first host is gone (its row expired at 1,050), the
-        // second may take the whole cap.
-        assert_eq!(share("b", true, 2_000).await, 6);
+        // The first host dies: its row expired at 1,050, but its three
+        // running steps still count until another host takes them over.
+        assert_eq!(share("b", true, 2_000).await, 3);
+        sqlx::query("UPDATE steps SET lease_owner = 'b' WHERE lease_owner = 'a'")
+            .execute(&mut *db.writer().await.expect("writer"))
+            .await
+            .expect("take over");
+        // Taken over, they are the second host's: it may run the whole cap.
+        assert_eq!(share("b", true, 2_010).await, 6);
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT host_id FROM tenant_slots ORDER BY host_id")
                 .fetch_all(&mut *db.reader().await.expect("reader"))
@@ -1501,7 +1507,7 @@ async fn postgres_hosts_claim_within_their_shares_of_a_tenant_cap() {
             .execute(&mut *db.writer().await.expect("writer"))
             .await
             .expect("complete");
-        assert_eq!(share("b", false, 2_100).await, 0);
+        assert_eq!(share("b", false, 2_100).await, 0, "no row");
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenant_slots")
             .fetch_one(&mut *db.reader().await.expect("reader"))
             .await

@@ -26,13 +26,18 @@ impl Engine {
         expired_leases: bool,
     ) -> Result<Vec<StepRow>, EngineError> {
         // Hosts sharing the database under a tenant cap: each due tenant's
-        // steps within this host's share, its gate held to the commit.
-        let shares = if self.shares_cap() {
-            Some(self.claim_shares().await?)
+        // steps within this host's share, its gate taken once the
+        // connection is (never the other way round) and held to the commit.
+        let due = if self.shares_cap() {
+            Some(self.due_for_claim().await?)
         } else {
             None
         };
         let tx = self.db.begin().await?;
+        let shares = match due {
+            Some(due) => Some(self.claim_gates(due).await),
+            None => None,
+        };
         let limit = self.take_slots(want, self.config.max_parallel);
         if limit == 0 {
             return Ok(Vec::new());

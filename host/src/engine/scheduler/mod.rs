@@ -219,6 +219,9 @@ impl Engine {
                 Some(t) => Duration::from_millis((t - now) as u64).min(poll),
                 None => poll,
             };
+            // Shares of tenant caps are renewed on time: one not renewed
+            // within half a lease lapses.
+            let wait = self.shares_renew_in().map_or(wait, |renew| wait.min(renew));
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}

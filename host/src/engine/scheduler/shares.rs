@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::OwnedMutexGuard;
@@ -64,6 +65,24 @@ impl Engine {
             .is_none_or(|at| at.elapsed() >= self.config.poll)
     }
 
+    /// How long until the shares this host holds are due for renewal, if
+    /// it holds any: the scheduler waits no longer than that (and no less
+    /// than a tenth of the poll interval, should renewing fail).
+    pub(super) fn shares_renew_in(&self) -> Option<std::time::Duration> {
+        if !self.shares_cap() {
+            return None;
+        }
+        let shares = lock(&self.shares);
+        if shares.of.is_empty() {
+            return None;
+        }
+        let poll = self.config.poll;
+        let due = shares.set_at.map_or(std::time::Duration::ZERO, |at| {
+            poll.saturating_sub(at.elapsed())
+        });
+        Some(due.max(poll / 10))
+    }
+
     /// Renews the shares this host holds once they are older than the poll
     /// interval: they expire unless renewed, and other hosts with work for
     /// a tenant are given their part as this host's shrinks.
@@ -90,25 +109,36 @@ impl Engine {
     }
 
     /// Sets this host's share of each tenant of `due` and of those it holds
-    /// a share of, in one transaction.
+    /// a share of, in one transaction. A host without a free slot asks for
+    /// no share of a tenant it runs nothing of: it could not use it.
     async fn set_shares(&self, due: &[String]) -> Result<(), EngineError> {
         let mut tenants: BTreeMap<String, bool> = lock(&self.shares)
             .of
             .keys()
             .map(|t| (t.clone(), false))
             .collect();
-        tenants.extend(due.iter().map(|t| (t.clone(), true)));
+        if self.in_flight.load(Ordering::SeqCst) < self.config.max_parallel {
+            tenants.extend(due.iter().map(|t| (t.clone(), true)));
+        }
+        if tenants.is_empty() {
+            return Ok(());
+        }
         let tenants: Vec<(String, bool)> = tenants.into_iter().collect();
-        // No claim of this host for these tenants is under way while their
-        // shares are set: each share counts what this host has running,
-        // and claims go by the share in memory, changed before the gates
-        // open again.
+        // The connection first, then the gates: nothing holds a gate while
+        // it waits for a connection (a recorder holds one while it waits
+        // for a gate). No claim of this host for these tenants is under
+        // way while their shares are set: each share counts what this host
+        // has running, and claims go by the share in memory, changed
+        // before the gates open again.
+        let mut tx = self.db.begin().await?;
         let mut gates = Vec::with_capacity(tenants.len());
         for (tenant, _) in &tenants {
             gates.push(self.gate(tenant).lock_owned().await);
         }
+        // Taken before the rows' expiry is: the share in memory lapses
+        // (half a lease from here) before the rows do.
+        let started = Instant::now();
         let now = db::now_ms();
-        let mut tx = self.db.begin().await?;
         let set = db::slots::share(
             &mut tx,
             &self.config.host_id,
@@ -120,25 +150,31 @@ impl Engine {
         )
         .await?;
         tx.commit().await.map_err(db::DbError::from)?;
+        let mut gone = Vec::new();
         let mut shares = lock(&self.shares);
         for (tenant, share) in set {
-            if share > 0 || tenants.iter().any(|(t, due)| *due && *t == tenant) {
-                shares.of.insert(tenant, share);
-            } else {
-                shares.of.remove(&tenant);
+            match share {
+                Some(share) => {
+                    shares.of.insert(tenant, share);
+                }
+                None => {
+                    shares.of.remove(&tenant);
+                    gone.push(tenant);
+                }
             }
         }
-        shares.set_at = Some(Instant::now());
+        shares.set_at = Some(started);
         drop(shares);
         drop(gates);
+        // Gates of tenants this host no longer claims for, unless in use.
+        lock(&self.gates).retain(|t, g| !gone.contains(t) || Arc::strong_count(g) > 1);
         Ok(())
     }
 
-    /// What the scheduler's claim claims within: the tenants with a step
-    /// due and this host's share of each (set first for a tenant it holds
-    /// no share of yet, or when the shares are older than the poll
-    /// interval), with their gates taken in tenant order.
-    pub(super) async fn claim_shares(&self) -> Result<ClaimShares, EngineError> {
+    /// The tenants with a step due, for the scheduler's claim, with this
+    /// host's share of each set first where it holds none yet, or when
+    /// the shares are older than the poll interval.
+    pub(super) async fn due_for_claim(&self) -> Result<Vec<String>, EngineError> {
         let due = self.due_tenants().await?;
         let unknown = {
             let shares = lock(&self.shares);
@@ -147,10 +183,17 @@ impl Engine {
         if unknown || self.shares_stale() {
             self.set_shares(&due).await?;
         }
+        Ok(due)
+    }
+
+    /// What the scheduler's claim claims within: the tenants of `due` this
+    /// host holds a share of, with their gates taken in tenant order
+    /// (`due` is sorted: a claim waits for a gate only while holding lower
+    /// ones, and a recorder only while holding none). The caller holds
+    /// its connection already.
+    pub(super) async fn claim_gates(&self, due: Vec<String>) -> ClaimShares {
         let mut within = serde_json::Map::new();
         let mut gates = Vec::new();
-        // `due` is in tenant order: a claim waits for a gate only while
-        // holding lower ones, and a recorder only while holding none.
         for tenant in due {
             let share = self.share_of(&tenant);
             if share > 0 {
@@ -158,9 +201,9 @@ impl Engine {
                 within.insert(tenant, share.into());
             }
         }
-        Ok(ClaimShares {
+        ClaimShares {
             json: serde_json::Value::Object(within).to_string(),
             _gates: gates,
-        })
+        }
     }
 }
