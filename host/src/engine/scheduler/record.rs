@@ -465,14 +465,16 @@ impl Engine {
             Some(n) => *n,
             None if !self.capped() => 0,
             None if self.db.exclusive() && local < cap => local as i64,
-            None if self.db.exclusive() => {
-                let n = db::runs::count_running(tx, &run.tenant_id).await?;
-                let n = n + state.unwritten.get(&run.tenant_id).copied().unwrap_or(0);
-                state.running.insert(run.tenant_id.clone(), n);
-                n
-            }
             None => {
-                let n = self.count_within_share(tx, &run.tenant_id, state).await?;
+                let counted = if self.db.exclusive() {
+                    Some(db::runs::count_running(tx, &run.tenant_id).await?)
+                } else {
+                    self.count_within_share(tx, &run.tenant_id, state).await?
+                };
+                // The database still counts this batch's finished steps and
+                // not its claims: both are written later. No count: no room.
+                let unwritten = state.unwritten.get(&run.tenant_id).copied().unwrap_or(0);
+                let n = counted.map_or(i64::MAX, |n| n + unwritten);
                 state.running.insert(run.tenant_id.clone(), n);
                 n
             }
@@ -504,10 +506,9 @@ impl Engine {
 
     /// Postgres under a tenant cap: takes `tenant`'s gate for this
     /// transaction and counts the steps of the tenant this host has
-    /// running, this batch's unwritten changes included; `i64::MAX` (no
-    /// room) when this host holds no share of the tenant's cap (the steps
-    /// stay ready for the scheduler, whose claim sets one) or the gate is
-    /// held elsewhere. A transaction waits for a gate only while it holds
+    /// running as committed; `None` (no room) when this host holds no
+    /// share of the tenant's cap (the steps stay ready for the scheduler,
+    /// whose claim sets one) or the gate is held elsewhere. A transaction waits for a gate only while it holds
     /// none (the first tenant of the batch); for more it takes only a free
     /// one (if the scheduler claims for that tenant now, the steps stay
     /// ready for it). So no two claims wait for each other: see
@@ -517,7 +518,7 @@ impl Engine {
         tx: &mut db::Conn,
         tenant: &str,
         state: &mut BatchState,
-    ) -> Result<i64, EngineError> {
+    ) -> Result<Option<i64>, EngineError> {
         let gate = self.gate(tenant);
         let held = if state.gates.is_empty() {
             Some(gate.lock_owned().await)
@@ -525,16 +526,14 @@ impl Engine {
             gate.try_lock_owned().ok()
         };
         let Some(held) = held else {
-            return Ok(i64::MAX);
+            return Ok(None);
         };
         state.gates.push(held);
         if self.share_of(tenant) == 0 {
-            return Ok(i64::MAX);
+            return Ok(None);
         }
-        let n = db::slots::running_here(tx, tenant, &self.config.host_id).await?;
-        // The database still counts this batch's finished steps and not
-        // its claims: both are written later.
-        Ok(n + state.unwritten.get(tenant).copied().unwrap_or(0))
+        let host = &self.config.host_id;
+        Ok(Some(db::slots::running_here(tx, tenant, host).await?))
     }
 
     /// Writes a recording batch and commits it, in one round trip (one
