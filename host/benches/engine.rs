@@ -387,6 +387,12 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
         elapsed.as_secs_f64()
     );
     println!("  throughput: {steps_per_sec:.0} steps/s");
+    // The log is reused from its start once checkpointed, so its file's
+    // size is the longest it grew.
+    println!(
+        "  write-ahead log file after it: {:.1} MiB",
+        wal_mib(dir.path())
+    );
     println!(
         "sync run of {STEPS} steps ({SYNC_RUNS} runs, one at a time): p50 {:.2} ms, p99 {:.2} ms",
         ms(p50),
@@ -419,7 +425,16 @@ async fn measure(config: EngineConfig, part: Part, history: usize) {
         round_trip.as_secs_f64() * 1e6
     );
     chains(&post).await;
+    println!(
+        "write-ahead log file at the end: {:.1} MiB",
+        wal_mib(dir.path())
+    );
     shutdown.cancel();
+}
+
+/// The size of the database's write-ahead log file in `dir`, in MiB.
+fn wal_mib(dir: &std::path::Path) -> f64 {
+    std::fs::metadata(dir.join("weft.db-wal")).map_or(0.0, |m| m.len() as f64 / (1 << 20) as f64)
 }
 
 /// Latency of synchronous runs of chains of 1, 10 and 100 sequential

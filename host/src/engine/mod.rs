@@ -194,8 +194,9 @@ pub struct Engine {
     running: Mutex<HashMap<(String, String), CancellationToken>>,
     in_flight: AtomicUsize,
     /// Set while the scheduler's last pass found steps due: a recorded
-    /// batch then wakes it (freed slots may let it claim them); otherwise
-    /// only a batch that leaves steps ready or ends a run does.
+    /// batch or an attempt that frees its slot then wakes it (freed slots
+    /// may let it claim them); otherwise only a batch that leaves steps
+    /// ready or ends a run does.
     backlog: std::sync::atomic::AtomicBool,
     /// Parsed definitions by (tenant, key, version): versions are immutable.
     definitions: Mutex<HashMap<(String, String, String), Arc<Definition>>>,

@@ -169,10 +169,6 @@ impl Engine {
                 return;
             }
             self.renew_shares().await;
-            let free = self
-                .config
-                .max_parallel
-                .saturating_sub(self.in_flight.load(Ordering::SeqCst));
             // Ask a reader whether anything is due before taking the single
             // writer for a claim: most wake-ups (a recorded result, a freed
             // slot) find nothing, because results claim their dependents.
@@ -188,6 +184,13 @@ impl Engine {
             };
             self.backlog
                 .store(next.is_some_and(|t| t <= now), Ordering::SeqCst);
+            // Free slots are counted after the store: a slot freed before
+            // it is counted here, one freed after it sees the backlog and
+            // wakes this loop (`run_claimed`).
+            let free = self
+                .config
+                .max_parallel
+                .saturating_sub(self.in_flight.load(Ordering::SeqCst));
             let mut claimed = 0;
             if free > 0 && next.is_some_and(|t| t <= now) {
                 let claim = if crate::telemetry::sample_db() {
@@ -241,7 +244,13 @@ impl Engine {
         tokio::spawn(async move {
             engine.execute(step, snapshot).await;
             engine.in_flight.fetch_sub(1, Ordering::SeqCst);
-            engine.wake.notify_one();
+            // A freed slot matters to the scheduler only when its last pass
+            // found steps due; otherwise waking it costs a read per step,
+            // beside the recorder (a chain's next step is claimed by the
+            // recording of this one).
+            if engine.backlog.load(Ordering::SeqCst) {
+                engine.wake.notify_one();
+            }
         });
     }
 
