@@ -170,8 +170,9 @@ impl Engine {
             }
             self.renew_shares().await;
             // Ask a reader whether anything is due before taking the single
-            // writer for a claim: most wake-ups (a recorded result, a freed
-            // slot) find nothing, because results claim their dependents.
+            // writer for a claim: most wake-ups (a recorded result, a slot
+            // freed while steps were due) find nothing, because results
+            // claim their dependents.
             let due = self.next_due_at().await;
             let now = db::now_ms();
             if leases.stale(now, self.config.poll) {

@@ -508,11 +508,11 @@ impl Engine {
     /// transaction and counts the steps of the tenant this host has
     /// running as committed; `None` (no room) when this host holds no
     /// share of the tenant's cap (the steps stay ready for the scheduler,
-    /// whose claim sets one) or the gate is held elsewhere. A transaction waits for a gate only while it holds
-    /// none (the first tenant of the batch); for more it takes only a free
-    /// one (if the scheduler claims for that tenant now, the steps stay
-    /// ready for it). So no two claims wait for each other: see
-    /// ARCHITECTURE.md.
+    /// whose claim sets one) or the gate is held elsewhere. A transaction
+    /// waits for a gate only while it holds none (the first tenant of the
+    /// batch); for more it takes only a free one (if the scheduler claims
+    /// for that tenant now, the steps stay ready for it). So no two claims
+    /// wait for each other: see ARCHITECTURE.md.
     async fn count_within_share(
         &self,
         tx: &mut db::Conn,
