@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::Connection as _;
+use sqlx::{AssertSqlSafe, Connection as _};
 
 use super::runs::{self, RunRow, RunStatus, StepRow, StepStatus, Writes};
 use super::{Db, Options, auth, plugins, schedules, slots, state, webhooks, workflows};
@@ -62,7 +62,7 @@ async fn fresh_postgres() -> Option<String> {
     }
     let ours = format!("weft_s_{}_", std::process::id());
     for name in stale.iter().filter(|n| !n.starts_with(&ours)) {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
             .execute(&mut admin)
             .await;
     }
@@ -71,11 +71,13 @@ async fn fresh_postgres() -> Option<String> {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     );
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop");
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .expect("create");
@@ -1514,4 +1516,57 @@ async fn postgres_hosts_claim_within_their_shares_of_a_tenant_cap() {
             .expect("rows");
         assert_eq!(left, 0);
     }
+}
+
+#[test]
+fn sqlite_versions_parse_and_order() {
+    assert_eq!(super::sqlite_version("3.51.3"), Some((3, 51, 3)));
+    assert_eq!(super::sqlite_version("3.54"), Some((3, 54, 0)));
+    assert_eq!(super::sqlite_version("3.x.1"), None);
+    assert!(super::sqlite_version("3.46.0") < Some(super::CONCURRENT_CHECKPOINT_SINCE));
+    assert!(super::sqlite_version("3.51.3") >= Some(super::CONCURRENT_CHECKPOINT_SINCE));
+}
+
+/// The SQLite built into the binary is one that checkpoints beside the
+/// writer safely, and the checkpointer keeps the log short while the
+/// writer commits: the log restarts after each checkpoint, so its file
+/// stays the size of a burst of commits, not of everything written (the
+/// writer alone would checkpoint only at 10,000 pages).
+#[tokio::test]
+async fn sqlite_checkpoints_the_log_beside_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(
+        &format!("sqlite://{}/weft.db", dir.path().display()),
+        Options::default(),
+    )
+    .await
+    .expect("open sqlite");
+    assert!(
+        db._checkpointer.is_some(),
+        "this SQLite cannot checkpoint beside the writer"
+    );
+    tenant(&db, "t1").await;
+    let pages = || async {
+        let mut conn = db.reader().await.expect("reader");
+        sqlx::query_scalar::<_, i64>("PRAGMA page_count")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("page_count")
+    };
+    let before = pages().await;
+    for burst in 0..12 {
+        for i in 0..20 {
+            run_with_ready_steps(&db, &format!("r{burst:02}-{i:02}"), "t1", 3).await;
+        }
+        tokio::time::sleep(super::CHECKPOINT_EVERY * 3).await;
+    }
+    let grown = (pages().await - before) * 4096;
+    let log = std::fs::metadata(dir.path().join("weft.db-wal"))
+        .expect("the log")
+        .len() as i64;
+    assert!(grown > 0);
+    assert!(
+        log < grown / 2,
+        "the log ({log} bytes) holds most of what was written ({grown} bytes): nothing checkpointed it"
+    );
 }
