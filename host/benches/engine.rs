@@ -20,6 +20,13 @@
 
 #![allow(clippy::print_stdout, reason = "a bench binary prints its figures")]
 
+/// The allocator of the `weft` binary, so that the bench measures what a
+/// server runs: with glibc's allocator for everything, SQLite's page-cache
+/// churn hides in arenas that Rust's allocations keep large, while the
+/// binary's glibc arenas hold only C allocations and give their pages back.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
