@@ -454,7 +454,10 @@ pub async fn steps_of(conn: &mut Conn, run_id: &str) -> Result<Vec<StepRow>, DbE
 /// row-value comparison on the index's columns after the tenant and rank:
 /// another bound on `due_at` beside it would make SQLite range on `due_at`
 /// alone and read the whole queue. Running steps are counted per tenant
-/// from the small partial index of running steps.
+/// from the small partial index of running steps. The outer limit is
+/// `$4 + 0`, not `$4`: with a bare parameter there, SQLite 3.51 (not 3.46)
+/// prepares the whole statement again on every run after a rebind, as
+/// every claim does (400 µs against 23 µs on an empty database).
 const CLAIM_SQLITE: &str = "WITH RECURSIVE
      tenants(t) AS (
          SELECT (SELECT min(tenant_id) FROM steps WHERE status = 'ready')
@@ -495,7 +498,7 @@ const CLAIM_SQLITE: &str = "WITH RECURSIVE
          WHERE due.n + COALESCE(running.c, 0) <= $5)
      UPDATE steps SET status = 'running', lease_owner = $1, lease_expires_at = $2,
             attempts = attempts + 1, started_at = COALESCE(started_at, $3)
-     WHERE (run_id, step_id) IN (SELECT run_id, step_id FROM picked ORDER BY n, t LIMIT $4)
+     WHERE (run_id, step_id) IN (SELECT run_id, step_id FROM picked ORDER BY n, t LIMIT $4 + 0)
      RETURNING *";
 
 /// The tenants with a ready step on Postgres, in tenant order, skipping
