@@ -594,7 +594,7 @@ async fn insert_series(db: &Db, runs: usize, at: i64, statements: &[String]) {
         .await
         .expect("begin");
     for sql in statements {
-        sqlx::query(sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(runs as i64)
             .bind(&tenant)
             .bind(at)

@@ -107,7 +107,10 @@ async fn fresh_postgres() -> String {
         format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
         format!("CREATE DATABASE {DATABASE}"),
     ] {
-        sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(&mut admin)
+            .await
+            .expect(&sql);
     }
     format!("{server}/{DATABASE}")
 }
@@ -383,8 +386,10 @@ async fn main() {
     }
     let server = postgres_server();
     if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await;
     }
 }

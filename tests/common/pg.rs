@@ -57,11 +57,13 @@ pub fn fresh(name: &str) -> String {
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .expect("connect to the test Postgres");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {statement} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .expect("drop");
-        sqlx::query(&format!("CREATE DATABASE {statement}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {statement} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {statement}")))
             .execute(&mut conn)
             .await
             .expect("create database");
@@ -107,9 +109,11 @@ fn drop_stale() {
                 .await
                 .unwrap_or_default();
         for name in names {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-                .execute(&mut conn)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .execute(&mut conn)
+            .await;
         }
     });
 }

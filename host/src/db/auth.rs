@@ -1,6 +1,6 @@
 //! Tenants and API keys.
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Conn, DbError};
 
@@ -61,9 +61,9 @@ async fn tenant_where(
     column: &'static str,
     value: &str,
 ) -> Result<Option<Tenant>, DbError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT id, name, created_at FROM tenants WHERE {column} = $1"
-    ))
+    )))
     .bind(value)
     .fetch_optional(conn)
     .await?;

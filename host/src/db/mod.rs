@@ -47,8 +47,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection as _};
 
 pub use sql::{Arg, Statement};
 pub use sqlx::AnyConnection as Conn;
@@ -146,6 +146,70 @@ pub struct Db {
     read: AnyPool,
     backend: Backend,
     url: Arc<str>,
+    /// SQLite: checkpoints the write-ahead log while any clone lives.
+    _checkpointer: Option<Arc<Checkpointer>>,
+}
+
+/// How often the checkpointer moves committed pages from SQLite's
+/// write-ahead log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The writer's own checkpoint threshold, in pages, when the checkpointer
+/// runs. The log restarts from its start only when a writer begins on a
+/// log copied whole, which a busy writer rarely sees beside a concurrent
+/// checkpoint: so the writer still checkpoints at this size, finding
+/// nearly every page copied, and restarts the log; it bounds the log file
+/// to about 40 MiB. At 2,000 pages the writer's checkpoints (two syncs
+/// each) cost most of what the checkpointer saves.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
+/// The first SQLite in which a checkpoint may run on one connection while
+/// another commits: earlier versions could corrupt the database when the
+/// checkpoint raced a writer restarting the log (fixed in 3.51.3).
+const CONCURRENT_CHECKPOINT_SINCE: (u32, u32, u32) = (3, 51, 3);
+
+/// Checkpoints SQLite's write-ahead log on a connection of its own, beside
+/// the writer: otherwise the writer does it itself, inside a commit, every
+/// 1,000 pages (copying them and syncing the file twice), and every result
+/// recorded meanwhile waits. A `PASSIVE` checkpoint never waits for readers
+/// or the writer; what it cannot copy yet it copies next time.
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Checkpointer {
+    fn start(mut conn: Conn) -> Self {
+        Self(tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(CHECKPOINT_EVERY).await;
+                match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&mut conn)
+                    .await
+                {
+                    Ok(_) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "could not checkpoint the write-ahead log; the writer checkpoints it meanwhile");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }))
+    }
+}
+
+/// `"3.51.3"` as `(3, 51, 3)`; `None` if it is not such a version.
+fn sqlite_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next()??;
+    let patch = parts.next().unwrap_or(Some(0))?;
+    Some((major, minor, patch))
 }
 
 impl Db {
@@ -174,13 +238,45 @@ impl Db {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
         };
-        let pragmas: Arc<[String]> = [
+        let pragmas = vec![
             "PRAGMA busy_timeout = 10000".to_owned(),
             "PRAGMA foreign_keys = ON".to_owned(),
             format!("PRAGMA synchronous = {synchronous}"),
-        ]
-        .into();
-        let sqlite_pool = |max: u32, mode: &'static str| {
+        ];
+        // The checkpointer's connection, if this SQLite can checkpoint
+        // beside the writer safely.
+        // It switches the file to WAL itself: a connection that has not
+        // seen the log (no read since WAL began) cannot checkpoint it.
+        let mut checkpoint = AnyConnection::connect(&format!("sqlite://{path}?mode=rwc")).await?;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut checkpoint)
+            .await?;
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&mut checkpoint)
+            .await?;
+        let checkpoint = if sqlite_version(&version) >= Some(CONCURRENT_CHECKPOINT_SINCE) {
+            for pragma in &pragmas {
+                sqlx::query(AssertSqlSafe(pragma.as_str()))
+                    .execute(&mut checkpoint)
+                    .await?;
+            }
+            Some(checkpoint)
+        } else {
+            tracing::info!(%version, "SQLite checkpoints its write-ahead log on the writer: this version cannot do it beside it safely");
+            checkpoint.close().await?;
+            None
+        };
+        let write_pragmas: Arc<[String]> = pragmas
+            .iter()
+            .cloned()
+            .chain(
+                checkpoint
+                    .is_some()
+                    .then(|| format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")),
+            )
+            .collect();
+        let read_pragmas: Arc<[String]> = pragmas.into();
+        let sqlite_pool = |max: u32, mode: &'static str, pragmas: &Arc<[String]>| {
             let pragmas = pragmas.clone();
             let url = format!("sqlite://{path}?mode={mode}");
             async move {
@@ -194,7 +290,9 @@ impl Db {
                         let pragmas = pragmas.clone();
                         Box::pin(async move {
                             for pragma in pragmas.iter() {
-                                sqlx::query(pragma).execute(&mut *conn).await?;
+                                sqlx::query(AssertSqlSafe(pragma.as_str()))
+                                    .execute(&mut *conn)
+                                    .await?;
                             }
                             Ok(())
                         })
@@ -205,17 +303,18 @@ impl Db {
         };
         // Writes go through one connection (SQLite has one writer anyway;
         // queuing in-process avoids `SQLITE_BUSY` on lock upgrades).
-        let write = sqlite_pool(1, "rwc").await?;
+        let write = sqlite_pool(1, "rwc", &write_pragmas).await?;
         sqlx::query("PRAGMA journal_mode = WAL")
             .execute(&write)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-        let read = sqlite_pool(4, "ro").await?;
+        let read = sqlite_pool(4, "ro", &read_pragmas).await?;
         Ok(Self {
             write,
             read,
             backend: Backend::Sqlite,
             url: url.into(),
+            _checkpointer: checkpoint.map(|conn| Arc::new(Checkpointer::start(conn))),
         })
     }
 
@@ -252,6 +351,7 @@ impl Db {
             read,
             backend: Backend::Postgres,
             url: url.into(),
+            _checkpointer: None,
         })
     }
 

@@ -2,8 +2,8 @@
 
 use std::sync::LazyLock;
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::sql::{self, Arg, Statement};
 pub use super::status::{AttemptStatus, RunStatus, StepStatus};
@@ -919,7 +919,7 @@ pub async fn oldest_queued(
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         }
     );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(AssertSqlSafe(sql))
         .bind(tenant)
         .bind(workflow)
         .bind(key)

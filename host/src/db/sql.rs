@@ -12,8 +12,8 @@
 //! `BEGIN` before and a `COMMIT` after, go as one simple query: one round
 //! trip, each statement seeing the ones before.
 
-use sqlx::Arguments;
 use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Arguments, AssertSqlSafe};
 
 use super::{Backend, Conn, DbError};
 
@@ -152,15 +152,18 @@ impl<'a> Statement<'a> {
 
     pub async fn fetch_all(&self, conn: &mut Conn) -> Result<Vec<AnyRow>, DbError> {
         match Backend::of(conn) {
-            Backend::Sqlite => Ok(sqlx::query_with(&self.sql, arguments([self])?)
-                .persistent(self.sql.len() <= CACHED_SQL_MAX)
-                .fetch_all(conn)
-                .await?),
+            Backend::Sqlite => Ok(sqlx::query_with(
+                AssertSqlSafe(self.sql.as_str()),
+                arguments([self])?,
+            )
+            .persistent(self.sql.len() <= CACHED_SQL_MAX)
+            .fetch_all(conn)
+            .await?),
             Backend::Postgres => {
                 let mut sql = String::with_capacity(self.sql.len() + 16 * self.args.len());
                 self.inline_into(&mut sql);
                 // No arguments: one simple query.
-                Ok(sqlx::Executor::fetch_all(conn, sql.as_str()).await?)
+                Ok(sqlx::Executor::fetch_all(conn, AssertSqlSafe(sql)).await?)
             }
         }
     }
@@ -198,8 +201,9 @@ pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Resul
                 .map(|s| s.sql.as_str())
                 .collect::<Vec<_>>()
                 .join(";\n");
-            sqlx::query_with(&sql, arguments(statements)?)
-                .persistent(sql.len() <= CACHED_SQL_MAX)
+            let persistent = sql.len() <= CACHED_SQL_MAX;
+            sqlx::query_with(AssertSqlSafe(sql), arguments(statements)?)
+                .persistent(persistent)
                 .execute(conn)
                 .await?;
         }
@@ -212,7 +216,7 @@ pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Resul
                 s.inline_into(&mut sql);
             }
             // No arguments: one simple query.
-            sqlx::Executor::execute(conn, sql.as_str()).await?;
+            sqlx::Executor::execute(conn, AssertSqlSafe(sql)).await?;
         }
     }
     Ok(())
@@ -220,7 +224,7 @@ pub async fn execute_all(conn: &mut Conn, statements: &[Statement<'_>]) -> Resul
 
 fn arguments<'s>(
     statements: impl IntoIterator<Item = &'s Statement<'s>>,
-) -> Result<AnyArguments<'s>, DbError> {
+) -> Result<AnyArguments, DbError> {
     let mut out = AnyArguments::default();
     for s in statements {
         for arg in &s.args {

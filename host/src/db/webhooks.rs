@@ -1,7 +1,7 @@
 //! Webhook subscriptions, their deliveries and every delivery attempt.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Arg, Backend, Conn, DbError, Statement};
 
@@ -87,7 +87,7 @@ pub async fn insert(conn: &mut Conn, w: &WebhookRow) -> Result<(), DbError> {
          VALUES ($1, $2, $3, $4, $5, $6, {}, $8, $9)",
         last_event_sql(Backend::of(conn), "$7")
     );
-    sqlx::query(&sql)
+    sqlx::query(AssertSqlSafe(sql))
         .bind(&w.id)
         .bind(&w.tenant_id)
         .bind(&w.url)
@@ -112,7 +112,7 @@ pub async fn update(conn: &mut Conn, w: &WebhookRow, reenabled: bool) -> Result<
          WHERE id = $9 AND tenant_id = $10",
         last_event_sql(Backend::of(conn), "$7")
     );
-    sqlx::query(&sql)
+    sqlx::query(AssertSqlSafe(sql))
         .bind(&w.url)
         .bind(&w.events)
         .bind(&w.status)
@@ -229,7 +229,7 @@ fn last_event_sql(backend: Backend, tenant: &str) -> String {
 /// where a live feed with no cursor starts.
 pub async fn last_event_id(conn: &mut Conn, tenant: &str) -> Result<i64, DbError> {
     let sql = format!("SELECT {}", last_event_sql(Backend::of(conn), "$1"));
-    let id: Option<i64> = sqlx::query_scalar(&sql)
+    let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(tenant)
         .fetch_one(conn)
         .await?;
@@ -255,7 +255,7 @@ pub async fn events_after(
          FROM events e LEFT JOIN runs r ON r.id = e.run_id
          WHERE e.tenant_id = $1 AND {order} LIMIT $3"
     );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(tenant)
         .bind(cursor)
         .bind(limit)
@@ -340,14 +340,14 @@ pub async fn claim_due(
         Backend::Sqlite => "",
         Backend::Postgres => " FOR UPDATE OF d SKIP LOCKED",
     };
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "UPDATE webhook_deliveries SET next_attempt_at = $1 + $2
          WHERE id IN (
              SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND w.status = 'active'
              ORDER BY d.next_attempt_at LIMIT $3{lock})
          RETURNING *"
-    ))
+    )))
     .bind(now)
     .bind(lease_ms)
     .bind(limit)

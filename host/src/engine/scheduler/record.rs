@@ -333,7 +333,9 @@ impl Engine {
     /// `change` gets the new state, the events and the steps this made
     /// ready that this host claimed at once (within its free slots and the
     /// tenant's cap); `attempts` gets the attempt rows. On an error
-    /// `change` is left as it was.
+    /// (the run's definition cannot be read) `change` is left as it was.
+    /// The run's steps are changed in place: recording a step costs the
+    /// same whatever the length of its run, bar `advance`'s walk.
     async fn record_in(
         &self,
         tx: &mut db::Conn,
@@ -359,8 +361,7 @@ impl Engine {
             return Ok(());
         }
         let definition = self.definition_for_run(&change.run).await?;
-        let mut run = change.run.clone();
-        let mut steps = change.steps.clone();
+        let (run, steps) = (&mut change.run, &mut change.steps);
         // This step no longer runs (a count taken earlier in the transaction
         // still included it).
         if let Some(n) = state.running.get_mut(&run.tenant_id) {
@@ -374,8 +375,8 @@ impl Engine {
             .map(|a| a.duration.as_millis() as u64);
         let mut events = apply_outcome(
             &definition,
-            &run,
-            &mut steps,
+            run,
+            steps,
             index,
             &finished.outcome,
             duration_ms,
@@ -383,15 +384,21 @@ impl Engine {
         );
         let mut claimed_next = Vec::new();
         if !run.status.is_terminal() {
-            events.extend(advance::advance(&definition, &mut run, &mut steps, now));
+            events.extend(advance::advance(&definition, run, steps, now));
+            // Without a count of the tenant's running steps nothing is
+            // claimed here: the outcome is still recorded, and the steps it
+            // made ready wait for the scheduler.
             claimed_next = self
-                .claim_due(tx, &run, &mut steps, state, now, &mut events)
-                .await?;
+                .claim_due(tx, run, steps, state, now, &mut events)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(run_id = %run.id, error = %e,
+                        "could not count the tenant's running steps; the steps this made ready wait for the scheduler");
+                    Vec::new()
+                });
         }
         attempt_rows.extend(claimed_next.iter().map(|s| self.started_attempt(s, now)));
         attempts.extend(attempt_rows);
-        change.run = run;
-        change.steps = steps;
         change.events.extend(events);
         change.claimed_next.extend(claimed_next);
         Ok(())
