@@ -129,11 +129,11 @@ pub async fn list(
     let sql = match status {
         Some(_) => {
             "SELECT * FROM items WHERE run_id = $1 AND step_id = $2 AND idx > $3
-             AND status = $5 ORDER BY idx LIMIT $4"
+             AND status = $5 ORDER BY idx LIMIT $4 + 0"
         }
         None => {
             "SELECT * FROM items WHERE run_id = $1 AND step_id = $2 AND idx > $3
-             ORDER BY idx LIMIT $4"
+             ORDER BY idx LIMIT $4 + 0"
         }
     };
     let mut query = sqlx::query(sql)

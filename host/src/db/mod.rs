@@ -13,7 +13,10 @@
 //! Every query is a function taking a connection (sqlx's
 //! `Any` driver: the same SQL, `$N` placeholders, on both), so callers can
 //! run several in one transaction; the few statements that differ ask
-//! [`Backend::of`] the connection.
+//! [`Backend::of`] the connection. A bound `LIMIT` or `OFFSET` is always
+//! an expression (`LIMIT $3 + 0`): given a bare parameter there, SQLite
+//! 3.51 plans for its value and prepares the statement again after every
+//! rebind (9 µs against 3 µs for a page of one run's events).
 //!
 //! # Layout
 //! - [`auth`]: tenants and API keys.

@@ -407,7 +407,8 @@ pub(crate) fn list_runs_query<'q>(
     }
     query
         .push(&format!(" ORDER BY {id} DESC LIMIT "))
-        .bind(limit);
+        .bind(limit)
+        .push(" + 0");
     query
 }
 
@@ -697,7 +698,7 @@ pub async fn delete_finished_runs(
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM runs WHERE ended_at IS NOT NULL AND ended_at < $1
            AND status IN ('completed', 'failed', 'cancelled', 'terminated', 'declined')
-         ORDER BY ended_at LIMIT $2",
+         ORDER BY ended_at LIMIT $2 + 0",
     )
     .bind(ended_before)
     .bind(limit)
@@ -793,7 +794,7 @@ pub async fn events_after(
     limit: i64,
 ) -> Result<Vec<EventRow>, DbError> {
     let rows =
-        sqlx::query("SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+        sqlx::query("SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3 + 0")
             .bind(run_id)
             .bind(after)
             .bind(limit)

@@ -130,7 +130,7 @@ pub async fn delete(conn: &mut Conn, tenant: &str, id: &str) -> Result<bool, DbE
 /// Active schedules whose next tick is at or before `now`.
 pub async fn due(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<ScheduleRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT * FROM schedules WHERE status = 'active' AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2",
+        "SELECT * FROM schedules WHERE status = 'active' AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2 + 0",
     )
     .bind(now)
     .bind(limit)
@@ -232,7 +232,7 @@ pub async fn fires(
     limit: i64,
 ) -> Result<Vec<FireRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT tick, run_id, error, fired_at FROM schedule_fires WHERE schedule_id = $1 ORDER BY tick DESC LIMIT $2",
+        "SELECT tick, run_id, error, fired_at FROM schedule_fires WHERE schedule_id = $1 ORDER BY tick DESC LIMIT $2 + 0",
     )
     .bind(schedule_id)
     .bind(limit)

@@ -70,7 +70,7 @@ pub async fn kv_keys(
     limit: i64,
 ) -> Result<Vec<String>, DbError> {
     Ok(sqlx::query_scalar(
-        "SELECT key FROM kv WHERE tenant_id = $1 AND bucket = $2 ORDER BY key LIMIT $3 OFFSET $4",
+        "SELECT key FROM kv WHERE tenant_id = $1 AND bucket = $2 ORDER BY key LIMIT $3 + 0 OFFSET $4 + 0",
     )
     .bind(tenant)
     .bind(bucket)
@@ -192,7 +192,7 @@ pub async fn outbox_list(
            AND ($3 IS NULL OR created_at < (SELECT c.created_at FROM outbox c WHERE c.tenant_id = $1 AND c.message_id = $3)
                 OR (created_at = (SELECT c.created_at FROM outbox c WHERE c.tenant_id = $1 AND c.message_id = $3)
                     AND message_id < $3))
-         ORDER BY created_at DESC, message_id DESC LIMIT $4",
+         ORDER BY created_at DESC, message_id DESC LIMIT $4 + 0",
     )
     .bind(tenant)
     .bind(run_id)
@@ -225,7 +225,7 @@ pub async fn outbox_due(
 ) -> Result<Vec<OutboxMessage>, DbError> {
     let rows = sqlx::query(
         "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1
-         ORDER BY next_attempt_at, created_at, message_id LIMIT $2",
+         ORDER BY next_attempt_at, created_at, message_id LIMIT $2 + 0",
     )
     .bind(now)
     .bind(limit)
@@ -636,7 +636,7 @@ pub async fn notifications(
     let rows = sqlx::query(
         "SELECT * FROM notifications WHERE tenant_id = $1
            AND ($2 IS NULL OR run_id = $2) AND (NOT $3 OR read_at IS NULL) AND ($4 IS NULL OR id < $4)
-         ORDER BY id DESC LIMIT $5",
+         ORDER BY id DESC LIMIT $5 + 0",
     )
     .bind(tenant)
     .bind(run_id)
@@ -695,7 +695,7 @@ pub async fn kv_entries(
     let rows = sqlx::query(
         "SELECT key, value, updated_at FROM kv
          WHERE tenant_id = $1 AND bucket = $2 AND substr(key, 1, length($3)) = $3 AND ($4 IS NULL OR key > $4)
-         ORDER BY key LIMIT $5",
+         ORDER BY key LIMIT $5 + 0",
     )
     .bind(tenant)
     .bind(bucket)

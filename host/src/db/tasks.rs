@@ -205,7 +205,7 @@ pub async fn list(
            AND ($4 IS NULL OR run_id = $4)
            AND ($5 IS NULL OR workflow_key = $5)
            AND ($6 IS NULL OR id < $6)
-         ORDER BY id DESC LIMIT $7",
+         ORDER BY id DESC LIMIT $7 + 0",
     )
     .bind(tenant)
     .bind(filter.status)
@@ -277,7 +277,7 @@ pub async fn new_rounds(
            AND s.kind IN ('collect_inputs', 'request_user_action')
            AND NOT EXISTS (SELECT 1 FROM task_rounds r
                            WHERE r.run_id = s.run_id AND r.step_id = s.step_id AND r.round = s.started_at)
-         LIMIT $1",
+         LIMIT $1 + 0",
     )
     .bind(limit)
     .fetch_all(conn)
@@ -340,7 +340,7 @@ pub async fn stale(conn: &mut Conn, limit: i64) -> Result<Vec<(String, String)>,
          LEFT JOIN steps s ON s.run_id = t.run_id AND s.step_id = t.step_id
          WHERE t.status IN ('open', 'viewed')
            AND (s.status IS NULL OR s.status <> 'paused' OR s.started_at <> t.round)
-         LIMIT $1",
+         LIMIT $1 + 0",
     )
     .bind(limit)
     .fetch_all(conn)
@@ -354,7 +354,7 @@ pub async fn stale(conn: &mut Conn, limit: i64) -> Result<Vec<(String, String)>,
 pub async fn due(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<(String, String)>, DbError> {
     let rows = sqlx::query(
         "SELECT run_id, id FROM tasks WHERE status IN ('open', 'viewed') AND next_due_at <= $1
-         ORDER BY next_due_at LIMIT $2",
+         ORDER BY next_due_at LIMIT $2 + 0",
     )
     .bind(now)
     .bind(limit)

@@ -253,7 +253,7 @@ pub async fn events_after(
         "SELECT e.id, e.run_id, e.type, e.step_id, e.data, e.at,
                 r.workflow_key, r.workflow_version, r.status AS run_status, r.labels AS run_labels
          FROM events e LEFT JOIN runs r ON r.id = e.run_id
-         WHERE e.tenant_id = $1 AND {order} LIMIT $3"
+         WHERE e.tenant_id = $1 AND {order} LIMIT $3 + 0"
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(tenant)
@@ -345,7 +345,7 @@ pub async fn claim_due(
          WHERE id IN (
              SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND w.status = 'active'
-             ORDER BY d.next_attempt_at LIMIT $3{lock})
+             ORDER BY d.next_attempt_at LIMIT $3 + 0{lock})
          RETURNING *"
     )))
     .bind(now)
@@ -444,7 +444,7 @@ pub async fn deliveries(
     let rows = sqlx::query(
         "SELECT * FROM webhook_deliveries WHERE webhook_id = $1
            AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4",
+         ORDER BY id DESC LIMIT $4 + 0",
     )
     .bind(webhook_id)
     .bind(status)

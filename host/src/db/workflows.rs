@@ -187,7 +187,7 @@ pub async fn list(
                 OR ($3 <> 'archived' AND w.archived_at IS NULL AND EXISTS (
                       SELECT 1 FROM workflow_versions v WHERE v.tenant_id = w.tenant_id AND v.key = w.key AND v.status = $3)))
            AND ($4 IS NULL OR w.key > $4)
-         ORDER BY w.key LIMIT $5",
+         ORDER BY w.key LIMIT $5 + 0",
     )
     .bind(tenant)
     .bind(pattern)
