@@ -56,11 +56,103 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection as _};
 pub use sql::{Arg, Statement};
 pub use sqlx::AnyConnection as Conn;
 
-/// A write transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A write transaction ([`Db::begin`]): on Postgres sqlx's, on a pooled
+/// connection; on SQLite begun by hand on the writer ([`HandTx`]).
+pub struct Tx(TxOn);
 
-/// A connection taken from a pool.
-pub type Pooled = sqlx::pool::PoolConnection<sqlx::Any>;
+enum TxOn {
+    Pool(sqlx::Transaction<'static, sqlx::Any>),
+    Writer(HandTx),
+}
+
+impl Tx {
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.0 {
+            TxOn::Pool(tx) => tx.commit().await,
+            TxOn::Writer(mut tx) => {
+                sqlx::query("COMMIT").execute(&mut *tx).await?;
+                tx.committed();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        match &self.0 {
+            TxOn::Pool(tx) => tx,
+            TxOn::Writer(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match &mut self.0 {
+            TxOn::Pool(tx) => tx,
+            TxOn::Writer(tx) => tx,
+        }
+    }
+}
+
+/// A connection taken for a while: from a pool, or SQLite's writer.
+pub struct Pooled(Taken);
+
+enum Taken {
+    Pool(sqlx::pool::PoolConnection<sqlx::Any>),
+    Writer(tokio::sync::OwnedMutexGuard<Writer>),
+}
+
+impl Pooled {
+    /// Ends whatever transaction is open on the connection once it is
+    /// dropped: a pooled connection is closed; SQLite's writer rolls back
+    /// before its next task uses it.
+    pub fn close_on_drop(&mut self) {
+        match &mut self.0 {
+            Taken::Pool(conn) => conn.close_on_drop(),
+            Taken::Writer(writer) => writer.roll_back = true,
+        }
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        match &self.0 {
+            Taken::Pool(conn) => conn,
+            Taken::Writer(writer) => &writer.conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match &mut self.0 {
+            Taken::Pool(conn) => conn,
+            Taken::Writer(writer) => &mut writer.conn,
+        }
+    }
+}
+
+/// SQLite's one write connection, taken by one task at a time. It is not
+/// in an sqlx pool: a pool pings a connection on its way back (a round
+/// trip to the connection's thread) before the next task may take it,
+/// which on a chain of steps was about a tenth of each step's time.
+pub(crate) struct Writer {
+    conn: Conn,
+    /// A task dropped it inside a transaction: the next task rolls that
+    /// back first.
+    roll_back: bool,
+}
+
+/// How long a task waits for SQLite's writer before giving up (as sqlx's
+/// pools do for a connection).
+const WRITER_WAIT: Duration = Duration::from_secs(30);
 
 /// How a Postgres write transaction begins: READ COMMITTED whatever the
 /// database's default, so every statement after a lock sees what the
@@ -145,12 +237,21 @@ impl Default for Options {
 
 #[derive(Clone)]
 pub struct Db {
-    write: AnyPool,
+    write: Write,
     read: AnyPool,
     backend: Backend,
     url: Arc<str>,
     /// SQLite: checkpoints the write-ahead log while any clone lives.
     _checkpointer: Option<Arc<Checkpointer>>,
+}
+
+/// Where writes go.
+#[derive(Clone)]
+enum Write {
+    /// Postgres: a pool.
+    Pool(AnyPool),
+    /// SQLite: one connection.
+    One(Arc<tokio::sync::Mutex<Writer>>),
 }
 
 /// How often the checkpointer moves committed pages from SQLite's
@@ -269,51 +370,47 @@ impl Db {
             checkpoint.close().await?;
             None
         };
-        let write_pragmas: Arc<[String]> = pragmas
-            .iter()
-            .cloned()
-            .chain(
-                checkpoint
-                    .is_some()
-                    .then(|| format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")),
-            )
-            .collect();
-        let read_pragmas: Arc<[String]> = pragmas.into();
-        let sqlite_pool = |max: u32, mode: &'static str, pragmas: &Arc<[String]>| {
-            let pragmas = pragmas.clone();
-            let url = format!("sqlite://{path}?mode={mode}");
-            async move {
-                AnyPoolOptions::new()
-                    .max_connections(max)
-                    // No ping before every acquire: the pools are local
-                    // files, and a ping is a round trip to the connection's
-                    // thread.
-                    .test_before_acquire(false)
-                    .after_connect(move |conn, _| {
-                        let pragmas = pragmas.clone();
-                        Box::pin(async move {
-                            for pragma in pragmas.iter() {
-                                sqlx::query(AssertSqlSafe(pragma.as_str()))
-                                    .execute(&mut *conn)
-                                    .await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect(&url)
-                    .await
-            }
-        };
         // Writes go through one connection (SQLite has one writer anyway;
         // queuing in-process avoids `SQLITE_BUSY` on lock upgrades).
-        let write = sqlite_pool(1, "rwc", &write_pragmas).await?;
+        let mut write = AnyConnection::connect(&format!("sqlite://{path}?mode=rwc")).await?;
+        let autocheckpoint = checkpoint
+            .is_some()
+            .then(|| format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}"));
+        for pragma in pragmas.iter().chain(&autocheckpoint) {
+            sqlx::query(AssertSqlSafe(pragma.as_str()))
+                .execute(&mut write)
+                .await?;
+        }
         sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(&write)
+            .execute(&mut write)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-        let read = sqlite_pool(4, "ro", &read_pragmas).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut write)
+            .await?;
+        let read_pragmas: Arc<[String]> = pragmas.into();
+        let read = AnyPoolOptions::new()
+            .max_connections(4)
+            // No ping before every acquire: the pool is of local files, and
+            // a ping is a round trip to the connection's thread.
+            .test_before_acquire(false)
+            .after_connect(move |conn, _| {
+                let pragmas = read_pragmas.clone();
+                Box::pin(async move {
+                    for pragma in pragmas.iter() {
+                        sqlx::query(AssertSqlSafe(pragma.as_str()))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&format!("sqlite://{path}?mode=ro"))
+            .await?;
         Ok(Self {
-            write,
+            write: Write::One(Arc::new(tokio::sync::Mutex::new(Writer {
+                conn: write,
+                roll_back: false,
+            }))),
             read,
             backend: Backend::Sqlite,
             url: url.into(),
@@ -350,7 +447,7 @@ impl Db {
         sqlx::migrate!("./migrations/postgres").run(&write).await?;
         let read = pool(total - total / 2).await?;
         Ok(Self {
-            write,
+            write: Write::Pool(write),
             read,
             backend: Backend::Postgres,
             url: url.into(),
@@ -371,20 +468,37 @@ impl Db {
     /// lock up front), on Postgres `BEGIN` at READ COMMITTED; what it
     /// changes it locks itself ([`lock`], `runs::locked_run`, …).
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        match self.backend {
-            Backend::Sqlite => Ok(self.write.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres => Ok(self.write.begin_with(PG_BEGIN).await?),
+        match &self.write {
+            Write::Pool(pool) => Ok(Tx(TxOn::Pool(pool.begin_with(PG_BEGIN).await?))),
+            Write::One(_) => {
+                let mut tx = HandTx::new(self.writer().await?);
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx).await?;
+                Ok(Tx(TxOn::Writer(tx)))
+            }
         }
     }
 
     /// A connection for reads.
     pub async fn reader(&self) -> Result<Pooled, DbError> {
-        Ok(self.read.acquire().await?)
+        Ok(Pooled(Taken::Pool(self.read.acquire().await?)))
     }
 
-    /// A connection for a single write outside a transaction.
+    /// A connection for writes: on SQLite the one writer, once the task
+    /// before has let it go (and what it left open is rolled back).
     pub async fn writer(&self) -> Result<Pooled, DbError> {
-        Ok(self.write.acquire().await?)
+        match &self.write {
+            Write::Pool(pool) => Ok(Pooled(Taken::Pool(pool.acquire().await?))),
+            Write::One(writer) => {
+                let mut writer = tokio::time::timeout(WRITER_WAIT, writer.clone().lock_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?;
+                if writer.roll_back {
+                    rollback(&mut writer.conn).await?;
+                    writer.roll_back = false;
+                }
+                Ok(Pooled(Taken::Writer(writer)))
+            }
+        }
     }
 
     /// Makes every step still marked running claimable at once: for a host
@@ -395,7 +509,7 @@ impl Db {
             return Ok(0);
         }
         let done = sqlx::query("UPDATE steps SET lease_expires_at = 0 WHERE status = 'running'")
-            .execute(&self.write)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected())
     }
@@ -494,12 +608,13 @@ pub async fn rollback(conn: &mut Conn) -> Result<(), DbError> {
     }
 }
 
-/// A pooled connection for a transaction begun by hand (`BEGIN` sent as
-/// SQL, ended by a `COMMIT` among its writes). Dropped while the
-/// transaction may be open — an error not yet handled, or its task
-/// cancelled mid-transaction (an HTTP client that hung up) — the connection
-/// is closed, which ends the transaction, instead of going back to the pool
-/// with it open (on Postgres, holding its locks).
+/// A connection for a transaction begun by hand (`BEGIN` sent as SQL,
+/// ended by a `COMMIT` among its writes). Dropped while the transaction
+/// may be open — an error not yet handled, or its task cancelled
+/// mid-transaction (an HTTP client that hung up) — a pooled connection is
+/// closed, which ends the transaction, instead of going back to the pool
+/// with it open (on Postgres, holding its locks); SQLite's writer rolls it
+/// back before anything else runs on it.
 pub struct HandTx {
     conn: Pooled,
     open: bool,

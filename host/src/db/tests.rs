@@ -921,8 +921,8 @@ async fn values_round_trip() {
     }
 }
 
-/// A hand-begun transaction whose task is dropped midway (an HTTP client
-/// that hung up) leaves nothing behind: its writes are gone, and the next
+/// A hand-begun transaction, or one from `Db::begin`, whose task is
+/// dropped midway (an HTTP client that hung up) leaves nothing behind: its writes are gone, and the next
 /// writer is not stuck behind it or inside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_hand_transaction_leaves_nothing_open() {
@@ -938,6 +938,15 @@ async fn a_dropped_hand_transaction_leaves_nothing_open() {
                 .await
                 .expect("begin and insert");
             // Dropped here without COMMIT.
+        }
+        {
+            let mut tx = db.begin().await.expect("begin");
+            Writes::default()
+                .insert_run(&run_row("r2", "t1"))
+                .execute(&mut tx)
+                .await
+                .expect("insert");
+            // Dropped here without commit.
         }
         tokio::time::timeout(Duration::from_secs(5), async {
             let mut tx = db.begin().await.expect("begin");
@@ -955,6 +964,13 @@ async fn a_dropped_hand_transaction_leaves_nothing_open() {
                 .expect("read")
                 .is_none(),
             "{backend}: the dropped transaction's run is gone"
+        );
+        assert!(
+            runs::get_run_unscoped(&mut conn, "r2")
+                .await
+                .expect("read")
+                .is_none(),
+            "{backend}: the dropped begun transaction's run is gone"
         );
     }
 }
