@@ -77,6 +77,17 @@ impl Tx {
             }
         }
     }
+
+    /// Rolls the transaction back; what cannot be rolled back now is
+    /// ended on drop.
+    pub async fn rollback(self) {
+        match self.0 {
+            TxOn::Pool(tx) => {
+                let _ = tx.rollback().await;
+            }
+            TxOn::Writer(tx) => tx.abandon().await,
+        }
+    }
 }
 
 impl std::ops::Deref for Tx {
@@ -148,6 +159,37 @@ pub(crate) struct Writer {
     /// A task dropped it inside a transaction: the next task rolls that
     /// back first.
     roll_back: bool,
+    /// How to open it again should its connection break.
+    url: String,
+    pragmas: Vec<String>,
+}
+
+impl Writer {
+    async fn connect(url: &str, pragmas: &[String]) -> Result<Conn, DbError> {
+        let mut conn = AnyConnection::connect(url).await?;
+        for pragma in pragmas {
+            sqlx::query(AssertSqlSafe(pragma.as_str()))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(conn)
+    }
+
+    /// Rolls back what the last task left open. A connection that cannot
+    /// (its thread or file is gone) is replaced by a new one, as a pool
+    /// would: a writer that broke once does not fail every write after.
+    async fn recover(&mut self) -> Result<(), DbError> {
+        match rollback(&mut self.conn).await {
+            Ok(()) => {}
+            Err(DbError::Sqlx(sqlx::Error::WorkerCrashed | sqlx::Error::Io(_))) => {
+                tracing::warn!("SQLite's write connection broke; opening a new one");
+                self.conn = Self::connect(&self.url, &self.pragmas).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.roll_back = false;
+        Ok(())
+    }
 }
 
 /// How long a task waits for SQLite's writer before giving up (as sqlx's
@@ -372,15 +414,17 @@ impl Db {
         };
         // Writes go through one connection (SQLite has one writer anyway;
         // queuing in-process avoids `SQLITE_BUSY` on lock upgrades).
-        let mut write = AnyConnection::connect(&format!("sqlite://{path}?mode=rwc")).await?;
-        let autocheckpoint = checkpoint
-            .is_some()
-            .then(|| format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}"));
-        for pragma in pragmas.iter().chain(&autocheckpoint) {
-            sqlx::query(AssertSqlSafe(pragma.as_str()))
-                .execute(&mut write)
-                .await?;
-        }
+        let write_url = format!("sqlite://{path}?mode=rwc");
+        let write_pragmas: Vec<String> = pragmas
+            .iter()
+            .cloned()
+            .chain(
+                checkpoint
+                    .is_some()
+                    .then(|| format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")),
+            )
+            .collect();
+        let mut write = Writer::connect(&write_url, &write_pragmas).await?;
         sqlx::query("PRAGMA journal_mode = WAL")
             .execute(&mut write)
             .await?;
@@ -410,6 +454,8 @@ impl Db {
             write: Write::One(Arc::new(tokio::sync::Mutex::new(Writer {
                 conn: write,
                 roll_back: false,
+                url: write_url,
+                pragmas: write_pragmas,
             }))),
             read,
             backend: Backend::Sqlite,
@@ -484,7 +530,9 @@ impl Db {
     }
 
     /// A connection for writes: on SQLite the one writer, once the task
-    /// before has let it go (and what it left open is rolled back).
+    /// before has let it go (and what it left open is rolled back). A
+    /// transaction begun on it by hand goes through [`HandTx`], which ends
+    /// it if the task stops midway.
     pub async fn writer(&self) -> Result<Pooled, DbError> {
         match &self.write {
             Write::Pool(pool) => Ok(Pooled(Taken::Pool(pool.acquire().await?))),
@@ -493,8 +541,7 @@ impl Db {
                     .await
                     .map_err(|_| sqlx::Error::PoolTimedOut)?;
                 if writer.roll_back {
-                    rollback(&mut writer.conn).await?;
-                    writer.roll_back = false;
+                    writer.recover().await?;
                 }
                 Ok(Pooled(Taken::Writer(writer)))
             }
@@ -625,13 +672,14 @@ impl HandTx {
         Self { conn, open: true }
     }
 
-    /// The transaction committed: the connection goes back to the pool.
+    /// The transaction committed: the connection is released.
     pub fn committed(mut self) {
         self.open = false;
     }
 
-    /// Ends the transaction after an error: rolls it back (the connection
-    /// goes back to the pool) or, if that fails, closes the connection.
+    /// Ends the transaction after an error: rolls it back, or, if that
+    /// fails, leaves it to be ended on drop (a pooled connection closed,
+    /// SQLite's writer rolled back by its next taker).
     pub async fn abandon(mut self) {
         if rollback(&mut self.conn).await.is_ok() {
             self.open = false;

@@ -922,8 +922,9 @@ async fn values_round_trip() {
 }
 
 /// A hand-begun transaction, or one from `Db::begin`, whose task is
-/// dropped midway (an HTTP client that hung up) leaves nothing behind: its writes are gone, and the next
-/// writer is not stuck behind it or inside it.
+/// dropped midway (an HTTP client that hung up), even mid-statement,
+/// leaves nothing behind: its writes are gone, and the next writer is not
+/// stuck behind it or inside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_hand_transaction_leaves_nothing_open() {
     for (backend, db, _dir) in backends().await {
@@ -948,6 +949,18 @@ async fn a_dropped_hand_transaction_leaves_nothing_open() {
                 .expect("insert");
             // Dropped here without commit.
         }
+        {
+            let mut tx = db.begin().await.expect("begin");
+            // Cancelled at its first await: the statement may be sent, its
+            // answer is never read.
+            let _ = tokio::time::timeout(
+                Duration::ZERO,
+                Writes::default()
+                    .insert_run(&run_row("r3", "t1"))
+                    .execute(&mut tx),
+            )
+            .await;
+        }
         tokio::time::timeout(Duration::from_secs(5), async {
             let mut tx = db.begin().await.expect("begin");
             state::kv_set(&mut tx, "t1", "b", "k", b"v", 0)
@@ -971,6 +984,13 @@ async fn a_dropped_hand_transaction_leaves_nothing_open() {
                 .expect("read")
                 .is_none(),
             "{backend}: the dropped begun transaction's run is gone"
+        );
+        assert!(
+            runs::get_run_unscoped(&mut conn, "r3")
+                .await
+                .expect("read")
+                .is_none(),
+            "{backend}: the cancelled transaction's run is gone"
         );
     }
 }

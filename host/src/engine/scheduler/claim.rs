@@ -40,6 +40,7 @@ impl Engine {
         };
         let limit = self.take_slots(want, self.config.max_parallel);
         if limit == 0 {
+            tx.rollback().await;
             return Ok(Vec::new());
         }
         let within = shares.as_ref().map(|s| s.json.as_str());
