@@ -164,14 +164,21 @@ pub(crate) struct Writer {
     pragmas: Vec<String>,
 }
 
+/// Runs `pragmas` on `conn`, in order: what every SQLite connection of a
+/// [`Db`] is set up with.
+async fn apply_pragmas(conn: &mut Conn, pragmas: &[String]) -> Result<(), sqlx::Error> {
+    for pragma in pragmas {
+        sqlx::query(AssertSqlSafe(pragma.as_str()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Writer {
     async fn connect(url: &str, pragmas: &[String]) -> Result<Conn, DbError> {
         let mut conn = AnyConnection::connect(url).await?;
-        for pragma in pragmas {
-            sqlx::query(AssertSqlSafe(pragma.as_str()))
-                .execute(&mut conn)
-                .await?;
-        }
+        apply_pragmas(&mut conn, pragmas).await?;
         Ok(conn)
     }
 
@@ -393,7 +400,8 @@ impl Db {
         // beside the writer safely.
         // It switches the file to WAL itself: a connection that has not
         // seen the log (no read since WAL began) cannot checkpoint it.
-        let mut checkpoint = AnyConnection::connect(&format!("sqlite://{path}?mode=rwc")).await?;
+        let write_url = format!("sqlite://{path}?mode=rwc");
+        let mut checkpoint = AnyConnection::connect(&write_url).await?;
         sqlx::query("PRAGMA journal_mode = WAL")
             .execute(&mut checkpoint)
             .await?;
@@ -401,11 +409,7 @@ impl Db {
             .fetch_one(&mut checkpoint)
             .await?;
         let checkpoint = if sqlite_version(&version) >= Some(CONCURRENT_CHECKPOINT_SINCE) {
-            for pragma in &pragmas {
-                sqlx::query(AssertSqlSafe(pragma.as_str()))
-                    .execute(&mut checkpoint)
-                    .await?;
-            }
+            apply_pragmas(&mut checkpoint, &pragmas).await?;
             Some(checkpoint)
         } else {
             tracing::info!(%version, "SQLite checkpoints its write-ahead log on the writer: this version cannot do it beside it safely");
@@ -414,7 +418,6 @@ impl Db {
         };
         // Writes go through one connection (SQLite has one writer anyway;
         // queuing in-process avoids `SQLITE_BUSY` on lock upgrades).
-        let write_url = format!("sqlite://{path}?mode=rwc");
         let write_pragmas: Vec<String> = pragmas
             .iter()
             .cloned()
@@ -439,14 +442,7 @@ impl Db {
             .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 let pragmas = read_pragmas.clone();
-                Box::pin(async move {
-                    for pragma in pragmas.iter() {
-                        sqlx::query(AssertSqlSafe(pragma.as_str()))
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
+                Box::pin(async move { apply_pragmas(conn, &pragmas).await })
             })
             .connect(&format!("sqlite://{path}?mode=ro"))
             .await?;

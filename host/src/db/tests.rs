@@ -971,27 +971,19 @@ async fn a_dropped_hand_transaction_leaves_nothing_open() {
         .await
         .unwrap_or_else(|_| panic!("{backend}: the next writer waited on the dropped one"));
         let mut conn = db.reader().await.expect("reader");
-        assert!(
-            runs::get_run_unscoped(&mut conn, "r1")
-                .await
-                .expect("read")
-                .is_none(),
-            "{backend}: the dropped transaction's run is gone"
-        );
-        assert!(
-            runs::get_run_unscoped(&mut conn, "r2")
-                .await
-                .expect("read")
-                .is_none(),
-            "{backend}: the dropped begun transaction's run is gone"
-        );
-        assert!(
-            runs::get_run_unscoped(&mut conn, "r3")
-                .await
-                .expect("read")
-                .is_none(),
-            "{backend}: the cancelled transaction's run is gone"
-        );
+        for (id, transaction) in [
+            ("r1", "dropped hand-begun"),
+            ("r2", "dropped begun"),
+            ("r3", "cancelled"),
+        ] {
+            assert!(
+                runs::get_run_unscoped(&mut conn, id)
+                    .await
+                    .expect("read")
+                    .is_none(),
+                "{backend}: the {transaction} transaction's run {id} is gone"
+            );
+        }
     }
 }
 
